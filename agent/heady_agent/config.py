@@ -1,0 +1,198 @@
+"""The `[agent]` section of config.toml (the only part heady-agent reads), and path resolution."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+APP_NAME = "heady"
+SOURCE_NAMES = ("claude-code", "codex", "managed", "synthetic", "ingest")
+SCENARIOS = (
+    "calm",
+    "queue-overflow",
+    "error-storm",
+    "hot-node",
+    "slow-provider",
+    "runaway-cost",
+    "idle-sessions",
+    "compaction",
+    "node-loss",
+)
+
+
+class ConfigError(Exception):
+    """A config problem, with a one-line message naming the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClaudeCodeConfig(_Section):
+    roots: list[str] = Field(default_factory=lambda: ["~/.claude", "~/.config/claude"])
+    poll_interval_s: float = Field(default=1.0, gt=0)
+
+
+class CodexConfig(_Section):
+    roots: list[str] = Field(default_factory=lambda: ["~/.codex"])
+    poll_interval_s: float = Field(default=1.0, gt=0)
+
+
+class ManagedConfig(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    command: list[str] = Field(min_length=1)
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    max_concurrent: int = Field(default=1, ge=0)
+    # argv template for prompt injection; "{prompt}" and "{session}" are substituted per argument.
+    prompt_command: list[str] | None = None
+    model: str | None = None
+
+
+class SyntheticConfig(_Section):
+    scenario: Literal[
+        "calm",
+        "queue-overflow",
+        "error-storm",
+        "hot-node",
+        "slow-provider",
+        "runaway-cost",
+        "idle-sessions",
+        "compaction",
+        "node-loss",
+    ] = "calm"
+    node_index: int = Field(default=0, ge=0)  # which simulated node of the fleet this agent plays
+    node_count: int = Field(default=1, ge=1)
+    seed: int = 0
+    speed: float = Field(default=1.0, gt=0)  # event-rate multiplier (tests run fast fleets)
+
+
+class AgentConfig(_Section):
+    listen: str = "127.0.0.1:7420"
+    token: str | None = None
+    token_env: str | None = "HEADY_AGENT_TOKEN"
+    token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    metrics_public: bool = False
+    interval_s: float = Field(default=1.0, ge=0.05)
+    sources: list[str] = Field(default_factory=lambda: ["claude-code", "codex"])
+    node_id: str | None = None  # default: hostname
+    labels: dict[str, str] = Field(default_factory=dict)
+    journal_path: str | None = None  # default: <data dir>/agent-journal.db
+    retention_days: float = Field(default=7.0, gt=0)
+    retention_rows: int = Field(default=1_000_000, ge=1000)
+    claude_code: ClaudeCodeConfig = Field(default_factory=ClaudeCodeConfig)
+    codex: CodexConfig = Field(default_factory=CodexConfig)
+    managed: list[ManagedConfig] = Field(default_factory=list)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in SOURCE_NAMES:
+                raise ValueError(f"unknown source {name!r} (known: {', '.join(SOURCE_NAMES)})")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "AgentConfig":
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key must be set together")
+        names = [m.name for m in self.managed]
+        if len(names) != len(set(names)):
+            raise ValueError("managed names must be unique")
+        return self
+
+    def resolve_token(self) -> str | None:
+        """The bearer token: `token`, else the file, else the environment variable."""
+        if self.token:
+            return self.token
+        if self.token_file:
+            path = Path(self.token_file).expanduser()
+            try:
+                return path.read_text().strip() or None
+            except OSError as exc:
+                raise ConfigError(f"agent.token_file: cannot read {path}: {exc.strerror}") from None
+        if self.token_env:
+            return os.environ.get(self.token_env) or None
+        return None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"listen must be HOST:PORT, got {value!r}")
+    host = host.strip("[]")
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise ValueError(f"listen port must be a number, got {port!r}") from None
+    if not 0 <= port_no <= 65535:
+        raise ValueError(f"listen port out of range: {port_no}")
+    return host, port_no
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def config_path(explicit: str | None = None) -> Path:
+    """--config, else $HEADY_CONFIG, else the platformdirs config dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("HEADY_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def read_toml(path: Path, *, required: bool) -> dict[str, Any]:
+    """The parsed file, {} when it is absent and not required; ConfigError with one line otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: config file not found") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def validation_message(path: Path, exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    where = f"{prefix}{where}" if where else prefix.rstrip(".")
+    msg = err.get("msg", "invalid")
+    return f"{path}: {where}: {msg}" if where else f"{path}: {msg}"
+
+
+def load_agent_config(explicit: str | None = None) -> tuple[AgentConfig, Path]:
+    path = config_path(explicit)
+    raw = read_toml(path, required=explicit is not None)
+    section = raw.get("agent", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: agent: must be a table")
+    try:
+        return AgentConfig.model_validate(section), path
+    except ValidationError as exc:
+        raise ConfigError(validation_message(path, exc, "agent.")) from None

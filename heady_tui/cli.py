@@ -1,0 +1,159 @@
+"""`heady`: argument parsing and dispatch. Each subcommand's work lives in heady_tui/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from heady_agent.config import SCENARIOS, ConfigError
+
+from . import __version__
+
+
+class UsageError(Exception):
+    """Bad input on the command line, reported as one line."""
+
+
+def _duration(text: str) -> float:
+    """'90', '90s', '15m', '2h', '1d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    scale = units.get(text[-1:], None)
+    number = text[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90, 15m, 24h)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a duration cannot be negative")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as every command promises
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (default: $HEADY_CONFIG, else the user config dir)")
+    common.add_argument("--data-dir", metavar="DIR", help="data directory (default: the user data dir)")
+
+    ui = _Parser(add_help=False)
+    ui.add_argument("--read-only", action="store_true", help="hide every action that changes anything")
+    ui.add_argument("--theme", choices=("dark", "light"), help="colour theme (default from [ui] theme)")
+    ui.add_argument(
+        "--color",
+        choices=("auto", "truecolor", "256", "16", "none"),
+        default="auto",
+        help="colour depth for terminals that do not announce it (NO_COLOR is honoured)",
+    )
+
+    parser = _Parser(
+        prog="heady",
+        description="Keyboard-driven console for a fleet of machines running LLM coding agents.",
+        parents=[common, ui],
+    )
+    parser.add_argument("--version", action="version", version=f"heady {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    demo = sub.add_parser("demo", parents=[common, ui], help="console on a simulated fleet")
+    demo.add_argument("--nodes", type=_positive_int, default=4, help="simulated nodes (default 4)")
+    demo.add_argument("--scenario", choices=SCENARIOS, default="calm", help="what the fleet does (default calm)")
+    demo.add_argument("--speed", type=float, default=1.0, help="event-rate multiplier (default 1)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+    demo.add_argument("--headless", action="store_true", help="no UI: JSON lines on stdout")
+    demo.add_argument("--for", dest="duration", type=_duration, metavar="SECONDS", help="stop after this long")
+
+    run = sub.add_parser("run", parents=[common], help="the engine without UI (JSON lines on stdout)")
+    run.add_argument("--headless", action="store_true", required=True, help="required: run without UI")
+    run.add_argument("--for", dest="duration", type=_duration, metavar="SECONDS", help="stop after this long")
+
+    for noun in ("nodes", "sessions"):
+        p = sub.add_parser(noun, parents=[common], help=f"list {noun}")
+        verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+        lst = verbs.add_parser("list", parents=[common], help=f"list {noun}")
+        lst.add_argument("--json", action="store_true", help="JSON instead of a table")
+        lst.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for live nodes (default 3)")
+
+    report = sub.add_parser("report", parents=[common], help="session reports")
+    rverbs = report.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    export = rverbs.add_parser("export", parents=[common], help="export a session report")
+    export.add_argument("--since", default="24h", help="24h, 7d, or an ISO 8601 time (default 24h)")
+    export.add_argument("--until", default=None, help="ISO 8601 time (default now)")
+    export.add_argument("--format", choices=("html", "md", "json"), default="html")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    audit = sub.add_parser("audit", parents=[common], help="the hash-chained audit trail")
+    averbs = audit.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    averbs.add_parser("verify", parents=[common], help="verify the chain and its anchor")
+    alog = averbs.add_parser("log", parents=[common], help="show audit entries, newest last")
+    alog.add_argument("--limit", type=_positive_int, default=50)
+    alog.add_argument("--json", action="store_true")
+
+    perms = sub.add_parser("permissions", parents=[common], help="rebalancing permission grants")
+    pverbs = perms.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    plist = pverbs.add_parser("list", parents=[common], help="list grants")
+    plist.add_argument("--json", action="store_true")
+    plist.add_argument("--all", action="store_true", help="include expired, spent and revoked grants")
+    grant = pverbs.add_parser("grant", parents=[common], help="grant permission to rebalance")
+    grant.add_argument("--scope", choices=("single", "session", "persistent"), required=True)
+    grant.add_argument("--reason", default="granted from the command line")
+    revoke = pverbs.add_parser("revoke", parents=[common], help="revoke a grant")
+    revoke.add_argument("id", help="grant id")
+
+    notify = sub.add_parser("notify-deploy", parents=[common], help="tell the healing loop a deploy happened")
+    notify.add_argument("--node", metavar="NAME", help="the node that was deployed (default: all)")
+
+    consent = sub.add_parser("consent", parents=[common], help="permission prompts outside the console")
+    cverbs = consent.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    cprompt = cverbs.add_parser("prompt", parents=[common], help="ask on this terminal")
+    cprompt.add_argument("reason")
+    chtml = cverbs.add_parser("html", parents=[common], help="write a self-contained permission page to stdout")
+    chtml.add_argument("reason")
+
+    return parser
+
+
+# subcommand -> module in heady_tui.commands exposing `run(args) -> int`
+_HANDLERS = {
+    None: "console",
+    "demo": "demo",
+    "run": "headless",
+    "nodes": "inventory",
+    "sessions": "inventory",
+    "report": "report",
+    "audit": "audit",
+    "permissions": "permissions",
+    "notify-deploy": "notify",
+    "consent": "consent",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = importlib.import_module(f"heady_tui.commands.{_HANDLERS[args.command]}")
+    try:
+        return int(module.run(args) or 0)
+    except (ConfigError, UsageError) as exc:
+        print(f"heady: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

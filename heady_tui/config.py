@@ -1,0 +1,247 @@
+"""config.toml for the console: pydantic models, loading, and where files live.
+
+Every key is documented in config.example.toml. The `[agent]` section belongs to heady-agent and is
+validated by its own model (heady_agent.config.AgentConfig).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from heady_agent.config import (
+    AgentConfig,
+    ConfigError,
+    config_path,
+    data_dir,
+    read_toml,
+    validation_message,
+)
+
+__all__ = ["Config", "ConfigError", "Paths", "load_config", "STRATEGIES"]
+
+# Healing strategies the loop knows; `healing.auto_dispatch` may name only these.
+STRATEGIES = ("revive_agent", "repair_endpoint", "environment_sync", "optimize_sessions", "cost_control")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeConfig(_Section):
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^wss?://")
+    token: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    ca_file: str | None = None  # extra CA bundle for wss:// (self-signed fleets)
+    # Turns off certificate verification for this node; logged loudly at every connect.
+    insecure_skip_verify: bool = False
+
+    def resolve_token(self) -> str | None:
+        if self.token:
+            return self.token
+        if self.token_file:
+            path = Path(self.token_file).expanduser()
+            try:
+                return path.read_text().strip() or None
+            except OSError as exc:
+                raise ConfigError(f"nodes.{self.name}.token_file: cannot read {path}: {exc.strerror}") from None
+        if self.token_env:
+            value = os.environ.get(self.token_env)
+            if not value:
+                raise ConfigError(f"nodes.{self.name}.token_env: ${self.token_env} is not set")
+            return value
+        return None
+
+
+class MetricLevels(_Section):
+    threshold: float = Field(ge=0)
+    critical: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MetricLevels":
+        if self.critical < self.threshold:
+            raise ValueError(f"critical ({self.critical}) must not be below threshold ({self.threshold})")
+        return self
+
+
+class DetectorConfig(_Section):
+    node_load_variance: MetricLevels = MetricLevels(threshold=0.3, critical=0.6)
+    task_queue_depth: MetricLevels = MetricLevels(threshold=500, critical=1000)
+    error_rate: MetricLevels = MetricLevels(threshold=0.05, critical=0.10)
+    response_time_p95: MetricLevels = MetricLevels(threshold=2000, critical=4000)
+    evaluation_interval_s: float = Field(default=2.0, gt=0)
+    for_seconds: float = Field(default=10.0, ge=0)
+    clear_seconds: float = Field(default=15.0, ge=0)
+    keep_firing_seconds: float = Field(default=10.0, ge=0)
+    # A firing level is left only below entry x exit_ratio (the lower exit value).
+    exit_ratio: float = Field(default=0.9, gt=0, le=1)
+    window_s: float = Field(default=60.0, gt=0)
+    min_calls: int = Field(default=20, ge=1)
+
+
+class RebalanceConfig(_Section):
+    enabled: bool = True
+    auto_activate: bool = False
+    max_cpu_percent: float = Field(default=80, gt=0, le=100)
+    max_memory_mb: float = Field(default=2048, ge=0)
+    max_duration_s: float = Field(default=300, gt=0)
+    auto_shutdown_on_balance: bool = True
+    balanced_checks: int = Field(default=3, ge=1)
+    step_interval_s: float = Field(default=2.0, gt=0)
+    max_moves_per_step: int = Field(default=200, ge=1)
+
+
+class ConsentConfig(_Section):
+    deny_snooze_s: float = Field(default=600, ge=0)
+    session_hours: float = Field(default=24, gt=0)
+    request_timeout_s: float = Field(default=900, gt=0)  # an unanswered request expires
+
+
+class PolicyConfig(_Section):
+    enabled: bool = True
+    max_retries: int = Field(default=3, ge=0)
+    reset_window_s: float = Field(default=3600, gt=0)
+    backoff_initial_s: float = Field(default=10, ge=0)
+    backoff_max_s: float = Field(default=300, ge=0)
+
+
+class ResumeOnIdleConfig(PolicyConfig):
+    idle_threshold_s: float = Field(default=300, gt=0)
+    prompt: str = "continue"
+
+
+class RestartOnCompactionConfig(PolicyConfig):
+    max_retries: int = Field(default=2, ge=0)
+
+
+class KillOnCostConfig(PolicyConfig):
+    max_retries: int = Field(default=1, ge=0)
+    max_session_cost_usd: float = Field(default=20.0, gt=0)
+
+
+class PoliciesConfig(_Section):
+    resume_on_idle: ResumeOnIdleConfig = Field(default_factory=ResumeOnIdleConfig)
+    restart_on_compaction: RestartOnCompactionConfig = Field(default_factory=RestartOnCompactionConfig)
+    kill_on_cost: KillOnCostConfig = Field(default_factory=KillOnCostConfig)
+
+
+class HealingConfig(_Section):
+    light_interval_s: float = Field(default=30, gt=0)
+    full_interval_s: float = Field(default=300, gt=0)
+    group_wait_s: float = Field(default=30, ge=0)
+    max_tasks_per_node: int = Field(default=2, ge=1)
+    trigger_every_calls: int = Field(default=500, ge=1)
+    trigger_error_rate: float = Field(default=0.2, ge=0, le=1)
+    task_expiry_s: float = Field(default=3600, gt=0)
+    auto_dispatch: list[str] = Field(default_factory=lambda: ["revive_agent", "environment_sync"])
+
+    @field_validator("auto_dispatch")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in STRATEGIES:
+                raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+        return value
+
+
+class ProviderCostConfig(_Section):
+    anthropic_admin_key_env: str | None = None
+    openai_admin_key_env: str | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    openai_base_url: str = "https://api.openai.com"
+    refresh_s: float = Field(default=3600, gt=0)
+
+
+class CostConfig(_Section):
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    pricing_file: str | None = None
+    providers: ProviderCostConfig = Field(default_factory=ProviderCostConfig)
+
+
+class WebhookConfig(_Section):
+    kind: Literal["slack", "discord", "json"]
+    url: str | None = None
+    url_env: str | None = None
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+
+    @model_validator(mode="after")
+    def _has_url(self) -> "WebhookConfig":
+        if not (self.url or self.url_env):
+            raise ValueError("a webhook needs url or url_env")
+        return self
+
+
+class AlertsConfig(_Section):
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    dedupe_window_s: float = Field(default=300, ge=0)
+    max_retries: int = Field(default=3, ge=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class UiConfig(_Section):
+    refresh_hz: float = Field(default=4.0, gt=0, le=30)
+    fps: int = Field(default=30, ge=1, le=120)
+    theme: Literal["dark", "light"] = "dark"
+    keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys, e.g. freeze = "F"
+
+
+class StoreConfig(_Section):
+    retention_days: float = Field(default=30, gt=0)
+    metric_rollup_s: int = Field(default=10, ge=1)
+
+
+class Config(_Section):
+    nodes: list[NodeConfig] = Field(default_factory=list)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
+    policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
+    healing: HealingConfig = Field(default_factory=HealingConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> "Config":
+        names = [n.name for n in self.nodes]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"node names must be unique: {', '.join(sorted(dup))}")
+        return self
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_file: Path
+    data_dir: Path
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "heady.db"
+
+    @property
+    def audit_anchor(self) -> Path:
+        return self.data_dir / "heady.db.anchor"
+
+    @classmethod
+    def resolve(cls, explicit_config: str | None = None, explicit_data: str | None = None) -> "Paths":
+        data = Path(explicit_data).expanduser() if explicit_data else data_dir()
+        return cls(config_file=config_path(explicit_config), data_dir=data)
+
+
+def load_config(paths: Paths, *, required: bool = False) -> Config:
+    """Read and validate; a missing file at the default place means defaults. One-line ConfigError."""
+    raw = read_toml(paths.config_file, required=required)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(paths.config_file, exc)) from None

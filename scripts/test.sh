@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh machine, then the suite itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# System tools some tests drive (tmux for the terminal end-to-end test, chromium for the HTML
+# report, prometheus-node-exporter for the agent benchmark). Tests that need a missing tool skip.
+need=()
+command -v tmux >/dev/null || need+=(tmux)
+command -v chromium >/dev/null || need+=(chromium)
+if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+        || echo "warning: could not install ${need[*]}; the tests that need them will skip" >&2
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+exec .venv/bin/python -m pytest -q "$@"

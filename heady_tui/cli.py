@@ -46,25 +46,40 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _shared_options(*, top: bool) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Options accepted before and after the subcommand. After it they default to SUPPRESS, so a
+    subcommand never overwrites what was given before it (`heady --config F run ...`)."""
+    default = None if top else argparse.SUPPRESS
     common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="config file (default: $HEADY_CONFIG, else the user config dir)")
-    common.add_argument("--data-dir", metavar="DIR", help="data directory (default: the user data dir)")
+    common.add_argument(
+        "--config", metavar="FILE", default=default,
+        help="config file (default: $HEADY_CONFIG, else the user config dir)",
+    )
+    common.add_argument("--data-dir", metavar="DIR", default=default, help="data directory (default: the user data dir)")
 
     ui = _Parser(add_help=False)
-    ui.add_argument("--read-only", action="store_true", help="hide every action that changes anything")
-    ui.add_argument("--theme", choices=("dark", "light"), help="colour theme (default from [ui] theme)")
+    ui.add_argument(
+        "--read-only", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="hide every action that changes anything",
+    )
+    ui.add_argument("--theme", choices=("dark", "light"), default=default, help="colour theme (default from [ui] theme)")
     ui.add_argument(
         "--color",
         choices=("auto", "truecolor", "256", "16", "none"),
-        default="auto",
+        default="auto" if top else argparse.SUPPRESS,
         help="colour depth for terminals that do not announce it (NO_COLOR is honoured)",
     )
+    return common, ui
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top_common, top_ui = _shared_options(top=True)
+    common, ui = _shared_options(top=False)
 
     parser = _Parser(
         prog="heady",
         description="Keyboard-driven console for a fleet of machines running LLM coding agents.",
-        parents=[common, ui],
+        parents=[top_common, top_ui],
     )
     parser.add_argument("--version", action="version", version=f"heady {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -1,0 +1,85 @@
+"""The one registry of console actions.
+
+It feeds every screen's BINDINGS (each Binding carries the action's id, so `[ui] keymap` can
+remap keys through App.set_keymap), the `?` help screen and the command palette. Read-only mode
+hides every action marked `changes_state`; destructive actions ask for confirmation first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+# Screen names; "app" actions work everywhere.
+SCREENS = ("app", "overview", "node", "session", "costs", "healing", "permissions", "audit")
+
+
+@dataclass(frozen=True)
+class UiAction:
+    id: str  # binding id and keymap key
+    key: str
+    description: str
+    screen: str
+    action: str  # Textual action string run on the screen (or the app for screen "app")
+    destructive: bool = False
+    changes_state: bool = False
+    show: bool = True  # listed in the footer
+
+    @property
+    def action_name(self) -> str:
+        return self.action.split("(", 1)[0]
+
+
+ACTIONS: tuple[UiAction, ...] = (
+    UiAction("overview", "1", "Overview", "app", "switch_view('overview')"),
+    UiAction("costs", "2", "Costs", "app", "switch_view('costs')"),
+    UiAction("healing", "3", "Healing", "app", "switch_view('healing')"),
+    UiAction("permissions", "4", "Permissions", "app", "switch_view('permissions')"),
+    UiAction("audit", "5", "Audit", "app", "switch_view('audit')"),
+    UiAction("help", "question_mark", "Help", "app", "help"),
+    UiAction("freeze", "f", "Freeze", "app", "toggle_freeze"),
+    UiAction("filter", "slash", "Filter", "app", "filter"),
+    UiAction("back", "escape", "Back", "app", "back", show=False),
+    UiAction("quit", "q", "Quit", "app", "quit"),
+    UiAction("open", "enter", "Open", "overview", "open_row", show=False),
+    UiAction("node_drain", "d", "Drain node", "node", "drain", destructive=True, changes_state=True),
+    UiAction("node_undrain", "u", "Undrain node", "node", "undrain", changes_state=True),
+    UiAction("node_concurrency", "c", "Concurrency", "node", "concurrency", changes_state=True),
+    UiAction("node_pause", "p", "Pause session", "node", "pause_session", destructive=True, changes_state=True),
+    UiAction("node_renice", "r", "Renice session", "node", "renice_session", changes_state=True),
+    UiAction("node_open", "enter", "Open session", "node", "open_row", show=False),
+    UiAction("session_kill", "k", "Kill", "session", "kill", destructive=True, changes_state=True),
+    UiAction("session_pause", "p", "Pause", "session", "pause", changes_state=True),
+    UiAction("session_resume", "u", "Resume", "session", "resume", changes_state=True),
+    UiAction("session_restart", "r", "Restart", "session", "restart", destructive=True, changes_state=True),
+    UiAction("session_prompt", "i", "Prompt", "session", "prompt", changes_state=True),
+    UiAction("task_approve", "a", "Approve task", "healing", "approve", changes_state=True),
+    UiAction("task_reject", "x", "Reject task", "healing", "reject", changes_state=True),
+    UiAction("policy_reset", "z", "Reset policy", "healing", "reset_policy", changes_state=True),
+    UiAction("grant_revoke", "x", "Revoke grant", "permissions", "revoke", destructive=True, changes_state=True),
+    UiAction("grants_all", "i", "Show inactive", "permissions", "toggle_inactive"),
+    UiAction("audit_verify", "v", "Verify chain", "audit", "verify"),
+)
+
+_BY_ID = {action.id: action for action in ACTIONS}
+
+
+def action(action_id: str) -> UiAction:
+    return _BY_ID[action_id]
+
+
+def actions_for(screen: str) -> list[UiAction]:
+    return [a for a in ACTIONS if a.screen == screen]
+
+
+def bindings_for(screen: str) -> list[Binding]:
+    return [
+        Binding(a.key, a.action, a.description, show=a.show, id=a.id)
+        for a in actions_for(screen)
+    ]
+
+
+def changes_state(screen: str, action_name: str) -> bool:
+    """Whether running `action_name` on `screen` changes anything (hidden in read-only mode)."""
+    return any(a.changes_state for a in actions_for(screen) if a.action_name == action_name)

@@ -83,6 +83,7 @@ class DetectorConfig(_Section):
     exit_ratio: float = Field(default=0.9, gt=0, le=1)
     window_s: float = Field(default=60.0, gt=0)
     min_calls: int = Field(default=20, ge=1)
+    trend_window_s: float = Field(default=300.0, gt=0)  # slope and time-to-critical look this far back
 
 
 class RebalanceConfig(_Section):
@@ -95,6 +96,9 @@ class RebalanceConfig(_Section):
     balanced_checks: int = Field(default=3, ge=1)
     step_interval_s: float = Field(default=2.0, gt=0)
     max_moves_per_step: int = Field(default=200, ge=1)
+    # Run priority (DESIGN.md): high when variance or P95 exceed these (critical comes from [detector]).
+    high_variance: float = Field(default=0.5, ge=0)
+    high_p95_ms: float = Field(default=5000, ge=0)
 
 
 class ConsentConfig(_Section):

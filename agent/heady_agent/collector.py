@@ -20,7 +20,6 @@ class Collector:
         self._last_mono: float | None = None
         self._last_disk: tuple[int, int] | None = None
         self._last_net: tuple[int, int] | None = None
-        self._proc_cache: dict[int, psutil.Process] = {}
         psutil.cpu_percent(interval=None)  # primes the counter; the first real sample is a delta
         self._counters()
 
@@ -71,20 +70,17 @@ class Collector:
     def top_processes(self, sources: Sequence[SessionSource], session_by_pid: dict[int, str]) -> list[dict[str, Any]]:
         """The busiest processes by CPU since the previous call (detail frames)."""
         for source in sources:
-            rows = source.process_rows()
-            if rows is not None:
-                return rows[:TOP_PROCESSES]
+            given = source.process_rows()
+            if given is not None:
+                return given[:TOP_PROCESSES]
         rows: list[dict[str, Any]] = []
-        alive: dict[int, psutil.Process] = {}
-        for proc in psutil.process_iter(["pid", "name", "username", "memory_info"]):
-            # Reusing Process objects keeps cpu_percent a delta since the last detail frame.
-            proc = self._proc_cache.get(proc.pid, proc)
+        # process_iter reuses its Process objects, so cpu_percent is a delta since the last call.
+        for proc in psutil.process_iter(["name", "username", "memory_info"]):
             try:
                 cpu = proc.cpu_percent(interval=None)
-                info = proc.info if hasattr(proc, "info") else proc.as_dict(["pid", "name", "username", "memory_info"])
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            alive[proc.pid] = proc
+            info = proc.info
             mem = info.get("memory_info")
             rows.append(
                 {
@@ -96,6 +92,5 @@ class Collector:
                     "session": session_by_pid.get(proc.pid),
                 }
             )
-        self._proc_cache = alive
         rows.sort(key=lambda r: r["cpu"], reverse=True)
         return rows[:TOP_PROCESSES]

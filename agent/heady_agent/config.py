@@ -49,9 +49,16 @@ class ManagedConfig(_Section):
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     max_concurrent: int = Field(default=1, ge=0)
+    # Work items (no extra args) queued when the agent starts with an empty journal; see docs/agent.md.
+    instances: int = Field(default=0, ge=0, le=10_000)
     # argv template for prompt injection; "{prompt}" and "{session}" are substituted per argument.
     prompt_command: list[str] | None = None
     model: str | None = None
+
+
+class IngestConfig(_Section):
+    opencode_url: str = Field(default="http://127.0.0.1:4096", pattern=r"^https?://")  # `opencode serve`
+    reconnect_max_s: float = Field(default=30.0, gt=0)
 
 
 class SyntheticConfig(_Section):
@@ -91,6 +98,7 @@ class AgentConfig(_Section):
     codex: CodexConfig = Field(default_factory=CodexConfig)
     managed: list[ManagedConfig] = Field(default_factory=list)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @field_validator("sources")
     @classmethod

@@ -54,6 +54,7 @@ ACTIONS: tuple[UiAction, ...] = (
     UiAction("session_resume", "u", "Resume", "session", "resume", changes_state=True),
     UiAction("session_restart", "r", "Restart", "session", "restart", destructive=True, changes_state=True),
     UiAction("session_prompt", "i", "Prompt", "session", "prompt", changes_state=True),
+    UiAction("cost_group", "b", "Group by next", "costs", "next_group"),
     UiAction("task_approve", "a", "Approve task", "healing", "approve", changes_state=True),
     UiAction("task_reject", "x", "Reject task", "healing", "reject", changes_state=True),
     UiAction("policy_reset", "z", "Reset policy", "healing", "reset_policy", changes_state=True),

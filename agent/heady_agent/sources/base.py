@@ -84,6 +84,11 @@ class SessionSource:
         """Replacement values for host metrics fields (simulated nodes only), else None."""
         return None
 
+    def node_info(self) -> dict[str, Any] | None:
+        """Replacement values for the hello's `node` fields (hostname, os, cpu_count, mem_total;
+        simulated nodes only), else None."""
+        return None
+
     def process_rows(self) -> list[dict[str, Any]] | None:
         """Replacement per-process top list for `detail` frames (simulated nodes only), else None."""
         return None

@@ -1,0 +1,492 @@
+"""Claude Code sessions on this machine, from its transcripts and its live process registry.
+
+Transcripts (`projects/**/*.jsonl`, subagent files included) are tailed with persisted offsets;
+one `llm.call` per API response (deduplicated by `message.id:requestId`, persisted). The
+registry (`sessions/<pid>.json`) says which sessions run and whether they are busy; sessions
+that never appear there end after INACTIVE_AFTER_S without a record. Facts: shared/SOURCES.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..protocol import Command, FrameError, SessionInfo, parse_command_args
+from .base import CommandError, SessionSource
+from .jsonl import FileCursor, as_int, parse_record, parse_ts, read_complete_lines, walk_jsonl
+
+log = logging.getLogger("heady_agent.sources.claude_code")
+
+INACTIVE_AFTER_S = 600.0  # a session outside the registry with no record for this long has ended
+PID_START_SLACK_S = 5.0  # a registry pid whose process started later than this after startedAt was reused
+REGISTRY_STATES = {"busy": "running", "idle": "idle", "waiting": "idle"}
+SYNTHETIC_MODEL = "<synthetic>"
+
+
+def resolve_roots(configured: list[str], explicit: bool, environ: dict[str, str] | os._Environ[str]) -> list[Path]:
+    """Configured roots when set explicitly, else $CLAUDE_CONFIG_DIR (comma-separated, used alone), else defaults."""
+    if not explicit:
+        env = environ.get("CLAUDE_CONFIG_DIR", "").strip()
+        if env:
+            return [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
+    return [Path(p).expanduser() for p in configured]
+
+
+@dataclass
+class _Session:
+    id: str
+    cwd: str | None = None
+    model: str | None = None
+    title: str | None = None
+    pid: int | None = None
+    state: str = "running"
+    started: float | None = None
+    last_ts: float = 0.0
+    ended: bool = False
+    ended_at: float = 0.0
+    in_registry: bool = False
+    registry_status: str | None = None
+    registry_started: float | None = None
+    nice: int | None = None
+
+    @property
+    def project(self) -> str | None:
+        return os.path.basename(self.cwd.rstrip("/")) if self.cwd else None
+
+
+class ClaudeCodeSource(SessionSource):
+    name = "claude-code"
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        cfg = ctx.config.claude_code
+        self.roots = resolve_roots(cfg.roots, "roots" in cfg.model_fields_set, os.environ)
+        self.poll_interval_s = cfg.poll_interval_s
+        self._sessions: dict[str, _Session] = {}
+        self._live: set[str] = set()
+        self._seen_calls: set[str] = set()
+        self._skipped = 0
+        self._changed = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def skipped_lines(self) -> int:
+        """Transcript lines that were not JSON objects, since this source started."""
+        return self._skipped
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._load_live()
+        self.scan()
+        self._task = asyncio.create_task(self._poll(), name="claude-code-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                self.scan()
+            except Exception:  # a surprise in one poll must not end the watching
+                log.exception("claude-code scan failed")
+
+    def scan(self) -> None:
+        """Read what is new in every transcript and the registry; emit what changed."""
+        for root in self.roots:
+            projects = root / "projects"
+            if projects.is_dir():
+                for path in walk_jsonl(projects):
+                    self._read_file(path)
+        self._read_registry()
+        self._end_inactive()
+        if self._changed:
+            self._changed = False
+            self.ctx.sessions_changed()
+
+    # --- persisted session records ----------------------------------------------------------
+
+    def _load_live(self) -> None:
+        raw = self.ctx.get_state("cc.live")
+        for sid in json.loads(raw) if raw else []:
+            session = self._load(sid)
+            if session is not None and not session.ended:
+                self._live.add(sid)
+
+    def _load(self, sid: str) -> _Session | None:
+        if sid in self._sessions:
+            return self._sessions[sid]
+        raw = self.ctx.get_state(f"cc.session:{sid}")
+        if raw is None:
+            return None
+        try:
+            session = _Session(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+        self._sessions[sid] = session
+        return session
+
+    def _save(self, session: _Session) -> None:
+        self.ctx.set_state(f"cc.session:{session.id}", json.dumps(asdict(session)))
+        live = session.id in self._live
+        if live == session.ended:
+            if session.ended:
+                self._live.discard(session.id)
+            else:
+                self._live.add(session.id)
+            self.ctx.set_state("cc.live", json.dumps(sorted(self._live)))
+        self._changed = True
+
+    # --- transcripts --------------------------------------------------------------------
+
+    def _read_file(self, path: Path) -> None:
+        key = f"cc.file:{path}"
+        cursor = FileCursor.load(self.ctx.get_state(key))
+        got = read_complete_lines(path, cursor)
+        if got is None:
+            return
+        lines, new_offset = got
+        records: list[dict[str, Any]] = []
+        skipped = 0
+        for line in lines:
+            if not line.strip():
+                continue
+            record = parse_record(line)
+            if record is None:
+                skipped += 1
+            else:
+                records.append(record)
+        models: dict[str, str] = {}
+        for record in records:
+            if record.get("type") == "assistant":
+                model = _message(record).get("model")
+                sid = record.get("sessionId")
+                if isinstance(model, str) and model != SYNTHETIC_MODEL and isinstance(sid, str):
+                    models.setdefault(sid, model)
+        with self.ctx.atomic():
+            for record in records:
+                self._record(record, cursor, models)
+            cursor.offset = new_offset
+            if skipped:
+                self._skipped += skipped
+                if not cursor.noticed:
+                    cursor.noticed = True
+                    self.ctx.notice("warning", f"claude-code: skipped {skipped} unreadable line(s) in {path}")
+            self.ctx.set_state(key, cursor.dump())
+
+    def _record(self, record: dict[str, Any], cursor: FileCursor, models: dict[str, str]) -> None:
+        ts = parse_ts(record.get("timestamp"))
+        uuid = record.get("uuid")
+        parent_ts = cursor.recent.get(record.get("parentUuid")) if isinstance(record.get("parentUuid"), str) else None
+        if isinstance(uuid, str) and ts is not None:
+            cursor.remember(uuid, ts)
+        sid = record.get("sessionId")
+        kind = record.get("type")
+        if not isinstance(sid, str) or not sid or kind not in ("user", "assistant", "system"):
+            return  # summaries, snapshots and other bookkeeping records carry no session activity
+        when = ts if ts is not None else self.ctx.clock.now()
+        session = self._active_session(sid, record, when, models.get(sid))
+        if kind == "assistant":
+            self._assistant(session, record, when, parent_ts)
+        elif kind == "system" and record.get("subtype") == "compact_boundary":
+            meta = record.get("compactMetadata")
+            trigger = meta.get("trigger") if isinstance(meta, dict) else None
+            self._set_state(session, "compacted", trigger if isinstance(trigger, str) else "auto", when)
+
+    def _active_session(self, sid: str, record: dict[str, Any], when: float, model_hint: str | None) -> _Session:
+        session = self._load(sid)
+        if session is None:
+            session = _Session(id=sid)
+            self._sessions[sid] = session
+        elif session.ended and when > session.ended_at:
+            session.ended = False  # resumed after it had ended: a new run of the same session
+            session.started = None
+            session.state = "running"
+        if session.cwd is None and isinstance(record.get("cwd"), str):
+            session.cwd = record["cwd"]
+        if session.title is None and isinstance(record.get("gitBranch"), str) and record["gitBranch"]:
+            session.title = record["gitBranch"]
+        if session.model is None and model_hint:
+            session.model = model_hint
+        session.last_ts = max(session.last_ts, when)
+        if session.started is None and not session.ended:
+            self._start(session, when)
+        return session
+
+    def _start(self, session: _Session, when: float) -> None:
+        session.started = when
+        self.ctx.emit(
+            "session.started",
+            session.id,
+            {
+                "source": self.name,
+                "project": session.project,
+                "cwd": session.cwd,
+                "pid": session.pid,
+                "model": session.model,
+                "title": session.title,
+            },
+            ts=when,
+        )
+        self._save(session)
+
+    def _assistant(self, session: _Session, record: dict[str, Any], when: float, parent_ts: float | None) -> None:
+        message = _message(record)
+        message_id = message.get("id")
+        request_id = record.get("requestId")
+        if isinstance(message_id, str) and message_id:
+            key = f"{message_id}:{request_id}" if isinstance(request_id, str) and request_id else message_id
+        elif isinstance(record.get("uuid"), str):
+            key = record["uuid"]
+        else:
+            return
+        if key in self._seen_calls or self.ctx.get_state(f"cc.call:{key}") is not None:
+            return
+        self._seen_calls.add(key)
+        self.ctx.set_state(f"cc.call:{key}", "1")
+        model = message.get("model")
+        if isinstance(model, str) and model != SYNTHETIC_MODEL:
+            session.model = model
+        usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+        failed = bool(record.get("isApiErrorMessage"))
+        data: dict[str, Any] = {
+            "provider": "anthropic",
+            "model": session.model or (model if isinstance(model, str) else "unknown"),
+            "input_tokens": as_int(usage.get("input_tokens")),
+            "output_tokens": as_int(usage.get("output_tokens")),
+            "cache_creation_tokens": as_int(usage.get("cache_creation_input_tokens")),
+            "cache_read_tokens": as_int(usage.get("cache_read_input_tokens")),
+            "cost_usd": _cost(record),
+            "latency_ms": round((when - parent_ts) * 1000.0, 1) if parent_ts is not None and when >= parent_ts else None,
+            "ok": not failed,
+            "error": _error(record) if failed else None,
+        }
+        split = usage.get("cache_creation")
+        if isinstance(split, dict):
+            data["cache_creation_5m_tokens"] = as_int(split.get("ephemeral_5m_input_tokens"))
+            data["cache_creation_1h_tokens"] = as_int(split.get("ephemeral_1h_input_tokens"))
+        if isinstance(usage.get("speed"), str):
+            data["speed"] = usage["speed"]
+        self.ctx.emit("llm.call", session.id, data, ts=when)
+        if session.state == "compacted" and not failed:
+            self._set_state(session, "running", "continued after compaction", when)
+        else:
+            self._save(session)
+
+    def _set_state(self, session: _Session, state: str, reason: str, when: float) -> None:
+        session.state = state
+        self.ctx.emit("session.state", session.id, {"state": state, "reason": reason}, ts=when)
+        self._save(session)
+
+    def _end(self, session: _Session, reason: str, when: float) -> None:
+        session.ended = True
+        session.ended_at = when
+        session.state = "completed"
+        session.in_registry = False
+        session.registry_status = None
+        session.pid = None
+        self.ctx.emit("session.ended", session.id, {"exit_code": None, "reason": reason}, ts=when)
+        self._save(session)
+
+    # --- the live registry --------------------------------------------------------------------
+
+    def _read_registry(self) -> None:
+        listed: set[str] = set()
+        dead: set[str] = set()
+        now = self.ctx.clock.now()
+        for root in self.roots:
+            folder = root / "sessions"
+            try:
+                files = sorted(folder.glob("*.json"))
+            except OSError:
+                continue
+            for path in files:
+                entry = _read_json(path)
+                if entry is None:
+                    continue  # being written, or not a registry entry: next poll
+                sid, pid = entry.get("sessionId"), entry.get("pid")
+                if not isinstance(sid, str) or not sid or isinstance(pid, bool) or not isinstance(pid, int):
+                    continue
+                started_at = parse_ts(entry.get("startedAt"))
+                if not _alive(pid, started_at):
+                    dead.add(sid)  # a crash leaves its entry behind
+                    continue
+                listed.add(sid)
+                with self.ctx.atomic():
+                    self._registry_entry(sid, pid, entry, started_at, now)
+        with self.ctx.atomic():
+            for sid in sorted(self._live):
+                session = self._sessions.get(sid)
+                if session is not None and session.in_registry and sid not in listed:
+                    self._end(session, "process gone" if sid in dead else "exited", now)
+
+    def _registry_entry(self, sid: str, pid: int, entry: dict[str, Any], started_at: float | None, now: float) -> None:
+        session = self._load(sid)
+        if session is None or session.ended:
+            if session is None:
+                session = _Session(id=sid)
+                self._sessions[sid] = session
+            session.ended = False
+            session.started = None
+            session.state = "running"
+        if session.cwd is None and isinstance(entry.get("cwd"), str):
+            session.cwd = entry["cwd"]
+        changed = not session.in_registry or session.pid != pid
+        session.in_registry = True
+        session.pid = pid
+        session.registry_started = started_at
+        session.last_ts = max(session.last_ts, now)
+        if session.started is None:
+            self._start(session, started_at or now)
+        status = entry.get("status")
+        if isinstance(status, str) and status != session.registry_status:
+            session.registry_status = status
+            state = REGISTRY_STATES.get(status)
+            if state is not None and state != session.state and session.state != "paused":
+                self._set_state(session, state, f"claude-code status {status}", now)
+                return
+            changed = True
+        if changed:
+            self._save(session)
+
+    def _end_inactive(self) -> None:
+        now = self.ctx.clock.now()
+        with self.ctx.atomic():
+            for sid in sorted(self._live):
+                session = self._sessions.get(sid)
+                if session is not None and not session.in_registry and now - session.last_ts > INACTIVE_AFTER_S:
+                    self._end(session, "inactive", session.last_ts)
+
+    # --- what the agent reads -------------------------------------------------------------
+
+    def sessions(self) -> list[SessionInfo]:
+        out = []
+        for sid in sorted(self._live):
+            s = self._sessions[sid]
+            out.append(
+                SessionInfo(
+                    id=s.id,
+                    source=self.name,
+                    project=s.project,
+                    cwd=s.cwd,
+                    pid=s.pid,
+                    model=s.model,
+                    title=s.title,
+                    state=s.state,  # type: ignore[arg-type]
+                    started=s.started,
+                    nice=s.nice,
+                )
+            )
+        return out
+
+    def owns(self, session_id: str) -> bool:
+        return session_id in self._live
+
+    # --- commands -----------------------------------------------------------------------
+
+    async def command(self, cmd: Command) -> dict[str, Any]:
+        try:
+            args = parse_command_args(cmd.action, cmd.args)
+        except FrameError as exc:
+            raise CommandError(exc.code, exc.message) from None
+        session = self._sessions.get(cmd.target or "") if cmd.target in self._live else None
+        if session is None:
+            raise CommandError("unknown_session", f"no claude-code session {cmd.target!r} on this node")
+        if cmd.action in ("session.restart", "session.prompt"):
+            raise CommandError(
+                "not_allowed", f"{cmd.action} needs a managed session; claude-code sessions are only watched"
+            )
+        if cmd.action not in ("session.kill", "session.pause", "session.resume", "session.renice"):
+            raise CommandError("not_supported", f"{cmd.action} is not supported by the {self.name} source")
+        pid = session.pid
+        if pid is None or not _alive(pid, session.registry_started):
+            raise CommandError("not_running", f"session {session.id} has no live process in the claude-code registry")
+        now = self.ctx.clock.now()
+        try:
+            if cmd.action == "session.kill":
+                os.kill(pid, signal.SIGTERM)
+                return {"session": session.id, "pid": pid, "signal": "SIGTERM"}
+            if cmd.action == "session.renice":
+                psutil.Process(pid).nice(args.nice)
+                session.nice = args.nice
+                with self.ctx.atomic():
+                    self._save(session)
+                self._flush()
+                return {"session": session.id, "pid": pid, "nice": args.nice}
+            pausing = cmd.action == "session.pause"
+            os.kill(pid, signal.SIGSTOP if pausing else signal.SIGCONT)
+        except (PermissionError, psutil.AccessDenied):
+            raise CommandError("not_permitted", f"not permitted to {cmd.action} pid {pid}") from None
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            raise CommandError("not_running", f"pid {pid} of session {session.id} has exited") from None
+        with self.ctx.atomic():
+            if pausing and session.state != "paused":
+                self._set_state(session, "paused", "paused by command", now)
+            elif not pausing and session.state == "paused":
+                state = REGISTRY_STATES.get(session.registry_status or "busy", "running")
+                self._set_state(session, state, "resumed by command", now)
+        self._flush()
+        return {"session": session.id, "pid": pid, "state": session.state}
+
+    def _flush(self) -> None:
+        if self._changed:
+            self._changed = False
+            self.ctx.sessions_changed()
+
+
+def _message(record: dict[str, Any]) -> dict[str, Any]:
+    message = record.get("message")
+    return message if isinstance(message, dict) else {}
+
+
+def _cost(record: dict[str, Any]) -> float | None:
+    value = record.get("costUSD")  # very old transcripts priced calls themselves
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _error(record: dict[str, Any]) -> str:
+    error = record.get("error")
+    status = record.get("apiErrorStatus")
+    if isinstance(error, str) and error:
+        return error
+    if isinstance(status, int) and not isinstance(status, bool):
+        return f"http_{status}"
+    return "api_error"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _alive(pid: int, started_at: float | None) -> bool:
+    """The pid runs and is the process the registry means (not a later one that reused the number)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started_at is not None and proc.create_time() > started_at + PID_START_SLACK_S:
+            return False
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+    return True

@@ -1,0 +1,369 @@
+"""opencode sessions, from the event stream of `opencode serve` (facts: shared/SOURCES.md "opencode").
+
+The source follows `GET /event` (server-sent events) and reconnects with jittered back-off.
+Assistant messages become `llm.call`s once complete (opencode prices them itself, so `cost_usd`
+is set), each counted once by message id, persisted. Kill aborts the running turn; prompt sends
+text with `prompt_async`; opencode defines both, so no command runs anything on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from ..protocol import Command, FrameError, SessionInfo, parse_command_args
+from .base import CommandError, SessionSource
+from .jsonl import as_int
+
+log = logging.getLogger("heady_agent.sources.ingest")
+
+HEARTBEAT_GRACE_S = 35.0  # opencode sends server.heartbeat every 10 s; silence this long is a dead stream
+FIRST_BACKOFF_S = 0.5
+STATUS_STATES = {"busy": "running", "retry": "running", "idle": "idle"}
+ABORTED = "MessageAbortedError"  # the user stopped the turn: not a provider failure
+
+
+@dataclass
+class _Session:
+    id: str
+    cwd: str | None = None
+    title: str | None = None
+    model: str | None = None
+    state: str = "running"
+    started: float | None = None
+    ended: bool = False
+
+    @property
+    def project(self) -> str | None:
+        return os.path.basename(self.cwd.rstrip("/")) if self.cwd else None
+
+
+def parse_sse(buffer: list[str], line: str) -> str | None:
+    """Feed one line of an event stream; returns an event's data when a blank line completes it."""
+    if line == "":
+        if not buffer:
+            return None
+        data = "\n".join(buffer)
+        buffer.clear()
+        return data
+    if line.startswith(":"):
+        return None  # comment / keep-alive
+    field, _, value = line.partition(":")
+    if field == "data":
+        buffer.append(value[1:] if value.startswith(" ") else value)
+    return None
+
+
+class IngestSource(SessionSource):
+    name = "ingest"
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        cfg = ctx.config.ingest
+        self.base_url = cfg.opencode_url.rstrip("/")
+        self.reconnect_max_s = cfg.reconnect_max_s
+        self._sessions: dict[str, _Session] = {}
+        self._live: set[str] = set()
+        self._known: dict[str, dict[str, Any]] = {}  # session infos listed by the server, not yet active
+        self._skipped = 0
+        self._connected = False
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def skipped_events(self) -> int:
+        """Stream events that were not JSON objects."""
+        return self._skipped
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def start(self) -> None:
+        raw = self.ctx.get_state("oc.live")
+        for sid in json.loads(raw) if raw else []:
+            session = self._load(sid)
+            if session is not None and not session.ended:
+                self._live.add(sid)
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(10.0, read=HEARTBEAT_GRACE_S))
+        self._task = asyncio.create_task(self._follow(), name="ingest-opencode")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- the stream ---------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        assert self._client is not None
+        backoff = FIRST_BACKOFF_S
+        failing_since_notice = False
+        while True:
+            try:
+                await self._list_sessions()
+                async with self._client.stream("GET", "/event", headers={"Accept": "text/event-stream"}) as response:
+                    if response.status_code != 200:
+                        raise httpx.HTTPStatusError(
+                            f"GET /event answered {response.status_code}", request=response.request, response=response
+                        )
+                    self._connected = True
+                    if failing_since_notice:
+                        failing_since_notice = False
+                        self.ctx.notice("info", f"ingest: connected to opencode at {self.base_url}")
+                    backoff = FIRST_BACKOFF_S
+                    buffer: list[str] = []
+                    async for line in response.aiter_lines():
+                        data = parse_sse(buffer, line)
+                        if data is not None:
+                            self._handle_text(data)
+            except (httpx.HTTPError, OSError) as exc:
+                if not failing_since_notice:
+                    failing_since_notice = True
+                    self.ctx.notice("warning", f"ingest: opencode at {self.base_url} unavailable: {exc or type(exc).__name__}")
+            self._connected = False
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self.reconnect_max_s)
+
+    async def _list_sessions(self) -> None:
+        assert self._client is not None
+        response = await self._client.get("/session")
+        if response.status_code == 200:
+            try:
+                listed = response.json()
+            except ValueError:
+                return
+            for info in listed if isinstance(listed, list) else []:
+                if isinstance(info, dict) and isinstance(info.get("id"), str):
+                    self._known[info["id"]] = info
+
+    def _handle_text(self, text: str) -> None:
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            self._skipped += 1
+            return
+        with self.ctx.atomic():
+            changed = self._handle(event)
+        if changed:
+            self.ctx.sessions_changed()
+
+    def _handle(self, event: dict[str, Any]) -> bool:
+        etype = event.get("type")
+        props = event.get("properties") if isinstance(event.get("properties"), dict) else {}
+        now = self.ctx.clock.now()
+        if etype in ("session.created", "session.updated"):
+            info = props.get("info")
+            if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+                return False
+            self._known[info["id"]] = info
+            session = self._load(info["id"])
+            if etype == "session.created" or (session is not None and not session.ended):
+                self._active(info["id"], now)
+                return True
+            return False
+        if etype == "session.deleted":
+            info = props.get("info")
+            sid = info.get("id") if isinstance(info, dict) else None
+            session = self._sessions.get(sid) if isinstance(sid, str) and sid in self._live else None
+            if session is None:
+                return False
+            session.ended = True
+            session.state = "completed"
+            self.ctx.emit("session.ended", sid, {"exit_code": None, "reason": "deleted"}, ts=now)
+            self._save(session)
+            return True
+        sid = props.get("sessionID")
+        if not isinstance(sid, str):
+            info = props.get("info")
+            sid = info.get("sessionID") if isinstance(info, dict) else None
+        if not isinstance(sid, str):
+            return False
+        if etype == "session.status":
+            status = props.get("status")
+            kind = status.get("type") if isinstance(status, dict) else status
+            state = STATUS_STATES.get(kind) if isinstance(kind, str) else None
+            if state is None:
+                return False
+            session = self._active(sid, now)
+            if session.state != state:
+                self._set_state(session, state, f"opencode {kind}", now)
+            return True
+        if etype == "session.compacted":
+            self._set_state(self._active(sid, now), "compacted", "auto", now)
+            return True
+        if etype == "session.error":
+            error = props.get("error")
+            name = error.get("name") if isinstance(error, dict) else None
+            if name != ABORTED:
+                self.ctx.notice("warning", f"ingest: opencode session {sid}: {name or 'error'}")
+            return False
+        if etype == "message.updated":
+            return self._message(sid, props.get("info"), now)
+        return False
+
+    def _message(self, sid: str, info: Any, now: float) -> bool:
+        if not isinstance(info, dict) or info.get("role") != "assistant":
+            return False
+        times = info.get("time") if isinstance(info.get("time"), dict) else {}
+        completed, created = times.get("completed"), times.get("created")
+        error = info.get("error") if isinstance(info.get("error"), dict) else None
+        if completed is None and error is None:
+            return False  # still streaming; counted when complete
+        msg_id = info.get("id")
+        if not isinstance(msg_id, str) or self.ctx.get_state(f"oc.msg:{msg_id}") is not None:
+            return False
+        self.ctx.set_state(f"oc.msg:{msg_id}", "1")
+        if error is not None and error.get("name") == ABORTED:
+            return False
+        session = self._active(sid, now)
+        if isinstance(info.get("modelID"), str):
+            session.model = info["modelID"]
+        tokens = info.get("tokens") if isinstance(info.get("tokens"), dict) else {}
+        cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
+        cost = info.get("cost")
+        latency = None
+        if isinstance(completed, (int, float)) and isinstance(created, (int, float)) and completed >= created:
+            latency = float(completed - created)  # opencode times are epoch milliseconds
+        self.ctx.emit(
+            "llm.call",
+            sid,
+            {
+                "provider": info.get("providerID") if isinstance(info.get("providerID"), str) else "unknown",
+                "model": session.model or "unknown",
+                "input_tokens": as_int(tokens.get("input")),
+                # Reasoning is billed as output.
+                "output_tokens": as_int(tokens.get("output")) + as_int(tokens.get("reasoning")),
+                "cache_creation_tokens": as_int(cache.get("write")),
+                "cache_read_tokens": as_int(cache.get("read")),
+                "cost_usd": float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0 else None,
+                "latency_ms": latency,
+                "ok": error is None,
+                "error": (error.get("name") or "error") if error is not None else None,
+            },
+            ts=completed / 1000.0 if isinstance(completed, (int, float)) else now,
+        )
+        self._save(session)
+        return True
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def _load(self, sid: str) -> _Session | None:
+        if sid in self._sessions:
+            return self._sessions[sid]
+        raw = self.ctx.get_state(f"oc.session:{sid}")
+        if raw is None:
+            return None
+        try:
+            session = _Session(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+        self._sessions[sid] = session
+        return session
+
+    def _save(self, session: _Session) -> None:
+        self.ctx.set_state(f"oc.session:{session.id}", json.dumps(asdict(session)))
+        if (session.id in self._live) == session.ended:
+            if session.ended:
+                self._live.discard(session.id)
+            else:
+                self._live.add(session.id)
+            self.ctx.set_state("oc.live", json.dumps(sorted(self._live)))
+
+    def _active(self, sid: str, now: float) -> _Session:
+        """The session, started (event emitted) on its first activity."""
+        session = self._load(sid)
+        if session is None:
+            session = _Session(id=sid)
+            self._sessions[sid] = session
+        info = self._known.get(sid, {})
+        if isinstance(info.get("directory"), str):
+            session.cwd = info["directory"]
+        if isinstance(info.get("title"), str):
+            session.title = info["title"]
+        if session.started is None or session.ended:
+            session.started = now
+            session.ended = False
+            session.state = "running"
+            self.ctx.emit(
+                "session.started",
+                sid,
+                {
+                    "source": "opencode",
+                    "project": session.project,
+                    "cwd": session.cwd,
+                    "pid": None,
+                    "model": session.model,
+                    "title": session.title,
+                },
+                ts=now,
+            )
+            self._save(session)
+        return session
+
+    def _set_state(self, session: _Session, state: str, reason: str, now: float) -> None:
+        session.state = state
+        self.ctx.emit("session.state", session.id, {"state": state, "reason": reason}, ts=now)
+        self._save(session)
+
+    # --- what the agent reads -------------------------------------------------------------
+
+    def sessions(self) -> list[SessionInfo]:
+        return [
+            SessionInfo(
+                id=s.id,
+                source=self.name,
+                project=s.project,
+                cwd=s.cwd,
+                model=s.model,
+                title=s.title,
+                state=s.state,  # type: ignore[arg-type]
+                started=s.started,
+            )
+            for s in (self._sessions[sid] for sid in sorted(self._live))
+        ]
+
+    def owns(self, session_id: str) -> bool:
+        return session_id in self._live
+
+    async def command(self, cmd: Command) -> dict[str, Any]:
+        try:
+            args = parse_command_args(cmd.action, cmd.args)
+        except FrameError as exc:
+            raise CommandError(exc.code, exc.message) from None
+        sid = cmd.target or ""
+        if sid not in self._live:
+            raise CommandError("unknown_session", f"no opencode session {sid!r} on this node")
+        if cmd.action == "session.kill":
+            path, body = f"/session/{sid}/abort", None
+        elif cmd.action == "session.prompt":
+            path, body = f"/session/{sid}/prompt_async", {"parts": [{"type": "text", "text": args.text}]}
+        elif cmd.action == "session.restart":
+            raise CommandError("not_allowed", "session.restart needs a managed session; opencode sessions are only watched")
+        else:
+            raise CommandError("not_supported", f"{cmd.action}: opencode offers no way to do this")
+        if self._client is None:
+            raise CommandError("unavailable", "the ingest source is not running")
+        try:
+            response = await self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise CommandError("unavailable", f"opencode at {self.base_url}: {exc or type(exc).__name__}") from None
+        if response.status_code >= 300:
+            raise CommandError("failed", f"opencode answered {response.status_code} to POST {path}")
+        return {"session": sid, "status": response.status_code}

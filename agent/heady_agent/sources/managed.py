@@ -1,0 +1,379 @@
+"""Sessions the agent starts itself, from `[[agent.managed]]` entries, with a work queue.
+
+Work enters as queue items `{managed, args}`: `instances` items (no args) on the first start, and
+items handed over by `queue.accept`. An item runs as the configured argv plus its args, as a real
+child process in its own process group, never through a shell. Up to the name's concurrency run at
+once; the rest wait in the queue (queue_depth), which is kept in the journal so a restart loses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psutil
+
+from ..config import ManagedConfig
+from ..protocol import Command, SessionInfo
+from .base import CommandError, SessionSource, SourceContext
+
+log = logging.getLogger("heady_agent.managed")
+
+KILL_GRACE_S = 5.0
+PROMPT_TIMEOUT_S = 120.0
+PROMPT_OUTPUT_BYTES = 4096
+MAX_ITEM_ARGS = 64
+MAX_ARG_CHARS = 8192
+_QUEUE_KEY = "managed.queue"
+_COUNTER_KEY = "managed.counter"
+
+
+def item_problem(args: list[str]) -> str | None:
+    """Why a queue item's args cannot be appended to a configured argv, or None when they can.
+
+    Args are positional only: an option ("-x", "--flag") could change what the configured
+    command does (e.g. widen its permissions), which only the agent's config may decide.
+    """
+    if len(args) > MAX_ITEM_ARGS:
+        return f"more than {MAX_ITEM_ARGS} args"
+    for arg in args:
+        if not isinstance(arg, str):
+            return "args must be strings"
+        if arg.startswith("-"):
+            return f"option-like arg {arg[:40]!r} refused (args are positional only)"
+        if "\x00" in arg or len(arg) > MAX_ARG_CHARS:
+            return "arg with NUL or longer than 8192 characters"
+    return None
+
+
+@dataclass(eq=False)
+class _Run:
+    session_id: str
+    name: str
+    args: list[str]
+    proc: asyncio.subprocess.Process
+    started: float
+    cwd: str | None
+    state: str = "running"
+    stopping: str | None = None  # why we are ending it: killed | restart | agent_stop
+    waiter: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class ManagedSource(SessionSource):
+    name: ClassVar[str] = "managed"
+    has_queue: ClassVar[bool] = True
+
+    def __init__(self, ctx: SourceContext) -> None:
+        super().__init__(ctx)
+        self._runs: dict[str, _Run] = {}
+        self._queues: dict[str, deque[list[str]]] = {}
+        self._concurrency: dict[str, int] = {}
+        self._drained = False
+        self._fill_lock = asyncio.Lock()
+
+    @property
+    def _defs(self) -> dict[str, ManagedConfig]:
+        return {m.name: m for m in self.ctx.config.managed}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        defs = self._defs
+        self._concurrency = {name: d.max_concurrent for name, d in defs.items()}
+        self._queues = {name: deque() for name in defs}
+        saved = self.ctx.get_state(_QUEUE_KEY)
+        if saved is None:
+            for name, d in defs.items():
+                self._queues[name].extend([] for _ in range(d.instances))
+        else:
+            for name, items in json.loads(saved).items():
+                if name in self._queues:
+                    self._queues[name].extend(items)
+                else:
+                    self.ctx.notice("warning", f"managed {name!r} is no longer configured; dropped its {len(items)} queued items")
+        self._save_queue()
+        await self._fill()
+
+    async def stop(self) -> None:
+        runs = list(self._runs.values())
+        # Interrupted items go back to the front of their queue and start again on the next run.
+        for run in reversed(runs):
+            self._queues.setdefault(run.name, deque()).appendleft(run.args)
+        await asyncio.gather(*(self._end(run, "agent_stop") for run in runs))
+        self._save_queue()
+
+    # --- what the agent asks ------------------------------------------------------------
+
+    def sessions(self) -> list[SessionInfo]:
+        defs = self._defs
+        out = []
+        for run in self._runs.values():
+            d = defs.get(run.name)
+            out.append(
+                SessionInfo(
+                    id=run.session_id,
+                    source=self.name,
+                    project=Path(run.cwd).name if run.cwd else None,
+                    cwd=run.cwd,
+                    pid=run.proc.pid,
+                    model=d.model if d else None,
+                    title=" ".join((d.command if d else []) + run.args)[:200],
+                    state=run.state,  # type: ignore[arg-type]
+                    started=run.started,
+                    managed=run.name,
+                    nice=_nice(run.proc.pid),
+                )
+            )
+        return out
+
+    def owns(self, session_id: str) -> bool:
+        return session_id in self._runs
+
+    def queue_depth(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    # --- queue and processes ------------------------------------------------------------
+
+    def _save_queue(self) -> None:
+        self.ctx.set_state(_QUEUE_KEY, json.dumps({name: list(q) for name, q in self._queues.items()}))
+
+    def _next_session_id(self, name: str) -> str:
+        number = int(self.ctx.get_state(_COUNTER_KEY) or 0) + 1
+        self.ctx.set_state(_COUNTER_KEY, str(number))
+        return f"managed:{name}:{number}"
+
+    async def _fill(self) -> None:
+        """Start queued items while their name has room, unless the node is drained."""
+        async with self._fill_lock:
+            if self._drained:
+                return
+            for name, queue in self._queues.items():
+                while queue and self._running_count(name) < self._concurrency.get(name, 0):
+                    args = queue.popleft()
+                    if not await self._spawn(name, args):
+                        continue
+                self._save_queue()
+
+    def _running_count(self, name: str) -> int:
+        return sum(1 for run in self._runs.values() if run.name == name)
+
+    async def _spawn(self, name: str, args: list[str], session_id: str | None = None) -> bool:
+        d = self._defs[name]
+        argv = [*d.command, *args]
+        cwd = str(Path(d.cwd).expanduser()) if d.cwd else None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env={**os.environ, **d.env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: signals reach its children too
+            )
+        except OSError as exc:
+            self.ctx.notice("warning", f"managed {name}: cannot start {argv[0]!r}: {exc.strerror or exc}")
+            return False
+        with self.ctx.atomic():
+            sid = session_id or self._next_session_id(name)
+            run = _Run(sid, name, list(args), proc, self.ctx.clock.now(), cwd)
+            self._runs[sid] = run
+            self._save_queue()
+            self.ctx.emit(
+                "session.started",
+                sid,
+                {
+                    "source": self.name,
+                    "managed": name,
+                    "project": Path(cwd).name if cwd else None,
+                    "cwd": cwd,
+                    "pid": proc.pid,
+                    "model": d.model,
+                    "title": " ".join(argv)[:200],
+                },
+            )
+            self.ctx.emit("session.state", sid, {"state": "running", "reason": "started"})
+        run.waiter = asyncio.create_task(self._watch(run))
+        self.ctx.sessions_changed()
+        return True
+
+    async def _watch(self, run: _Run) -> None:
+        code = await run.proc.wait()
+        if self._runs.get(run.session_id) is run:
+            del self._runs[run.session_id]
+        reason = run.stopping or ("exited" if code == 0 else "failed")
+        self.ctx.emit("session.ended", run.session_id, {"exit_code": code, "reason": reason})
+        self.ctx.sessions_changed()
+        if run.stopping not in ("restart", "agent_stop"):
+            await self._fill()
+
+    def _signal(self, run: _Run, sig: int) -> None:
+        try:
+            os.killpg(run.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def _end(self, run: _Run, why: str) -> int | None:
+        """SIGTERM the group, SIGKILL it after a grace, and wait until the session has ended."""
+        run.stopping = why
+        self._signal(run, signal.SIGTERM)
+        self._signal(run, signal.SIGCONT)  # a paused group must run to handle SIGTERM
+        try:
+            await asyncio.wait_for(asyncio.shield(run.proc.wait()), KILL_GRACE_S)
+        except asyncio.TimeoutError:
+            self._signal(run, signal.SIGKILL)
+        if run.waiter is not None:
+            await run.waiter
+        return run.proc.returncode
+
+    def _set_state(self, run: _Run, state: str, reason: str) -> None:
+        run.state = state
+        self.ctx.emit("session.state", run.session_id, {"state": state, "reason": reason})
+        self.ctx.sessions_changed()
+
+    # --- commands -----------------------------------------------------------------------
+
+    async def command(self, cmd: Command) -> dict[str, Any]:
+        if cmd.action.startswith("session."):
+            run = self._runs.get(cmd.target or "")
+            if run is None:
+                raise CommandError("unknown_session", f"no managed session {cmd.target!r}")
+            return await self._session_command(cmd, run)
+        handler = {
+            "node.drain": self._drain,
+            "node.undrain": self._undrain,
+            "node.set_concurrency": self._set_concurrency,
+            "queue.move": self._move,
+            "queue.accept": self._accept,
+        }.get(cmd.action)
+        if handler is None:
+            raise CommandError("not_supported", f"{cmd.action} is not supported by the managed source")
+        return await handler(cmd.args)
+
+    async def _session_command(self, cmd: Command, run: _Run) -> dict[str, Any]:
+        pid = run.proc.pid
+        if cmd.action == "session.kill":
+            code = await self._end(run, "killed")
+            return {"pid": pid, "exit_code": code}
+        if cmd.action == "session.pause":
+            self._signal(run, signal.SIGSTOP)
+            self._set_state(run, "paused", "paused by console")
+            return {"pid": pid, "state": "paused"}
+        if cmd.action == "session.resume":
+            self._signal(run, signal.SIGCONT)
+            self._set_state(run, "running", "resumed by console")
+            return {"pid": pid, "state": "running"}
+        if cmd.action == "session.renice":
+            return self._renice(run, int(cmd.args["nice"]))
+        if cmd.action == "session.restart":
+            await self._end(run, "restart")
+            if not await self._spawn(run.name, run.args, session_id=run.session_id):
+                raise CommandError("failed", f"{run.session_id} ended but could not start again")
+            return {"old_pid": pid, "pid": self._runs[run.session_id].proc.pid}
+        if cmd.action == "session.prompt":
+            return await self._prompt(run, str(cmd.args["text"]))
+        raise CommandError("not_supported", f"{cmd.action} is not supported by the managed source")
+
+    def _renice(self, run: _Run, nice: int) -> dict[str, Any]:
+        try:
+            leader = psutil.Process(run.proc.pid)
+            for proc in [leader, *leader.children(recursive=True)]:
+                proc.nice(nice)
+        except psutil.NoSuchProcess:
+            raise CommandError("unknown_session", f"{run.session_id} has already exited") from None
+        except psutil.AccessDenied:
+            raise CommandError("not_permitted", f"the agent may not set nice {nice} (lowering needs privileges)") from None
+        self.ctx.sessions_changed()
+        return {"pid": run.proc.pid, "nice": nice}
+
+    async def _prompt(self, run: _Run, text: str) -> dict[str, Any]:
+        d = self._defs.get(run.name)
+        if d is None or not d.prompt_command:
+            raise CommandError("not_allowed", f"managed {run.name!r} has no prompt_command in the agent's config")
+        # Substitution inside argv elements: the text is one argument, never parsed by a shell.
+        argv = [part.replace("{prompt}", text).replace("{session}", run.session_id) for part in d.prompt_command]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=run.cwd,
+                env={**os.environ, **d.env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise CommandError("failed", f"cannot run prompt_command {argv[0]!r}: {exc.strerror or exc}") from None
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), PROMPT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise CommandError("timeout", f"prompt_command ran longer than {PROMPT_TIMEOUT_S:.0f} s") from None
+        return {"exit_code": proc.returncode, "output": output[-PROMPT_OUTPUT_BYTES:].decode(errors="replace")}
+
+    async def _drain(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._drained = True
+        return {"drained": True, "running": len(self._runs), "queued": self.queue_depth()}
+
+    async def _undrain(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._drained = False
+        await self._fill()
+        return {"drained": False, "running": len(self._runs), "queued": self.queue_depth()}
+
+    def _names(self, managed: str | None) -> list[str]:
+        if managed is None:
+            return list(self._queues)
+        if managed not in self._queues:
+            raise CommandError("unknown_managed", f"no managed entry {managed!r} on this node")
+        return [managed]
+
+    async def _set_concurrency(self, args: dict[str, Any]) -> dict[str, Any]:
+        # Lowering it lets running sessions finish; only new starts wait.
+        for name in self._names(args.get("managed")):
+            self._concurrency[name] = int(args["value"])
+        await self._fill()
+        return {"concurrency": dict(self._concurrency)}
+
+    async def _move(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Remove up to count items, newest first (the oldest keep their place here)."""
+        wanted = int(args["count"])
+        items: list[dict[str, Any]] = []
+        for name in self._names(args.get("managed")):
+            queue = self._queues[name]
+            while queue and len(items) < wanted:
+                items.append({"managed": name, "args": queue.pop()})
+        self._save_queue()
+        return {"items": items}
+
+    async def _accept(self, args: dict[str, Any]) -> dict[str, Any]:
+        rejected: list[dict[str, Any]] = []
+        reasons: list[str] = []
+        accepted = 0
+        for item in args["items"]:
+            name, item_args = item["managed"], list(item.get("args", []))
+            problem = None if name in self._queues else f"no managed entry {name!r}"
+            problem = problem or item_problem(item_args)
+            if problem:
+                rejected.append({"managed": name, "args": item_args})
+                reasons.append(problem)
+                continue
+            self._queues[name].append(item_args)
+            accepted += 1
+        self._save_queue()
+        await self._fill()
+        return {"accepted": accepted, "rejected": rejected, "reasons": reasons}
+
+
+def _nice(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).nice()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None

@@ -1,0 +1,29 @@
+"""`heady demo`: the console (or, with --headless, the JSON-lines engine) on a simulated fleet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ..cli import UsageError
+from ..launcher import demo_launcher
+from ..supervisor import Supervisor
+from .headless import configure_logging, paths_and_config, run_headless
+
+
+def run(args: argparse.Namespace) -> int:
+    paths, config = paths_and_config(args)
+    if not args.speed > 0:
+        raise UsageError(f"--speed must be above 0, got {args.speed:g}")
+    launcher = demo_launcher(
+        paths.data_dir, nodes=args.nodes, scenario=args.scenario, speed=args.speed, seed=args.seed
+    )
+    # A demo supervises only its simulated fleet, never the configured real nodes.
+    demo_config = config.model_copy(update={"nodes": []})
+    supervisor = Supervisor(demo_config, paths, simulated=True, launcher=launcher)
+    if args.headless:
+        configure_logging()
+        return asyncio.run(run_headless(supervisor, args.duration))
+    from ..ui.app import run_app
+
+    return run_app(supervisor, demo_config, args)

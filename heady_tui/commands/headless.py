@@ -1,0 +1,70 @@
+"""`heady run --headless [--for S]`: the supervisor without UI; JSON lines on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from ..config import Config, Paths, load_config
+from ..events import HeadyEvent
+from ..launcher import embedded_launcher
+from ..store import StoreError
+from ..supervisor import Launcher, Supervisor
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Human-readable logs to stderr only (stdout carries the JSON lines)."""
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def paths_and_config(args: argparse.Namespace) -> tuple[Paths, Config]:
+    paths = Paths.resolve(args.config, args.data_dir)
+    return paths, load_config(paths, required=bool(args.config))
+
+
+def node_launcher(config: Config, paths: Paths) -> Launcher | None:
+    """With no [[nodes]] configured the console runs an embedded agent for this machine."""
+    return None if config.nodes else embedded_launcher(config.agent, paths.data_dir)
+
+
+async def run_headless(supervisor: Supervisor, duration: float | None) -> int:
+    """Print every event as a JSON line until `duration` passes or SIGINT/SIGTERM; exit 0."""
+    stop = asyncio.Event()
+
+    def emit(event: HeadyEvent) -> None:
+        try:
+            sys.stdout.write(event.to_json_line() + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            stop.set()  # the reader went away: nothing left to report to
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    unsubscribe = supervisor.subscribe(emit)
+    try:
+        await supervisor.start()
+        try:
+            await asyncio.wait_for(stop.wait(), duration)
+        except TimeoutError:
+            pass
+    except StoreError as exc:
+        print(f"heady: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await supervisor.stop()
+        unsubscribe()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging()
+    paths, config = paths_and_config(args)
+    supervisor = Supervisor(config, paths, launcher=node_launcher(config, paths))
+    return asyncio.run(run_headless(supervisor, args.duration))

@@ -1,0 +1,26 @@
+"""`heady notify-deploy [--node NAME]`: a row the running console's healing loop picks up."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from heady_tui.commands._engine_store import StoreError, with_records
+from heady_tui.engine.consent import grantor
+
+
+def run(args: Any) -> int:
+    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
+        known = {n.name for n in config.nodes}
+        if args.node and known and args.node not in known:
+            print(f"heady: error: no node named {args.node!r} in the config (known: {', '.join(sorted(known))})", file=sys.stderr)
+            return 1
+        await records.notify_deploy(clock.now(), args.node, "cli", grantor())
+        print(f"deploy noted for {args.node or 'all nodes'}; the healing loop runs a full cycle at its next tick")
+        return 0
+
+    try:
+        return with_records(args, body)
+    except StoreError as exc:
+        print(f"heady: error: {exc}", file=sys.stderr)
+        return 1

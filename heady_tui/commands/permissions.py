@@ -1,0 +1,62 @@
+"""`heady permissions list [--json] [--all] | grant --scope S [--reason R] | revoke ID`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+from heady_tui.commands._engine_store import StoreError, with_records
+from heady_tui.engine.consent import ConsentError, grantor, new_grant
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M") + "Z" if ts else "never"
+
+
+def run(args: Any) -> int:
+    try:
+        return with_records(args, {"list": _list, "grant": _grant, "revoke": _revoke}[args.verb](args))
+    except (StoreError, ConsentError) as exc:
+        print(f"heady: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _list(args: Any) -> Any:
+    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
+        now = clock.now()
+        grants = [g for g in await records.grants() if args.all or g.status(now) == "active"]
+        if args.json:
+            print(json.dumps([{**asdict(g), "status": g.status(now)} for g in grants], sort_keys=True))
+            return 0
+        if not grants:
+            print("no active grants" if not args.all else "no grants")
+            return 0
+        for g in grants:
+            uses = f"{g.uses}/{g.max_uses}" if g.max_uses is not None else str(g.uses)
+            print(f"{g.id}  {g.scope:<10} {g.status(now):<8} uses {uses:<5} expires {_when(g.expires):<17} {g.grantor}  {g.reason}")
+        return 0
+
+    return body
+
+
+def _grant(args: Any) -> Any:
+    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
+        now = clock.now()
+        g = new_grant(args.scope, now=now, config=config.consent, reason=args.reason, by=grantor())
+        await records.add_grant(g, actor=g.grantor, now=now)
+        print(f"granted {g.id} ({g.scope}, expires {_when(g.expires)}) by {g.grantor}")
+        return 0
+
+    return body
+
+
+def _revoke(args: Any) -> Any:
+    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
+        g = await records.revoke_grant(args.id, actor=grantor(), now=clock.now())
+        print(f"revoked {g.id} ({g.scope})")
+        return 0
+
+    return body

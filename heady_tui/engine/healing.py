@@ -1,0 +1,396 @@
+"""Healing loop: analyzers -> issues -> weak points (grouped by subject) -> repair tasks -> dispatch.
+
+A light cycle (agent health, provider health) runs every light_interval_s, a full cycle (every
+analyzer) every full_interval_s, and a triggered full cycle on: every N calls, an error rate at or
+above trigger_error_rate, a deploy (agent version change or `heady notify-deploy`), a critical
+agent.notice. Weak points wait group_wait_s before tasks are generated; an open node-level weak
+point suppresses session-level issues on that node; at most max_tasks_per_node tasks are
+dispatched on a node at once. Task states: suggested -> pending-approval -> dispatched ->
+done | failed | expired. Pure: the brain gathers the inputs and carries out the task commands.
+"""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from heady_tui.config import STRATEGIES, HealingConfig
+
+# Session-efficiency thresholds (the healing guide's figures).
+SLOW_TURN_MS = 60_000
+RETRY_RUN = 3
+SESSION_ERROR_RATE = 0.20
+TOKEN_SPIKE_RATIO = 3.0  # >= 300 % of the session's baseline
+COST_PER_TURN_USD = 0.50
+TURN_SLOWDOWN_RATIO = 1.5  # >= 150 % of baseline
+BASELINE_CALLS = 5  # calls needed before a baseline means anything
+RECENT_CALLS = 5
+CLOCK_SKEW_S = 2.0
+PROVIDER_MIN_CALLS = 10
+STALE_NODE_S = 30.0  # online but silent this long: stale
+STALE_SESSION_S = 1800.0  # running with no event this long: stale
+OPEN_TASK_STATES = ("suggested", "pending-approval", "dispatched")
+LIGHT_ANALYZERS = ("agent_health", "provider_health")
+FULL_ANALYZERS = ("agent_health", "session_efficiency", "provider_health", "environment", "fleet_patrol", "cost")
+
+
+class HealingError(ValueError):
+    """An unknown strategy or task id, reported as one line."""
+
+
+@dataclass(frozen=True)
+class CallView:
+    ts: float
+    latency_ms: float | None
+    ok: bool
+    tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    node: str
+    status: str  # online | offline | connecting | error
+    status_since: float
+    last_seen: float | None
+    agent_version: str
+    clock_skew_s: float | None
+
+
+@dataclass(frozen=True)
+class SessionHealth:
+    node: str
+    session: str
+    state: str
+    active: bool
+    managed: str | None
+    provider: str | None
+    last_event_at: float
+    calls: tuple[CallView, ...]  # this session's recent calls, oldest first
+
+
+@dataclass(frozen=True)
+class HealingInput:
+    now: float
+    nodes: tuple[NodeHealth, ...]
+    sessions: tuple[SessionHealth, ...]
+    provider_calls: dict[str, tuple[int, int]]  # provider -> (calls, failed) in the window
+    projected_today_usd: float
+    daily_budget_usd: float | None
+
+
+@dataclass(frozen=True)
+class Issue:
+    analyzer: str
+    subject_kind: str  # node | session | provider
+    subject: str  # node id, "node/session", or provider name
+    node: str | None
+    strategy: str
+    severity: str  # warning | critical
+    message: str
+
+
+@dataclass
+class WeakPoint:
+    id: str
+    subject_kind: str
+    subject: str
+    node: str | None
+    strategy: str
+    analyzer: str
+    opened: float
+    last_seen: float
+    issues: list[str]
+    state: str = "open"  # open | closed
+    closed: float | None = None
+    task_id: str | None = None
+
+
+@dataclass
+class Task:
+    id: str
+    strategy: str
+    node: str | None
+    subject: str
+    weak_point: str
+    created: float
+    updated: float
+    expires: float
+    state: str  # suggested | pending-approval | dispatched | done | failed | expired
+    commands: list[dict[str, Any]]  # {node, action, target, args}; console-side: {"action": "link.reconnect"}
+    recommendation: str
+    result: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class HealingCycle:
+    id: str
+    at: float
+    kind: str  # light | full | triggered:<reason>
+    analysis: dict[str, int]  # analyzer -> issues found
+    suppressed: int
+    weak_points: list[dict[str, Any]]
+    tasks_created: list[str]
+    dispatch: list[str]  # task ids the brain should dispatch now
+    summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
+    issues: list[Issue] = []
+    now = inp.now
+    if "agent_health" in analyzers:
+        for n in inp.nodes:
+            if n.status != "online":
+                issues.append(Issue("agent_health", "node", n.node, n.node, "revive_agent", "critical", f"{n.node} is {n.status}"))
+            elif n.last_seen is not None and now - n.last_seen > STALE_NODE_S:
+                issues.append(Issue("agent_health", "node", n.node, n.node, "revive_agent", "warning",
+                                    f"{n.node} silent for {now - n.last_seen:.0f}s"))
+    if "environment" in analyzers:
+        versions = [n.agent_version for n in inp.nodes if n.agent_version]
+        if versions:
+            common = statistics.mode(versions)
+            for n in inp.nodes:
+                if n.agent_version and n.agent_version != common:
+                    issues.append(Issue("environment", "node", n.node, n.node, "environment_sync", "warning",
+                                        f"{n.node} runs agent {n.agent_version}, fleet runs {common}"))
+        for n in inp.nodes:
+            if n.clock_skew_s is not None and abs(n.clock_skew_s) > CLOCK_SKEW_S:
+                issues.append(Issue("environment", "node", n.node, n.node, "environment_sync", "warning",
+                                    f"{n.node} clock is off by {n.clock_skew_s:+.1f}s"))
+    if "provider_health" in analyzers:
+        for provider, (calls, failed) in sorted(inp.provider_calls.items()):
+            if calls >= PROVIDER_MIN_CALLS and failed / calls >= SESSION_ERROR_RATE:
+                issues.append(Issue("provider_health", "provider", provider, None, "repair_endpoint", "critical",
+                                    f"{provider} failed {failed}/{calls} calls"))
+    if "session_efficiency" in analyzers:
+        for s in inp.sessions:
+            if s.active:
+                issues += _session_issues(s)
+    if "fleet_patrol" in analyzers:
+        online = {n.node for n in inp.nodes if n.status == "online"}
+        for s in inp.sessions:
+            if s.active and s.state == "running" and now - s.last_event_at > STALE_SESSION_S:
+                subject = f"{s.node}/{s.session}"
+                kind = "stale" if s.node in online else "orphaned (node offline)"
+                issues.append(Issue("fleet_patrol", "session", subject, s.node, "optimize_sessions", "warning",
+                                    f"session {subject} {kind}: no event for {now - s.last_event_at:.0f}s"))
+    if "cost" in analyzers and inp.daily_budget_usd and inp.projected_today_usd > inp.daily_budget_usd:
+        top = max((s for s in inp.sessions if s.active), key=lambda s: sum(c.cost_usd for c in s.calls), default=None)
+        if top is not None:
+            issues.append(Issue("cost", "session", f"{top.node}/{top.session}", top.node, "cost_control", "warning",
+                                f"projected ${inp.projected_today_usd:.2f} today exceeds the ${inp.daily_budget_usd:.2f} budget"))
+    return issues
+
+
+def _session_issues(s: SessionHealth) -> list[Issue]:
+    subject = f"{s.node}/{s.session}"
+    calls = s.calls
+    found: list[str] = []
+    if any(c.latency_ms is not None and c.latency_ms >= SLOW_TURN_MS for c in calls[-RECENT_CALLS:]):
+        found.append(f"a turn took >= {SLOW_TURN_MS / 1000:.0f}s")
+    run = 0
+    for c in reversed(calls):
+        if c.ok:
+            break
+        run += 1
+    if run >= RETRY_RUN:
+        found.append(f"{run} failed calls in a row")
+    if len(calls) >= BASELINE_CALLS and sum(1 for c in calls if not c.ok) / len(calls) >= SESSION_ERROR_RATE:
+        found.append(f"error rate {sum(1 for c in calls if not c.ok) / len(calls):.0%}")
+    recent, base = calls[-RECENT_CALLS:], calls[:-RECENT_CALLS]
+    if len(base) >= BASELINE_CALLS and recent:
+        base_tokens = statistics.fmean(c.tokens for c in base)
+        if base_tokens > 0 and statistics.fmean(c.tokens for c in recent) >= TOKEN_SPIKE_RATIO * base_tokens:
+            found.append("token rate spiked >= 300% of baseline")
+        base_lat = [c.latency_ms for c in base if c.latency_ms]
+        rec_lat = [c.latency_ms for c in recent if c.latency_ms]
+        if base_lat and rec_lat and statistics.fmean(rec_lat) >= TURN_SLOWDOWN_RATIO * statistics.fmean(base_lat):
+            found.append("turns take >= 150% of baseline")
+    out = [Issue("session_efficiency", "session", subject, s.node, "optimize_sessions", "warning", f"{subject}: {m}") for m in found]
+    if recent and statistics.fmean(c.cost_usd for c in recent) > COST_PER_TURN_USD:
+        out.append(Issue("session_efficiency", "session", subject, s.node, "cost_control", "warning",
+                         f"{subject}: ${statistics.fmean(c.cost_usd for c in recent):.2f} per turn"))
+    return out
+
+
+def commands_for(strategy: str, wp: WeakPoint, inp: HealingInput) -> tuple[list[dict[str, Any]], str]:
+    """What a strategy does for a weak point: agent commands (or a console action) and a recommendation."""
+    if strategy == "revive_agent":
+        return [{"action": "link.reconnect", "node": wp.node}], (
+            f"reconnect to {wp.node} now; done when it is back online, failed if it is not back before the task expires")
+    if strategy == "repair_endpoint":
+        sessions = [s for s in inp.sessions if s.active and s.state == "running" and s.provider == wp.subject]
+        return ([{"action": "session.pause", "node": s.node, "target": s.session, "args": {}} for s in sessions],
+                f"back off {len(sessions)} running session(s) on {wp.subject} (paused; resume them when it recovers)")
+    if strategy == "environment_sync":
+        return [], f"{'; '.join(wp.issues)}: upgrade or resync the agent on {wp.node} (heady runs no shell on nodes)"
+    node, _, session = wp.subject.partition("/")
+    managed = any(s.managed for s in inp.sessions if s.node == node and s.session == session)
+    if strategy == "optimize_sessions":
+        if managed:
+            return [{"action": "session.restart", "node": node, "target": session, "args": {}}], f"restart managed session {wp.subject} with a fresh context"
+        return [], f"{'; '.join(wp.issues)}: look at session {wp.subject} (not managed, so heady cannot restart it)"
+    if strategy == "cost_control":
+        return [{"action": "session.pause", "node": node, "target": session, "args": {}}], f"pause {wp.subject} to stop its spending"
+    raise HealingError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+
+
+class HealingEngine:
+    def __init__(self, config: HealingConfig) -> None:
+        for name in config.auto_dispatch:
+            if name not in STRATEGIES:
+                raise HealingError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+        self.config = config
+        self.weak_points: dict[str, WeakPoint] = {}  # subject_kind:subject:strategy -> weak point
+        self.tasks: dict[str, Task] = {}
+        self._last_light: float | None = None
+        self._last_full: float | None = None
+        self._triggers: list[str] = []
+        self._calls_since_trigger = 0
+
+    # --- when to run ------------------------------------------------------------------
+
+    def trigger(self, reason: str) -> None:
+        if reason not in self._triggers:
+            self._triggers.append(reason)
+
+    def count_calls(self, n: int) -> None:
+        self._calls_since_trigger += n
+        if self._calls_since_trigger >= self.config.trigger_every_calls:
+            self._calls_since_trigger = 0
+            self.trigger(f"{self.config.trigger_every_calls} calls")
+
+    def due(self, now: float) -> str | None:
+        if self._triggers:
+            reason = ", ".join(self._triggers)
+            self._triggers.clear()
+            return f"triggered:{reason}"
+        if self._last_full is None or now - self._last_full >= self.config.full_interval_s:
+            return "full"
+        if self._last_light is None or now - self._last_light >= self.config.light_interval_s:
+            return "light"
+        return None
+
+    # --- a cycle ----------------------------------------------------------------------
+
+    def run_cycle(self, inp: HealingInput, kind: str) -> HealingCycle:
+        now = inp.now
+        analyzers = LIGHT_ANALYZERS if kind == "light" else FULL_ANALYZERS
+        if kind == "light":
+            self._last_light = now
+        else:
+            self._last_full = self._last_light = now
+        issues = analyze(inp, analyzers)
+        down_nodes = {i.node for i in issues if i.subject_kind == "node"}
+        down_nodes |= {wp.node for wp in self.weak_points.values() if wp.state == "open" and wp.subject_kind == "node"
+                       and wp.analyzer not in analyzers}
+        kept = [i for i in issues if not (i.subject_kind == "session" and i.node in down_nodes)]
+        seen: set[str] = set()
+        for issue in kept:
+            key = f"{issue.subject_kind}:{issue.subject}:{issue.strategy}"
+            seen.add(key)
+            wp = self.weak_points.get(key)
+            if wp is None or wp.state == "closed":
+                wp = self.weak_points[key] = WeakPoint(_new_id("wp"), issue.subject_kind, issue.subject, issue.node,
+                                                       issue.strategy, issue.analyzer, now, now, [])
+            wp.last_seen = now
+            if issue.message not in wp.issues:
+                wp.issues.append(issue.message)
+        for key, wp in self.weak_points.items():
+            if wp.state == "open" and key not in seen and wp.analyzer in analyzers:
+                wp.state, wp.closed = "closed", now
+        created: list[str] = []
+        for wp in self.weak_points.values():
+            if wp.state != "open" or now - wp.opened < self.config.group_wait_s:
+                continue
+            if wp.task_id and self.tasks[wp.task_id].state in OPEN_TASK_STATES:
+                continue
+            cmds, rec = commands_for(wp.strategy, wp, inp)
+            task = Task(_new_id("t"), wp.strategy, wp.node, wp.subject, wp.id, now, now, now + self.config.task_expiry_s,
+                        "suggested", cmds, rec)
+            self.tasks[task.id] = task
+            wp.task_id = task.id
+            created.append(task.id)
+        dispatch = self._schedule(now)
+        open_wps = [wp for wp in self.weak_points.values() if wp.state == "open"]
+        summary = (f"{kind}: {len(issues)} issue(s), {len(open_wps)} open weak point(s), {len(created)} new task(s), "
+                   f"{len(dispatch)} to dispatch" + (f", {len(issues) - len(kept)} suppressed" if len(kept) < len(issues) else ""))
+        return HealingCycle(
+            id=_new_id("c"),
+            at=now,
+            kind=kind,
+            analysis={a: sum(1 for i in issues if i.analyzer == a) for a in analyzers},
+            suppressed=len(issues) - len(kept),
+            weak_points=[asdict(wp) for wp in open_wps],
+            tasks_created=created,
+            dispatch=dispatch,
+            summary=summary,
+        )
+
+    def _schedule(self, now: float) -> list[str]:
+        """suggested -> dispatched (auto strategies, within the per-node limit) or pending-approval."""
+        out = []
+        for task in sorted(self.tasks.values(), key=lambda t: t.created):
+            if task.state in OPEN_TASK_STATES and now >= task.expires:
+                task.state, task.updated, task.result = "expired", now, task.result or "expired before it finished"
+                continue
+            if task.state != "suggested":
+                continue
+            if task.strategy not in self.config.auto_dispatch:
+                task.state, task.updated = "pending-approval", now
+                continue
+            if self.running_on(task.node) >= self.config.max_tasks_per_node:
+                continue  # stays suggested until a slot frees up
+            task.state, task.updated = "dispatched", now
+            out.append(task.id)
+        return out
+
+    def running_on(self, node: str | None) -> int:
+        return sum(1 for t in self.tasks.values() if t.state == "dispatched" and t.node == node and node is not None)
+
+    # --- task lifecycle (the brain reports outcomes) ----------------------------------
+
+    def task(self, task_id: str) -> Task:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise HealingError(f"no task with id {task_id!r}") from None
+
+    def approve(self, task_id: str, now: float) -> Task:
+        task = self.task(task_id)
+        if task.state not in ("pending-approval", "suggested"):
+            raise HealingError(f"task {task_id} is {task.state}, not waiting for approval")
+        task.state, task.updated = "dispatched", now
+        return task
+
+    def reject(self, task_id: str, now: float) -> Task:
+        task = self.task(task_id)
+        if task.state not in ("pending-approval", "suggested"):
+            raise HealingError(f"task {task_id} is {task.state}, not waiting for approval")
+        task.state, task.updated, task.result = "failed", now, "rejected by the operator"
+        return task
+
+    def finish(self, task_id: str, ok: bool, result: str, now: float) -> Task:
+        task = self.task(task_id)
+        task.state, task.updated, task.result = ("done" if ok else "failed"), now, result
+        return task
+
+    def node_back(self, node: str, now: float) -> list[Task]:
+        """revive_agent tasks are done when their node is back online."""
+        done = []
+        for task in self.tasks.values():
+            if task.strategy == "revive_agent" and task.node == node and task.state == "dispatched":
+                done.append(self.finish(task.id, True, f"{node} is back online", now))
+        return done

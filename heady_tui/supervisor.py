@@ -1,0 +1,343 @@
+"""Wires the console together: links -> store -> ack -> fleet -> brain, events out, commands in.
+
+The same Supervisor runs under the Textual app, headless (`heady run --headless`) and in tests.
+Every frame is committed to the store before the agent is acked and before the fleet or the brain
+see it, so what the console shows and decides on is always what it has kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from heady_agent.clock import Clock, SystemClock
+from heady_agent.protocol import ACTIONS, Detail, Event, Hello, Metrics, Result, Sessions
+
+from .alerts import AlertDispatcher
+from .brain import Brain
+from .config import Config, NodeConfig, Paths
+from .events import HeadyEvent
+from .fleet import Fleet
+from .link import NodeLink
+from .store import Store
+
+log = logging.getLogger("heady.supervisor")
+
+Subscriber = Callable[[HeadyEvent], None]
+
+STATS_INTERVAL_S = 10.0
+PRUNE_INTERVAL_S = 3600.0
+WARM_EVENTS_S = 86400.0  # on start the fleet is rebuilt from the last day of stored events
+
+
+class Launcher(Protocol):
+    """Starts agents for the console (embedded or demo) and says how to reach them."""
+
+    async def start(self) -> list[NodeConfig]: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class IngestCounts:
+    stored: int = 0
+    duplicates: int = 0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        paths: Paths,
+        *,
+        clock: Clock | None = None,
+        simulated: bool = False,
+        launcher: Launcher | None = None,
+        link_options: dict[str, Any] | None = None,
+        stats_interval_s: float = STATS_INTERVAL_S,
+    ) -> None:
+        self.config = config
+        self.paths = paths
+        self.clock = clock or SystemClock()
+        self.simulated = simulated
+        self.launcher = launcher
+        self.fleet = Fleet()
+        self.store: Store | None = None
+        self.links: dict[str, NodeLink] = {}
+        self.nodes: list[NodeConfig] = []
+        self.brain: Brain | None = None
+        self.alerts: AlertDispatcher | None = None  # only when [[alerts.webhooks]] are configured
+        self.details: dict[str, Detail] = {}
+        self.started = False
+        self._link_options = link_options or {}
+        self._stats_interval_s = stats_interval_s
+        self._subscribers: list[Subscriber] = []
+        self._applied: dict[tuple[str, str], int] = {}  # (node, journal) -> highest seq the fleet has seen
+        self._hellos: dict[str, Hello] = {}
+        self._counts: dict[str, IngestCounts] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, start the brain and one link per node. StoreError/ConfigError propagate."""
+        if self.started:
+            return
+        self.store = await Store.open(self.paths.database, metric_rollup_s=self.config.store.metric_rollup_s)
+        try:
+            self.nodes = list(self.config.nodes)
+            if self.launcher is not None:
+                self.nodes += await self.launcher.start()
+            for node in self.nodes:
+                self.fleet.node(node.name)
+            if self.config.alerts.webhooks:
+                self.alerts = AlertDispatcher(
+                    self.config.alerts, self.clock, simulated=lambda: self.simulated,
+                    publish=lambda event: self.publish(event.name, **event.details),
+                )  # fmt: skip
+                await self.alerts.start()
+                self.subscribe(self.alerts.handle)
+            self.brain = Brain(self)
+            await self.brain.start()
+            await self._warm_fleet()
+            for node in self.nodes:
+                link = NodeLink(node, self, clock=self.clock, **self._link_options)
+                self.links[node.name] = link
+                link.start()
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="supervisor:tick"),
+            asyncio.create_task(self._stats_loop(), name="supervisor:stats"),
+            asyncio.create_task(self._prune_loop(), name="supervisor:prune"),
+        ]
+        self.started = True
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        await asyncio.gather(*(link.stop() for link in self.links.values()))
+        for task in list(self._background):
+            task.cancel()
+        if self.brain is not None:
+            try:
+                await self.brain.stop()
+            except Exception:
+                log.exception("the brain failed to stop cleanly")
+        if self.alerts is not None:
+            await self.alerts.stop()
+        self._publish_stats()
+        if self.store is not None:
+            await self.store.close()
+        if self.launcher is not None:
+            await self.launcher.stop()
+
+    async def _warm_fleet(self) -> None:
+        """Rebuild sessions, costs and recent metric rings from the store, so a restart shows history."""
+        assert self.store is not None
+        now = self.clock.now()
+        known = {node.name for node in self.nodes}
+        for row in await self.store.nodes():
+            if row["id"] not in known:
+                continue
+            state = self.fleet.node(row["id"])
+            info = row["info"]
+            state.hostname = row["hostname"]
+            state.agent_id = info.get("id", "")
+            state.agent_version = info.get("agent_version", "")
+            state.os = info.get("os", "")
+            state.cpu_count = max(1, int(info.get("cpu_count", 1)))
+            state.mem_total = int(info.get("mem_total", 0))
+            state.labels = dict(info.get("labels", {}))
+            state.simulated = row["simulated"]
+        for node, (journal, seq) in (await self.store.cursors()).items():
+            if node in known:
+                self._applied[(node, journal)] = seq
+                state = self.fleet.node(node)
+                state.journal, state.last_seq = journal, seq
+        for ev in await self.store.events(now - WARM_EVENTS_S):
+            if ev.node in known:
+                frame = Event.model_construct(
+                    journal=ev.journal, seq=ev.seq, ts=ev.ts, kind=ev.kind, session=ev.session, data=ev.data
+                )
+                self.fleet.apply_frame(ev.node, frame)
+        for node in known:
+            for row in await self.store.metrics(node, now - 600):
+                state = self.fleet.node(node)
+                state.cpu.push(row["cpu"])
+                state.mem.push(row["mem"])
+                state.load.push(row["load1"] / max(1, state.cpu_count))
+                state.queue.push(float(row["queue_depth"]))
+                state.sample_ts.push(row["ts"])
+        for (node, journal), seq in self._applied.items():
+            state = self.fleet.node(node)
+            state.journal, state.last_seq = journal, seq
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.detector.evaluation_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            if self.brain is not None:
+                try:
+                    await self.brain.tick()
+                except Exception:
+                    log.exception("brain tick failed")
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._stats_interval_s)
+            self._publish_stats()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            if self.store is not None:
+                try:
+                    deleted = await self.store.prune(self.clock.now(), self.config.store.retention_days)
+                    if deleted:
+                        log.info("retention: deleted %d rows older than %g days", deleted, self.config.store.retention_days)
+                except Exception:
+                    log.exception("retention pass failed")
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    def _publish_stats(self) -> None:
+        counts, self._counts = self._counts, {}
+        for node, c in sorted(counts.items()):
+            if c.stored or c.duplicates:
+                self.publish("ingest.stats", node=node, stored=c.stored, duplicates=c.duplicates)
+
+    # --- events out ---------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def publish(self, name: str, **details: Any) -> HeadyEvent:
+        event = HeadyEvent(name, self.clock.now(), details)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event subscriber failed on %s", name)
+        return event
+
+    # --- commands in --------------------------------------------------------------------
+
+    async def command(
+        self, node: str, action: str, target: str | None = None, args: dict[str, Any] | None = None,
+        *, timeout: float | None = None,
+    ) -> Result:  # fmt: skip
+        link = self.links.get(node)
+        if link is None:
+            return Result(id="-", ok=False, error="unknown_node", detail={"message": f"no node named {node!r}"})
+        if action not in ACTIONS:
+            return Result(id="-", ok=False, error="unknown_action", detail={"message": f"unknown action {action!r}"})
+        return await link.send_command(action, target, args, timeout)
+
+    def focus(self, node: str, on: bool) -> None:
+        link = self.links.get(node)
+        if link is None:
+            return
+        task = asyncio.get_running_loop().create_task(link.focus(on))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        if not on:
+            self.details.pop(node, None)
+
+    # --- the link sink ------------------------------------------------------------------
+
+    async def link_cursor(self, node: str) -> tuple[str, int] | None:
+        assert self.store is not None
+        return await self.store.cursor(node)
+
+    async def link_hello(self, node: str, hello: Hello, previous_journal: str | None) -> None:
+        assert self.store is not None
+        self._hellos[node] = hello
+        self.fleet.apply_hello(node, hello)
+        if hello.simulated:
+            self.simulated = True
+        await self.store.record_node(
+            node,
+            hostname=hello.node.hostname,
+            info=hello.node.model_dump(),
+            simulated=hello.simulated,
+            now=self.clock.now(),
+        )
+        if previous_journal is not None and previous_journal != hello.journal.id:
+            self.fleet.node(node).journal_reset = True
+            self.publish("node.journal_reset", node=node, old_journal=previous_journal, new_journal=hello.journal.id)
+
+    async def link_frames(self, node: str, journal: str, frames: list[Metrics | Event]) -> int:
+        assert self.store is not None
+        stored, duplicates, top = await self.store.store_batch(node, journal, frames)
+        counts = self._counts.setdefault(node, IngestCounts())
+        counts.stored += stored
+        counts.duplicates += duplicates
+        key = (node, journal)
+        applied = self._applied.get(key, 0)
+        fresh = [f for f in frames if f.seq > applied]
+        if fresh:
+            self._applied[key] = max(f.seq for f in fresh)
+            self.fleet.apply_frames(node, fresh)
+            if self.brain is not None:
+                for frame in fresh:
+                    try:
+                        self.brain.on_frame(node, frame)
+                    except Exception:
+                        log.exception("brain failed on a frame from %s (seq %d)", node, frame.seq)
+        return top
+
+    async def link_sessions(self, node: str, sessions: Sessions) -> None:
+        self.fleet.apply_sessions(node, sessions.sessions, self.clock.now())
+
+    def link_detail(self, node: str, detail: Detail) -> None:
+        self.details[node] = detail
+        self.fleet.version += 1
+
+    def link_status(self, node: str, status: str, error: str | None) -> None:
+        state = self.fleet.node(node)
+        previous = state.status
+        self.fleet.set_status(node, status, self.clock.now(), error)
+        if status == "online":
+            hello = self._hellos.get(node)
+            self.publish(
+                "node.online",
+                node=node,
+                hostname=hello.node.hostname if hello else "",
+                journal=hello.journal.id if hello else None,
+                last_seq=hello.journal.last_seq if hello else 0,
+            )
+        elif previous in ("online", "connecting"):
+            self.publish("node.offline", node=node, reason=error or status)
+        if self.brain is not None:
+            try:
+                self.brain.on_node_status(node, status)
+            except Exception:
+                log.exception("brain failed on the status of %s", node)
+
+    async def link_error(self, node: str, code: str, message: str) -> None:
+        self.fleet.node(node).last_error = message
+        self.fleet.version += 1
+        if self.store is not None:
+            await self.store.record_ingest_error(node, code, message, self.clock.now())

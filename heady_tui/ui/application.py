@@ -1,0 +1,385 @@
+"""HeadyApp: the Textual console over a Supervisor.
+
+Refresh model (kind to SSH links): a self-rescheduling timer at [ui] refresh_hz repaints the active
+screen only when the fleet or brain changed, never while frozen (`f`), while a modal is open or for
+screens that are not on top. Tables update changed cells only. Consent requests from the brain
+queue up and open one dialog at a time over whatever screen is showing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.message import Message
+from textual.screen import ModalScreen
+
+from heady_agent.config import ConfigError
+
+from ..config import Config
+from ..events import HeadyEvent
+from . import theme as themes
+from .formatting import level_severity
+from .actions import ACTIONS, UiAction, bindings_for
+from .modals.confirm import ConfirmModal
+from .modals.consent import ConsentModal
+from .reader import FleetReader
+from .screens.base import LiveScreen
+from .screens.help import HelpScreen, TooSmallScreen
+from .views import ViewCell
+from .widgets.panels import EventLog, StatusBar
+
+MIN_WIDTH, MIN_HEIGHT = 80, 24
+# Below these sizes the screens use their compact layout.
+WIDE_WIDTH, TALL_HEIGHT = 120, 32
+VIEWS = ("overview", "costs", "healing", "permissions", "audit")
+
+
+class HeadyEventPosted(Message):
+    """A supervisor event, delivered into the app's message queue."""
+
+    def __init__(self, event: HeadyEvent) -> None:
+        super().__init__()
+        self.event = event
+
+
+class ActionsProvider(Provider):
+    """The command palette: every action of the registry that applies to the current screen."""
+
+    def _candidates(self) -> list[UiAction]:
+        app: HeadyApp = self.app  # type: ignore[assignment]
+        screen = app.screen
+        view = screen.VIEW if isinstance(screen, LiveScreen) else None
+        out = []
+        for action in ACTIONS:
+            if action.screen not in ("app", view) or action.id in ("back", "filter", "open", "node_open"):
+                continue
+            if app.read_only and action.changes_state:
+                continue
+            out.append(action)
+        return out
+
+    def _runner(self, action: UiAction):
+        app: HeadyApp = self.app  # type: ignore[assignment]
+        target = app if action.screen == "app" else app.screen
+
+        async def run() -> None:
+            await target.run_action(action.action)
+
+        return run
+
+    async def discover(self) -> Hits:
+        for action in self._candidates():
+            yield DiscoveryHit(action.description, self._runner(action), help=f"key: {self.app.get_key_display_for(action)}")
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for action in self._candidates():
+            score = matcher.match(action.description)
+            if score > 0:
+                yield Hit(score, matcher.highlight(action.description), self._runner(action), help=action.id)
+
+
+class HeadyApp(App[int]):
+    CSS_PATH = "heady.tcss"
+    TITLE = "heady"
+    BINDINGS = bindings_for("app")
+    COMMANDS = App.COMMANDS | {ActionsProvider}
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        supervisor: Any,
+        config: Config,
+        *,
+        read_only: bool = False,
+        theme: str | None = None,
+        color: str = "auto",
+        manage_supervisor: bool = True,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(config.ui.keymap) - {a.id for a in ACTIONS})
+        if unknown:
+            known = ", ".join(a.id for a in ACTIONS)
+            raise ConfigError(f"ui.keymap: unknown action {unknown[0]!r} (known: {known})")
+        self.supervisor = supervisor
+        self.config = config
+        self.read_only = read_only
+        self.theme_choice = theme or config.ui.theme
+        self.color = color
+        # The app starts and stops the supervisor unless its caller owns it (tests, benchmarks).
+        self.manage_supervisor = manage_supervisor
+        self.reader = FleetReader(supervisor, config)
+        self.frozen = False
+        self.ascii_only = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8"
+        self.compact = True
+        self._refresh_interval = 1.0 / config.ui.refresh_hz
+        self._consent_queue: deque[Any] = deque()
+        self._consent_seen: set[str] = set()
+        self._consent_open: str | None = None
+        self._unsubscribe = None
+        self._events: deque[HeadyEvent] = deque(maxlen=500)
+        self.supervisor_error: str | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        themes.register(self, self.theme_choice)
+        if self.config.ui.keymap:
+            self.set_keymap(dict(self.config.ui.keymap))
+        self.compact = self._is_compact(self.size.width, self.size.height)
+        self._unsubscribe = self.supervisor.subscribe(self._deliver_event)
+        self.push_screen(self._make_view("overview"))
+        if self.manage_supervisor:
+            self._start_supervisor()
+        self._schedule_refresh()
+        self._check_size(self.size.width, self.size.height)
+
+    @work(exclusive=True, group="supervisor", exit_on_error=False)
+    async def _start_supervisor(self) -> None:
+        try:
+            await self.supervisor.start()
+        except (ConfigError, OSError, ValueError) as exc:
+            self.supervisor_error = str(exc)
+            self.exit(1, message=f"heady: error: {exc}")
+
+    async def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.manage_supervisor:
+            await self.supervisor.stop()
+
+    def _deliver_event(self, event: HeadyEvent) -> None:
+        # Called from the supervisor's tasks: hand over through the message queue.
+        self.post_message(HeadyEventPosted(event))
+
+    # --- refresh -----------------------------------------------------------------------
+
+    def _schedule_refresh(self) -> None:
+        self.set_timer(self._refresh_interval, self._on_refresh_timer)
+
+    def _on_refresh_timer(self) -> None:
+        try:
+            self.refresh_now()
+        finally:
+            self._schedule_refresh()
+
+    def modal_open(self) -> bool:
+        return isinstance(self.screen, ModalScreen)
+
+    def refresh_now(self, *, force: bool = False) -> None:
+        """One refresh tick: consent first (it must not wait for a freeze), then the active screen."""
+        if not self.screen_stack:
+            return
+        self._check_consent()
+        screen = self.screen
+        if not isinstance(screen, LiveScreen):
+            return
+        if self.frozen and not force:
+            return
+        stamp = self.reader.stamp()
+        if not force and stamp == screen.last_stamp:
+            return
+        screen.last_stamp = stamp
+        screen.refresh_view()
+
+    def cells(self, rows: dict[str, tuple[ViewCell, ...]]) -> dict[str, tuple[Text | str, ...]]:
+        return {
+            key: tuple(themes.styled(self, text, severity) if severity else text for text, severity in row)
+            for key, row in rows.items()
+        }
+
+    def update_status(self, screen: LiveScreen) -> None:
+        reader = self.reader
+        level = reader.level()
+        parts: list[tuple[str, str | None]] = [("heady", None)]
+        if reader.simulated:
+            parts += [("  ", None), ("SIMULATED", "warning")]
+        parts += [
+            ("  equilibrium ", None),
+            (level.upper(), level_severity(level)),
+            (f"  {reader.online_count()}/{len(reader.fleet.nodes)} online", None),
+            (f"  [{screen.TITLE_TEXT}]", None),
+        ]
+        pending = len(self._consent_queue) + (1 if self._consent_open else 0)
+        if pending:
+            parts.append((f"  CONSENT PENDING {pending}", "critical"))
+        if self.frozen:
+            parts.append(("  PAUSED", "critical"))
+        if self.read_only:
+            parts.append(("  READ-ONLY", "careful"))
+        screen.query_one(StatusBar).show(parts)
+
+    # --- events and consent ------------------------------------------------------------
+
+    def on_heady_event_posted(self, message: HeadyEventPosted) -> None:
+        event = message.event
+        self._events.append(event)
+        for screen in self.screen_stack:
+            for log in screen.query(EventLog):
+                log.add(event)
+        if event.name == "consent.requested":
+            self._check_consent()
+
+    @property
+    def recent_events(self) -> list[HeadyEvent]:
+        return list(self._events)
+
+    def _check_consent(self) -> None:
+        brain = self.supervisor.brain
+        if brain is None:
+            return
+        pending = brain.pending_consent()
+        live_ids = {request.id for request in pending}
+        for request in pending:
+            if request.id not in self._consent_seen:
+                self._consent_seen.add(request.id)
+                self._consent_queue.append(request)
+        # A request that expired or was answered elsewhere while queued is dropped.
+        self._consent_queue = deque(r for r in self._consent_queue if r.id in live_ids)
+        if self.read_only or self._consent_open is not None or not self._consent_queue:
+            return
+        request = self._consent_queue.popleft()
+        self._consent_open = request.id
+        dialog = ConsentModal(
+            request, levels=self.reader.metric_levels(), session_hours=self.config.consent.session_hours
+        )
+        self.push_screen(dialog, callback=lambda decision, rid=request.id: self._decided(rid, decision))
+
+    async def _decided(self, request_id: str, decision: str) -> None:
+        try:
+            await self.supervisor.brain.decide_consent(request_id, decision)
+        except Exception as exc:  # the decision did not take: say so, the request stays pending
+            self._consent_seen.discard(request_id)
+            self.notify(f"consent {decision} failed: {exc}", severity="error", markup=False)
+        else:
+            verb = "denied" if decision == "deny" else f"granted ({decision})"
+            self.notify(f"rebalance {verb}", markup=False)
+        finally:
+            self._consent_open = None
+        self.refresh_now(force=True)
+
+    # --- navigation and app actions ----------------------------------------------------
+
+    def _is_compact(self, width: int, height: int) -> bool:
+        return width < WIDE_WIDTH or height < TALL_HEIGHT
+
+    def on_resize(self, event) -> None:
+        compact = self._is_compact(event.size.width, event.size.height)
+        self.set_class(compact, "-compact")
+        self.set_class(not compact, "-wide")
+        if compact != self.compact:
+            self.compact = compact
+            screen = self.screen
+            if isinstance(screen, LiveScreen) and screen.VIEW in VIEWS:
+                self.switch_screen(self._make_view(screen.VIEW))
+        self._check_size(event.size.width, event.size.height)
+
+    def _check_size(self, width: int, height: int) -> None:
+        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        showing = isinstance(self.screen, TooSmallScreen)
+        if small and not showing:
+            self.push_screen(TooSmallScreen(MIN_WIDTH, MIN_HEIGHT))
+        elif small and showing:
+            self.screen.show_size(width, height)
+        elif not small and showing:
+            self.pop_screen()
+
+    def _make_view(self, name: str) -> LiveScreen:
+        from .screens.audit import AuditScreen
+        from .screens.costs import CostsScreen
+        from .screens.healing import HealingScreen
+        from .screens.overview import OverviewScreen
+        from .screens.permissions import PermissionsScreen
+
+        classes = {
+            "overview": OverviewScreen,
+            "costs": CostsScreen,
+            "healing": HealingScreen,
+            "permissions": PermissionsScreen,
+            "audit": AuditScreen,
+        }
+        return classes[name](compact=self.compact)
+
+    def action_switch_view(self, name: str) -> None:
+        if isinstance(self.screen, LiveScreen) and self.screen.VIEW == name:
+            return
+        # Views replace each other at the bottom of the stack; details stack on top of a view.
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        self.switch_screen(self._make_view(name))
+
+    def open_node(self, node_id: str) -> None:
+        from .screens.node import NodeScreen
+
+        self.push_screen(NodeScreen(node_id, compact=self.compact))
+
+    def open_session(self, node_id: str, session_id: str) -> None:
+        from .screens.session import SessionScreen
+
+        self.push_screen(SessionScreen(node_id, session_id, compact=self.compact))
+
+    def action_back(self) -> None:
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+        elif isinstance(self.screen, LiveScreen) and self.screen.VIEW != "overview":
+            self.switch_screen(self._make_view("overview"))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            view = self.screen.VIEW if isinstance(self.screen, LiveScreen) else "overview"
+            self.push_screen(HelpScreen(view))
+
+    def action_toggle_freeze(self) -> None:
+        self.frozen = not self.frozen
+        screen = self.screen
+        if isinstance(screen, LiveScreen):
+            if self.frozen:
+                self.update_status(screen)
+            else:
+                self.refresh_now(force=True)
+
+    def action_filter(self) -> None:
+        if isinstance(self.screen, LiveScreen):
+            self.screen.open_filter()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("filter", "toggle_freeze", "switch_view", "back") and self.modal_open():
+            return False
+        return True
+
+    def get_key_display_for(self, action: UiAction) -> str:
+        keys = self._keymap.get(action.id, action.key)
+        return ", ".join(self.get_key_display(Binding(key.strip(), "")) for key in keys.split(","))
+
+    # --- acting on the fleet -----------------------------------------------------------
+
+    def confirm_then(self, title: str, body: str, on_yes, *, label: str = "Confirm") -> None:
+        """Ask before a destructive action; `on_yes` (a coroutine function) runs only on Confirm."""
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                await on_yes()
+
+        self.push_screen(ConfirmModal(title, body, label), callback=answered)
+
+    async def send_command(self, node: str, action: str, target: str | None = None, args: dict | None = None) -> bool:
+        if self.read_only:
+            self.notify("read-only console: nothing was sent", severity="warning")
+            return False
+        result = await self.supervisor.command(node, action, target, args or {})
+        what = f"{action} {target or node}"
+        if result.ok:
+            self.notify(f"{what}: done", markup=False)
+        else:
+            self.notify(f"{what}: {result.error}", severity="error", markup=False)
+        self.refresh_now(force=True)
+        return bool(result.ok)
+

@@ -1,0 +1,113 @@
+"""The consent dialog: may the rebalancer run this plan?
+
+What it shows is captured when it opens (the request's own plan), so the operator answers the plan
+that will run; if the plan changes materially the brain asks again with a new request. Deny has the
+focus: Enter, `n` and `esc` deny; `o` allows once, `s` for this session (24 h), `a` always.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from .. import formatting as fmt
+
+DECISIONS = ("deny", "single", "session", "persistent")
+
+
+def describe_action(action: dict[str, Any]) -> str:
+    """One planned action as a sentence fragment: what, where, how much."""
+    parts = [str(action.get("action") or action.get("kind"))]
+    if action.get("target"):
+        parts.append(f"session {action['target']}")
+    parts.append(f"on {action.get('node')}")
+    if action.get("to_node"):
+        parts.append(f"-> {action['to_node']}")
+    if action.get("count"):
+        parts.append(f"x{action['count']}")
+    if action.get("value") is not None:
+        parts.append(f"= {action['value']}")
+    if action.get("note"):
+        parts.append(f"({action['note']})")
+    return " ".join(parts)
+
+
+CAP_FORMATS = {
+    "max_cpu_percent": "target CPU at most {:g}%",
+    "max_memory_mb": "target free memory at least {:g} MB",
+    "max_duration_s": "run at most {:g} s",
+    "max_moves_per_step": "at most {:g} items moved per step",
+}
+
+
+def describe_cap(key: str, value: Any) -> str:
+    template = CAP_FORMATS.get(key)
+    if template is not None and isinstance(value, (int, float)):
+        return template.format(value)
+    return f"{key} {value}"
+
+
+def plan_text(reason: str, plan: dict[str, Any], levels: dict[str, tuple[float, float]], session_hours: float) -> str:
+    lines = [f"Reason: {reason}", f"Priority: {plan.get('priority', '?')}", "", "Breached:"]
+    for name, value in sorted((plan.get("breaches") or {}).items()):
+        threshold, critical = levels.get(name, (None, None))
+        limits = "" if threshold is None else f" (threshold {fmt.metric_value(name, threshold)}, critical {fmt.metric_value(name, critical)})"
+        lines.append(f"  {name} = {fmt.metric_value(name, value)}{limits}")
+    actions = plan.get("actions") or []
+    lines += ["", f"Plan ({len(actions)} actions):"]
+    lines += [f"  {i}. {describe_action(a)}" for i, a in enumerate(actions, 1)]
+    targets = plan.get("targets") or []
+    lines.append(f"Targets: {', '.join(targets) if targets else '-'}")
+    caps = plan.get("caps") or {}
+    if caps:
+        lines.append("Caps: " + ", ".join(describe_cap(key, value) for key, value in caps.items()))
+    lines.append(f"Estimated duration: {fmt.duration(plan.get('estimated_duration_s'))}")
+    excluded = plan.get("excluded") or {}
+    for node, why in sorted(excluded.items()):
+        lines.append(f"Excluded: {node} ({why})")
+    lines += ["", f"Allow for this session = {session_hours:g} h; Always = until revoked."]
+    return "\n".join(lines)
+
+
+class ConsentModal(ModalScreen[str]):
+    """Dismisses with one of DECISIONS."""
+
+    BINDINGS = [
+        Binding("n", "decide('deny')", "Deny", id="consent_deny"),
+        Binding("escape", "decide('deny')", "Deny", show=False, id="consent_deny_esc"),
+        Binding("o", "decide('single')", "Allow once", id="consent_once"),
+        Binding("s", "decide('session')", "Allow session", id="consent_session"),
+        Binding("a", "decide('persistent')", "Always allow", id="consent_always"),
+    ]
+
+    def __init__(self, request: Any, *, levels: dict[str, tuple[float, float]], session_hours: float) -> None:
+        super().__init__()
+        self.request_id: str = request.id
+        self._text = plan_text(request.reason, request.plan, levels, session_hours)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog dialog-danger", id="consent"):
+            yield Static("Permission to rebalance the fleet?", classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(Text(self._text, end=""), id="consent-plan")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Deny (n)", id="deny", variant="primary")
+                yield Button("Once (o)", id="single")
+                yield Button("Session (s)", id="session")
+                yield Button("Always (a)", id="persistent", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#deny", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id)
+
+    def action_decide(self, decision: str) -> None:
+        self.dismiss(decision)

@@ -1,0 +1,164 @@
+"""Reads the supervisor's fleet and brain into what the screens show.
+
+The one place the UI touches the supervisor's data model; screens ask it for rows and lines.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ..config import Config
+from ..fleet import SessionRecord
+from . import formatting as fmt
+from . import views
+from .widgets.panels import MetricLine, budget_line
+
+METRIC_LABELS = {
+    "node_load_variance": "load variance",
+    "task_queue_depth": "queue depth",
+    "error_rate": "error rate",
+    "response_time_p95": "latency p95",
+}
+METRIC_SHORT = {"node_load_variance": "loadvar", "task_queue_depth": "queue", "error_rate": "errors", "response_time_p95": "p95"}
+
+
+def day_start(ts: float) -> float:
+    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+class FleetReader:
+    def __init__(self, supervisor: Any, config: Config) -> None:
+        self.supervisor = supervisor
+        self.config = config
+
+    @property
+    def fleet(self):
+        return self.supervisor.fleet
+
+    @property
+    def brain(self):
+        return self.supervisor.brain
+
+    @property
+    def simulated(self) -> bool:
+        return bool(getattr(self.supervisor, "simulated", False)) or any(
+            n.simulated for n in self.fleet.nodes.values()
+        )
+
+    def now(self) -> float:
+        return self.supervisor.clock.now()
+
+    def stamp(self) -> tuple:
+        """Changes whenever anything shown may have changed; equal stamps skip a refresh."""
+        # A new equilibrium reading is a new object: its id changes on every evaluation.
+        return (self.fleet.version, id(self.reading()))
+
+    def online_count(self) -> int:
+        return sum(1 for n in self.fleet.nodes.values() if n.status == "online")
+
+    # --- equilibrium -------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """False until the supervisor has started its brain (the first moments of a run)."""
+        return self.brain is not None
+
+    def reading(self):
+        """The latest EquilibriumReading; None before the brain's first evaluation."""
+        return self.brain.equilibrium() if self.brain is not None else None
+
+    def level(self) -> str:
+        reading = self.reading()
+        return reading.level if reading is not None else "unknown"
+
+    def metric_lines(self) -> list[MetricLine]:
+        reading = self.reading()
+        if reading is None:
+            return []
+        lines = []
+        for name, label in METRIC_LABELS.items():
+            metric = reading.metrics.get(name)
+            if metric is None:
+                continue
+            if metric.value is None:
+                severity, state = "muted", "no data"
+            else:
+                severity = fmt.threshold_severity(metric.value, metric.threshold, metric.critical)
+                if metric.state == "firing":
+                    severity = fmt.level_severity(metric.level)
+                state = metric.state if metric.state != "firing" else metric.level
+            trend = ""
+            if metric.seconds_to_critical is not None and metric.seconds_to_critical > 0:
+                trend = f"critical in {fmt.duration(metric.seconds_to_critical)}"
+            lines.append(
+                MetricLine(
+                    name=name,
+                    label=label,
+                    short=METRIC_SHORT[name],
+                    value=metric.value,
+                    threshold=metric.threshold,
+                    critical=metric.critical,
+                    severity=severity,
+                    state=state,
+                    history=[value for _, value in metric.history],
+                    trend=trend,
+                )
+            )
+        return lines
+
+    def metric_levels(self) -> dict[str, tuple[float, float]]:
+        detector = self.config.detector
+        return {name: (getattr(detector, name).threshold, getattr(detector, name).critical) for name in METRIC_LABELS}
+
+    # --- nodes and sessions ------------------------------------------------------------
+
+    def costs_today(self) -> dict[str, float]:
+        return views.costs_today_by_node(self.fleet, day_start(self.now()))
+
+    def node_rows(self, *, spark_width: int, compact: bool, ascii_only: bool = False):
+        return views.node_rows(
+            self.fleet,
+            self.now(),
+            costs_today=self.costs_today(),
+            spark_width=spark_width,
+            compact=compact,
+            ascii_only=ascii_only,
+        )
+
+    @staticmethod
+    def session_matches(rec: SessionRecord, text: str) -> bool:
+        text = text.lower()
+        fields = (rec.node, rec.id, rec.source, rec.project, rec.model, rec.state, rec.title)
+        return any(text in (value or "").lower() for value in fields)
+
+    # --- costs -------------------------------------------------------------------------
+
+    def node_detail(self, node_id: str) -> list:
+        detail = self.supervisor.details.get(node_id)
+        return list(detail.processes) if detail is not None else []
+
+    def cost_summary(self):
+        return self.brain.cost_summary() if self.brain is not None else None
+
+    def cost_lines(self, *, compact: bool, ascii_only: bool) -> list[list[tuple[str, str | None]]]:
+        summary = self.cost_summary()
+        if summary is None:
+            return [[("starting...", "muted")]]
+        bar_width = 10 if compact else 16
+        lines: list[list[tuple[str, str | None]]] = [
+            [
+                (f"today {fmt.money(summary.today_usd)}", None),
+                (f"  burn {fmt.money(summary.burn_rate_usd_per_h)}/h", None),
+            ],
+            [(f"projected end of day {fmt.money(summary.projected_today_usd)}", None)],
+            budget_line("day  ", summary.today_usd, summary.daily_budget_usd, bar_width, ascii_only),
+            budget_line("month", summary.month_usd, summary.monthly_budget_usd, bar_width, ascii_only),
+        ]
+        top = sorted(summary.by_model.items(), key=lambda item: -item[1])[: 2 if compact else 4]
+        for model, cost in top:
+            lines.append([(f"{model[:24]:<24} {fmt.money(cost):>8}", None)])
+        if summary.unknown_models:
+            lines.append([(f"unpriced: {', '.join(sorted(summary.unknown_models))}", "warning")])
+        return lines

@@ -1,0 +1,76 @@
+"""What every console screen shares: bindings from the action registry, read-only checks,
+the status bar, the filter bar and the footer, and the hook the app's refresh timer calls."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from ..actions import bindings_for, changes_state
+from ..widgets.panels import FilterBar, StatusBar
+from ..widgets.table import KeyedTable
+
+if TYPE_CHECKING:
+    from ..app import HeadyApp
+
+
+class LiveScreen(Screen):
+    VIEW = "overview"
+    TITLE_TEXT = "Overview"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.BINDINGS = bindings_for(cls.VIEW)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.last_stamp: object = None
+
+    @property
+    def heady(self) -> "HeadyApp":
+        return self.app  # type: ignore[return-value]
+
+    def compose_header(self) -> ComposeResult:
+        yield StatusBar(id="status")
+
+    def compose_footer(self) -> ComposeResult:
+        yield FilterBar(id="filter")
+        yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.heady.read_only and changes_state(self.VIEW, action):
+            return False
+        return True
+
+    def refresh_view(self) -> None:
+        """Read the supervisor and update widgets; called by the app's throttled timer."""
+
+    def filter_table(self) -> KeyedTable | None:
+        focused = self.focused
+        if isinstance(focused, KeyedTable):
+            return focused
+        tables = list(self.query(KeyedTable))
+        return tables[0] if tables else None
+
+    def on_filter_bar_changed(self, message: FilterBar.Changed) -> None:
+        table = self.filter_table()
+        if table is not None:
+            table.set_filter(message.text)
+            self.last_stamp = None
+            self.refresh_view()
+            table.border_subtitle = f"filter: {message.text}" if message.text else ""
+        if message.done:
+            bar = self.query_one(FilterBar)
+            bar.remove_class("-active")
+            if table is not None:
+                table.focus()
+
+    def open_filter(self) -> None:
+        bar = self.query_one(FilterBar)
+        table = self.filter_table()
+        bar.value = table.filter_text if table else ""
+        bar.add_class("-active")
+        bar.focus()

@@ -1,0 +1,155 @@
+"""Healing: the approvals queue (tasks waiting for approval, policies that need attention),
+the repair tasks and the open weak points. `a` approves, `x` rejects, `z` resets a policy."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+
+from .. import formatting as fmt
+from ..widgets.table import KeyedTable
+from .base import LiveScreen
+
+APPROVAL_COLUMNS = (("kind", "Kind"), ("what", "What"), ("subject", "Subject"), ("since", "Since"), ("why", "Why"))
+TASK_COLUMNS = (("id", "Task"), ("strategy", "Strategy"), ("subject", "Subject"), ("state", "State"), ("updated", "Updated"), ("result", "Result"))
+WEAK_COLUMNS = (("subject", "Subject"), ("analyzer", "Analyzer"), ("strategy", "Strategy"), ("opened", "Open for"), ("issues", "Issues"))
+TASK_SEVERITY = {
+    "suggested": "careful",
+    "pending-approval": "warning",
+    "dispatched": "careful",
+    "done": "ok",
+    "failed": "critical",
+    "expired": "muted",
+}
+
+
+def task_key(task_id: str) -> str:
+    return f"task\x1f{task_id}"
+
+
+def policy_key(node: str, session: str, policy: str) -> str:
+    return f"policy\x1f{node}\x1f{session}\x1f{policy}"
+
+
+class HealingScreen(LiveScreen):
+    VIEW = "healing"
+    TITLE_TEXT = "Healing"
+
+    def __init__(self, *, compact: bool) -> None:
+        super().__init__(name="healing")
+        self.compact = compact
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        approvals = KeyedTable(APPROVAL_COLUMNS, id="approvals")
+        approvals.border_title = "Approvals queue (a approve, x reject, z reset policy)"
+        yield approvals
+        with Vertical(classes="split"):
+            tasks = KeyedTable(TASK_COLUMNS, id="tasks")
+            tasks.border_title = "Repair tasks"
+            yield tasks
+            weak = KeyedTable(WEAK_COLUMNS, id="weak-points")
+            weak.border_title = "Weak points"
+            yield weak
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#approvals", KeyedTable).focus()
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        app = self.heady
+        brain = app.supervisor.brain
+        if brain is None:
+            app.update_status(self)
+            return
+        now = app.reader.now()
+        tasks = brain.tasks()
+        approvals: dict[str, tuple] = {}
+        for task in sorted(tasks, key=lambda t: t.created):
+            if task.state == "pending-approval":
+                approvals[task_key(task.id)] = (
+                    ("task", "warning"),
+                    (task.strategy, None),
+                    (task.subject, None),
+                    (fmt.duration(now - task.created), None),
+                    (task.recommendation, None),
+                )
+        for item in brain.needs_attention():
+            approvals[policy_key(item.node, item.session, item.policy)] = (
+                ("policy", "critical"),
+                (item.policy, None),
+                (f"{item.node}/{item.session}", None),
+                (fmt.duration(now - item.since), None),
+                (f"{item.attempts} attempts; last: {item.last_outcome or '-'}", None),
+            )
+        self.query_one("#approvals", KeyedTable).sync(app.cells(approvals))
+        task_rows = {}
+        for task in sorted(tasks, key=lambda t: -t.updated)[:200]:
+            task_rows[task.id] = (
+                (task.id, None),
+                (task.strategy, None),
+                (task.subject, None),
+                (task.state, TASK_SEVERITY.get(task.state)),
+                (fmt.duration(now - task.updated) + " ago", None),
+                (task.result or "", None),
+            )
+        self.query_one("#tasks", KeyedTable).sync(app.cells(task_rows))
+        weak_rows = {}
+        for wp in brain.weak_points():
+            if wp.state != "open":
+                continue
+            weak_rows[wp.id] = (
+                Text(wp.subject, end=""),
+                wp.analyzer,
+                wp.strategy,
+                fmt.duration(now - wp.opened),
+                Text("; ".join(wp.issues)[:100], end=""),
+            )
+        self.query_one("#weak-points", KeyedTable).sync(weak_rows)
+        app.update_status(self)
+
+    def _selected(self) -> list[str] | None:
+        key = self.query_one("#approvals", KeyedTable).selected_key
+        if key is None:
+            self.notify("the approvals queue is empty", severity="warning")
+            return None
+        return key.split("\x1f")
+
+    async def action_approve(self) -> None:
+        parts = self._selected()
+        if parts is None:
+            return
+        if parts[0] != "task":
+            self.notify("a policy is reset with z, not approved", severity="warning")
+            return
+        await self._act(self.heady.supervisor.brain.approve_task(parts[1]), f"task {parts[1]} approved")
+
+    async def action_reject(self) -> None:
+        parts = self._selected()
+        if parts is None:
+            return
+        if parts[0] != "task":
+            self.notify("a policy is reset with z, not rejected", severity="warning")
+            return
+        await self._act(self.heady.supervisor.brain.reject_task(parts[1]), f"task {parts[1]} rejected")
+
+    async def action_reset_policy(self) -> None:
+        parts = self._selected()
+        if parts is None:
+            return
+        if parts[0] != "policy":
+            self.notify("select a policy that needs attention", severity="warning")
+            return
+        _, node, session, policy = parts
+        await self._act(self.heady.supervisor.brain.reset_policy(node, session, policy), f"{policy} reset for {session}")
+
+    async def _act(self, pending, done: str) -> None:
+        try:
+            await pending
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.notify(done, markup=False)
+        self.heady.refresh_now(force=True)

@@ -1,0 +1,85 @@
+"""The default screen: equilibrium header, nodes, sessions, costs and the live event log."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable
+
+from .. import views
+from ..widgets.panels import CostPanel, EquilibriumPanel, EventLog
+from ..widgets.table import KeyedTable
+from .base import LiveScreen
+
+# The overview lists at most this many sessions (live first, then by cost); the session count in
+# the table title says how many there are. The full list is one filter away.
+SESSION_ROWS = 300
+
+
+class OverviewScreen(LiveScreen):
+    VIEW = "overview"
+    TITLE_TEXT = "Overview"
+
+    def __init__(self, *, compact: bool) -> None:
+        super().__init__(name="overview")
+        self.compact = compact
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        yield EquilibriumPanel(id="equilibrium")
+        with Vertical(id="overview-body"):
+            with Vertical(id="overview-tables"):
+                nodes = KeyedTable(views.NODE_COLUMNS_COMPACT if self.compact else views.NODE_COLUMNS, id="nodes")
+                nodes.border_title = "Nodes"
+                yield nodes
+                sessions = KeyedTable(
+                    views.SESSION_COLUMNS_COMPACT if self.compact else views.SESSION_COLUMNS, id="sessions"
+                )
+                sessions.border_title = "Sessions"
+                yield sessions
+            with Vertical(id="overview-side"):
+                costs = CostPanel(id="costs")
+                costs.border_title = "Cost"
+                yield costs
+                log = EventLog(id="events")
+                log.border_title = "Events"
+                yield log
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#nodes", KeyedTable).focus()
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        app = self.heady
+        reader = app.reader
+        now = reader.now()
+        nodes = self.query_one("#nodes", KeyedTable)
+        sessions = self.query_one("#sessions", KeyedTable)
+        spark = 12 if not self.compact else 8
+        nodes.sync(app.cells(reader.node_rows(spark_width=spark, compact=self.compact)))
+        nodes.border_title = f"Nodes ({reader.online_count()}/{len(reader.fleet.nodes)} online)"
+        session_filter = sessions.filter_text
+        records = reader.fleet.sessions.values()
+        if session_filter:
+            # Filter before the row limit so a match beyond the first rows is still found.
+            records = [r for r in records if reader.session_matches(r, session_filter)]
+        rows = views.session_rows(records, now, compact=self.compact, limit=SESSION_ROWS)
+        sessions.sync(app.cells(rows))
+        active = sum(1 for r in reader.fleet.sessions.values() if r.active)
+        sessions.border_title = f"Sessions ({active} live, {len(reader.fleet.sessions)} total)"
+        self.query_one(EquilibriumPanel).show(
+            reader.level(), reader.metric_lines(), compact=self.compact, ascii_only=app.ascii_only
+        )
+        self.query_one(CostPanel).show(reader.cost_lines(compact=self.compact, ascii_only=app.ascii_only))
+        app.update_status(self)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value
+        if key is None:
+            return
+        if event.data_table.id == "nodes":
+            self.heady.open_node(key)
+        elif event.data_table.id == "sessions":
+            node, session_id = views.split_session_key(key)
+            self.heady.open_session(node, session_id)

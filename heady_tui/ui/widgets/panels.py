@@ -1,0 +1,186 @@
+"""Small display widgets: status bar, equilibrium header, cost panel, event log, filter bar."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import Input, RichLog, Static
+
+from ...events import HeadyEvent
+from .. import formatting as fmt
+from ..theme import styled
+from .spark import bar, sparkline
+
+
+def _join(app, parts: Sequence[tuple[str, str | None]]) -> Text:
+    text = Text(end="")
+    for chunk, severity in parts:
+        text.append_text(styled(app, chunk, severity) if severity else Text(chunk, end=""))
+    return text
+
+
+class StatusBar(Static):
+    """One line: product, SIMULATED, the equilibrium level, nodes online, PAUSED, READ-ONLY, screen."""
+
+    def show(self, parts: Sequence[tuple[str, str | None]]) -> None:
+        self.update(_join(self.app, parts))
+
+
+@dataclass(frozen=True)
+class MetricLine:
+    name: str
+    label: str
+    short: str
+    value: float | None
+    threshold: float
+    critical: float
+    severity: str
+    state: str  # ok | pending | firing | unknown
+    history: Sequence[float]
+    trend: str = ""
+
+
+class EquilibriumPanel(Static):
+    """The fleet's level and, per metric: value, threshold, critical level, sparkline, state.
+
+    Wide: one line per metric with its trend. Compact (80 columns): two metrics per line, the state
+    as a mark after the value (~ pending, ! firing).
+    """
+
+    MARKS = {"pending": "~", "firing": "!"}
+
+    def show(self, level: str, lines: Sequence[MetricLine], *, compact: bool, ascii_only: bool) -> None:
+        self.border_title = f"Equilibrium: {level.upper()}"
+        self.styles.border_title_color = self.app.theme_variables.get(f"sev-{fmt.level_severity(level)}")
+        width = self.content_size.width or self.app.size.width - 4
+        if not lines:
+            self.update("waiting for the first evaluation...")
+            return
+        self.update(self._compact(lines, width, ascii_only) if compact else self._wide(lines, width, ascii_only))
+
+    def _spark(self, line: MetricLine, width: int, ascii_only: bool) -> Text:
+        high = max([line.critical, *line.history]) if line.history else line.critical
+        return styled(self.app, sparkline(line.history, width, low=0.0, high=high, ascii_only=ascii_only), line.severity)
+
+    def _wide(self, lines: Sequence[MetricLine], width: int, ascii_only: bool) -> Text:
+        fixed = 14 + 8 + 12 + 12 + 9 + 22  # label, value, threshold, critical, state, trend
+        spark_w = max(8, width - fixed)
+        text = Text(end="")
+        for i, line in enumerate(lines):
+            if i:
+                text.append("\n")
+            text.append(f"{line.label:<14}")
+            text.append_text(styled(self.app, f"{fmt.metric_value(line.name, line.value):>8}", line.severity, bold=True))
+            text.append(f"  thr {fmt.metric_value(line.name, line.threshold):>6}")
+            text.append(f" crit {fmt.metric_value(line.name, line.critical):>6} ")
+            text.append_text(self._spark(line, spark_w, ascii_only))
+            text.append_text(styled(self.app, f" {line.state:<8}", line.severity))
+            text.append(f"{line.trend:<22}"[:22])
+        return text
+
+    def _compact(self, lines: Sequence[MetricLine], width: int, ascii_only: bool) -> Text:
+        column = max(30, width // 2)
+        text = Text(end="")
+        for i, line in enumerate(lines):
+            if i and i % 2 == 0:
+                text.append("\n")
+            limits = f"{fmt.metric_value(line.name, line.threshold)}/{fmt.metric_value(line.name, line.critical)}"
+            head = f"{line.short:<7}"
+            value = f"{fmt.metric_value(line.name, line.value):>6}{self.MARKS.get(line.state, ' ')} "
+            spark_w = max(4, column - len(head) - len(value) - len(limits) - 3)
+            text.append(head)
+            text.append_text(styled(self.app, value, line.severity, bold=True))
+            text.append(f"{limits} ")
+            text.append_text(self._spark(line, spark_w, ascii_only))
+            text.append("  " if i % 2 == 0 else "")
+        return text
+
+
+class CostPanel(Static):
+    def show(self, parts: Sequence[Sequence[tuple[str, str | None]]]) -> None:
+        text = Text(end="")
+        for i, line in enumerate(parts):
+            if i:
+                text.append("\n")
+            text.append_text(_join(self.app, line))
+        self.update(text)
+
+
+def budget_line(label: str, spent: float, budget: float | None, width: int, ascii_only: bool) -> list[tuple[str, str | None]]:
+    if not budget:
+        return [(f"{label} {fmt.money(spent)} (no budget)", None)]
+    fraction = spent / budget
+    severity = "critical" if fraction >= 1 else "warning" if fraction >= 0.8 else "careful" if fraction >= 0.5 else "ok"
+    return [
+        (f"{label} ", None),
+        (bar(fraction, width, ascii_only=ascii_only), severity),
+        (f" {fmt.money(spent)}/{fmt.money(budget)} {fraction * 100:.0f}%", severity),
+    ]
+
+
+EVENT_SEVERITY = {
+    "node.offline": "critical",
+    "node.journal_reset": "warning",
+    "node.online": "ok",
+    "consent.requested": "warning",
+    "consent.granted": "ok",
+    "consent.denied": "careful",
+    "rebalance.started": "warning",
+    "rebalance.stopped": "ok",
+    "policy.needs_attention": "warning",
+    "task.failed": "critical",
+    "budget.notice": "warning",
+}
+
+
+def describe_event(event: HeadyEvent) -> str:
+    """A one-line human form of a HeadyEvent: the most telling details first."""
+    d = event.details
+    keys = ("node", "level", "previous", "reason", "scope", "action", "target", "policy", "session",
+            "strategy", "state", "task", "percent", "budget", "summary", "ok", "error")
+    shown = [f"{k}={d[k]}" for k in keys if k in d and d[k] not in (None, "", [], {})]
+    return " ".join(shown)
+
+
+class EventLog(RichLog):
+    """The live log of HeadyEvents (newest at the bottom); keeps the last 500 lines."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_lines=500, wrap=False, markup=False, auto_scroll=True, **kwargs)
+
+    def add(self, event: HeadyEvent) -> None:
+        line = Text(f"{fmt.clock_time(event.ts)} ", end="")
+        severity = EVENT_SEVERITY.get(event.name)
+        if event.name == "equilibrium.level":
+            severity = fmt.level_severity(str(event.details.get("level")))
+        line.append_text(styled(self.app, event.name, severity or "muted", bold=severity in ("warning", "critical")))
+        line.append(" " + describe_event(event))
+        self.write(line)
+
+
+class FilterBar(Input):
+    """The `/` filter: typing narrows the focused table; Enter keeps it, Esc clears it."""
+
+    class Changed(Message):
+        def __init__(self, text: str, done: bool) -> None:
+            super().__init__()
+            self.text = text
+            self.done = done
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(placeholder="filter (Enter keeps, Esc clears)", **kwargs)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(event.value, done=False))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.post_message(self.Changed(event.value, done=True))
+
+    def key_escape(self) -> None:
+        self.value = ""
+        self.post_message(self.Changed("", done=True))

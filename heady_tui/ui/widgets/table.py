@@ -1,0 +1,103 @@
+"""A DataTable that is updated by key: rows added, removed and changed in place, never rebuilt.
+
+Over SSH every repainted cell costs bytes, so `sync` touches only cells whose value changed and
+does it inside one batch_update. A filter (the `/` key) hides rows whose text does not contain it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from rich.text import Text
+from textual._two_way_dict import TwoWayDict
+from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+
+Cell = str | Text
+
+
+def _plain(cell: Cell) -> str:
+    return cell.plain if isinstance(cell, Text) else cell
+
+
+class KeyedTable(DataTable):
+    """Rows keyed by id; call `sync(rows)` with the complete wanted state, in display order."""
+
+    DEFAULT_CSS = """
+    KeyedTable { height: 1fr; }
+    """
+
+    def __init__(self, columns: Sequence[tuple[str, str]], **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._column_spec = list(columns)  # (key, label)
+        self._shown: dict[str, tuple[Cell, ...]] = {}
+        self._order: list[str] = []
+        self.filter_text = ""
+        self.rows_total = 0
+
+    def on_mount(self) -> None:
+        for key, label in self._column_spec:
+            self.add_column(label, key=key)
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip().lower()
+
+    def _matches(self, cells: tuple[Cell, ...]) -> bool:
+        if not self.filter_text:
+            return True
+        return any(self.filter_text in _plain(cell).lower() for cell in cells)
+
+    @property
+    def selected_key(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        except CellDoesNotExist:
+            return None
+        return row_key.value
+
+    def sync(self, rows: Mapping[str, Sequence[Cell]]) -> None:
+        """Make the table show exactly `rows` (after the filter), keeping the cursor on its row."""
+        self.rows_total = len(rows)
+        wanted = {key: tuple(cells) for key, cells in rows.items() if self._matches(tuple(cells))}
+        order = list(wanted)
+        keys = [key for key, _ in self._column_spec]
+        with self.app.batch_update():
+            selected = self.selected_key
+            for key in [k for k in self._shown if k not in wanted]:
+                try:
+                    self.remove_row(key)
+                except RowDoesNotExist:
+                    pass
+                del self._shown[key]
+            for key, cells in wanted.items():
+                old = self._shown.get(key)
+                if old is None:
+                    self.add_row(*cells, key=key)
+                elif old != cells:
+                    for column, before, after in zip(keys, old, cells):
+                        if before != after:
+                            self.update_cell(key, column, after)
+                self._shown[key] = cells
+            if order != self._order and [k for k in self._order if k in wanted] != order:
+                self._reorder(order)
+            self._order = order
+            if selected is not None and selected in wanted:
+                index = self.get_row_index(selected)
+                if index != self.cursor_row:
+                    self.move_cursor(row=index, animate=False, scroll=False)
+
+    def _reorder(self, order: list[str]) -> None:
+        # DataTable.sort hands its key function cell values only; the order here is by row key,
+        # so set the row locations the same way sort() does.
+        position = {key: i for i, key in enumerate(order)}
+        ranked = sorted(self.rows, key=lambda row_key: position.get(row_key.value, len(position)))
+        self._row_locations = TwoWayDict({row_key: index for index, row_key in enumerate(ranked)})
+        self._update_count += 1
+        self.refresh()
+
+    def clear_rows(self) -> None:
+        self.clear()
+        self._shown.clear()
+        self._order = []

@@ -1,0 +1,94 @@
+"""The hash chain: append, verify, anchor; any edit, deletion, reorder or tail cut is detected."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from heady_tui import audit
+from heady_tui.records import Records
+from heady_tui.store import Store
+
+
+async def chain(tmp_path, n: int) -> Records:
+    store = await Store.open(tmp_path / "heady.db")
+    records = await Records.open(store, tmp_path / "heady.db.anchor")
+    for i in range(n):
+        await records.audit(float(i), "u@h", "test.entry", {"i": i})
+    return records
+
+
+def test_hash_is_sha256_of_domain_prev_hex_and_canonical_entry():
+    entry = audit.canonical({"b": 1, "a": [1, 2]})
+    assert entry == '{"a":[1,2],"b":1}'
+    expected = hashlib.sha256(b"heady-audit-v1\0" + b"0" * 64 + entry.encode()).hexdigest()
+    assert audit.chain_hash(audit.GENESIS, entry) == expected
+
+
+async def test_intact_chain_verifies_and_anchor_holds_the_head(tmp_path):
+    records = await chain(tmp_path, 5)
+    result = await records.verify_audit()
+    assert result.ok and result.entries == 5
+    assert audit.read_anchor(tmp_path / "heady.db.anchor") == result.head
+    await records.store.close()
+
+
+async def test_tail_cut_is_detected_through_the_anchor(tmp_path):
+    records = await chain(tmp_path, 5)
+    await records.store.db.execute("DELETE FROM audit WHERE seq = 5")
+    result = await records.verify_audit()
+    assert not result.ok and result.first_bad == 5 and "anchor records 5" in result.message
+    await records.store.close()
+
+
+async def test_unreadable_anchor_fails_verification(tmp_path):
+    records = await chain(tmp_path, 2)
+    (tmp_path / "heady.db.anchor").write_text("garbage")
+    assert not (await records.verify_audit()).ok
+    await records.store.close()
+
+
+def tamper(path, kind: str, i: int, n: int) -> None:
+    con = sqlite3.connect(path)
+    rows = con.execute("SELECT seq, ts, actor, action, entry, prev_hash, hash FROM audit ORDER BY seq").fetchall()
+    if kind == "edit":
+        con.execute("UPDATE audit SET entry = replace(entry, '\"i\":', '\"i\":1') WHERE seq = ?", (i + 1,))
+    elif kind == "delete":
+        con.execute("DELETE FROM audit WHERE seq = ?", (i + 1,))
+    elif kind == "reorder":
+        j = (i + 1) % n
+        a, b = rows[i], rows[j]
+        con.execute("DELETE FROM audit WHERE seq IN (?, ?)", (a[0], b[0]))
+        con.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?)", (a[0], *b[1:]))
+        con.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?)", (b[0], *a[1:]))
+    elif kind == "append":
+        last = rows[-1]
+        con.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?)", (last[0] + 1, 0.0, "x", "forged", "{}", last[6], "0" * 64))
+    elif kind == "cut":
+        con.execute("DELETE FROM audit WHERE seq > ?", (i,))
+    con.commit()
+    con.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(2, 8), kind=st.sampled_from(["edit", "delete", "reorder", "append", "cut"]), data=st.data())
+def test_any_tampering_is_detected(tmp_path_factory, n, kind, data):
+    import asyncio
+
+    i = data.draw(st.integers(0, n - 1))
+    tmp = tmp_path_factory.mktemp("chain")
+
+    async def scenario():
+        records = await chain(tmp, n)
+        await records.store.close()
+        tamper(tmp / "heady.db", kind, i, n)
+        store = await Store.open(tmp / "heady.db")
+        result = await audit.verify(store.db, tmp / "heady.db.anchor")
+        await store.close()
+        return result
+
+    result = asyncio.run(scenario())
+    assert not result.ok and result.first_bad is not None

@@ -1,0 +1,190 @@
+"""The fleet model: pure, fed frames in order, read by the UI and the brain."""
+
+from __future__ import annotations
+
+import json
+
+from heady_agent.protocol import Event, Hello, LlmCallData, Metrics, SessionInfo
+
+from heady_tui.events import HeadyEvent
+from heady_tui.fleet import RING_SIZE, Fleet, Ring
+
+T0 = 1_800_000_000.0
+
+
+def hello(journal: str = "j1", cpus: int = 4, simulated: bool = False) -> Hello:
+    return Hello.model_validate({
+        "protocol": 1, "simulated": simulated,
+        "node": {"id": "agent-a", "hostname": "host-a", "agent_version": "0.1.0", "os": "Linux", "cpu_count": cpus,
+                 "mem_total": 8 << 30, "labels": {"rack": "r1"}},
+        "journal": {"id": journal, "first_seq": 1, "last_seq": 0},
+    })  # fmt: skip
+
+
+def metrics(seq: int, load1: float = 2.0, queue: int = 0, ts: float | None = None, cpu: float = 50.0) -> Metrics:
+    return Metrics(seq=seq, ts=ts if ts is not None else T0 + seq, cpu=cpu, load=[load1, 1, 1], mem=40, swap=0,
+                   queue_depth=queue, journal="j1")  # fmt: skip
+
+
+def event(seq: int, kind: str, session: str | None, data: dict, ts: float | None = None) -> Event:
+    return Event(seq=seq, ts=ts if ts is not None else T0 + seq, kind=kind, session=session, data=data, journal="j1")
+
+
+def call(seq: int, session: str = "s1", *, ok: bool = True, cost: float | None = 0.5, latency: float = 900.0, ts: float | None = None) -> Event:
+    data = {"provider": "anthropic", "model": "claude-sonnet-4-5", "input_tokens": 100, "output_tokens": 20,
+            "cache_creation_tokens": 5, "cache_read_tokens": 1000, "cost_usd": cost, "latency_ms": latency, "ok": ok}  # fmt: skip
+    return event(seq, "llm.call", session, data, ts)
+
+
+def test_ring_keeps_the_newest_samples_oldest_first():
+    ring = Ring(size=3)
+    for v in (1, 2, 3, 4, 5):
+        ring.push(v)
+    assert ring.values() == [3.0, 4.0, 5.0]
+    assert ring.values(limit=2) == [4.0, 5.0]
+    assert ring.last() == 5.0 and len(ring) == 3
+
+
+def test_metric_rings_hold_600_samples_per_node():
+    fleet = Fleet()
+    fleet.apply_hello("a", hello())
+    for seq in range(1, RING_SIZE + 51):
+        fleet.apply_frame("a", metrics(seq, load1=seq % 7))
+    node = fleet.nodes["a"]
+    assert len(node.cpu) == len(node.load) == len(node.queue) == RING_SIZE
+    assert node.sample_ts.values()[0] == T0 + 51
+
+
+def test_load_ring_is_load1_per_core():
+    fleet = Fleet()
+    fleet.apply_hello("a", hello(cpus=4))
+    fleet.apply_frame("a", metrics(1, load1=2.0))
+    assert fleet.nodes["a"].load.last() == 0.5
+    assert fleet.nodes["a"].utilisation == 0.5
+
+
+def test_version_increases_on_every_change():
+    fleet = Fleet()
+    seen = [fleet.version]
+    fleet.apply_hello("a", hello())
+    seen.append(fleet.version)
+    fleet.apply_frame("a", metrics(1))
+    seen.append(fleet.version)
+    fleet.set_status("a", "online", T0)
+    seen.append(fleet.version)
+    assert seen == sorted(set(seen))
+
+
+def test_session_lifecycle_from_events():
+    fleet = Fleet()
+    fleet.apply_frame("a", event(1, "session.started", "s1", {"source": "claude-code", "project": "app", "model": "m", "pid": 42}))
+    fleet.apply_frame("a", event(2, "session.state", "s1", {"state": "idle", "reason": "waiting"}))
+    rec = fleet.sessions[("a", "s1")]
+    assert (rec.source, rec.project, rec.pid, rec.state, rec.state_since) == ("claude-code", "app", 42, "idle", T0 + 2)
+    fleet.apply_frame("a", event(3, "session.ended", "s1", {"exit_code": 1, "reason": "crashed"}))
+    assert rec.state == "error" and rec.ended == T0 + 3 and not rec.active
+
+
+def test_an_older_state_does_not_overwrite_a_newer_one():
+    fleet = Fleet()
+    fleet.apply_frame("a", event(2, "session.state", "s1", {"state": "running"}, ts=T0 + 10))
+    fleet.apply_frame("a", event(3, "session.state", "s1", {"state": "idle"}, ts=T0 + 5))
+    assert fleet.sessions[("a", "s1")].state == "running"
+
+
+def test_calls_add_tokens_cost_and_errors_to_the_session():
+    fleet = Fleet()
+    fleet.apply_frame("a", call(1, cost=0.25))
+    fleet.apply_frame("a", call(2, cost=0.5, ok=False, latency=3000))
+    rec = fleet.sessions[("a", "s1")]
+    assert (rec.calls, rec.errors, rec.input_tokens, rec.cache_read_tokens) == (2, 1, 200, 2000)
+    assert rec.cost_usd == 0.75 and not rec.cost_unknown
+    assert rec.last_latency_ms == 3000
+
+
+def test_pricer_prices_calls_without_a_cost():
+    priced: list[LlmCallData] = []
+
+    def pricer(data: LlmCallData) -> tuple[float, bool]:
+        priced.append(data)
+        return (0.125, True) if data.model == "claude-sonnet-4-5" else (0.0, False)
+
+    fleet = Fleet(pricer=pricer)
+    fleet.apply_frame("a", call(1, cost=None))
+    fleet.apply_frame("a", call(2, cost=2.0))
+    assert fleet.sessions[("a", "s1")].cost_usd == 2.125
+    assert len(priced) == 1
+
+
+def test_a_call_without_price_or_pricer_is_flagged_unknown():
+    fleet = Fleet()
+    fleet.apply_frame("a", call(1, cost=None))
+    assert fleet.sessions[("a", "s1")].cost_unknown
+
+
+def test_a_malformed_event_is_counted_and_skipped():
+    fleet = Fleet()
+    fleet.apply_frame("a", event(1, "llm.call", "s1", {"model": "m", "input_tokens": -5}))
+    fleet.apply_frame("a", call(2))
+    assert fleet.nodes["a"].bad_events == 1
+    assert fleet.sessions[("a", "s1")].calls == 1
+
+
+def test_calls_since_returns_the_window_oldest_first():
+    fleet = Fleet()
+    for seq in range(1, 101):
+        fleet.apply_frame("a", call(seq, ts=T0 + seq))
+    window = fleet.calls_since(T0 + 61)
+    assert [c.ts for c in window] == [T0 + s for s in range(61, 101)]
+
+
+def test_calls_since_finds_late_calls_from_another_node():
+    fleet = Fleet()
+    for seq in range(1, 50):
+        fleet.apply_frame("a", call(seq, ts=T0 + 100 + seq))
+    fleet.apply_frame("b", call(1, ts=T0 + 120))  # a replay from b lands after a's newer calls
+    fleet.apply_frame("a", call(60, ts=T0 + 160))
+    assert sum(1 for c in fleet.calls_since(T0 + 115) if c.node == "b") == 1
+
+
+def test_node_loads_cover_online_nodes_with_metrics_only():
+    fleet = Fleet()
+    for name in ("a", "b", "c"):
+        fleet.apply_hello(name, hello(cpus=2))
+    fleet.apply_frame("a", metrics(1, load1=1.0, queue=7))
+    fleet.apply_frame("b", metrics(1, load1=3.0))
+    fleet.set_status("a", "online", T0)
+    fleet.set_status("b", "offline", T0)
+    fleet.set_status("c", "online", T0)
+    loads = fleet.node_loads()
+    assert [(n.node, n.utilisation, n.queue_depth) for n in loads] == [("a", 0.5, 7)]
+
+
+def test_sessions_snapshot_upserts_and_ends_the_missing():
+    fleet = Fleet()
+    fleet.apply_frame("a", event(1, "session.started", "gone", {"source": "codex"}))
+    fleet.apply_sessions("a", [SessionInfo(id="s2", source="claude-code", state="idle", pid=7, nice=5)], now=T0 + 50)
+    assert fleet.sessions[("a", "s2")].state == "idle" and fleet.sessions[("a", "s2")].nice == 5
+    gone = fleet.sessions[("a", "gone")]
+    assert gone.state == "completed" and gone.ended == T0 + 50
+
+
+def test_a_new_journal_marks_a_reset():
+    fleet = Fleet()
+    fleet.apply_hello("a", hello("j1"))
+    assert not fleet.nodes["a"].journal_reset
+    fleet.apply_hello("a", hello("j2"))
+    assert fleet.nodes["a"].journal_reset
+
+
+def test_event_json_line_has_ts_with_ms_and_z_then_event_then_details():
+    line = HeadyEvent("node.online", 1_795_000_000.5, {"node": "a", "last_seq": 3}).to_json_line()
+    obj = json.loads(line)
+    assert list(obj) == ["ts", "event", "node", "last_seq"]
+    assert obj["ts"] == "2026-11-18T11:06:40.500Z"
+    assert obj["event"] == "node.online"
+
+
+def test_event_details_cannot_overwrite_ts_or_event():
+    obj = json.loads(HeadyEvent("x", 0.0, {"event": "y", "ts": 5}).to_json_line())
+    assert obj["event"] == "x" and obj["ts"] == "1970-01-01T00:00:00.000Z"

@@ -1,0 +1,92 @@
+"""Pricing table matching, per-call cost, totals, budgets, burn rate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from heady_agent.config import ConfigError
+from heady_agent.protocol import LlmCallData
+from heady_tui.config import CostConfig
+from heady_tui.engine.cost import CostTracker, PricingTable
+
+TABLE = PricingTable.load(CostConfig())
+
+
+def call(model: str, **tokens) -> LlmCallData:
+    return LlmCallData(provider="anthropic", model=model, **tokens)
+
+
+@pytest.mark.parametrize(
+    "model,how",
+    [("claude-opus-4-5", "exact"), ("claude-sonnet-4-5-20250929", "dated"), ("gpt-4o-2024-08-06", "dated"),
+     ("claude-opus-4-9", "family"), ("anthropic/claude-haiku-4.5", "exact"), ("mystery-1", "unknown")],
+)
+def test_models_match_exact_then_dated_then_family(model, how):
+    assert TABLE.match(model).how == how
+
+
+def test_unknown_model_costs_zero_and_is_flagged():
+    assert TABLE.cost(call("mystery-1", input_tokens=10**6)) == (0.0, False)
+
+
+def test_every_token_kind_is_priced():
+    cost, known = TABLE.cost(call("claude-opus-4-5", input_tokens=10**6, output_tokens=10**6, cache_creation_tokens=2 * 10**6,
+                                  cache_creation_5m_tokens=10**6, cache_creation_1h_tokens=10**6, cache_read_tokens=10**6))
+    assert known and cost == pytest.approx(5 + 25 + 6.25 + 10 + 0.5)
+
+
+def test_cache_creation_without_a_split_is_priced_at_5_minutes():
+    assert TABLE.cost(call("claude-haiku-4-5", cache_creation_tokens=10**6))[0] == pytest.approx(1.25)
+
+
+def test_sonnet_45_long_context_tier_counts_cached_input():
+    below = TABLE.cost(call("claude-sonnet-4-5", input_tokens=1000, cache_read_tokens=199_000))[0]
+    above = TABLE.cost(call("claude-sonnet-4-5", input_tokens=1000, cache_read_tokens=199_001, output_tokens=10**6))[0]
+    assert below == pytest.approx((1000 * 3 + 199_000 * 0.30) / 1e6)
+    assert above == pytest.approx((1000 * 6 + 199_001 * 0.60) / 1e6 + 22.5)
+
+
+def test_fast_mode_multiplies_the_cost():
+    assert TABLE.cost(call("claude-opus-4-6", output_tokens=10**6, speed="fast"))[0] == pytest.approx(25 * TABLE.fast_multiplier)
+
+
+def test_pricing_file_overrides_and_extends(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"models": {"claude-opus-4-5": {"input": 1, "output": 1}, "local-7b": {"input": 0.1, "output": 0.1}}}))
+    table = PricingTable.load(CostConfig(pricing_file=str(f)))
+    assert table.cost(call("claude-opus-4-5", input_tokens=10**6))[0] == pytest.approx(1)
+    assert table.match("local-7b").how == "exact"
+
+
+def test_broken_pricing_file_is_a_one_line_config_error(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match="cost.pricing_file: .* is not valid JSON"):
+        PricingTable.load(CostConfig(pricing_file=str(f)))
+
+
+def test_negative_budget_is_rejected_by_the_config():
+    with pytest.raises(ValueError):
+        CostConfig(daily_budget_usd=-1)
+
+
+def test_budget_notices_fire_once_each_per_period():
+    tracker = CostTracker(daily_budget_usd=10.0)
+    day = 1_800_000_000.0
+    sent = []
+    for i in range(12):
+        tracker.add(ts=day + i, node="n", session="s", project="p", model="m", cost_usd=1.0, known=True)
+        sent += [n.percent for n in tracker.budget_notices(day + i)]
+    assert sent == [50, 80, 100]
+
+
+def test_burn_rate_counts_the_last_hour_and_projects_the_day():
+    tracker = CostTracker()
+    now = 1_800_000_000.0
+    tracker.add(ts=now - 7200, node="n", session="s", project=None, model="m", cost_usd=5.0, known=True)
+    tracker.add(ts=now - 60, node="n", session="s", project=None, model="m", cost_usd=2.0, known=True)
+    s = tracker.summary(now)
+    assert s.burn_rate_usd_per_h == pytest.approx(2.0)
+    assert s.projected_today_usd >= s.today_usd

@@ -1,0 +1,86 @@
+"""Healing: grouping with group_wait, inhibition, per-node limit, auto-dispatch vs approval, expiry."""
+
+from __future__ import annotations
+
+import pytest
+
+from heady_tui.config import HealingConfig
+from heady_tui.engine.healing import CallView, HealingEngine, HealingError, HealingInput, NodeHealth, SessionHealth
+
+
+def inp(now, nodes=(), sessions=(), providers=None) -> HealingInput:
+    return HealingInput(now, tuple(nodes), tuple(sessions), providers or {}, 0.0, None)
+
+
+def offline(name="n1", since=0.0) -> NodeHealth:
+    return NodeHealth(name, "offline", since, None, "1.0", None)
+
+
+def slow_session(node="n1") -> SessionHealth:
+    calls = tuple(CallView(float(i), 70_000.0, True, 100, 0.01) for i in range(6))
+    return SessionHealth(node, "s1", "running", True, "reviewer", "anthropic", 100.0, calls)
+
+
+def test_weak_point_waits_group_wait_before_a_task_is_created():
+    he = HealingEngine(HealingConfig(group_wait_s=30))
+    assert he.run_cycle(inp(0, [offline()]), "full").tasks_created == []
+    cycle = he.run_cycle(inp(30, [offline()]), "full")
+    assert len(cycle.tasks_created) == 1 and he.tasks[cycle.tasks_created[0]].strategy == "revive_agent"
+
+
+def test_what_clears_by_itself_is_never_dispatched():
+    he = HealingEngine(HealingConfig(group_wait_s=30))
+    he.run_cycle(inp(0, [offline()]), "full")
+    cycle = he.run_cycle(inp(40, [NodeHealth("n1", "online", 20, 40, "1.0", 0.0)]), "full")
+    assert cycle.tasks_created == [] and he.tasks == {}
+
+
+def test_node_weak_point_suppresses_session_issues_on_that_node():
+    he = HealingEngine(HealingConfig(group_wait_s=0))
+    cycle = he.run_cycle(inp(0, [offline()], [slow_session()]), "full")
+    assert cycle.suppressed >= 1
+    assert all(wp["subject_kind"] == "node" for wp in cycle.weak_points)
+
+
+def test_auto_dispatch_strategies_dispatch_the_rest_wait_for_approval():
+    he = HealingEngine(HealingConfig(group_wait_s=0, auto_dispatch=["revive_agent"]))
+    online = NodeHealth("n1", "online", 0, 100, "1.0", 0.0)
+    he.run_cycle(inp(100, [online, offline("n2")], [slow_session()]), "full")
+    states = {t.strategy: t.state for t in he.tasks.values()}
+    assert states == {"revive_agent": "dispatched", "optimize_sessions": "pending-approval"}
+
+
+def test_at_most_max_tasks_per_node_are_dispatched():
+    he = HealingEngine(HealingConfig(group_wait_s=0, max_tasks_per_node=1, auto_dispatch=["optimize_sessions", "cost_control"]))
+    calls = tuple(CallView(float(i), 70_000.0, True, 100, 0.9) for i in range(6))
+    s = SessionHealth("n1", "s1", "running", True, "reviewer", "anthropic", 100.0, calls)
+    cycle = he.run_cycle(inp(100, [NodeHealth("n1", "online", 0, 100, "1.0", 0.0)], [s]), "full")
+    assert len(cycle.dispatch) == 1
+    assert sorted(t.state for t in he.tasks.values()) == ["dispatched", "suggested"]
+
+
+def test_revive_task_is_done_when_the_node_is_back_and_expires_otherwise():
+    he = HealingEngine(HealingConfig(group_wait_s=0, task_expiry_s=100))
+    he.run_cycle(inp(0, [offline("n1"), offline("n2")]), "full")
+    done = he.node_back("n1", 10)
+    assert [t.state for t in done] == ["done"]
+    he.run_cycle(inp(200, [offline("n2")]), "full")
+    assert sorted(t.state for t in he.tasks.values())[:2] == ["done", "expired"]
+
+
+def test_unknown_strategy_in_auto_dispatch_is_refused():
+    with pytest.raises(ValueError, match="unknown strategy 'reboot'"):
+        HealingConfig(auto_dispatch=["reboot"])
+
+
+def test_triggers_force_a_full_cycle():
+    he = HealingEngine(HealingConfig(trigger_every_calls=10))
+    he.run_cycle(inp(0), "full")
+    assert he.due(1) is None
+    he.count_calls(10)
+    assert he.due(2).startswith("triggered:")
+
+
+def test_approving_an_unknown_task_is_a_clear_error():
+    with pytest.raises(HealingError, match="no task with id 't-x'"):
+        HealingEngine(HealingConfig()).approve("t-x", 0)

@@ -1,0 +1,445 @@
+"""Claude Code transcripts and registry, as SOURCES.md describes them, read by the real source."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agentkit import recv_json, recv_until, running_agent, ws_connect
+from heady_agent.clock import ManualClock
+from heady_agent.config import AgentConfig
+from heady_agent.protocol import Command
+from heady_agent.sources.base import CommandError
+from heady_agent.sources.claude_code import ClaudeCodeSource, resolve_roots
+from sourcekit import SqliteSourceContext
+
+T0 = 1_790_000_000.0  # the transcripts' time; the clock starts a minute later
+SID = "4f1c2b9e-0d7a-4c55-9a57-2d8f7e0c1a11"
+CWD = "/home/dev/src/billing-service"
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def envelope(kind: str, uuid: str, parent: str | None, t: float, sid: str = SID, **extra) -> dict:
+    return {
+        "type": kind,
+        "uuid": uuid,
+        "parentUuid": parent,
+        "sessionId": sid,
+        "cwd": CWD,
+        "timestamp": iso(t),
+        "isSidechain": False,
+        "version": "2.0.31",
+        "gitBranch": "fix/retry-budget",
+        **extra,
+    }
+
+
+def user(uuid: str, parent: str | None, t: float, **extra) -> dict:
+    return envelope("user", uuid, parent, t, message={"role": "user", "content": "run the tests"}, **extra)
+
+
+def usage(inp=12, out=340, write=2048, read=18000, split=None, speed=None) -> dict:
+    u = {"input_tokens": inp, "output_tokens": out, "cache_creation_input_tokens": write, "cache_read_input_tokens": read}
+    if split is not None:
+        u["cache_creation"] = {"ephemeral_5m_input_tokens": split[0], "ephemeral_1h_input_tokens": split[1]}
+    if speed is not None:
+        u["speed"] = speed
+    return u
+
+
+def assistant(uuid, parent, t, msg_id, req_id="req_011CU", model="claude-sonnet-4-5-20250929", use=None, **extra) -> dict:
+    message = {"id": msg_id, "type": "message", "role": "assistant", "model": model, "usage": use or usage(),
+               "content": [{"type": "text", "text": "done"}]}
+    rec = envelope("assistant", uuid, parent, t, message=message, **extra)
+    if req_id is not None:
+        rec["requestId"] = req_id
+    return rec
+
+
+def lines(*records) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+class Home:
+    """A Claude Code config dir in tmp_path, and a source reading it through a SQLite-backed context."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path / "claude"
+        self.project_dir = self.root / "projects" / "-home-dev-src-billing-service"
+        self.project_dir.mkdir(parents=True)
+        (self.root / "sessions").mkdir()
+        self.transcript = self.project_dir / f"{SID}.jsonl"
+        self.clock = ManualClock(T0 + 60)
+        self.config = AgentConfig(sources=["claude-code"], claude_code={"roots": [str(self.root)], "poll_interval_s": 0.05})
+        self.ctx = SqliteSourceContext(tmp_path / "journal.db", self.config, self.clock)
+
+    def source(self) -> ClaudeCodeSource:
+        return ClaudeCodeSource(self.ctx)
+
+    def append(self, text: str, path: Path | None = None) -> None:
+        with open(path or self.transcript, "a", encoding="utf-8") as fh:
+            fh.write(text)
+
+    def calls(self) -> list[dict]:
+        return [e.data for e in self.ctx.events("llm.call")]
+
+    def register(self, pid: int, status: str = "busy", sid: str = SID) -> Path:
+        path = self.root / "sessions" / f"{pid}.json"
+        now_ms = int(time.time() * 1000)
+        path.write_text(json.dumps({"pid": pid, "sessionId": sid, "cwd": CWD, "startedAt": now_ms - 1000,
+                                    "version": "2.0.31", "status": status, "updatedAt": now_ms}))
+        return path
+
+
+@pytest.fixture
+def home(tmp_path) -> Home:
+    return Home(tmp_path)
+
+
+@pytest.fixture
+def child():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+def command(action: str, target: str, **args) -> Command:
+    return Command(id="c1", action=action, target=target, args=args)
+
+
+# --- calls ------------------------------------------------------------------------------------------
+
+
+def test_one_api_response_written_over_several_lines_is_one_call(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 2.5, "msg_01", use=usage(out=10)),
+        assistant("a2", "a1", T0 + 2.6, "msg_01", use=usage(out=10)),
+        assistant("a3", "a2", T0 + 2.7, "msg_01", use=usage(out=10)),
+    ))
+    home.source().scan()
+    [call] = home.calls()
+    assert call["provider"] == "anthropic" and call["model"] == "claude-sonnet-4-5-20250929"
+    assert (call["input_tokens"], call["output_tokens"]) == (12, 10)
+    assert (call["cache_creation_tokens"], call["cache_read_tokens"]) == (2048, 18000)
+    assert call["latency_ms"] == pytest.approx(2500.0)
+    assert call["ok"] is True and call["cost_usd"] is None
+
+
+def test_responses_without_request_id_are_keyed_by_message_id(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 1, "msg_01", req_id=None),
+        assistant("a2", "a1", T0 + 1, "msg_01", req_id=None),
+        assistant("a3", "a2", T0 + 2, "msg_02", req_id=None),
+    ))
+    home.source().scan()
+    assert len(home.calls()) == 2
+
+
+def test_cache_write_split_and_speed_are_passed_on(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01",
+                                                      use=usage(write=3000, split=(1000, 2000), speed="fast"))))
+    home.source().scan()
+    [call] = home.calls()
+    assert (call["cache_creation_5m_tokens"], call["cache_creation_1h_tokens"]) == (1000, 2000)
+    assert call["speed"] == "fast"
+
+
+def test_an_api_error_message_is_a_failed_call_and_retries_are_not(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 1, "msg_01"),
+        user("u2", "a1", T0 + 2),
+        envelope("system", "s1", "u2", T0 + 3, subtype="api_error", level="error", retryAttempt=1),
+        envelope("system", "s2", "s1", T0 + 5, subtype="api_error", level="error", retryAttempt=2),
+        assistant("a2", "s2", T0 + 7, "msg_err", model="<synthetic>", use=usage(0, 0, 0, 0),
+                  isApiErrorMessage=True, error="rate_limit", apiErrorStatus=429),
+    ))
+    home.source().scan()
+    ok, failed = home.calls()
+    assert ok["ok"] is True
+    assert (failed["ok"], failed["error"]) == (False, "rate_limit")
+    assert failed["model"] == "claude-sonnet-4-5-20250929" and failed["output_tokens"] == 0
+
+
+def test_an_api_error_without_an_error_name_reports_its_status(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_err", model="<synthetic>",
+                                                      isApiErrorMessage=True, apiErrorStatus=529)))
+    home.source().scan()
+    assert home.calls()[0]["error"] == "http_529"
+
+
+def test_old_transcripts_carry_their_own_cost(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01", costUSD=0.0123)))
+    home.source().scan()
+    assert home.calls()[0]["cost_usd"] == pytest.approx(0.0123)
+
+
+def test_subagent_transcripts_count_towards_their_session(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_main")))
+    sub = home.project_dir / SID / "subagents" / "agent-7a2c.jsonl"
+    sub.parent.mkdir(parents=True)
+    home.append(lines(
+        user("su1", None, T0 + 2, isSidechain=True, agentId="7a2c"),
+        assistant("sa1", "su1", T0 + 4, "msg_sub", model="claude-haiku-4-5-20251001", isSidechain=True),
+    ), sub)
+    home.source().scan()
+    calls = home.ctx.events("llm.call")
+    assert [(e.session, e.data["model"]) for e in calls] == [
+        (SID, "claude-sonnet-4-5-20250929"), (SID, "claude-haiku-4-5-20251001")]
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+
+def test_a_new_session_starts_with_cwd_project_model_and_branch(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    source = home.source()
+    source.scan()
+    [started] = home.ctx.events("session.started")
+    assert started.session == SID and started.ts == pytest.approx(T0)
+    assert started.data == {"source": "claude-code", "project": "billing-service", "cwd": CWD, "pid": None,
+                            "model": "claude-sonnet-4-5-20250929", "title": "fix/retry-budget"}
+    assert [s.id for s in source.sessions()] == [SID]
+
+
+def test_compaction_is_a_compacted_state_and_work_after_it_is_running(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 1, "msg_01"),
+        envelope("system", "c1", "a1", T0 + 2, subtype="compact_boundary",
+                 compactMetadata={"trigger": "auto", "preTokens": 167000, "postTokens": 41000}),
+        user("u2", "c1", T0 + 2, isCompactSummary=True),
+        envelope("summary", "x", None, T0 + 2, summary="Retry budget work"),
+        assistant("a2", "u2", T0 + 4, "msg_02"),
+    ))
+    home.source().scan()
+    states = [(e.data["state"], e.data["reason"]) for e in home.ctx.events("session.state")]
+    assert states == [("compacted", "auto"), ("running", "continued after compaction")]
+    assert len(home.calls()) == 2
+
+
+def test_a_transcript_only_session_ends_after_ten_quiet_minutes(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    source = home.source()
+    source.scan()
+    home.clock.advance(500)
+    source.scan()
+    assert home.ctx.events("session.ended") == []
+    home.clock.advance(200)
+    source.scan()
+    [ended] = home.ctx.events("session.ended")
+    assert ended.data == {"exit_code": None, "reason": "inactive"} and ended.ts == pytest.approx(T0 + 1)
+    assert source.sessions() == []
+
+
+# --- robustness ---------------------------------------------------------------------------------
+
+
+def test_garbage_lines_are_skipped_counted_and_noticed_once_per_file(home):
+    home.append(lines(user("u1", None, T0)) + "{not json\n" + "[1, 2]\n" + lines(assistant("a1", "u1", T0 + 1, "msg_01")))
+    source = home.source()
+    source.scan()
+    assert len(home.calls()) == 1 and source.skipped_lines == 2
+    home.append("\x00\x01 binary junk\n" + lines(assistant("a2", "a1", T0 + 2, "msg_02")))
+    source.scan()
+    assert len(home.calls()) == 2 and source.skipped_lines == 3
+    notices = [e.data for e in home.ctx.events("agent.notice")]
+    assert len(notices) == 1 and "skipped 2 unreadable" in notices[0]["message"] and notices[0]["severity"] == "warning"
+
+
+def test_a_partial_last_line_waits_for_its_end(home):
+    text = lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01"))
+    home.append(text[:-40])
+    source = home.source()
+    source.scan()
+    assert home.calls() == [] and source.skipped_lines == 0
+    home.append(text[-40:])
+    source.scan()
+    assert len(home.calls()) == 1 and source.skipped_lines == 0
+
+
+def test_a_restarted_source_neither_repeats_nor_skips_a_call(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01"),
+                      assistant("a1b", "a1", T0 + 1, "msg_01")))
+    first = home.source()
+    first.scan()
+    # The response goes on over lines written while the agent was down, then new calls follow.
+    home.append(lines(assistant("a1c", "a1b", T0 + 1, "msg_01"), user("u2", "a1c", T0 + 5),
+                      assistant("a2", "u2", T0 + 8, "msg_02")))
+    second = home.source()
+    second.scan()
+    second.scan()
+    calls = home.ctx.events("llm.call")
+    assert [c.data["latency_ms"] for c in calls] == [pytest.approx(1000.0), pytest.approx(3000.0)]
+    assert len(home.ctx.events("session.started")) == 1
+    assert [s.id for s in second.sessions()] == [SID]
+
+
+def test_a_response_copied_into_another_transcript_is_not_counted_again(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    home.source().scan()
+    resumed = home.project_dir / "5d2e0c1b-resumed.jsonl"
+    home.append(lines(assistant("a1", "u1", T0 + 1, "msg_01", sid="5d2e0c1b-resumed"),
+                      user("u9", "a1", T0 + 100, sid="5d2e0c1b-resumed"),
+                      assistant("a9", "u9", T0 + 102, "msg_09", sid="5d2e0c1b-resumed")), resumed)
+    home.source().scan()
+    assert [c.data["latency_ms"] for c in home.ctx.events("llm.call")] == [pytest.approx(1000.0), pytest.approx(2000.0)]
+
+
+async def test_lines_appended_while_the_source_runs_are_picked_up(home):
+    source = home.source()
+    await source.start()
+    try:
+        home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+        for _ in range(600):
+            if home.calls():
+                break
+            await asyncio.sleep(0.05)
+        assert len(home.calls()) == 1
+    finally:
+        await source.stop()
+
+
+# --- roots --------------------------------------------------------------------------------------
+
+
+def test_claude_config_dir_is_a_comma_separated_list_used_alone(tmp_path):
+    roots = resolve_roots(["~/.claude"], False, {"CLAUDE_CONFIG_DIR": f"{tmp_path}/a, {tmp_path}/b"})
+    assert roots == [tmp_path / "a", tmp_path / "b"]
+
+
+def test_roots_set_in_the_config_win_over_the_environment(tmp_path):
+    roots = resolve_roots([str(tmp_path / "c")], True, {"CLAUDE_CONFIG_DIR": str(tmp_path / "a")})
+    assert roots == [tmp_path / "c"]
+
+
+def test_without_either_the_default_roots_are_used():
+    assert resolve_roots(["~/.claude", "~/.config/claude"], False, {}) == [
+        Path("~/.claude").expanduser(), Path("~/.config/claude").expanduser()]
+
+
+# --- the registry and commands ------------------------------------------------------------------
+
+
+def test_registry_status_drives_running_idle_and_completed(home, child):
+    entry = home.register(child.pid, "busy")
+    source = home.source()
+    source.scan()
+    [started] = home.ctx.events("session.started")
+    assert started.data["pid"] == child.pid and started.data["project"] == "billing-service"
+    assert [s.state for s in source.sessions()] == ["running"]
+    home.register(child.pid, "waiting")
+    source.scan()
+    assert [s.state for s in source.sessions()] == ["idle"]
+    entry.unlink()
+    source.scan()
+    assert [e.data["reason"] for e in home.ctx.events("session.ended")] == ["exited"]
+    assert source.sessions() == []
+
+
+def test_a_registry_entry_whose_process_died_is_completed(home, child):
+    home.register(child.pid, "busy")
+    source = home.source()
+    source.scan()
+    child.kill()
+    child.wait(timeout=30)
+    source.scan()
+    assert [e.data["reason"] for e in home.ctx.events("session.ended")] == ["process gone"]
+
+
+async def test_pause_resume_renice_and_kill_act_on_the_registered_process(home, child):
+    home.register(child.pid, "busy")
+    source = home.source()
+    source.scan()
+    assert (await source.command(command("session.pause", SID)))["state"] == "paused"
+    assert psutil.Process(child.pid).status() == psutil.STATUS_STOPPED
+    assert (await source.command(command("session.resume", SID)))["state"] == "running"
+    assert psutil.Process(child.pid).status() != psutil.STATUS_STOPPED
+    assert (await source.command(command("session.renice", SID, nice=10)))["nice"] == 10
+    assert psutil.Process(child.pid).nice() == 10
+    detail = await source.command(command("session.kill", SID))
+    assert detail["signal"] == "SIGTERM"
+    assert child.wait(timeout=30) != 0
+    states = [e.data["state"] for e in home.ctx.events("session.state")]
+    assert states == ["paused", "running"]
+
+
+@pytest.mark.parametrize("action,args", [("session.restart", {}), ("session.prompt", {"text": "continue"})])
+async def test_restart_and_prompt_are_not_allowed_on_watched_sessions(home, child, action, args):
+    home.register(child.pid, "busy")
+    source = home.source()
+    source.scan()
+    with pytest.raises(CommandError) as err:
+        await source.command(command(action, SID, **args))
+    assert err.value.code == "not_allowed"
+
+
+async def test_commands_on_a_session_without_a_live_process_fail_cleanly(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    source = home.source()
+    source.scan()
+    with pytest.raises(CommandError) as err:
+        await source.command(command("session.kill", SID))
+    assert err.value.code == "not_running"
+    with pytest.raises(CommandError) as err:
+        await source.command(command("session.kill", "no-such-session"))
+    assert err.value.code == "unknown_session"
+
+
+async def test_a_registry_pid_reused_by_a_later_process_is_not_signalled(home, child):
+    path = home.register(child.pid, "busy")
+    entry = json.loads(path.read_text())
+    entry["startedAt"] = int((psutil.Process(child.pid).create_time() - 3600) * 1000)
+    path.write_text(json.dumps(entry))
+    source = home.source()
+    source.scan()
+    assert source.sessions() == []
+    assert child.poll() is None
+
+
+# --- inside a real agent --------------------------------------------------------------------------
+
+
+async def _llm_calls_after_replay(agent, expected: int) -> list[dict]:
+    async with ws_connect(agent.url, agent.token) as ws:
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "subscribe", "since": 0, "journal": None}))
+        calls: list[dict] = []
+
+        def collect(frame: dict) -> bool:
+            if frame.get("type") == "event" and frame["kind"] == "llm.call":
+                calls.append(frame)
+            return len(calls) >= expected
+
+        await recv_until(ws, collect, timeout=30)
+    return calls
+
+
+async def test_an_agent_restarted_on_its_journal_streams_each_call_once(tmp_path):
+    home = Home(tmp_path)
+    extra = {"interval_s": 0.2, "claude_code": {"roots": [str(home.root)], "poll_interval_s": 0.05}}
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    async with running_agent(tmp_path, sources=("claude-code",), extra=extra, name="cc") as agent:
+        [first] = await _llm_calls_after_replay(agent, 1)
+    home.append(lines(assistant("a1b", "a1", T0 + 1, "msg_01"), user("u2", "a1b", T0 + 5),
+                      assistant("a2", "u2", T0 + 6, "msg_02")))
+    async with running_agent(tmp_path, sources=("claude-code",), extra=extra, name="cc") as agent:
+        calls = await _llm_calls_after_replay(agent, 2)
+    assert calls[0]["seq"] == first["seq"]
+    assert [c["data"]["latency_ms"] for c in calls] == [pytest.approx(1000.0), pytest.approx(1000.0)]
+    assert [c["session"] for c in calls] == [SID, SID]

@@ -1,0 +1,233 @@
+"""Codex CLI rollouts, as SOURCES.md describes them, read by the real source."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from heady_agent.clock import ManualClock
+from heady_agent.config import AgentConfig
+from heady_agent.protocol import Command
+from heady_agent.sources.base import CommandError
+from heady_agent.sources.codex import CodexSource, resolve_roots
+from sourcekit import SqliteSourceContext
+
+T0 = 1_790_000_000.0
+SID = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+CWD = "/home/dev/src/search-indexer"
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def rec(t: float, kind: str, **payload) -> dict:
+    return {"timestamp": iso(t), "type": kind, "payload": payload}
+
+
+def meta(t: float) -> dict:
+    return rec(t, "session_meta", id=SID, timestamp=iso(t), cwd=CWD, originator="codex_cli_rs", cli_version="0.46.0",
+               git={"branch": "feat/bulk-reindex", "commit_hash": "1a2b3c"})
+
+
+def context(t: float, model: str = "gpt-5-codex") -> dict:
+    return rec(t, "turn_context", cwd=CWD, approval_policy="on-request", model=model, effort="medium")
+
+
+def event(t: float, kind: str, **fields) -> dict:
+    return rec(t, "event_msg", type=kind, **fields)
+
+
+def usage(inp: int, cached: int, out: int, reasoning: int) -> dict:
+    return {"input_tokens": inp, "cached_input_tokens": cached, "output_tokens": out,
+            "reasoning_output_tokens": reasoning, "total_tokens": inp + out}
+
+
+def tokens(t: float, last: dict, total: dict) -> dict:
+    return event(t, "token_count", info={"last_token_usage": last, "total_token_usage": total,
+                                         "model_context_window": 272000}, rate_limits=None)
+
+
+def lines(*records) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+class CodexHome:
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path / "codex"
+        day = self.root / "sessions" / "2026" / "09" / "21"
+        day.mkdir(parents=True)
+        self.rollout = day / f"rollout-2026-09-21T10-00-00-{SID}.jsonl"
+        self.clock = ManualClock(T0 + 60)
+        config = AgentConfig(sources=["codex"], codex={"roots": [str(self.root)], "poll_interval_s": 0.05})
+        self.ctx = SqliteSourceContext(tmp_path / "journal.db", config, self.clock)
+
+    def source(self) -> CodexSource:
+        return CodexSource(self.ctx)
+
+    def append(self, text: str, path: Path | None = None) -> None:
+        with open(path or self.rollout, "a", encoding="utf-8") as fh:
+            fh.write(text)
+
+    def calls(self) -> list[dict]:
+        return [e.data for e in self.ctx.events("llm.call")]
+
+    def states(self) -> list[tuple[str, str]]:
+        return [(e.data["state"], e.data["reason"]) for e in self.ctx.events("session.state")]
+
+
+@pytest.fixture
+def home(tmp_path) -> CodexHome:
+    return CodexHome(tmp_path)
+
+
+FIRST = usage(12000, 9000, 800, 300)
+SECOND = usage(15000, 14000, 400, 100)
+TOTAL_1 = FIRST
+TOTAL_2 = usage(27000, 23000, 1200, 400)
+
+
+def a_turn() -> str:
+    return lines(
+        meta(T0), context(T0 + 0.1),
+        event(T0 + 1, "task_started", model_context_window=272000),
+        event(T0 + 1, "user_message", message="reindex everything"),
+        tokens(T0 + 4, FIRST, TOTAL_1),
+        tokens(T0 + 4.1, FIRST, TOTAL_1),
+        rec(T0 + 5, "response_item", type="function_call_output", call_id="c1", output="ok"),
+        tokens(T0 + 7, SECOND, TOTAL_2),
+        event(T0 + 8, "task_complete", last_agent_message="done"),
+    )
+
+
+def test_each_new_token_count_is_one_call_mapped_to_uncached_cached_and_output(home):
+    home.append(a_turn())
+    home.source().scan()
+    first, second = home.calls()
+    assert (first["provider"], first["model"]) == ("openai", "gpt-5-codex")
+    assert (first["input_tokens"], first["cache_read_tokens"], first["output_tokens"]) == (3000, 9000, 800)
+    assert first["cache_creation_tokens"] == 0 and first["cost_usd"] is None
+    assert (second["input_tokens"], second["cache_read_tokens"], second["output_tokens"]) == (1000, 14000, 400)
+    assert first["latency_ms"] == pytest.approx(3000.0) and second["latency_ms"] == pytest.approx(2000.0)
+
+
+def test_the_session_starts_with_cwd_project_model_and_branch(home):
+    home.append(a_turn())
+    source = home.source()
+    source.scan()
+    [started] = home.ctx.events("session.started")
+    assert started.session == SID
+    assert started.data == {"source": "codex", "project": "search-indexer", "cwd": CWD, "pid": None,
+                            "model": "gpt-5-codex", "title": "feat/bulk-reindex"}
+    assert [s.id for s in source.sessions()] == [SID]
+
+
+def test_task_boundaries_set_running_and_idle(home):
+    home.append(a_turn())
+    home.source().scan()
+    assert home.states() == [("idle", "task complete")]
+    home.append(lines(event(T0 + 20, "task_started"), event(T0 + 21, "turn_aborted", reason="interrupted")))
+    home.source().scan()
+    assert home.states()[1:] == [("running", "task started"), ("idle", "turn aborted: interrupted")]
+
+
+def test_compaction_is_a_compacted_state(home):
+    home.append(a_turn() + lines(rec(T0 + 30, "compacted", message="summary of the work so far")))
+    home.source().scan()
+    assert home.states()[-1] == ("compacted", "auto")
+
+
+def test_a_model_change_applies_to_later_calls(home):
+    home.append(a_turn() + lines(context(T0 + 30, "gpt-5"), event(T0 + 31, "task_started"),
+                                 tokens(T0 + 33, FIRST, usage(39000, 32000, 2000, 700))))
+    home.source().scan()
+    assert [c["model"] for c in home.calls()] == ["gpt-5-codex", "gpt-5-codex", "gpt-5"]
+
+
+def test_token_counts_without_usage_are_ignored(home):
+    home.append(lines(meta(T0), context(T0), event(T0 + 1, "token_count", info=None, rate_limits={"primary": {}})))
+    home.source().scan()
+    assert home.calls() == []
+
+
+def test_garbage_is_skipped_and_a_partial_last_line_waits(home):
+    *body, last = a_turn().splitlines(keepends=True)
+    home.append("".join(body) + "not json at all\n" + last[:-10])
+    source = home.source()
+    source.scan()
+    assert len(home.calls()) == 2 and source.skipped_lines == 1
+    assert home.states() == []
+    home.append(last[-10:])
+    source.scan()
+    assert home.states() == [("idle", "task complete")]
+    assert source.skipped_lines == 1 and len(home.ctx.events("agent.notice")) == 1
+
+
+def test_a_restarted_source_neither_repeats_nor_skips_a_call(home):
+    text = a_turn()
+    cut = text.index('"token_count"', text.index('"function_call_output"'))
+    cut = text.rindex("\n", 0, cut) + 1
+    home.append(text[:cut])
+    home.source().scan()
+    assert len(home.calls()) == 1
+    home.append(text[cut:])
+    home.source().scan()
+    calls = home.calls()
+    assert len(calls) == 2 and calls[1]["latency_ms"] == pytest.approx(2000.0)
+
+
+def test_an_archived_rollout_is_not_counted_again(home):
+    home.append(a_turn())
+    home.source().scan()
+    archive = home.root / "archived_sessions"
+    archive.mkdir()
+    home.rollout.rename(archive / home.rollout.name)
+    home.source().scan()
+    assert len(home.calls()) == 2 and len(home.ctx.events("session.started")) == 1
+
+
+def test_a_quiet_session_ends(home):
+    home.append(a_turn())
+    source = home.source()
+    source.scan()
+    home.clock.advance(600)
+    source.scan()
+    [ended] = home.ctx.events("session.ended")
+    assert ended.data == {"exit_code": None, "reason": "inactive"}
+    assert source.sessions() == []
+
+
+def test_codex_home_is_honoured_unless_roots_are_configured(tmp_path):
+    assert resolve_roots(["~/.codex"], False, {"CODEX_HOME": str(tmp_path)}) == [tmp_path]
+    assert resolve_roots([str(tmp_path / "x")], True, {"CODEX_HOME": str(tmp_path)}) == [tmp_path / "x"]
+
+
+@pytest.mark.parametrize("action,code", [("session.kill", "not_supported"), ("session.restart", "not_allowed")])
+async def test_commands_on_watched_codex_sessions_are_refused(home, action, code):
+    home.append(a_turn())
+    source = home.source()
+    source.scan()
+    with pytest.raises(CommandError) as err:
+        await source.command(Command(id="c", action=action, target=SID))
+    assert err.value.code == code
+    with pytest.raises(CommandError) as err:
+        await source.command(Command(id="c", action=action, target="nope"))
+    assert err.value.code == "unknown_session"
+
+
+async def test_lines_appended_while_the_source_runs_are_picked_up(home):
+    source = home.source()
+    await source.start()
+    try:
+        home.append(a_turn())
+        for _ in range(600):
+            if len(home.calls()) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(home.calls()) == 2
+    finally:
+        await source.stop()

@@ -1,0 +1,96 @@
+"""The consent dialog: opens when the brain asks, shows the plan, and records exactly the answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from heady_tui.ui.modals.consent import ConsentModal
+from uikit import OVERFLOW_NODES, drive_to_consent, fast_config, fixed_console, live_console, wait_until
+
+
+def dialog(app) -> ConsentModal | None:
+    return app.screen if isinstance(app.screen, ConsentModal) else None
+
+
+async def test_dialog_opens_when_the_brain_asks_and_focuses_deny(tmp_path):
+    async with fixed_console(tmp_path, config=fast_config(), nodes=OVERFLOW_NODES) as (app, pilot, clock):
+        request = await drive_to_consent(app, pilot, clock)
+        modal = await wait_until(pilot, lambda: dialog(app), "the consent dialog")
+        assert modal.request_id == request.id
+        assert app.focused is not None and app.focused.id == "deny"
+
+
+async def test_dialog_shows_the_plan_captured_when_it_opened(tmp_path):
+    async with fixed_console(tmp_path, config=fast_config(), nodes=OVERFLOW_NODES) as (app, pilot, clock):
+        request = await drive_to_consent(app, pilot, clock)
+        modal = await wait_until(pilot, lambda: dialog(app), "the consent dialog")
+        text = str(modal.query_one("#consent-plan").content)
+        assert "task_queue_depth" in text
+        for action in request.plan["actions"]:
+            assert f"queue.move on {action['node']} -> {action['to_node']} x{action['count']}" in text
+        assert "Estimated duration" in text and "target CPU at most 80%" in text
+
+
+@pytest.mark.parametrize(
+    ("key", "scope"),
+    [("o", "single"), ("s", "session"), ("a", "persistent")],
+)
+async def test_each_allow_key_records_its_grant_and_the_rebalance_starts(tmp_path, key, scope):
+    async with fixed_console(tmp_path, config=fast_config(), nodes=OVERFLOW_NODES) as (app, pilot, clock):
+        brain = app.supervisor.brain
+        request = await drive_to_consent(app, pilot, clock)
+        await wait_until(pilot, lambda: dialog(app), "the consent dialog")
+        await pilot.press(key)
+        await wait_until(pilot, lambda: not brain.pending_consent(), "the decision to be recorded")
+        grants = brain.grants(include_inactive=True)
+        assert [g.scope for g in grants] == [scope]
+        assert request.grant_id == grants[0].id
+        clock.advance(0.5)
+        await brain.tick()
+        assert brain.rebalance_status() is not None
+        actions = [e.action for e in await brain.audit_entries(50)]
+        assert "consent.grant" in actions
+
+
+@pytest.mark.parametrize("key", ["n", "escape", "enter"])
+async def test_deny_keys_record_a_denial_and_no_rebalance_starts(tmp_path, key):
+    async with fixed_console(tmp_path, config=fast_config(), nodes=OVERFLOW_NODES) as (app, pilot, clock):
+        brain = app.supervisor.brain
+        await drive_to_consent(app, pilot, clock)
+        await wait_until(pilot, lambda: dialog(app), "the consent dialog")
+        await pilot.press(key)
+        await wait_until(pilot, lambda: not brain.pending_consent(), "the denial to be recorded")
+        assert brain.grants(include_inactive=True) == []
+        clock.advance(0.5)
+        await brain.tick()
+        assert brain.rebalance_status() is None
+        assert dialog(app) is None, "a denied plan is snoozed, not asked again at once"
+
+
+async def test_requests_raised_while_on_another_screen_wait_for_the_operator(tmp_path):
+    async with fixed_console(tmp_path, config=fast_config(), nodes=OVERFLOW_NODES) as (app, pilot, clock):
+        await pilot.press("2")
+        await wait_until(pilot, lambda: getattr(app.screen, "VIEW", None) == "costs", "the costs screen")
+        request = await drive_to_consent(app, pilot, clock)
+        modal = await wait_until(pilot, lambda: dialog(app), "the consent dialog over the costs screen")
+        assert modal.request_id == request.id
+
+
+async def test_read_only_console_never_answers_consent(tmp_path):
+    async with fixed_console(tmp_path, config=fast_config(), nodes=OVERFLOW_NODES, read_only=True) as (app, pilot, clock):
+        await drive_to_consent(app, pilot, clock)
+        await pilot.pause(0.3)
+        assert dialog(app) is None
+        await pilot.press("o")
+        assert app.supervisor.brain.pending_consent()
+
+
+@pytest.mark.slow
+async def test_queue_overflow_on_real_agents_asks_and_allow_once_starts_the_rebalance(tmp_path):
+    async with live_console(tmp_path, scenario="queue-overflow", nodes=3, speed=8.0) as (app, pilot):
+        await wait_until(pilot, lambda: dialog(app), "the consent dialog on queue-overflow", timeout=60)
+        await pilot.press("o")
+        await wait_until(
+            pilot, lambda: any(e.name == "rebalance.started" for e in app.recent_events), "rebalance.started", timeout=30
+        )
+        assert [g.scope for g in app.supervisor.brain.grants(include_inactive=True)] == ["single"]

@@ -94,7 +94,7 @@ def classify(event: HeadyEvent, *, simulated: bool = False) -> Alert | None:
     if name == "rebalance.stopped":
         reason = d.get("reason", "?")
         # Stopping because balance returned is the good ending; anything else deserves a look.
-        severity = "info" if reason in ("balanced", "auto_shutdown") else "warning"
+        severity = "info" if reason == "balanced" else "warning"
         lines = (f"duration: {d.get('duration_s', '?')} s", f"reverted: {d.get('reverted', '?')}")
         return Alert(event, severity, f"rebalance stopped: {reason}", lines, (name, d.get("run")), simulated)
     if name == "policy.needs_attention":
@@ -107,11 +107,11 @@ def classify(event: HeadyEvent, *, simulated: bool = False) -> Alert | None:
             percent = float(d.get("percent", 0))
         except (TypeError, ValueError):
             percent = 0.0
-        severity = "critical" if percent >= 100 else "warning"
+        severity = "critical" if percent >= 100 else "warning" if percent >= 80 else "info"
         title = f"{d.get('budget', '?')} budget at {percent:.0f}%"
         lines = (f"spent: {_money(d.get('spent_usd'))} of {_money(d.get('budget_usd'))}",)
-        # Crossing 80 % and crossing 100 % are different news; repeats of either are not.
-        return Alert(event, severity, title, lines, (name, d.get("budget"), percent >= 100), simulated)
+        # Each step (50, 80, 100 %) is news once; repeats of the same step are not.
+        return Alert(event, severity, title, lines, (name, d.get("budget"), severity), simulated)
     if name == "node.offline":
         title = f"node {d.get('node', '?')} lost"
         return Alert(event, "warning", title, (f"reason: {d.get('reason', '?')}",), (name, d.get("node")), simulated)

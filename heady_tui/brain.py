@@ -80,6 +80,7 @@ class Brain:
         self._came_back: list[str] = []
         self._recovering: list[dict[str, Any]] = []
         self._recover_runs: list[str] = []
+        self._recovered: dict[str, int] = {}  # run id -> changes reverted since this console started
         self._saved_detector: dict[str, Any] | None = None
         self._change_seq = 0
         self._errors_high = False
@@ -98,6 +99,7 @@ class Brain:
             self.detector.import_state(saved)
             self._saved_detector = saved
         self.policies.load(await self.records.policy_states())
+        self.healing.restore(await self.records.tasks())
         self.cost.notices_sent = await self.records.budget_notices_sent()
         await self._load_costs()
         self._grants = await self.records.grants()
@@ -414,7 +416,8 @@ class Brain:
             if not ok:
                 log.warning("revert %s on %s failed: %s", action, ch["node"], error)
         if ok:
-            await self.records.change_reverted(ch["run_id"], ch["seq"])
+            await self.records.change_reverted(ch["run_id"], ch["seq"], now=self.clock.now(), actor=CONSOLE, details={
+                "node": ch["node"], "action": action, "target": ch["target"], "args": args, "ok": ok, "reverts": ch["action"]})
         return ok
 
     async def _recover(self, now: float) -> None:
@@ -427,14 +430,17 @@ class Brain:
         for ch in self._recovering:
             if ch["node"] not in online or not await self._revert(ch):
                 waiting.append(ch)
+            else:
+                self._recovered[ch["run_id"]] = self._recovered.get(ch["run_id"], 0) + 1
         self._recovering = waiting
         for run_id in list(self._recover_runs):
             if any(ch["run_id"] == run_id for ch in waiting):
                 continue
             self._recover_runs.remove(run_id)
+            reverted = self._recovered.pop(run_id, 0)
             await self.records.run_stopped(run_id, now=now, reason="crashed", restored=False, time_to_restore_s=None,
-                                           reverted=-1, duration_s=0.0, actor=CONSOLE)
-            self.supervisor.publish("rebalance.stopped", run=run_id, reason="crashed", restored=False, duration_s=0.0, reverted=None)
+                                           reverted=reverted, duration_s=0.0, actor=CONSOLE)
+            self.supervisor.publish("rebalance.stopped", run=run_id, reason="crashed", restored=False, duration_s=0.0, reverted=reverted)
 
     # --- policies ---------------------------------------------------------------------
 
@@ -559,6 +565,8 @@ class Brain:
             task = self.healing.tasks[task_id]
             await self._task_event("task.dispatched", task, audit_action="task.dispatch")
             await self._dispatch(task)
+        for task_id in cycle.recovered:
+            await self._resume_backed_off(self.healing.tasks[task_id])
 
     async def _dispatch(self, task: Task) -> None:
         """Carry out a dispatched task's commands; revive_agent waits for its node to come back."""
@@ -570,6 +578,9 @@ class Brain:
                 await link.stop()
                 link.start()
             return
+        if task.strategy == "repair_endpoint":
+            await self._back_off(task)
+            return
         results = []
         for cmd in task.commands:
             ok, error, _ = await self._command(cmd["node"], cmd["action"], cmd.get("target"), cmd.get("args", {}))
@@ -580,6 +591,37 @@ class Brain:
                 return
         self.healing.finish(task.id, True, task.recommendation if not results else f"{len(results)} command(s) ok", now)
         await self._task_event("task.done", task, audit_action="task.result")
+
+    async def _back_off(self, task: Task) -> None:
+        """repair_endpoint: pause the provider's running sessions; the task waits for the provider to recover."""
+        paused, failed = [], []
+        for cmd in task.commands:
+            ok, error, _ = await self._command(cmd["node"], cmd["action"], cmd.get("target"), cmd.get("args", {}))
+            if ok:
+                paused.append(cmd)
+            else:
+                failed.append(f"{cmd['node']}/{cmd.get('target')}: {error}")
+        self.healing.backed_off(task.id, paused, failed, self.clock.now())
+        assert self.records is not None
+        if task.state == "dispatched":
+            await self.records.save_task(task.to_dict())  # the sessions to resume survive a restart
+        else:
+            await self._task_event(f"task.{task.state}", task, audit_action="task.result")
+
+    async def _resume_backed_off(self, task: Task) -> None:
+        """The provider recovered (or the task expired waiting): resume what repair_endpoint paused."""
+        failed = []
+        for cmd in task.on_recovery:
+            ok, error, _ = await self._command(cmd["node"], cmd["action"], cmd.get("target"), cmd.get("args", {}))
+            if not ok:
+                failed.append(f"{cmd['node']}/{cmd.get('target')}: {error}")
+        expired = task.state == "expired"
+        self.healing.resumed(task.id, failed, self.clock.now())
+        if expired:
+            assert self.records is not None
+            await self.records.save_task(task.to_dict(), audit_action="task.result", now=self.clock.now(), actor=CONSOLE)
+        else:
+            await self._task_event("task.done", task, audit_action="task.result")
 
     async def _task_event(self, name: str, task: Task, *, audit_action: str | None = None, actor: str = CONSOLE) -> None:
         assert self.records is not None

@@ -222,8 +222,8 @@ class Records:
             out.append(d)
         return out
 
-    async def change_reverted(self, run_id: str, seq: int) -> None:
-        async with self.write() as db:
+    async def change_reverted(self, run_id: str, seq: int, *, now: float, actor: str, details: dict[str, Any]) -> None:
+        async with self.write((now, actor, "rebalance.revert", {"run": run_id, **details})) as db:
             await db.execute("UPDATE rebalance_changes SET reverted=1 WHERE run_id=? AND seq=?", (run_id, seq))
 
     async def open_runs(self) -> list[str]:

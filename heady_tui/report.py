@@ -25,6 +25,7 @@ from .config import Config, Paths
 from .engine.cost import PricingTable, day_of
 from .engine.detector import CallSample, NodeSample, compute_metrics
 from .events import iso_utc
+from .providers import fetch_provider_costs, reconcile_by_day
 from .records import Records
 from .store import Store
 
@@ -71,6 +72,12 @@ class SessionRow(_Model):
     cost_usd: float
 
 
+class ReconciledDay(_Model):
+    day: str
+    from_tokens_usd: float
+    from_provider_usd: float | None  # None: no provider reported this day
+
+
 class Costs(_Model):
     total_usd: float
     by_model: dict[str, float]
@@ -78,6 +85,9 @@ class Costs(_Model):
     by_project: dict[str, float]
     by_day: dict[str, float]
     unknown_models: list[str] = Field(default_factory=list)  # priced at 0, never guessed
+    # Only when [cost.providers] keys are configured and the report asked them.
+    reconciled: list[ReconciledDay] = Field(default_factory=list)
+    provider_errors: dict[str, str] = Field(default_factory=dict)
 
 
 class EquilibriumRow(_Model):
@@ -288,11 +298,21 @@ async def _audit(records: Records) -> AuditSummary:
     return AuditSummary(entries=result.entries, head=result.head.hash, verified=result.ok, message=result.message)
 
 
-async def gather_report(store: Store, config: Config, paths: Paths, *, since: float, until: float, now: float, simulated: bool = False) -> ReportData:
-    """Everything the report shows for [since, until), read from the store and the engines' records."""
+async def gather_report(
+    store: Store, config: Config, paths: Paths, *, since: float, until: float, now: float, simulated: bool = False,
+    ask_providers: bool = False,
+) -> ReportData:  # fmt: skip
+    """Everything the report shows for [since, until), read from the store and the engines' records;
+    with `ask_providers`, also what the configured providers billed (network, up to their timeouts)."""
     nodes, stored_simulated = await _nodes(store)
     pricing = PricingTable.load(config.cost)
     sessions, costs, cumulative, calls = await _sessions_and_costs(store, pricing, since, until)
+    providers = config.cost.providers
+    if ask_providers and (providers.anthropic_admin_key_env or providers.openai_admin_key_env):
+        billed = await fetch_provider_costs(providers, since, until, now=lambda: now)
+        rows = reconcile_by_day(costs.by_day, billed.rows) if billed.rows else []
+        costs.reconciled = [ReconciledDay(day=r.key, from_tokens_usd=r.from_tokens_usd, from_provider_usd=r.from_provider_usd) for r in rows]
+        costs.provider_errors = billed.errors
     records = await Records.open(store, paths.audit_anchor)
     sections = await _engine_sections(records, since, until)
     return ReportData(
@@ -411,6 +431,12 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
         ("Cost by node", ["node", "cost"], [[k, _usd(v)] for k, v in c.by_node.items()]),
         ("Cost by project", ["project", "cost"], [[k, _usd(v)] for k, v in c.by_project.items()]),
         ("Cost by day", ["day (UTC)", "cost"], [[k, _usd(v)] for k, v in c.by_day.items()]),
+    ]
+    if c.reconciled or c.provider_errors:
+        out.append(("Cost from tokens and from providers", ["day (UTC)", "from tokens", "from provider"],
+                    [[r.day, _usd(r.from_tokens_usd), _usd(r.from_provider_usd)] for r in c.reconciled]
+                    + [[f"({provider})", "-", f"not available: {error}"] for provider, error in c.provider_errors.items()]))
+    out += [
         ("Timeline", ["at", "kind", "what"], [list(item) for item in _timeline(report)]),
         ("Rebalance runs", ["started", "stopped", "reason", "priority", "actions"],
          [[r.started, r.stopped or "running", r.reason_stopped or "-", r.priority, str(r.actions)] for r in report.rebalances]),
@@ -566,7 +592,7 @@ def render_html(report: ReportData, config: Config | None = None) -> str:
     x_range = (_epoch(report.range.since), _epoch(report.range.until))
     title = "heady session report" + (" (simulated fleet)" if report.simulated else "")
     out = [f"<!DOCTYPE html><!-- heady report{': ' + SIMULATED_NOTICE if report.simulated else ''} -->"]
-    out.append(f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">')
+    out.append('<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">')
     out.append(f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>")
     if report.simulated:
         out.append(f'<div class="simulated" id="simulated">{html.escape(SIMULATED_NOTICE)}</div>')
@@ -631,12 +657,12 @@ def write_atomically(path: Path, text: str) -> None:
 
 async def export_report(
     store: Store, config: Config, paths: Paths, *, since: float, until: float, now: float, fmt: Format,
-    output: Path | None = None, simulated: bool = False,
+    output: Path | None = None, simulated: bool = False, ask_providers: bool = False,
 ) -> Path:  # fmt: skip
     """Gather and write one report; returns where it went (default: the data dir's reports/ folder)."""
     if fmt not in FORMATS:
         raise ReportError(f"unknown report format {fmt!r} (known: {', '.join(FORMATS)})")
-    report = await gather_report(store, config, paths, since=since, until=until, now=now, simulated=simulated)
+    report = await gather_report(store, config, paths, since=since, until=until, now=now, simulated=simulated, ask_providers=ask_providers)
     if output is None:
         folder = paths.data_dir / "reports"
         try:

@@ -249,7 +249,12 @@ class Store:
                 f"({len(migrations)}); upgrade heady or use another --data-dir"
             )
         for version in range(current + 1, len(migrations) + 1):
-            await self.db._execute(self._migrate_sync, component, version, migrations[version - 1])
+            try:
+                await self.db._execute(self._migrate_sync, component, version, migrations[version - 1])
+            except sqlite3.Error as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreError(_explain(self.path, exc)) from None
+                raise StoreError(f"{self.path}: migration {component} v{version} failed: {exc}") from None
         return len(migrations)
 
     def _migrate_sync(self, component: str, version: int, sql: str) -> None:
@@ -499,15 +504,15 @@ class Store:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Statements of a migration script (sqlite3.complete_statement tells where each ends)."""
+    """Statements of a migration script (sqlite3.complete_statement tells where each ends, triggers included)."""
     out = []
     pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
+    for piece in script.split(";"):
+        pending += piece + ";"
         if sqlite3.complete_statement(pending):
-            if pending.strip():
+            if pending.strip(" \n\t;"):
                 out.append(pending.strip())
             pending = ""
-    if pending.strip():
+    if pending.strip(" \n\t;"):
         out.append(pending.strip())
     return out

@@ -217,6 +217,7 @@ def test_url_env_is_read_from_the_environment() -> None:
         (HeadyEvent("rebalance.stopped", 0, {"run": "x", "reason": "balanced"}), "info"),
         (HeadyEvent("rebalance.stopped", 0, {"run": "x", "reason": "max_duration"}), "warning"),
         (HeadyEvent("policy.needs_attention", 0, {"policy": "kill_on_cost"}), "warning"),
+        (HeadyEvent("budget.notice", 0, {"budget": "daily", "percent": 50}), "info"),
         (HeadyEvent("budget.notice", 0, {"budget": "daily", "percent": 80}), "warning"),
         (HeadyEvent("budget.notice", 0, {"budget": "daily", "percent": 104}), "critical"),
         (HeadyEvent("node.offline", 0, {"node": "a"}), "warning"),

@@ -115,7 +115,7 @@ async def test_migrations_run_once_and_in_order(store):
 
 
 async def test_a_failing_migration_changes_nothing(store):
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreError, match="migration engine v1 failed: table t1 already exists"):
         await store.apply_migrations("engine", ["CREATE TABLE t1 (x); CREATE TABLE t1 (y)"])
     assert await store.schema_version("engine") == 0
     rows = await store.db.execute_fetchall("SELECT name FROM sqlite_master WHERE name = 't1'")
@@ -160,17 +160,17 @@ async def test_a_corrupt_database_is_a_one_line_error_naming_the_file(tmp_path):
 
 async def test_a_locked_database_is_a_one_line_error(tmp_path):
     path = tmp_path / "heady.db"
-    (await Store.open(path)).db  # create it
+    store = await Store.open(path, busy_timeout_s=0.2)
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(StoreError, match="locked") as info:
-            store = await Store.open(path, busy_timeout_s=0.2)
             await store.apply_migrations("engine", ["CREATE TABLE t (x)"])
         assert str(path) in str(info.value) and "\n" not in str(info.value)
     finally:
         holder.rollback()
         holder.close()
+        await store.close()
 
 
 async def test_ingest_errors_are_kept_per_node(store):

@@ -84,3 +84,54 @@ def test_triggers_force_a_full_cycle():
 def test_approving_an_unknown_task_is_a_clear_error():
     with pytest.raises(HealingError, match="no task with id 't-x'"):
         HealingEngine(HealingConfig()).approve("t-x", 0)
+
+
+def running_on(provider: str, session: str, node: str = "n1") -> SessionHealth:
+    return SessionHealth(node, session, "running", True, None, provider, 100.0, ())
+
+
+def backed_off_repair(he: HealingEngine):
+    """A failing provider's repair_endpoint task, approved and carried out (two sessions paused)."""
+    sessions = [running_on("anthropic", "s1"), running_on("anthropic", "s2"), running_on("openai", "s3")]
+    failing = {"anthropic": (20, 10), "openai": (20, 0)}
+    he.run_cycle(inp(0, sessions=sessions, providers=failing), "light")
+    task = next(t for t in he.tasks.values() if t.strategy == "repair_endpoint")
+    assert task.state == "pending-approval" and [c["target"] for c in task.commands] == ["s1", "s2"]
+    he.approve(task.id, 1)
+    he.backed_off(task.id, task.commands, [], 1)
+    return task
+
+
+def test_repair_endpoint_waits_dispatched_while_the_provider_still_fails():
+    he = HealingEngine(HealingConfig(group_wait_s=0))
+    task = backed_off_repair(he)
+    cycle = he.run_cycle(inp(10, providers={"anthropic": (15, 6)}), "light")
+    assert cycle.recovered == [] and task.state == "dispatched"
+    assert [(c["action"], c["target"]) for c in task.on_recovery] == [("session.resume", "s1"), ("session.resume", "s2")]
+
+
+@pytest.mark.parametrize("providers", [{"anthropic": (30, 1)}, {}], ids=["healthy traffic", "a quiet window"])
+def test_repair_endpoint_resumes_what_it_paused_when_the_provider_recovers(providers):
+    he = HealingEngine(HealingConfig(group_wait_s=0))
+    task = backed_off_repair(he)
+    cycle = he.run_cycle(inp(70, providers=providers), "light")
+    assert cycle.recovered == [task.id]
+    he.resumed(task.id, [], 71)
+    assert task.state == "done" and task.on_recovery == [] and "resumed 2 of 2" in task.result
+
+
+def test_repair_endpoint_that_expires_waiting_still_resumes_its_sessions():
+    he = HealingEngine(HealingConfig(group_wait_s=0, task_expiry_s=100))
+    task = backed_off_repair(he)
+    cycle = he.run_cycle(inp(200, providers={"anthropic": (20, 10)}), "light")
+    assert task.state == "expired" and cycle.recovered == [task.id]
+    he.resumed(task.id, ["n1/s2: unknown_session"], 201)
+    assert task.state == "expired" and "resumed 1 of 2 session(s) anyway" in task.result
+
+
+def test_repair_endpoint_with_nothing_paused_is_done_at_once():
+    he = HealingEngine(HealingConfig(group_wait_s=0))
+    he.run_cycle(inp(0, providers={"anthropic": (20, 10)}), "light")
+    task = next(iter(he.tasks.values()))
+    he.approve(task.id, 1)
+    assert he.backed_off(task.id, [], [], 1).state == "done"

@@ -13,9 +13,10 @@ from heady_tui.config import Config, ConsentConfig, Paths
 from heady_tui.engine.consent import new_denial, new_grant
 from heady_tui.engine.policies import PolicyState
 from heady_tui.records import Records
-from heady_tui.report import ReportData, ReportError, gather_report, parse_time, render
+from heady_tui.report import ReportData, ReportError, export_report, gather_report, parse_time, render
 from heady_tui.store import Store
 from report_kit import call, event, fill, metrics, open_in_chromium
+from reports_httpkit import FakeService, Recorded, Reply
 
 T0 = datetime(2026, 11, 20, 23, 50, tzinfo=timezone.utc).timestamp()  # the range crosses midnight UTC
 SINCE, UNTIL = T0, T0 + 1200
@@ -148,6 +149,18 @@ async def test_html_is_self_contained(store: Store, tmp_path: Path) -> None:
     assert set(re.findall(r"https?://[^\s\"'<>]+", page)) == {"http://www.w3.org/2000/svg"}  # SVG namespace only
 
 
+async def test_html_escapes_what_sessions_report_about_themselves(store: Store, tmp_path: Path) -> None:
+    hostile = "<script>alert(1)</script>"
+    frames = [
+        event(1, T0 + 1, "session.started", "s<1>", {"source": "claude-code", "project": hostile, "model": "claude-haiku-4-5"}),
+        event(2, T0 + 2, "llm.call", "s<1>", call("claude-haiku-4-5", input_tokens=1000)),
+    ]
+    await fill(store, "node&1", frames)
+    page = render(await _report(store, tmp_path), "html")
+    assert hostile not in page and "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "s&lt;1&gt;" in page and "node&amp;1" in page
+
+
 async def test_html_opens_in_headless_chromium_with_every_section(store: Store, tmp_path: Path) -> None:
     await _two_nodes(store, simulated=True)
     page = tmp_path / "report.html"
@@ -227,6 +240,47 @@ async def test_a_tampered_audit_chain_is_reported_as_failed(store: Store, tmp_pa
     report = await _report(store, tmp_path)
     assert report.audit.verified is False
     assert "VERIFICATION FAILED" in render(report, "md")
+
+
+def _openai_costs(request: Recorded) -> Reply:
+    day = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp())
+    result = {"object": "organization.costs.result", "amount": {"value": 1.1, "currency": "usd"}, "line_item": "gpt-5, input", "project_id": None}
+    bucket = {"object": "bucket", "start_time": day, "end_time": day + 86400, "results": [result]}
+    return Reply(200, {"object": "page", "data": [bucket], "has_more": False, "next_page": None})
+
+
+async def test_provider_costs_sit_beside_token_costs_per_day(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _two_nodes(store)
+    monkeypatch.setenv("HEADY_TEST_OPENAI_ADMIN", "sk-admin-test")
+    with FakeService(_openai_costs) as openai:
+        config = Config.model_validate({"cost": {"providers": {"openai_admin_key_env": "HEADY_TEST_OPENAI_ADMIN", "anthropic_admin_key_env": "HEADY_TEST_NO_KEY", "openai_base_url": openai.url}}})
+        report = await gather_report(store, config, _paths(tmp_path), since=SINCE, until=UNTIL, now=UNTIL + 5, ask_providers=True)
+    assert [(r.day, r.from_tokens_usd, r.from_provider_usd) for r in report.costs.reconciled] == [("2026-11-20", 4.45, 1.1), ("2026-11-21", 0.03, None)]
+    assert report.costs.provider_errors == {"anthropic": "anthropic: $HEADY_TEST_NO_KEY is not set (cost.providers.anthropic_admin_key_env)"}
+    md = render(report, "md")
+    assert "| 2026-11-20 | $4.45 | $1.10 |" in md and "| 2026-11-21 | $0.03 | - |" in md
+    assert "not available: anthropic: $HEADY_TEST_NO_KEY is not set" in md
+
+
+async def test_without_provider_keys_the_report_asks_nobody(store: Store, tmp_path: Path) -> None:
+    await _two_nodes(store)
+    report = await gather_report(store, Config(), _paths(tmp_path), since=SINCE, until=UNTIL, now=UNTIL + 5, ask_providers=True)
+    assert report.costs.reconciled == [] and report.costs.provider_errors == {}
+    assert "from provider" not in render(report, "md")
+
+
+async def test_export_report_writes_into_the_data_dir_reports_folder_by_default(store: Store, tmp_path: Path) -> None:
+    await _two_nodes(store)
+    path = await export_report(store, Config(), _paths(tmp_path), since=SINCE, until=UNTIL, now=UNTIL, fmt="md")
+    assert path == tmp_path / "reports" / "heady-report-20261121-001000.md"
+    assert "**Total cost: $4.48**" in path.read_text()
+
+
+async def test_export_report_to_an_unwritable_place_is_a_one_line_error(store: Store, tmp_path: Path) -> None:
+    await _two_nodes(store)
+    target = tmp_path / "missing" / "r.json"
+    with pytest.raises(ReportError, match=rf"^cannot write {re.escape(str(target))}: "):
+        await export_report(store, Config(), _paths(tmp_path), since=SINCE, until=UNTIL, now=UNTIL, fmt="json", output=target)
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,13 @@ def test_an_unwritable_output_exits_1_with_one_line_and_leaves_nothing(demo: Pat
 def test_a_data_dir_without_a_database_exits_1(tmp_path: Path) -> None:
     done = heady(tmp_path, "report", "export", "--data-dir", str(tmp_path / "empty"))
     assert done.returncode == 1 and "no data yet" in done.stderr
+
+
+def test_a_corrupt_database_exits_1_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "heady.db").write_bytes(b"this is not a database" * 100)
+    done = heady(tmp_path, "report", "export", "--data-dir", str(data), "--format", "json")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "corrupt or not a heady database" in done.stderr
+    assert done.stdout == ""

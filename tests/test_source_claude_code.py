@@ -319,18 +319,13 @@ async def test_lines_appended_while_the_source_runs_are_picked_up(home):
 
 
 def test_claude_config_dir_is_a_comma_separated_list_used_alone(tmp_path):
-    roots = resolve_roots(["~/.claude"], False, {"CLAUDE_CONFIG_DIR": f"{tmp_path}/a, {tmp_path}/b"})
+    roots = resolve_roots([str(tmp_path / "c")], {"CLAUDE_CONFIG_DIR": f"{tmp_path}/a, {tmp_path}/b"})
     assert roots == [tmp_path / "a", tmp_path / "b"]
 
 
-def test_roots_set_in_the_config_win_over_the_environment(tmp_path):
-    roots = resolve_roots([str(tmp_path / "c")], True, {"CLAUDE_CONFIG_DIR": str(tmp_path / "a")})
-    assert roots == [tmp_path / "c"]
-
-
-def test_without_either_the_default_roots_are_used():
-    assert resolve_roots(["~/.claude", "~/.config/claude"], False, {}) == [
-        Path("~/.claude").expanduser(), Path("~/.config/claude").expanduser()]
+def test_without_claude_config_dir_the_configured_roots_are_used(tmp_path):
+    assert resolve_roots(["~/.claude", str(tmp_path)], {"CLAUDE_CONFIG_DIR": " "}) == [
+        Path("~/.claude").expanduser(), tmp_path]
 
 
 # --- the registry and commands ------------------------------------------------------------------

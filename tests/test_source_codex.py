@@ -201,9 +201,9 @@ def test_a_quiet_session_ends(home):
     assert source.sessions() == []
 
 
-def test_codex_home_is_honoured_unless_roots_are_configured(tmp_path):
-    assert resolve_roots(["~/.codex"], False, {"CODEX_HOME": str(tmp_path)}) == [tmp_path]
-    assert resolve_roots([str(tmp_path / "x")], True, {"CODEX_HOME": str(tmp_path)}) == [tmp_path / "x"]
+def test_codex_home_replaces_the_configured_roots(tmp_path):
+    assert resolve_roots([str(tmp_path / "x")], {"CODEX_HOME": str(tmp_path)}) == [tmp_path]
+    assert resolve_roots([str(tmp_path / "x")], {}) == [tmp_path / "x"]
 
 
 @pytest.mark.parametrize("action,code", [("session.kill", "not_supported"), ("session.restart", "not_allowed")])

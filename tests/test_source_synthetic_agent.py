@@ -30,6 +30,8 @@ async def test_queue_overflow_shows_in_metrics_frames_and_they_are_marked_simula
         async with ws_connect(agent.url, agent.token) as ws:
             hello = await _subscribed(ws)
             assert hello["simulated"] is True
+            assert (hello["node"]["hostname"], hello["node"]["cpu_count"]) == ("sim-1", 8)
+            assert hello["node"]["mem_total"] == 32 * 1024**3
             frame, _ = await recv_until(
                 ws, lambda f: f.get("type") == "metrics" and f["queue_depth"] > 1000, timeout=30
             )

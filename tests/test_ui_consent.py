@@ -25,9 +25,10 @@ async def test_dialog_shows_the_plan_captured_when_it_opened(tmp_path):
         request = await drive_to_consent(app, pilot, clock)
         modal = await wait_until(pilot, lambda: dialog(app), "the consent dialog")
         text = str(modal.query_one("#consent-plan").content)
-        assert "task_queue_depth" in text
+        assert "task_queue_depth = 1547 (threshold 500, critical 1000)" in text
+        assert "response_time_p95 =" not in text, "a metric under its threshold is not a breach"
         for action in request.plan["actions"]:
-            assert f"queue.move on {action['node']} -> {action['to_node']} x{action['count']}" in text
+            assert f"{action['note']}  [{action['action']}]" in text
         assert "Estimated duration" in text and "target CPU at most 80%" in text
 
 

@@ -106,7 +106,7 @@ async def fixed_console(
         await close_offline(supervisor)
 
 
-OVERFLOW_NODES = (NodeSpec("build-1", 8, 35.0, 1400),) + DEFAULT_NODES[1:]
+OVERFLOW_NODES = (NodeSpec("build-1", 8, 40.0, 1400),) + DEFAULT_NODES[1:]
 
 
 async def drive_to_consent(app: HeadyApp, pilot: Any, clock: ManualClock) -> Any:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 async def _render(config: Config, paths: Paths, since: float, until: float, now: float, fmt: Format) -> str:
     store = await Store.open(paths.database, metric_rollup_s=config.store.metric_rollup_s)
     try:
-        report = await gather_report(store, config, paths, since=since, until=until, now=now)
+        report = await gather_report(store, config, paths, since=since, until=until, now=now, ask_providers=True)
     finally:
         await store.close()
     return render(report, fmt, config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from heady_tui.config import STRATEGIES, HealingConfig
@@ -122,6 +122,9 @@ class Task:
     commands: list[dict[str, Any]]  # {node, action, target, args}; console-side: {"action": "link.reconnect"}
     recommendation: str
     result: str | None = None
+    # repair_endpoint: commands that undo the back-off (session.resume of what was paused), run when
+    # the provider recovers; the task stays dispatched until then.
+    on_recovery: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +141,7 @@ class HealingCycle:
     tasks_created: list[str]
     dispatch: list[str]  # task ids the brain should dispatch now
     summary: str
+    recovered: list[str] = field(default_factory=list)  # task ids whose on_recovery commands are due now
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +149,14 @@ class HealingCycle:
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def provider_recovered(inp: HealingInput, provider: str) -> bool:
+    """Healthy traffic in the window (enough calls, error rate below the bar), or a whole window without
+    a failed call: once its sessions are paused a provider may see no traffic at all, and a quiet
+    window is the cool-down after which they may try again (a failure then reopens the weak point)."""
+    calls, failed = inp.provider_calls.get(provider, (0, 0))
+    return failed == 0 or (calls >= PROVIDER_MIN_CALLS and failed / calls < SESSION_ERROR_RATE)
 
 
 def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
@@ -324,6 +336,7 @@ class HealingEngine:
             wp.task_id = task.id
             created.append(task.id)
         dispatch = self._schedule(now)
+        recovered = self._recovered(inp, analyzers)
         open_wps = [wp for wp in self.weak_points.values() if wp.state == "open"]
         summary = (f"{kind}: {len(issues)} issue(s), {len(open_wps)} open weak point(s), {len(created)} new task(s), "
                    f"{len(dispatch)} to dispatch" + (f", {len(issues) - len(kept)} suppressed" if len(kept) < len(issues) else ""))
@@ -337,7 +350,21 @@ class HealingEngine:
             tasks_created=created,
             dispatch=dispatch,
             summary=summary,
+            recovered=recovered,
         )
+
+    def _recovered(self, inp: HealingInput, analyzers: tuple[str, ...]) -> list[str]:
+        """Backed-off repair_endpoint tasks whose provider recovered, or which expired waiting for it:
+        their sessions are resumed either way, so none is left paused and forgotten."""
+        if "provider_health" not in analyzers:
+            return []
+        due = []
+        for task in self.tasks.values():
+            if task.strategy != "repair_endpoint" or not task.on_recovery:
+                continue
+            if task.state == "expired" or (task.state == "dispatched" and provider_recovered(inp, task.subject)):
+                due.append(task.id)
+        return due
 
     def _schedule(self, now: float) -> list[str]:
         """suggested -> dispatched (auto strategies, within the per-node limit) or pending-approval."""
@@ -362,6 +389,16 @@ class HealingEngine:
 
     # --- task lifecycle (the brain reports outcomes) ----------------------------------
 
+    def restore(self, saved: list[dict[str, Any]]) -> None:
+        """Tasks from the store at start: the open ones, and those that still have sessions to resume."""
+        for body in saved:
+            if body.get("state") in OPEN_TASK_STATES or body.get("on_recovery"):
+                try:
+                    task = Task(**body)
+                except TypeError:
+                    continue  # a row written by an incompatible version: not worth failing the start
+                self.tasks[task.id] = task
+
     def task(self, task_id: str) -> Task:
         try:
             return self.tasks[task_id]
@@ -385,6 +422,34 @@ class HealingEngine:
     def finish(self, task_id: str, ok: bool, result: str, now: float) -> Task:
         task = self.task(task_id)
         task.state, task.updated, task.result = ("done" if ok else "failed"), now, result
+        return task
+
+    def backed_off(self, task_id: str, paused: list[dict[str, Any]], failed: list[str], now: float) -> Task:
+        """repair_endpoint after its pause commands: it waits (dispatched) for the provider to recover, then
+        resumes what was paused. Nothing paused: done at once, or failed when every pause failed."""
+        task = self.task(task_id)
+        task.on_recovery = [{**cmd, "action": "session.resume", "args": {}} for cmd in paused]
+        task.updated = now
+        problems = f"; not paused: {', '.join(failed)}" if failed else ""
+        if paused:
+            task.result = f"paused {len(paused)} session(s) on {task.subject}, waiting for it to recover{problems}"
+        elif failed:
+            task.state, task.result = "failed", f"no session paused{problems}"
+        else:
+            task.state, task.result = "done", f"no running session on {task.subject} to pause"
+        return task
+
+    def resumed(self, task_id: str, failed: list[str], now: float) -> Task:
+        """The on_recovery commands ran: a waiting task is done; an expired one keeps its state."""
+        task = self.task(task_id)
+        count = len(task.on_recovery)
+        task.on_recovery = []
+        problems = f" ({len(failed)} could not be resumed: {', '.join(failed)})" if failed else ""
+        if task.state == "expired":
+            task.result = f"{task.subject} still failing at expiry; resumed {count - len(failed)} of {count} session(s) anyway{problems}"
+        else:
+            task.state, task.result = "done", f"{task.subject} recovered; resumed {count - len(failed)} of {count} session(s){problems}"
+        task.updated = now
         return task
 
     def node_back(self, node: str, now: float) -> list[Task]:

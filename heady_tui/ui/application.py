@@ -37,8 +37,14 @@ from .widgets.panels import EventLog, StatusBar
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 # Below these sizes the screens use their compact layout.
-WIDE_WIDTH, TALL_HEIGHT = 120, 32
+WIDE_WIDTH, TALL_HEIGHT = 140, 32
 VIEWS = ("overview", "costs", "healing", "permissions", "audit")
+DECISION_WORDS = {
+    "deny": "rebalance denied (snoozed)",
+    "single": "rebalance allowed once",
+    "session": "rebalance allowed for this session",
+    "persistent": "rebalance always allowed (revocable on Permissions)",
+}
 
 
 class HeadyEventPosted(Message):
@@ -103,6 +109,7 @@ class HeadyApp(App[int]):
         color: str = "auto",
         manage_supervisor: bool = True,
     ) -> None:
+        self.theme_choice = theme or config.ui.theme  # read while the stylesheet is parsed
         super().__init__()
         unknown = sorted(set(config.ui.keymap) - {a.id for a in ACTIONS})
         if unknown:
@@ -111,7 +118,6 @@ class HeadyApp(App[int]):
         self.supervisor = supervisor
         self.config = config
         self.read_only = read_only
-        self.theme_choice = theme or config.ui.theme
         self.color = color
         # The app starts and stops the supervisor unless its caller owns it (tests, benchmarks).
         self.manage_supervisor = manage_supervisor
@@ -125,7 +131,13 @@ class HeadyApp(App[int]):
         self._consent_open: str | None = None
         self._unsubscribe = None
         self._events: deque[HeadyEvent] = deque(maxlen=500)
+        # (node, action, target, Result) of the operator's commands, newest last.
+        self.command_results: deque[tuple[str, str, str | None, Any]] = deque(maxlen=100)
         self.supervisor_error: str | None = None
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # The stylesheet names $heady-border and $sev-*; every theme must define them.
+        return dict(themes.THEMES[self.theme_choice].variables)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -180,8 +192,8 @@ class HeadyApp(App[int]):
             return
         self._check_consent()
         screen = self.screen
-        if not isinstance(screen, LiveScreen):
-            return
+        if not isinstance(screen, LiveScreen) or not screen.is_mounted:
+            return  # a screen still composing refreshes itself when it mounts
         if self.frozen and not force:
             return
         stamp = self.reader.stamp()
@@ -208,6 +220,9 @@ class HeadyApp(App[int]):
             (f"  {reader.online_count()}/{len(reader.fleet.nodes)} online", None),
             (f"  [{screen.TITLE_TEXT}]", None),
         ]
+        run = reader.rebalance()
+        if run is not None and run.state == "running":
+            parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}", "warning"))
         pending = len(self._consent_queue) + (1 if self._consent_open else 0)
         if pending:
             parts.append((f"  CONSENT PENDING {pending}", "critical"))
@@ -260,8 +275,7 @@ class HeadyApp(App[int]):
             self._consent_seen.discard(request_id)
             self.notify(f"consent {decision} failed: {exc}", severity="error", markup=False)
         else:
-            verb = "denied" if decision == "deny" else f"granted ({decision})"
-            self.notify(f"rebalance {verb}", markup=False)
+            self.notify(DECISION_WORDS[decision], markup=False)
         finally:
             self._consent_open = None
         self.refresh_now(force=True)
@@ -375,7 +389,11 @@ class HeadyApp(App[int]):
             self.notify("read-only console: nothing was sent", severity="warning")
             return False
         result = await self.supervisor.command(node, action, target, args or {})
+        self.command_results.append((node, action, target, result))
         what = f"{action} {target or node}"
+        for screen in self.screen_stack:
+            for log in screen.query(EventLog):
+                log.add_command(node, action, target, result.ok, result.error, self.reader.now())
         if result.ok:
             self.notify(f"{what}: done", markup=False)
         else:

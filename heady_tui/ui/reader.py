@@ -108,6 +108,19 @@ class FleetReader:
             )
         return lines
 
+    def rebalance(self):
+        """The current or last RebalanceStatus, None when there was none."""
+        return self.brain.rebalance_status() if self.brain is not None else None
+
+    def rebalance_line(self) -> tuple[str, str | None]:
+        run = self.rebalance()
+        if run is None:
+            return ("no rebalance run yet", None)
+        if run.state == "running":
+            return (f"rebalance {run.run_id}: step {run.steps_done}/{run.steps_total}, {run.priority}", "warning")
+        restored = "balance restored" if run.restored else "not restored"
+        return (f"last rebalance {run.run_id}: {run.reason_stopped}, {restored}, {run.reverted} reverted", "muted")
+
     def metric_levels(self) -> dict[str, tuple[float, float]]:
         detector = self.config.detector
         return {name: (getattr(detector, name).threshold, getattr(detector, name).critical) for name in METRIC_LABELS}

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from heady_agent.clock import ManualClock
-from heady_agent.protocol import Event, Hello, JournalInfo, Metrics, NodeInfo, SessionInfo, Sessions
+from heady_agent.protocol import Detail, Event, Hello, JournalInfo, Metrics, NodeInfo, ProcessRow, SessionInfo, Sessions
 
 from ..brain import Brain
 from ..config import Config, Paths
@@ -35,10 +35,10 @@ class NodeSpec:
 
 
 DEFAULT_NODES = (
-    NodeSpec("build-1", 8, 35.0, 40),
-    NodeSpec("build-2", 8, 62.0, 120),
-    NodeSpec("gpu-1", 16, 82.0, 15),
-    NodeSpec("edge-1", 4, 12.0, 0, online=False),
+    NodeSpec("build-1", 8, 40.0, 40),
+    NodeSpec("build-2", 8, 55.0, 120),
+    NodeSpec("gpu-1", 16, 70.0, 15),
+    NodeSpec("edge-1", 4, 32.0, 0, online=False),
 )
 
 
@@ -84,6 +84,16 @@ def _hello(spec: NodeSpec, index: int, simulated: bool) -> Hello:
     )
 
 
+def _processes(spec: NodeSpec, index: int, sessions: list[SessionInfo], now: float) -> Detail:
+    rows = [
+        ProcessRow(pid=s.pid or 0, name="claude" if s.source != "codex" else "codex", user="dev",
+                   cpu=round(spec.base_cpu / (i + 2), 1), rss=(300 + 40 * i) * 2**20, session=s.id)
+        for i, s in enumerate(sessions)
+    ]
+    rows.append(ProcessRow(pid=900 + index, name="heady-agent", user="heady", cpu=0.4, rss=38 * 2**20))
+    return Detail(ts=now, processes=rows)
+
+
 async def feed_fleet(
     supervisor: Supervisor,
     clock: ManualClock,
@@ -92,75 +102,78 @@ async def feed_fleet(
     sessions_per_node: int = 3,
     samples: int = 60,
     calls_per_session: int = 4,
+    tick_every: int = 5,
 ) -> None:
-    """History of `samples` seconds per node, then sessions with calls, all at fixed values."""
+    """`samples` seconds of history per node, delivered second by second as the clock advances
+    (the brain evaluates every `tick_every` seconds, so the equilibrium has a history too), then
+    the sessions' snapshot and a process list per node. All values come from fixed formulas."""
     simulated = supervisor.simulated
-    start = clock.now() - samples
+    start = clock.now()
+    streams: dict[str, list[Metrics | Event]] = {}
+    snapshots: dict[str, list[SessionInfo]] = {}
     for index, spec in enumerate(nodes):
         supervisor.fleet.node(spec.name)
         await supervisor.link_hello(spec.name, _hello(spec, index, simulated), None)
         supervisor.link_status(spec.name, "online", None)
-        journal = f"j-{spec.name}"
-        frames: list[Metrics | Event] = []
-        seq = 0
-        for i in range(samples):
-            seq += 1
-            wave = math.sin((i + index * 7) / 6.0)
-            cpu = max(0.0, min(100.0, spec.base_cpu + 15 * wave))
-            frames.append(
-                Metrics(
-                    journal=journal,
-                    seq=seq,
-                    ts=start + i,
-                    cpu=round(cpu, 1),
-                    load=[round(spec.cores * cpu / 100, 2), 1.0, 1.0],
-                    mem=round(40 + 20 * math.cos(i / 9.0 + index), 1),
-                    swap=0.0,
-                    mem_available=spec.cores * 2**30,
-                    queue_depth=spec.queue + (i % 5),
-                    procs=200 + index,
-                    simulated=simulated,
-                )
-            )
-        sessions = []
-        for s in range(sessions_per_node):
-            sid = f"{spec.name[:2]}{index:03d}-s{s}"
-            model = MODELS[(index + s) % len(MODELS)]
-            began = start + s * 3
-            seq += 1
-            frames.append(
-                Event(
-                    journal=journal, seq=seq, ts=began, kind="session.started", session=sid, simulated=simulated,
-                    data={"source": SOURCES[s % len(SOURCES)], "project": PROJECTS[(index + s) % len(PROJECTS)],
-                          "cwd": f"/srv/{PROJECTS[(index + s) % len(PROJECTS)]}", "pid": 4000 + index * 10 + s,
-                          "model": model, "title": None},
-                )
-            )
-            for c in range(calls_per_session):
-                seq += 1
-                frames.append(
-                    Event(
-                        journal=journal, seq=seq, ts=began + 10 + c * 9, kind="llm.call", session=sid, simulated=simulated,
-                        data={"provider": "openai" if model.startswith("gpt") else "anthropic", "model": model,
-                              "input_tokens": 1200 + 300 * c + 50 * s, "output_tokens": 400 + 80 * c,
-                              "cache_creation_tokens": 0, "cache_read_tokens": 8000 * (c + 1),
-                              "cost_usd": None, "latency_ms": 900 + 150 * c + 40 * index, "ok": (c + s + index) % 7 != 6,
-                              "error": None if (c + s + index) % 7 != 6 else "rate_limit"},
-                    )
-                )
-            state = ("running", "idle", "paused", "running")[s % 4]
-            seq += 1
-            frames.append(
-                Event(journal=journal, seq=seq, ts=began + 50, kind="session.state", session=sid, simulated=simulated,
-                      data={"state": state, "reason": None})
-            )
-            sessions.append(
-                SessionInfo(id=sid, source=SOURCES[s % len(SOURCES)], project=PROJECTS[(index + s) % len(PROJECTS)],
-                            model=model, state=state, started=began, pid=4000 + index * 10 + s)
-            )
-        await supervisor.link_frames(spec.name, journal, frames)
-        await supervisor.link_sessions(spec.name, Sessions(sessions=sessions))
+        streams[spec.name], snapshots[spec.name] = _stream(spec, index, start, samples, sessions_per_node,
+                                                          calls_per_session, simulated)
+    for second in range(samples):
+        until = start + second + 1
+        for spec in nodes:
+            stream = streams[spec.name]
+            due = [f for f in stream if f.ts < until]
+            if due:
+                streams[spec.name] = stream[len(due):]
+                await supervisor.link_frames(spec.name, f"j-{spec.name}", due)
+        clock.advance(1)
+        if supervisor.brain is not None and (second + 1) % tick_every == 0:
+            await supervisor.brain.tick()
+    for index, spec in enumerate(nodes):
+        await supervisor.link_sessions(spec.name, Sessions(sessions=snapshots[spec.name]))
+        supervisor.link_detail(spec.name, _processes(spec, index, snapshots[spec.name], clock.now()))
         if not spec.online:
             supervisor.link_status(spec.name, "offline", "connection refused")
-    if supervisor.brain is not None:
-        await supervisor.brain.tick()
+
+
+def _stream(
+    spec: NodeSpec, index: int, start: float, samples: int, sessions_per_node: int, calls_per_session: int, simulated: bool
+) -> tuple[list[Metrics | Event], list[SessionInfo]]:
+    """One node's frames in time order (seq increasing) and its sessions at the end."""
+    journal = f"j-{spec.name}"
+    timed: list[tuple[float, int, dict]] = []
+    for i in range(samples):
+        wave = math.sin((i + index * 7) / 6.0)
+        cpu = max(0.0, min(100.0, spec.base_cpu + 15 * wave))
+        timed.append((start + i, 0, dict(
+            type="metrics", cpu=round(cpu, 1), load=[round(spec.cores * cpu / 100, 2), 1.0, 1.0],
+            mem=round(40 + 20 * math.cos(i / 9.0 + index), 1), swap=0.0, mem_available=spec.cores * 2**30,
+            queue_depth=spec.queue + (i % 5), procs=200 + index,
+        )))
+    sessions = []
+    for s in range(sessions_per_node):
+        sid = f"{spec.name[:2]}{index:03d}-s{s}"
+        model = MODELS[(index + s) % len(MODELS)]
+        project = PROJECTS[(index + s) % len(PROJECTS)]
+        source = SOURCES[s % len(SOURCES)]
+        began = start + s * 3
+        pid = 4000 + index * 10 + s
+        timed.append((began, 1, dict(type="event", kind="session.started", session=sid, data={
+            "source": source, "project": project, "cwd": f"/srv/{project}", "pid": pid, "model": model, "title": None})))
+        for c in range(calls_per_session):
+            failed = (c * 3 + s * 5 + index * 7) % 19 == 0  # about 6 %: above the threshold, below critical
+            timed.append((began + 10 + c * 9, 1, dict(type="event", kind="llm.call", session=sid, data={
+                "provider": "openai" if model.startswith("gpt") else "anthropic", "model": model,
+                "input_tokens": 1200 + 300 * c + 50 * s, "output_tokens": 400 + 80 * c,
+                "cache_creation_tokens": 0, "cache_read_tokens": 8000 * (c + 1), "cost_usd": None,
+                "latency_ms": 900 + 150 * c + 40 * index, "ok": not failed, "error": "rate_limit" if failed else None})))
+        state = ("running", "idle", "paused", "running")[s % 4]
+        timed.append((began + 50, 1, dict(type="event", kind="session.state", session=sid,
+                                           data={"state": state, "reason": None})))
+        sessions.append(SessionInfo(id=sid, source=source, project=project, model=model, state=state,
+                                    started=began, pid=pid))
+    frames: list[Metrics | Event] = []
+    for seq, (ts, _, body) in enumerate(sorted(timed, key=lambda t: (t[0], t[1])), start=1):
+        kind = body.pop("type")
+        model = Metrics if kind == "metrics" else Event
+        frames.append(model(journal=journal, seq=seq, ts=ts, simulated=simulated, **body))
+    return frames, sessions

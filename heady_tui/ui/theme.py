@@ -31,6 +31,7 @@ DARK = Theme(
         "sev-warning": "#e5b449",
         "sev-critical": "#ef6461",
         "sev-muted": "#7d848c",
+        "heady-border": "#3d444c",
         "footer-key-foreground": "#5fafd7",
     },
 )
@@ -54,6 +55,7 @@ LIGHT = Theme(
         "sev-warning": "#9a6200",
         "sev-critical": "#b3261e",
         "sev-muted": "#5c636b",
+        "heady-border": "#98a2ad",
         "footer-key-foreground": "#0b5a8c",
     },
 )

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,11 @@ REGISTRY_STATES = {"busy": "running", "idle": "idle", "waiting": "idle"}
 SYNTHETIC_MODEL = "<synthetic>"
 
 
-def resolve_roots(configured: list[str], explicit: bool, environ: dict[str, str] | os._Environ[str]) -> list[Path]:
-    """Configured roots when set explicitly, else $CLAUDE_CONFIG_DIR (comma-separated, used alone), else defaults."""
-    if not explicit:
-        env = environ.get("CLAUDE_CONFIG_DIR", "").strip()
-        if env:
-            return [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
+def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
+    """$CLAUDE_CONFIG_DIR when set (a comma-separated list, used alone, as Claude Code itself does), else the configured roots."""
+    env = environ.get("CLAUDE_CONFIG_DIR", "").strip()
+    if env:
+        return [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
     return [Path(p).expanduser() for p in configured]
 
 
@@ -68,7 +68,7 @@ class ClaudeCodeSource(SessionSource):
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         cfg = ctx.config.claude_code
-        self.roots = resolve_roots(cfg.roots, "roots" in cfg.model_fields_set, os.environ)
+        self.roots = resolve_roots(cfg.roots, os.environ)
         self.poll_interval_s = cfg.poll_interval_s
         self._sessions: dict[str, _Session] = {}
         self._live: set[str] = set()

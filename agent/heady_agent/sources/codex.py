@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,11 @@ _REQUEST_EVENTS = ("task_started", "user_message", "token_count")
 _REQUEST_ITEMS = ("function_call_output", "custom_tool_call_output", "local_shell_call_output")
 
 
-def resolve_roots(configured: list[str], explicit: bool, environ: dict[str, str] | os._Environ[str]) -> list[Path]:
-    """Configured roots when set explicitly, else $CODEX_HOME, else the defaults."""
-    if not explicit:
-        env = environ.get("CODEX_HOME", "").strip()
-        if env:
-            return [Path(env).expanduser()]
+def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
+    """$CODEX_HOME when set (where Codex itself writes), else the configured roots."""
+    env = environ.get("CODEX_HOME", "").strip()
+    if env:
+        return [Path(env).expanduser()]
     return [Path(p).expanduser() for p in configured]
 
 
@@ -63,7 +63,7 @@ class CodexSource(SessionSource):
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         cfg = ctx.config.codex
-        self.roots = resolve_roots(cfg.roots, "roots" in cfg.model_fields_set, os.environ)
+        self.roots = resolve_roots(cfg.roots, os.environ)
         self.poll_interval_s = cfg.poll_interval_s
         self._sessions: dict[str, _Session] = {}
         self._live: set[str] = set()

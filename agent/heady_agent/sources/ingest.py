@@ -1,6 +1,7 @@
 """opencode sessions, from the event stream of `opencode serve` (facts: shared/SOURCES.md "opencode").
 
 The source follows `GET /event` (server-sent events) and reconnects with jittered back-off.
+It speaks HTTP/1.1 itself (asyncio streams), so the agent needs no HTTP client library.
 Assistant messages become `llm.call`s once complete (opencode prices them itself, so `cost_usd`
 is set), each counted once by message id, persisted. Kill aborts the running turn; prompt sends
 text with `prompt_async`; opencode defines both, so no command runs anything on this machine.
@@ -13,10 +14,11 @@ import json
 import logging
 import os
 import random
+import ssl
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from ..protocol import Command, FrameError, SessionInfo, parse_command_args
 from .base import CommandError, SessionSource
@@ -25,6 +27,8 @@ from .jsonl import as_int
 log = logging.getLogger("heady_agent.sources.ingest")
 
 HEARTBEAT_GRACE_S = 35.0  # opencode sends server.heartbeat every 10 s; silence this long is a dead stream
+REQUEST_TIMEOUT_S = 10.0
+MAX_HEADER_LINES = 100
 FIRST_BACKOFF_S = 0.5
 STATUS_STATES = {"busy": "running", "retry": "running", "idle": "idle"}
 ABORTED = "MessageAbortedError"  # the user stopped the turn: not a provider failure
@@ -61,6 +65,101 @@ def parse_sse(buffer: list[str], line: str) -> str | None:
     return None
 
 
+class HttpError(Exception):
+    """opencode could not be reached or answered something that is not HTTP."""
+
+
+class _Response:
+    def __init__(self, status: int, headers: dict[str, str], reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.status = status
+        self.headers = headers
+        self._reader = reader
+        self._writer = writer
+
+    async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
+        """The body as it arrives (chunked, sized or until close); each read waits at most `timeout`."""
+        read = self._reader
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size_line = await asyncio.wait_for(read.readline(), timeout)
+                try:
+                    size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise HttpError(f"bad chunk size {size_line[:20]!r}") from None
+                if size == 0:
+                    return
+                yield await asyncio.wait_for(read.readexactly(size), timeout)
+                await asyncio.wait_for(read.readline(), timeout)
+        elif "content-length" in self.headers:
+            remaining = int(self.headers["content-length"])
+            while remaining > 0:
+                data = await asyncio.wait_for(read.read(min(remaining, 65536)), timeout)
+                if not data:
+                    return
+                remaining -= len(data)
+                yield data
+        else:
+            while data := await asyncio.wait_for(read.read(65536), timeout):
+                yield data
+
+    async def body(self) -> bytes:
+        return b"".join([c async for c in self.chunks(REQUEST_TIMEOUT_S)])
+
+    async def lines(self) -> AsyncIterator[str]:
+        pending = b""
+        async for chunk in self.chunks(HEARTBEAT_GRACE_S):
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def http_request(base_url: str, method: str, path: str, body: Any = None) -> _Response:
+    """One HTTP/1.1 request (Connection: close). The agent keeps no HTTP client library for this."""
+    url = urlsplit(base_url)
+    tls = url.scheme == "https"
+    host = url.hostname or "127.0.0.1"
+    port = url.port or (443 if tls else 80)
+    payload = b"" if body is None else json.dumps(body).encode()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ssl.create_default_context() if tls else None), REQUEST_TIMEOUT_S
+        )
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise HttpError(f"cannot connect to {host}:{port}: {getattr(exc, 'strerror', None) or exc or 'timed out'}") from None
+    head = [f"{method} {url.path.rstrip('/')}{path} HTTP/1.1", f"Host: {url.netloc}", "Connection: close",
+            "Accept: application/json, text/event-stream"]
+    if body is not None:
+        head.append("Content-Type: application/json")
+    if method != "GET":
+        head.append(f"Content-Length: {len(payload)}")
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
+        parts = status_line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise HttpError(f"not an HTTP answer: {status_line[:40]!r}")
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADER_LINES):
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+        writer.close()
+        raise HttpError(f"{method} {path}: {exc or type(exc).__name__}") from None
+    except HttpError:
+        writer.close()
+        raise
+    return _Response(int(parts[1]), headers, reader, writer)
+
+
 class IngestSource(SessionSource):
     name = "ingest"
 
@@ -75,7 +174,6 @@ class IngestSource(SessionSource):
         self._skipped = 0
         self._connected = False
         self._task: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
 
     @property
     def skipped_events(self) -> int:
@@ -92,7 +190,6 @@ class IngestSource(SessionSource):
             session = self._load(sid)
             if session is not None and not session.ended:
                 self._live.add(sid)
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(10.0, read=HEARTBEAT_GRACE_S))
         self._task = asyncio.create_task(self._follow(), name="ingest-opencode")
 
     async def stop(self) -> None:
@@ -103,53 +200,53 @@ class IngestSource(SessionSource):
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     # --- the stream ---------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        assert self._client is not None
         backoff = FIRST_BACKOFF_S
-        failing_since_notice = False
+        failing = False
         while True:
             try:
                 await self._list_sessions()
-                async with self._client.stream("GET", "/event", headers={"Accept": "text/event-stream"}) as response:
-                    if response.status_code != 200:
-                        raise httpx.HTTPStatusError(
-                            f"GET /event answered {response.status_code}", request=response.request, response=response
-                        )
+                response = await http_request(self.base_url, "GET", "/event")
+                try:
+                    if response.status != 200:
+                        raise HttpError(f"GET /event answered {response.status}")
                     self._connected = True
-                    if failing_since_notice:
-                        failing_since_notice = False
+                    if failing:
+                        failing = False
                         self.ctx.notice("info", f"ingest: connected to opencode at {self.base_url}")
                     backoff = FIRST_BACKOFF_S
                     buffer: list[str] = []
-                    async for line in response.aiter_lines():
+                    async for line in response.lines():
                         data = parse_sse(buffer, line)
                         if data is not None:
                             self._handle_text(data)
-            except (httpx.HTTPError, OSError) as exc:
-                if not failing_since_notice:
-                    failing_since_notice = True
+                finally:
+                    response.close()
+            except (HttpError, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                if not failing:
+                    failing = True
                     self.ctx.notice("warning", f"ingest: opencode at {self.base_url} unavailable: {exc or type(exc).__name__}")
             self._connected = False
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self.reconnect_max_s)
 
     async def _list_sessions(self) -> None:
-        assert self._client is not None
-        response = await self._client.get("/session")
-        if response.status_code == 200:
+        response = await http_request(self.base_url, "GET", "/session")
+        try:
+            if response.status != 200:
+                return
             try:
-                listed = response.json()
+                listed = json.loads(await response.body())
             except ValueError:
                 return
-            for info in listed if isinstance(listed, list) else []:
-                if isinstance(info, dict) and isinstance(info.get("id"), str):
-                    self._known[info["id"]] = info
+        finally:
+            response.close()
+        for info in listed if isinstance(listed, list) else []:
+            if isinstance(info, dict) and isinstance(info.get("id"), str):
+                self._known[info["id"]] = info
 
     def _handle_text(self, text: str) -> None:
         try:
@@ -358,12 +455,11 @@ class IngestSource(SessionSource):
             raise CommandError("not_allowed", "session.restart needs a managed session; opencode sessions are only watched")
         else:
             raise CommandError("not_supported", f"{cmd.action}: opencode offers no way to do this")
-        if self._client is None:
-            raise CommandError("unavailable", "the ingest source is not running")
         try:
-            response = await self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise CommandError("unavailable", f"opencode at {self.base_url}: {exc or type(exc).__name__}") from None
-        if response.status_code >= 300:
-            raise CommandError("failed", f"opencode answered {response.status_code} to POST {path}")
-        return {"session": sid, "status": response.status_code}
+            response = await http_request(self.base_url, "POST", path, body)
+        except HttpError as exc:
+            raise CommandError("unavailable", f"opencode at {self.base_url}: {exc}") from None
+        response.close()
+        if response.status >= 300:
+            raise CommandError("failed", f"opencode answered {response.status} to POST {path}")
+        return {"session": sid, "status": response.status}

@@ -22,8 +22,11 @@ DECISIONS = ("deny", "single", "session", "persistent")
 
 
 def describe_action(action: dict[str, Any]) -> str:
-    """One planned action as a sentence fragment: what, where, how much."""
-    parts = [str(action.get("action") or action.get("kind"))]
+    """One planned action: the planner's own sentence when it wrote one, and the agent command."""
+    command = str(action.get("action") or action.get("kind"))
+    if action.get("note"):
+        return f"{action['note']}  [{command}]"
+    parts = [command]
     if action.get("target"):
         parts.append(f"session {action['target']}")
     parts.append(f"on {action.get('node')}")
@@ -33,8 +36,6 @@ def describe_action(action: dict[str, Any]) -> str:
         parts.append(f"x{action['count']}")
     if action.get("value") is not None:
         parts.append(f"= {action['value']}")
-    if action.get("note"):
-        parts.append(f"({action['note']})")
     return " ".join(parts)
 
 
@@ -57,6 +58,8 @@ def plan_text(reason: str, plan: dict[str, Any], levels: dict[str, tuple[float, 
     lines = [f"Reason: {reason}", f"Priority: {plan.get('priority', '?')}", "", "Breached:"]
     for name, value in sorted((plan.get("breaches") or {}).items()):
         threshold, critical = levels.get(name, (None, None))
+        if threshold is not None and value < threshold:
+            continue  # the plan carries every metric's value; the dialog names the ones over their line
         limits = "" if threshold is None else f" (threshold {fmt.metric_value(name, threshold)}, critical {fmt.metric_value(name, critical)})"
         lines.append(f"  {name} = {fmt.metric_value(name, value)}{limits}")
     actions = plan.get("actions") or []

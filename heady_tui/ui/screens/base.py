@@ -22,8 +22,9 @@ class LiveScreen(Screen):
     TITLE_TEXT = "Overview"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
+        # Before super(): Textual merges a class's BINDINGS when the class is created.
         cls.BINDINGS = bindings_for(cls.VIEW)
+        super().__init_subclass__(**kwargs)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -55,7 +56,7 @@ class LiveScreen(Screen):
         tables = list(self.query(KeyedTable))
         return tables[0] if tables else None
 
-    def on_filter_bar_changed(self, message: FilterBar.Changed) -> None:
+    def on_filter_bar_applied(self, message: FilterBar.Applied) -> None:
         table = self.filter_table()
         if table is not None:
             table.set_filter(message.text)

@@ -68,7 +68,7 @@ class HealingScreen(LiveScreen):
         tasks = brain.tasks()
         approvals: dict[str, tuple] = {}
         for task in sorted(tasks, key=lambda t: t.created):
-            if task.state == "pending-approval":
+            if task.state in ("pending-approval", "suggested"):
                 approvals[task_key(task.id)] = (
                     ("task", "warning"),
                     (task.strategy, None),

@@ -33,21 +33,27 @@ class HelpScreen(ModalScreen[None]):
         super().__init__()
         self.view = view
 
-    def compose(self) -> ComposeResult:
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(keys, description, where, note) of every action available here, this screen's first."""
         app = self.app
         read_only = getattr(app, "read_only", False)
+        ordered = sorted(
+            ACTIONS, key=lambda a: (a.screen not in ("app", self.view), list(SCREEN_TITLES).index(a.screen))
+        )
+        return [
+            (app.get_key_display_for(a), a.description, SCREEN_TITLES[a.screen], "confirms" if a.destructive else "")
+            for a in ordered
+            if not (read_only and a.changes_state)
+        ]
+
+    def compose(self) -> ComposeResult:
         table = Table(box=None, show_header=True, header_style="bold", expand=True, pad_edge=False)
         table.add_column("Key", no_wrap=True)
         table.add_column("Action")
         table.add_column("Where", no_wrap=True)
         table.add_column("", no_wrap=True)
-        ordered = sorted(ACTIONS, key=lambda a: (a.screen not in ("app", self.view), list(SCREEN_TITLES).index(a.screen)))
-        for action in ordered:
-            if read_only and action.changes_state:
-                continue
-            key = app.get_key_display_for(action)
-            notes = "confirms" if action.destructive else ""
-            table.add_row(key, action.description, SCREEN_TITLES[action.screen], notes)
+        for row in self.rows():
+            table.add_row(*row)
         with Vertical(classes="dialog"):
             yield Static("Keys", classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):

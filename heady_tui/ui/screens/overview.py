@@ -47,6 +47,9 @@ class OverviewScreen(LiveScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
+        log = self.query_one(EventLog)
+        for event in self.heady.recent_events[-200:]:
+            log.add(event)
         self.query_one("#nodes", KeyedTable).focus()
         self.refresh_view()
 
@@ -68,9 +71,9 @@ class OverviewScreen(LiveScreen):
         sessions.sync(app.cells(rows))
         active = sum(1 for r in reader.fleet.sessions.values() if r.active)
         sessions.border_title = f"Sessions ({active} live, {len(reader.fleet.sessions)} total)"
-        self.query_one(EquilibriumPanel).show(
-            reader.level(), reader.metric_lines(), compact=self.compact, ascii_only=app.ascii_only
-        )
+        panel = self.query_one(EquilibriumPanel)
+        panel.show(reader.level(), reader.metric_lines(), compact=self.compact, ascii_only=app.ascii_only)
+        panel.border_subtitle = reader.rebalance_line()[0]
         self.query_one(CostPanel).show(reader.cost_lines(compact=self.compact, ascii_only=app.ascii_only))
         app.update_status(self)
 

@@ -160,11 +160,18 @@ class EventLog(RichLog):
         line.append(" " + describe_event(event))
         self.write(line)
 
+    def add_command(self, node: str, action: str, target: str | None, ok: bool, error: str | None, ts: float) -> None:
+        """An operator's command and its answer, in the same log as the fleet's events."""
+        line = Text(f"{fmt.clock_time(ts)} ", end="")
+        line.append_text(styled(self.app, f"command {action}", "ok" if ok else "critical", bold=not ok))
+        line.append(f" node={node}" + (f" target={target}" if target else "") + (" ok" if ok else f" error={error}"))
+        self.write(line)
+
 
 class FilterBar(Input):
     """The `/` filter: typing narrows the focused table; Enter keeps it, Esc clears it."""
 
-    class Changed(Message):
+    class Applied(Message):
         def __init__(self, text: str, done: bool) -> None:
             super().__init__()
             self.text = text
@@ -175,12 +182,12 @@ class FilterBar(Input):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        self.post_message(self.Changed(event.value, done=False))
+        self.post_message(self.Applied(event.value, done=False))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.post_message(self.Changed(event.value, done=True))
+        self.post_message(self.Applied(event.value, done=True))
 
     def key_escape(self) -> None:
         self.value = ""
-        self.post_message(self.Changed("", done=True))
+        self.post_message(self.Applied("", done=True))

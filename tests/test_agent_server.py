@@ -350,3 +350,32 @@ async def test_unknown_http_path_is_404(tmp_path: Path) -> None:
         async with httpx.AsyncClient() as client:
             response = await client.get(_http(agent.url) + "/admin")
     assert response.status_code == 404
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+async def test_tls_serves_wss_that_verifies_against_the_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    async with running_agent(tmp_path, sources=(), extra={"tls_cert": str(cert), "tls_key": str(key)}) as agent:
+        assert agent.url.startswith("wss://")
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with ws_connect(agent.url, agent.token, ssl=trusted) as ws:
+            assert (await recv_json(ws))["type"] == "hello"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with ws_connect(agent.url, agent.token, ssl=ssl.create_default_context()):
+                pass

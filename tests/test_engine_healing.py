@@ -135,3 +135,13 @@ def test_repair_endpoint_with_nothing_paused_is_done_at_once():
     task = next(iter(he.tasks.values()))
     he.approve(task.id, 1)
     assert he.backed_off(task.id, [], [], 1).state == "done"
+
+
+def test_restore_brings_back_open_tasks_and_those_with_sessions_to_resume_only():
+    he = HealingEngine(HealingConfig(group_wait_s=0))
+    waiting = backed_off_repair(he)
+    saved = [t.to_dict() for t in he.tasks.values()]
+    closed = {**saved[0], "id": "t-closed", "state": "done", "on_recovery": []}
+    fresh = HealingEngine(HealingConfig())
+    fresh.restore([*saved, closed])
+    assert list(fresh.tasks) == [waiting.id] and fresh.tasks[waiting.id].on_recovery == waiting.on_recovery

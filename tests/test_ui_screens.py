@@ -165,7 +165,7 @@ async def test_help_lists_the_screen_actions_with_their_keys(tmp_path):
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         rows = {description: key for key, description, _, _ in app.screen.rows()}
         assert rows["Freeze"] == "F"
-        assert {"Overview", "Costs", "Filter", "Drain node", "Kill", "Revoke grant"} <= set(rows)
+        assert {"Overview", "Costs", "Filter", "Drain", "Kill", "Revoke"} <= set(rows)
         await pilot.press("escape")
         await wait_until(pilot, lambda: view(app) == "overview", "help closed")
 

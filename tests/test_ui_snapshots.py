@@ -11,7 +11,7 @@ import pytest
 from pytest_textual_snapshot import SVGImageExtension
 
 from heady_tui.ui.modals.consent import ConsentModal
-from uikit import OVERFLOW_NODES, drive_to_consent, fast_config, fixed_console, wait_until
+from uikit import drive_to_consent, fast_config, fixed_console, wait_until
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 50), id="160x50")]
 
@@ -73,7 +73,7 @@ async def test_main_views(tmp_path, svg, size, key):
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_consent_dialog(tmp_path, svg, size):
-    async with fixed_console(tmp_path, size=size, config=fast_config(), nodes=OVERFLOW_NODES) as (app, pilot, clock):
+    async with fixed_console(tmp_path, size=size, config=fast_config()) as (app, pilot, clock):
         await drive_to_consent(app, pilot, clock)
         assert svg == await show(app, pilot, lambda: isinstance(app.screen, ConsentModal), "the consent dialog")
 

@@ -18,7 +18,8 @@ from heady_agent.clock import ManualClock
 from heady_tui.config import Config, Paths
 from heady_tui.supervisor import Supervisor
 from heady_tui.ui.application import HeadyApp
-from heady_tui.ui.samplefleet import DEFAULT_NODES, FIXED_START, NodeSpec, close_offline, feed_fleet, open_offline
+from heady_agent.protocol import Metrics
+from heady_tui.ui.samplefleet import FIXED_START, close_offline, feed_fleet, open_offline
 from agentkit import running_agent
 
 WAIT_S = 30.0
@@ -106,17 +107,37 @@ async def fixed_console(
         await close_offline(supervisor)
 
 
-OVERFLOW_NODES = (NodeSpec("build-1", 8, 40.0, 1400),) + DEFAULT_NODES[1:]
+async def push_samples(supervisor: Supervisor, clock: ManualClock, queues: dict[str, int] | None = None) -> None:
+    """One fresh metrics frame per online node (its last values, queue depths overridden), through
+    the same entry point the node links use."""
+    for node in list(supervisor.fleet.nodes.values()):
+        m = node.metrics
+        if node.status != "online" or m is None or node.journal is None:
+            continue
+        frame = Metrics(
+            journal=node.journal, seq=node.last_seq + 1, ts=clock.now(), cpu=m.cpu, load=list(m.load), mem=m.mem,
+            swap=m.swap, mem_available=m.mem_available, queue_depth=(queues or {}).get(node.id, m.queue_depth),
+            simulated=node.simulated,
+        )
+        await supervisor.link_frames(node.id, node.journal, [frame])
+
+
+async def tick(supervisor: Supervisor, clock: ManualClock, queues: dict[str, int] | None = None) -> None:
+    clock.advance(0.5)
+    await push_samples(supervisor, clock, queues)
+    await supervisor.brain.tick()
+
+
+OVERFLOW = {"build-1": 1400}
 
 
 async def drive_to_consent(app: HeadyApp, pilot: Any, clock: ManualClock) -> Any:
-    """Tick the brain on the frozen fleet (queue past critical) until it asks for consent."""
-    brain = app.supervisor.brain
+    """Overflow build-1's queue past critical and tick the brain until it asks for consent."""
+    supervisor = app.supervisor
     for _ in range(20):
-        if brain.pending_consent():
+        await tick(supervisor, clock, OVERFLOW)
+        if supervisor.brain.pending_consent():
             break
-        clock.advance(0.5)
-        await brain.tick()
-    requests = brain.pending_consent()
+    requests = supervisor.brain.pending_consent()
     assert requests, "the brain never asked for consent"
     return requests[0]

@@ -38,6 +38,7 @@ from .widgets.panels import EventLog, StatusBar
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 # Below these sizes the screens use their compact layout.
 WIDE_WIDTH, TALL_HEIGHT = 140, 32
+CELL_CACHE_SIZE = 50_000
 VIEWS = ("overview", "costs", "healing", "permissions", "audit")
 DECISION_WORDS = {
     "deny": "rebalance denied (snoozed)",
@@ -134,6 +135,8 @@ class HeadyApp(App[int]):
         # (node, action, target, Result) of the operator's commands, newest last.
         self.command_results: deque[tuple[str, str, str | None, Any]] = deque(maxlen=100)
         self.supervisor_error: str | None = None
+        self._cell_cache: dict[ViewCell, Text] = {}
+        self._cell_cache_theme = ""
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # The stylesheet names $heady-border and $sev-*; every theme must define them.
@@ -203,10 +206,25 @@ class HeadyApp(App[int]):
         screen.refresh_view()
 
     def cells(self, rows: dict[str, tuple[ViewCell, ...]]) -> dict[str, tuple[Text | str, ...]]:
-        return {
-            key: tuple(themes.styled(self, text, severity) if severity else text for text, severity in row)
-            for key, row in rows.items()
-        }
+        """View cells as table cells: coloured Text for cells with a severity (cached: most repeat)."""
+        cache = self._cell_cache
+        if len(cache) > CELL_CACHE_SIZE or self._cell_cache_theme != self.theme:
+            cache.clear()
+            self._cell_cache_theme = self.theme
+        out = {}
+        for key, row in rows.items():
+            cells = []
+            for cell in row:
+                text, severity = cell
+                if severity is None:
+                    cells.append(text)
+                    continue
+                styled = cache.get(cell)
+                if styled is None:
+                    styled = cache[cell] = themes.styled(self, text, severity)
+                cells.append(styled)
+            out[key] = tuple(cells)
+        return out
 
     def update_status(self, screen: LiveScreen) -> None:
         reader = self.reader

@@ -17,7 +17,7 @@ _PERCENT_BANDS = (50.0, 70.0, 90.0)
 def money(usd: float | None) -> str:
     if usd is None:
         return "-"
-    if abs(usd) >= 1000:
+    if abs(usd) >= 100:
         return f"${usd:,.0f}"
     if abs(usd) >= 10:
         return f"${usd:.1f}"

@@ -32,6 +32,7 @@ class FleetReader:
     def __init__(self, supervisor: Any, config: Config) -> None:
         self.supervisor = supervisor
         self.config = config
+        self._node_rows = views.NodeRows()
 
     @property
     def fleet(self):
@@ -131,7 +132,7 @@ class FleetReader:
         return views.costs_today_by_node(self.fleet, day_start(self.now()))
 
     def node_rows(self, *, spark_width: int, compact: bool, ascii_only: bool = False):
-        return views.node_rows(
+        return self._node_rows.rows(
             self.fleet,
             self.now(),
             costs_today=self.costs_today(),

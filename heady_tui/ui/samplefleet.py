@@ -103,10 +103,14 @@ async def feed_fleet(
     samples: int = 60,
     calls_per_session: int = 4,
     tick_every: int = 5,
+    through_store: bool = True,
 ) -> None:
     """`samples` seconds of history per node, delivered second by second as the clock advances
     (the brain evaluates every `tick_every` seconds, so the equilibrium has a history too), then
-    the sessions' snapshot and a process list per node. All values come from fixed formulas."""
+    the sessions' snapshot and a process list per node. All values come from fixed formulas.
+
+    `through_store=False` hands frames straight to the fleet and the brain (what the supervisor
+    does after storing them), for large fleets where the store's writes are not what is measured."""
     simulated = supervisor.simulated
     start = clock.now()
     streams: dict[str, list[Metrics | Event]] = {}
@@ -124,7 +128,12 @@ async def feed_fleet(
             due = [f for f in stream if f.ts < until]
             if due:
                 streams[spec.name] = stream[len(due):]
-                await supervisor.link_frames(spec.name, f"j-{spec.name}", due)
+                if through_store:
+                    await supervisor.link_frames(spec.name, f"j-{spec.name}", due)
+                else:
+                    supervisor.fleet.apply_frames(spec.name, due)
+                    for frame in due:
+                        supervisor.brain.on_frame(spec.name, frame)
         clock.advance(1)
         if supervisor.brain is not None and (second + 1) % tick_every == 0:
             await supervisor.brain.tick()

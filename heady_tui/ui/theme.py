@@ -7,6 +7,8 @@ a white terminal.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from rich.style import Style
 from rich.text import Text
 from textual.app import App
@@ -69,7 +71,11 @@ def register(app: App, choice: str) -> None:
     app.theme = THEMES[choice].name
 
 
+@lru_cache(maxsize=64)
+def _style(colour: str | None, bold: bool) -> Style:
+    return Style(color=colour, bold=bold) if colour else Style(bold=bold)
+
+
 def styled(app: App, text: str, severity: str, *, bold: bool = False) -> Text:
     """`text` coloured by severity from the app's current theme (plain text, never markup)."""
-    colour = app.theme_variables.get(f"sev-{severity}")
-    return Text(text, style=Style(color=colour, bold=bold) if colour else Style(bold=bold), end="")
+    return Text(text, style=_style(app.theme_variables.get(f"sev-{severity}"), bold), end="")

@@ -120,32 +120,43 @@ def node_row(
     return tuple(cells[key] for key, _ in columns)
 
 
-def node_rows(
-    fleet: Fleet,
-    now: float,
-    *,
-    costs_today: dict[str, float],
-    spark_width: int,
-    compact: bool,
-    ascii_only: bool = False,
-) -> dict[str, tuple[ViewCell, ...]]:
-    counts: dict[str, int] = {}
-    for rec in fleet.sessions.values():
-        if rec.active:
-            counts[rec.node] = counts.get(rec.node, 0) + 1
-    rows = {}
-    for node_id in sorted(fleet.nodes):
-        node = fleet.nodes[node_id]
-        rows[node_id] = node_row(
-            node,
-            now,
-            sessions=counts.get(node_id, 0),
-            cost_today=costs_today.get(node_id),
-            spark_width=spark_width,
-            compact=compact,
-            ascii_only=ascii_only,
-        )
-    return rows
+class NodeRows:
+    """The nodes table's rows, rebuilt per node only when something it shows has changed: with
+    hundreds of nodes most are unchanged between two refreshes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[tuple, tuple[ViewCell, ...]]] = {}
+
+    def rows(
+        self,
+        fleet: Fleet,
+        now: float,
+        *,
+        costs_today: dict[str, float],
+        spark_width: int,
+        compact: bool,
+        ascii_only: bool = False,
+    ) -> dict[str, tuple[ViewCell, ...]]:
+        counts: dict[str, int] = {}
+        for rec in fleet.sessions.values():
+            if rec.active:
+                counts[rec.node] = counts.get(rec.node, 0) + 1
+        rows = {}
+        for node_id in sorted(fleet.nodes):
+            node = fleet.nodes[node_id]
+            sessions = counts.get(node_id, 0)
+            cost = costs_today.get(node_id)
+            stamp = (node.last_seq, len(node.cpu), node.status, node.journal, _since_text(node, now), sessions,
+                     fmt.money(cost), spark_width, compact, ascii_only)
+            cached = self._cache.get(node_id)
+            if cached is None or cached[0] != stamp:
+                row = node_row(node, now, sessions=sessions, cost_today=cost, spark_width=spark_width,
+                               compact=compact, ascii_only=ascii_only)
+                cached = self._cache[node_id] = (stamp, row)
+            rows[node_id] = cached[1]
+        for gone in set(self._cache) - set(fleet.nodes):
+            del self._cache[gone]
+        return rows
 
 
 def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewCell, ...]:

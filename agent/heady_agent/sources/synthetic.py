@@ -168,14 +168,12 @@ class SimSession:
 class _Counters:
     sessions: int = 0
     items: int = 0
-    done: int = 0
     arrivals: float = 0.0  # fractional arrivals carried between steps
 
 
 @dataclass
 class _Load:
     averages: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    demand: float = 0.0
     cpu: float = 0.0
     primed: bool = False
 
@@ -326,7 +324,6 @@ class SyntheticSource(SessionSource):
                 if worker.item_left <= 0:
                     worker.item = None
                     worker.free_since = t
-                    self._counters.done += 1
         # Workers above the limit leave as soon as they hold no item.
         excess = len(workers) - self._concurrency
         for worker in sorted(workers, key=lambda w: w.free_since):
@@ -522,7 +519,6 @@ class SyntheticSource(SessionSource):
         for i, tau in enumerate(LOAD_TAUS):
             alpha = 1.0 - math.exp(-STEP_S / tau)
             load.averages[i] += alpha * (demand - load.averages[i])
-        load.demand = demand
         load.cpu = min(100.0, max(0.0, demand / CPU_COUNT * 85.0 + self._rng.uniform(0.0, 3.0)))
 
     # --- what the agent reads -------------------------------------------------------------

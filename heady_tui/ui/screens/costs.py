@@ -1,10 +1,12 @@
 """Costs: today, month, burn rate and projection, budgets, and cost by day / model / node /
-project / session (`b` cycles the grouping)."""
+project / session. Wide terminals show every grouping at once; compact ones one at a time
+(`b` cycles)."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.containers import Grid
 from textual.widgets import Static
 
 from .. import formatting as fmt
@@ -13,8 +15,9 @@ from ..widgets.spark import bar
 from ..widgets.table import KeyedTable
 from .base import LiveScreen
 
-GROUPS = (("by_day", "day"), ("by_model", "model"), ("by_node", "node"), ("by_project", "project"), ("by_session", "session"))
+GROUPS = (("by_model", "model"), ("by_node", "node"), ("by_project", "project"), ("by_day", "day"), ("by_session", "session"))
 COLUMNS = (("name", "Name"), ("cost", "Cost"), ("share", "Share"), ("bar", ""))
+ROWS = 500
 
 
 class CostsScreen(LiveScreen):
@@ -24,35 +27,39 @@ class CostsScreen(LiveScreen):
     def __init__(self, *, compact: bool) -> None:
         super().__init__(name="costs")
         self.compact = compact
-        self.group = 1  # by model first: the usual question
+        self.group = 0  # compact layout: the grouping shown
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         summary = Static(id="cost-summary", classes="detail-info")
         summary.border_title = "Spend"
         yield summary
-        yield KeyedTable(COLUMNS, id="cost-table")
+        if self.compact:
+            yield KeyedTable(COLUMNS, id="cost-table")
+        else:
+            with Grid(id="cost-grid"):
+                for attr, label in GROUPS:
+                    table = KeyedTable(COLUMNS, id=f"cost-{attr}")
+                    table.border_title = f"Cost by {label}"
+                    yield table
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one("#cost-table", KeyedTable).focus()
+        self.query(KeyedTable).first().focus()
         self.refresh_view()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next_group" and not self.compact:
+            return False  # every grouping is already on screen
+        return super().check_action(action, parameters)
 
     def action_next_group(self) -> None:
         self.group = (self.group + 1) % len(GROUPS)
         self.query_one("#cost-table", KeyedTable).clear_rows()
         self.refresh_view()
 
-    def refresh_view(self) -> None:
+    def _summary(self, summary) -> Text:
         app = self.heady
-        summary = app.reader.cost_summary()
-        table = self.query_one("#cost-table", KeyedTable)
-        attr, label = GROUPS[self.group]
-        table.border_title = f"Cost by {label}  (b: by {GROUPS[(self.group + 1) % len(GROUPS)][1]})"
-        if summary is None:
-            self.query_one("#cost-summary", Static).update("starting...")
-            app.update_status(self)
-            return
         width = 12 if self.compact else 24
         lines = [
             [(f"today {fmt.money(summary.today_usd)}   month {fmt.money(summary.month_usd)}   "
@@ -69,15 +76,34 @@ class CostsScreen(LiveScreen):
                 text.append("\n")
             for chunk, severity in line:
                 text.append_text(app.cells({"c": ((chunk, severity),)})["c"][0] if severity else Text(chunk, end=""))
-        self.query_one("#cost-summary", Static).update(text)
-        values: dict[str, float] = getattr(summary, attr)
+        return text
+
+    def _rows(self, values: dict[str, float], by_day: bool) -> dict[str, tuple]:
         total = sum(values.values()) or 1.0
-        ordered = sorted(values.items(), key=(lambda kv: kv[0]) if attr == "by_day" else (lambda kv: -kv[1]))
-        if attr == "by_day":
-            ordered.reverse()
+        if by_day:
+            ordered = sorted(values.items(), reverse=True)  # newest day first
+        else:
+            ordered = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
         rows = {}
-        for name, cost in ordered[:500]:
+        for name, cost in ordered[:ROWS]:
             share = cost / total
-            rows[name] = (Text(name, end=""), fmt.money(cost), f"{share * 100:.1f}%", bar(share, 20, ascii_only=app.ascii_only))
-        table.sync(rows)
+            rows[name] = (Text(name, end=""), fmt.money(cost), f"{share * 100:.1f}%", bar(share, 16, ascii_only=self.heady.ascii_only))
+        return rows
+
+    def refresh_view(self) -> None:
+        app = self.heady
+        summary = app.reader.cost_summary()
+        if summary is None:
+            self.query_one("#cost-summary", Static).update("starting...")
+            app.update_status(self)
+            return
+        self.query_one("#cost-summary", Static).update(self._summary(summary))
+        if self.compact:
+            attr, label = GROUPS[self.group]
+            table = self.query_one("#cost-table", KeyedTable)
+            table.border_title = f"Cost by {label}  (b: by {GROUPS[(self.group + 1) % len(GROUPS)][1]})"
+            table.sync(self._rows(getattr(summary, attr), attr == "by_day"))
+        else:
+            for attr, _ in GROUPS:
+                self.query_one(f"#cost-{attr}", KeyedTable).sync(self._rows(getattr(summary, attr), attr == "by_day"))
         app.update_status(self)

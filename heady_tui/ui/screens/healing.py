@@ -13,6 +13,7 @@ from .base import LiveScreen
 
 APPROVAL_COLUMNS = (("kind", "Kind"), ("what", "What"), ("subject", "Subject"), ("since", "Since"), ("why", "Why"))
 TASK_COLUMNS = (("id", "Task"), ("strategy", "Strategy"), ("subject", "Subject"), ("state", "State"), ("updated", "Updated"), ("result", "Result"))
+CYCLE_COLUMNS = (("time", "Time"), ("kind", "Kind"), ("weak", "Weak pts"), ("tasks", "Tasks"), ("summary", "Summary"))
 WEAK_COLUMNS = (("subject", "Subject"), ("analyzer", "Analyzer"), ("strategy", "Strategy"), ("opened", "Open for"), ("issues", "Issues"))
 TASK_SEVERITY = {
     "suggested": "careful",
@@ -52,6 +53,10 @@ class HealingScreen(LiveScreen):
             weak = KeyedTable(WEAK_COLUMNS, id="weak-points")
             weak.border_title = "Weak points"
             yield weak
+            if not self.compact:
+                cycles = KeyedTable(CYCLE_COLUMNS, id="cycles")
+                cycles.border_title = "Healing cycles"
+                yield cycles
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
@@ -108,6 +113,17 @@ class HealingScreen(LiveScreen):
                 Text("; ".join(wp.issues)[:100], end=""),
             )
         self.query_one("#weak-points", KeyedTable).sync(weak_rows)
+        if not self.compact:
+            cycles = {}
+            for cycle in reversed(brain.healing_cycles(50)):
+                cycles[cycle["id"]] = (
+                    fmt.clock_time(cycle["at"]),
+                    cycle["kind"],
+                    str(len(cycle["weak_points"])),
+                    str(len(cycle["tasks_created"])),
+                    Text(cycle["summary"], end=""),
+                )
+            self.query_one("#cycles", KeyedTable).sync(cycles)
         app.update_status(self)
 
     def _selected(self) -> list[str] | None:

@@ -67,7 +67,7 @@ class EquilibriumPanel(Static):
 
     def _wide(self, lines: Sequence[MetricLine], width: int, ascii_only: bool) -> Text:
         fixed = 14 + 8 + 12 + 12 + 9 + 22  # label, value, threshold, critical, state, trend
-        spark_w = max(8, width - fixed)
+        spark_w = max(8, min(width - fixed, 60))
         text = Text(end="")
         for i, line in enumerate(lines):
             if i:

@@ -1,0 +1,95 @@
+"""End to end in a real terminal: `heady demo --scenario queue-overflow` inside tmux, the consent
+dialog answered with one key press, then `heady audit log --json` shows the grant."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+HEADY = [sys.executable, "-m", "heady_tui"]
+WAIT_S = 90.0
+
+CONFIG = """
+[detector]
+evaluation_interval_s = 0.5
+for_seconds = 1.0
+clear_seconds = 1.0
+keep_firing_seconds = 1.0
+
+[ui]
+refresh_hz = 8
+"""
+
+pytestmark = pytest.mark.slow
+
+
+class Tmux:
+    """One tmux server on its own socket, so the test never touches the user's sessions."""
+
+    def __init__(self) -> None:
+        self.socket = f"heady-test-{uuid.uuid4().hex[:8]}"
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, timeout=30)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "heady", check=False).stdout
+
+    def alive(self) -> bool:
+        return self.run("has-session", "-t", "heady", check=False).returncode == 0
+
+    def wait_for(self, text: str, timeout: float = WAIT_S) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.25)
+        raise AssertionError(f"{text!r} never appeared; the screen was:\n{self.screen()}")
+
+    def kill(self) -> None:
+        self.run("kill-server", check=False)
+
+
+def test_demo_in_tmux_asks_for_consent_and_the_answer_lands_in_the_audit_log(tmp_path: Path):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (scripts/test.sh installs it)")
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    data = tmp_path / "data"
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+           "TERM": "xterm-256color"}
+    command = " ".join(
+        [*HEADY, "--config", str(config), "--data-dir", str(data), "demo", "--scenario", "queue-overflow", "--speed", "4"]
+    )
+    tmux = Tmux()
+    try:
+        tmux.run("new-session", "-d", "-s", "heady", "-x", "120", "-y", "40", "-c", str(Path.cwd()),
+                 *[arg for key, value in env.items() if key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "TERM")
+                   for arg in ("-e", f"{key}={value}")], command)
+        tmux.wait_for("SIMULATED")
+        tmux.wait_for("Permission to rebalance the fleet?")
+        tmux.run("send-keys", "-t", "heady", "o")
+        tmux.wait_for("rebalance.started")
+        tmux.run("send-keys", "-t", "heady", "q")
+        deadline = time.monotonic() + 30
+        while tmux.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not tmux.alive(), "heady did not exit on q"
+    finally:
+        tmux.kill()
+    log = subprocess.run([*HEADY, "--config", str(config), "--data-dir", str(data), "audit", "log", "--json"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert log.returncode == 0, log.stderr
+    entries = [json.loads(line) for line in log.stdout.splitlines()]
+    grants = [e for e in entries if e["action"] == "consent.grant"]
+    assert [g["details"]["scope"] for g in grants] == ["single"]
+    assert any(e["action"].startswith("rebalance") for e in entries)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import ipaddress
 import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -126,7 +127,7 @@ async def test_an_oversized_frame_ends_the_connection_with_an_error_and_keeps_ea
         await ws.recv()
         await ws.send(metrics_frame(1))
         await ws.send("x" * (2 << 20))
-        await asyncio.sleep(30)
+        await ws.wait_closed()
 
     async with hostile(handler) as url, console(tmp_path, [node(url)]) as sup:
         await wait_until(lambda: "larger than" in error_of(sup), what="oversized frame error")
@@ -156,7 +157,7 @@ async def test_seq_going_backwards_is_an_error_and_the_resubscribe_starts_after_
 async def test_a_wrong_protocol_version_is_a_node_error(tmp_path):
     async def handler(ws):
         await ws.send(hello_frame(protocol=2))
-        await asyncio.sleep(30)
+        await ws.wait_closed()
 
     async with hostile(handler) as url, console(tmp_path, [node(url)]) as sup:
         await wait_until(lambda: "protocol mismatch" in error_of(sup), what="protocol error")
@@ -165,7 +166,7 @@ async def test_a_wrong_protocol_version_is_a_node_error(tmp_path):
 
 async def test_a_silent_agent_times_out_waiting_for_hello(tmp_path):
     async def handler(ws):
-        await asyncio.sleep(30)
+        await ws.wait_closed()
 
     async with hostile(handler) as url, console(tmp_path, [node(url)], hello_timeout_s=0.3) as sup:
         await wait_until(lambda: "no hello within" in error_of(sup), what="silence detected")
@@ -175,7 +176,7 @@ async def test_an_agent_that_goes_quiet_after_hello_is_detected(tmp_path):
     async def handler(ws):
         await ws.send(hello_frame())
         await ws.recv()
-        await asyncio.sleep(30)
+        await ws.wait_closed()
 
     async with hostile(handler) as url, console(tmp_path, [node(url)], idle_timeout_s=0.5) as sup:
         await wait_until(lambda: "no data for" in error_of(sup), what="idle timeout")
@@ -200,18 +201,15 @@ async def test_an_unreachable_node_is_an_error_and_publishes_node_offline(tmp_pa
 
 
 def expired_certificate(tmp_path: Path) -> tuple[Path, Path]:
-    crypto = pytest.importorskip("cryptography", reason="cryptography is needed to make a test certificate")
+    pytest.importorskip("cryptography", reason="cryptography is needed to make a test certificate")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    assert crypto
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
-
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -235,7 +233,7 @@ async def test_an_expired_certificate_is_refused_with_the_reason(tmp_path):
 
     async def handler(ws):
         await ws.send(hello_frame())
-        await asyncio.sleep(30)
+        await ws.wait_closed()
 
     async with hostile(handler, ssl_context=server_tls) as url, console(tmp_path, [node(url, ca_file=str(cert))]) as sup:
         await wait_until(lambda: "certificate has expired" in error_of(sup), what="TLS error")
@@ -252,7 +250,7 @@ async def test_insecure_skip_verify_connects_and_warns_every_time(tmp_path, capl
         await ws.send(hello_frame())
         await ws.recv()
         await ws.send(metrics_frame(1))
-        await asyncio.sleep(30)
+        await ws.wait_closed()
 
     async with hostile(handler, ssl_context=server_tls) as url:
         async with console(tmp_path, [node(url, insecure_skip_verify=True)]) as sup:
@@ -287,7 +285,7 @@ async def test_a_new_journal_is_published_as_a_journal_reset(tmp_path):
         if journal == "j1":
             await asyncio.sleep(0.2)
             return  # drops the connection; the next one comes back with a new journal
-        await asyncio.sleep(30)
+        await ws.wait_closed()
 
     async with hostile(handler) as url, console(tmp_path, [node(url)]) as sup:
         await wait_until(lambda: any(e.name == "node.journal_reset" for e in sup.test_events), what="journal reset")

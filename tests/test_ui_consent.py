@@ -17,7 +17,8 @@ async def test_dialog_opens_when_the_brain_asks_and_focuses_deny(tmp_path):
         request = await drive_to_consent(app, pilot, clock)
         modal = await wait_until(pilot, lambda: dialog(app), "the consent dialog")
         assert modal.request_id == request.id
-        assert app.focused is not None and app.focused.id == "deny"
+        focused = await wait_until(pilot, lambda: app.focused, "focus in the dialog")
+        assert focused.id == "deny"
 
 
 async def test_dialog_shows_the_plan_captured_when_it_opened(tmp_path):

@@ -1,6 +1,6 @@
 """HeadyApp: the Textual console over a Supervisor.
 
-Refresh model (kind to SSH links): a self-rescheduling timer at [ui] refresh_hz repaints the active
+Refresh model (kind to SSH links): one timer at [ui] refresh_hz repaints the active
 screen only when the fleet or brain changed, never while frozen (`f`), while a modal is open or for
 screens that are not on top. Tables update changed cells only. Consent requests from the brain
 queue up and open one dialog at a time over whatever screen is showing.
@@ -137,6 +137,7 @@ class HeadyApp(App[int]):
         self.supervisor_error: str | None = None
         self._cell_cache: dict[ViewCell, Text] = {}
         self._cell_cache_theme = ""
+        self._views: dict[str, LiveScreen] = {}
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # The stylesheet names $heady-border and $sev-*; every theme must define them.
@@ -150,10 +151,12 @@ class HeadyApp(App[int]):
             self.set_keymap(dict(self.config.ui.keymap))
         self.compact = self._is_compact(self.size.width, self.size.height)
         self._unsubscribe = self.supervisor.subscribe(self._deliver_event)
-        self.push_screen(self._make_view("overview"))
+        self.push_screen(self._view("overview"))
         if self.manage_supervisor:
             self._start_supervisor()
-        self._schedule_refresh()
+        # One repeating timer: refresh_now is synchronous, so ticks never overlap, and one Timer
+        # costs less than scheduling a new one per tick (it matters for idle CPU over SSH).
+        self.set_interval(self._refresh_interval, self._on_refresh_timer, name="heady-refresh")
         self._check_size(self.size.width, self.size.height)
 
     @work(exclusive=True, group="supervisor", exit_on_error=False)
@@ -177,14 +180,8 @@ class HeadyApp(App[int]):
 
     # --- refresh -----------------------------------------------------------------------
 
-    def _schedule_refresh(self) -> None:
-        self.set_timer(self._refresh_interval, self._on_refresh_timer)
-
     def _on_refresh_timer(self) -> None:
-        try:
-            self.refresh_now()
-        finally:
-            self._schedule_refresh()
+        self.refresh_now()
 
     def modal_open(self) -> bool:
         return isinstance(self.screen, ModalScreen)
@@ -248,18 +245,22 @@ class HeadyApp(App[int]):
             parts.append(("  PAUSED", "critical"))
         if self.read_only:
             parts.append(("  READ-ONLY", "careful"))
-        screen.query_one(StatusBar).show(parts)
+        screen.part("#status", StatusBar).show(parts)
 
     # --- events and consent ------------------------------------------------------------
 
     def on_heady_event_posted(self, message: HeadyEventPosted) -> None:
         event = message.event
         self._events.append(event)
-        for screen in self.screen_stack:
-            for log in screen.query(EventLog):
-                log.add(event)
+        for log in self._event_logs():
+            log.add(event)
         if event.name == "consent.requested":
             self._check_consent()
+
+    def _event_logs(self) -> list[EventLog]:
+        """Event logs of every kept view, shown or not, so none misses an event."""
+        screens = {id(s): s for s in [*self.screen_stack, *self._views.values()]}
+        return [log for screen in screens.values() if screen.is_mounted for log in screen.query(EventLog)]
 
     @property
     def recent_events(self) -> list[HeadyEvent]:
@@ -311,7 +312,7 @@ class HeadyApp(App[int]):
             self.compact = compact
             screen = self.screen
             if isinstance(screen, LiveScreen) and screen.VIEW in VIEWS:
-                self.switch_screen(self._make_view(screen.VIEW))
+                self.switch_screen(self._view(screen.VIEW))
         self._check_size(event.size.width, event.size.height)
 
     def _check_size(self, width: int, height: int) -> None:
@@ -340,13 +341,23 @@ class HeadyApp(App[int]):
         }
         return classes[name](compact=self.compact)
 
+    def _view(self, name: str) -> str:
+        """The installed screen for a main view in the current layout, made on first use and kept,
+        so switching back and forth repaints instead of rebuilding hundreds of rows."""
+        key = f"{name}-{'compact' if self.compact else 'wide'}"
+        if key not in self._views:
+            screen = self._make_view(name)
+            self.install_screen(screen, key)
+            self._views[key] = screen
+        return key
+
     def action_switch_view(self, name: str) -> None:
         if isinstance(self.screen, LiveScreen) and self.screen.VIEW == name:
             return
         # Views replace each other at the bottom of the stack; details stack on top of a view.
         while len(self.screen_stack) > 2:
             self.pop_screen()
-        self.switch_screen(self._make_view(name))
+        self.switch_screen(self._view(name))
 
     def open_node(self, node_id: str) -> None:
         from .screens.node import NodeScreen
@@ -362,7 +373,7 @@ class HeadyApp(App[int]):
         if len(self.screen_stack) > 2:
             self.pop_screen()
         elif isinstance(self.screen, LiveScreen) and self.screen.VIEW != "overview":
-            self.switch_screen(self._make_view("overview"))
+            self.switch_screen(self._view("overview"))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -409,9 +420,8 @@ class HeadyApp(App[int]):
         result = await self.supervisor.command(node, action, target, args or {})
         self.command_results.append((node, action, target, result))
         what = f"{action} {target or node}"
-        for screen in self.screen_stack:
-            for log in screen.query(EventLog):
-                log.add_command(node, action, target, result.ok, result.error, self.reader.now())
+        for log in self._event_logs():
+            log.add_command(node, action, target, result.ok, result.error, self.reader.now())
         if result.ok:
             self.notify(f"{what}: done", markup=False)
         else:

@@ -44,7 +44,7 @@ class AuditScreen(LiveScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one("#audit-entries", KeyedTable).focus()
+        self.part("#audit-entries", KeyedTable).focus()
         self.action_verify()
         self.refresh_view()
 
@@ -69,7 +69,7 @@ class AuditScreen(LiveScreen):
                 Text(details[:120], end=""),
                 entry.hash[:12],
             )
-        self.query_one("#audit-entries", KeyedTable).sync(rows)
+        self.part("#audit-entries", KeyedTable).sync(rows)
 
     @work(exclusive=True, group="audit-verify")
     async def action_verify(self) -> None:
@@ -80,6 +80,6 @@ class AuditScreen(LiveScreen):
         anchor = f"anchor {result.anchor.count} entries" if result.anchor else "no anchor yet"
         verdict = "VERIFIED" if result.ok else "BROKEN"
         line = f"{verdict}: {result.entries} entries, head {result.head.hash[:16]}, {anchor}. {result.message}"
-        self.query_one("#audit-verdict", Static).update(
+        self.part("#audit-verdict", Static).update(
             self.heady.cells({"v": ((line, "ok" if result.ok else "critical"),)})["v"][0]
         )

@@ -3,7 +3,7 @@ the status bar, the filter bar and the footer, and the hook the app's refresh ti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import ComposeResult
 from textual.screen import Screen
@@ -14,7 +14,9 @@ from ..widgets.panels import FilterBar, StatusBar
 from ..widgets.table import KeyedTable
 
 if TYPE_CHECKING:
-    from ..app import HeadyApp
+    from ..application import HeadyApp
+
+W = TypeVar("W")
 
 
 class LiveScreen(Screen):
@@ -29,6 +31,14 @@ class LiveScreen(Screen):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.last_stamp: object = None
+        self._parts: dict[str, Any] = {}
+
+    def part(self, selector: str, expect_type: type[W]) -> W:
+        """query_one, remembered: refreshes run often, and keep working on a screen being torn down."""
+        found = self._parts.get(selector)
+        if found is None:
+            found = self._parts[selector] = self.query_one(selector, expect_type)
+        return found
 
     @property
     def heady(self) -> "HeadyApp":
@@ -48,6 +58,12 @@ class LiveScreen(Screen):
 
     def refresh_view(self) -> None:
         """Read the supervisor and update widgets; called by the app's throttled timer."""
+
+    def on_screen_resume(self) -> None:
+        # A kept view shown again: paint what is current now rather than at the next tick.
+        if self.is_mounted and not self.heady.frozen:
+            self.last_stamp = self.heady.reader.stamp()
+            self.refresh_view()
 
     def filter_table(self) -> KeyedTable | None:
         focused = self.focused

@@ -55,7 +55,7 @@ class CostsScreen(LiveScreen):
 
     def action_next_group(self) -> None:
         self.group = (self.group + 1) % len(GROUPS)
-        self.query_one("#cost-table", KeyedTable).clear_rows()
+        self.part("#cost-table", KeyedTable).clear_rows()
         self.refresh_view()
 
     def _summary(self, summary) -> Text:
@@ -94,16 +94,16 @@ class CostsScreen(LiveScreen):
         app = self.heady
         summary = app.reader.cost_summary()
         if summary is None:
-            self.query_one("#cost-summary", Static).update("starting...")
+            self.part("#cost-summary", Static).update("starting...")
             app.update_status(self)
             return
-        self.query_one("#cost-summary", Static).update(self._summary(summary))
+        self.part("#cost-summary", Static).update(self._summary(summary))
         if self.compact:
             attr, label = GROUPS[self.group]
-            table = self.query_one("#cost-table", KeyedTable)
+            table = self.part("#cost-table", KeyedTable)
             table.border_title = f"Cost by {label}  (b: by {GROUPS[(self.group + 1) % len(GROUPS)][1]})"
             table.sync(self._rows(getattr(summary, attr), attr == "by_day"))
         else:
             for attr, _ in GROUPS:
-                self.query_one(f"#cost-{attr}", KeyedTable).sync(self._rows(getattr(summary, attr), attr == "by_day"))
+                self.part(f"#cost-{attr}", KeyedTable).sync(self._rows(getattr(summary, attr), attr == "by_day"))
         app.update_status(self)

@@ -60,7 +60,7 @@ class HealingScreen(LiveScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one("#approvals", KeyedTable).focus()
+        self.part("#approvals", KeyedTable).focus()
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -89,7 +89,7 @@ class HealingScreen(LiveScreen):
                 (fmt.duration(now - item.since), None),
                 (f"{item.attempts} attempts; last: {item.last_outcome or '-'}", None),
             )
-        self.query_one("#approvals", KeyedTable).sync(app.cells(approvals))
+        self.part("#approvals", KeyedTable).sync(app.cells(approvals))
         task_rows = {}
         for task in sorted(tasks, key=lambda t: -t.updated)[:200]:
             task_rows[task.id] = (
@@ -100,7 +100,7 @@ class HealingScreen(LiveScreen):
                 (fmt.duration(now - task.updated) + " ago", None),
                 (task.result or "", None),
             )
-        self.query_one("#tasks", KeyedTable).sync(app.cells(task_rows))
+        self.part("#tasks", KeyedTable).sync(app.cells(task_rows))
         weak_rows = {}
         for wp in brain.weak_points():
             if wp.state != "open":
@@ -112,7 +112,7 @@ class HealingScreen(LiveScreen):
                 fmt.duration(now - wp.opened),
                 Text("; ".join(wp.issues)[:100], end=""),
             )
-        self.query_one("#weak-points", KeyedTable).sync(weak_rows)
+        self.part("#weak-points", KeyedTable).sync(weak_rows)
         if not self.compact:
             cycles = {}
             for cycle in reversed(brain.healing_cycles(50)):
@@ -123,11 +123,11 @@ class HealingScreen(LiveScreen):
                     str(len(cycle["tasks_created"])),
                     Text(cycle["summary"], end=""),
                 )
-            self.query_one("#cycles", KeyedTable).sync(cycles)
+            self.part("#cycles", KeyedTable).sync(cycles)
         app.update_status(self)
 
     def _selected(self) -> list[str] | None:
-        key = self.query_one("#approvals", KeyedTable).selected_key
+        key = self.part("#approvals", KeyedTable).selected_key
         if key is None:
             self.notify("the approvals queue is empty", severity="warning")
             return None

@@ -44,7 +44,7 @@ class NodeScreen(LiveScreen):
 
     def on_mount(self) -> None:
         self.heady.supervisor.focus(self.node_id, True)
-        self.query_one("#node-sessions", KeyedTable).focus()
+        self.part("#node-sessions", KeyedTable).focus()
         self.refresh_view()
 
     def on_unmount(self) -> None:
@@ -56,7 +56,7 @@ class NodeScreen(LiveScreen):
         if node is None:
             return Text("This node is no longer configured.", end="")
         now = reader.now()
-        width = max(10, self.query_one("#node-info").content_size.width - 22)
+        width = max(10, self.part("#node-info", Static).content_size.width - 22)
         ascii_only = self.heady.ascii_only
         text = Text(end="")
         status = f"{node.status} for {fmt.duration(now - node.since)}" if node.since else node.status
@@ -87,11 +87,11 @@ class NodeScreen(LiveScreen):
 
     def refresh_view(self) -> None:
         reader = self.heady.reader
-        self.query_one("#node-info", Static).update(self._info())
+        self.part("#node-info", Static).update(self._info())
         now = reader.now()
-        sessions = self.query_one("#node-sessions", KeyedTable)
+        sessions = self.part("#node-sessions", KeyedTable)
         sessions.sync(self.heady.cells(views.session_rows(reader.fleet.node_sessions(self.node_id), now, compact=self.compact)))
-        procs = self.query_one("#processes", KeyedTable)
+        procs = self.part("#processes", KeyedTable)
         detail = reader.node_detail(self.node_id)
         rows = {}
         for proc in sorted(detail, key=lambda p: -p.cpu)[:50]:
@@ -106,7 +106,7 @@ class NodeScreen(LiveScreen):
         self.heady.update_status(self)
 
     def _selected_session(self) -> str | None:
-        key = self.query_one("#node-sessions", KeyedTable).selected_key
+        key = self.part("#node-sessions", KeyedTable).selected_key
         if key is None:
             self.notify("select a session first", severity="warning")
             return None

@@ -47,18 +47,18 @@ class OverviewScreen(LiveScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        log = self.query_one(EventLog)
+        log = self.part("#events", EventLog)
         for event in self.heady.recent_events[-200:]:
             log.add(event)
-        self.query_one("#nodes", KeyedTable).focus()
+        self.part("#nodes", KeyedTable).focus()
         self.refresh_view()
 
     def refresh_view(self) -> None:
         app = self.heady
         reader = app.reader
         now = reader.now()
-        nodes = self.query_one("#nodes", KeyedTable)
-        sessions = self.query_one("#sessions", KeyedTable)
+        nodes = self.part("#nodes", KeyedTable)
+        sessions = self.part("#sessions", KeyedTable)
         spark = 12 if not self.compact else 8
         nodes.sync(app.cells(reader.node_rows(spark_width=spark, compact=self.compact)))
         nodes.border_title = f"Nodes ({reader.online_count()}/{len(reader.fleet.nodes)} online)"
@@ -71,10 +71,10 @@ class OverviewScreen(LiveScreen):
         sessions.sync(app.cells(rows))
         active = sum(1 for r in reader.fleet.sessions.values() if r.active)
         sessions.border_title = f"Sessions ({active} live, {len(reader.fleet.sessions)} total)"
-        panel = self.query_one(EquilibriumPanel)
+        panel = self.part("#equilibrium", EquilibriumPanel)
         panel.show(reader.level(), reader.metric_lines(), compact=self.compact, ascii_only=app.ascii_only)
         panel.border_subtitle = reader.rebalance_line()[0]
-        self.query_one(CostPanel).show(reader.cost_lines(compact=self.compact, ascii_only=app.ascii_only))
+        self.part("#costs", CostPanel).show(reader.cost_lines(compact=self.compact, ascii_only=app.ascii_only))
         app.update_status(self)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -44,7 +44,7 @@ class PermissionsScreen(LiveScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one("#grants", KeyedTable).focus()
+        self.part("#grants", KeyedTable).focus()
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -76,10 +76,10 @@ class PermissionsScreen(LiveScreen):
                     )
                 }
             )[g.id]
-        self.query_one("#grants", KeyedTable).sync(rows)
+        self.part("#grants", KeyedTable).sync(rows)
         active = sum(1 for g in grants if g.status(now) == "active")
         scope = "all grants" if self.include_inactive else "active grants (i: show all)"
-        self.query_one("#permissions-note", Static).update(
+        self.part("#permissions-note", Static).update(
             f"{active} active. The rebalancer runs only under an active grant; revoking one stops new runs.\n"
             f"Showing {scope}."
         )
@@ -89,7 +89,7 @@ class PermissionsScreen(LiveScreen):
         self.refresh_view()
 
     def action_revoke(self) -> None:
-        key = self.query_one("#grants", KeyedTable).selected_key
+        key = self.part("#grants", KeyedTable).selected_key
         grant = self._grants.get(key) if key else None
         if grant is None:
             self.notify("select a grant first", severity="warning")

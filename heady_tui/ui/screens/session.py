@@ -49,7 +49,7 @@ class SessionScreen(LiveScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one("#timeline", KeyedTable).focus()
+        self.part("#timeline", KeyedTable).focus()
         self.refresh_view()
 
     @property
@@ -84,7 +84,7 @@ class SessionScreen(LiveScreen):
         return text
 
     def refresh_view(self) -> None:
-        self.query_one("#session-info", Static).update(self._info())
+        self.part("#session-info", Static).update(self._info())
         rec = self.record
         if rec is not None and rec.last_event_at != self._loaded_at:
             self._loaded_at = rec.last_event_at
@@ -121,7 +121,7 @@ class SessionScreen(LiveScreen):
                     "",
                     Text(str(data.get("reason") or data.get("message") or ""), end=""),
                 )
-        self.query_one("#timeline", KeyedTable).sync(rows)
+        self.part("#timeline", KeyedTable).sync(rows)
 
     def _command(self, action: str, args: dict | None = None):
         async def run() -> None:

@@ -95,9 +95,9 @@ async def catch_up(root: Path, nodes: int, frames: int) -> tuple[float, float, i
     return elapsed, cpu, total
 
 
-def ceiling(root: Path, nodes: int, frames: int) -> tuple[float, int]:
-    """The same rows through bare sqlite3 executemany, one transaction per batch."""
-    rows_by_node = []
+def parsed_frames(nodes: int, frames: int) -> list[list[Metrics | Event]]:
+    """The catch-up's frames as the link hands them on: parsed protocol objects, per node."""
+    out = []
     for n in range(nodes):
         rng = random.Random(n)
         start = time.time() - frames * 0.01
@@ -106,13 +106,18 @@ def ceiling(root: Path, nodes: int, frames: int) -> tuple[float, int]:
             frame = frame_mix(rng, i, start + i * 0.01)
             frame["seq"] = i + 1
             parsed.append(parse_agent_frame(json.dumps(frame)))
-        rows_by_node.append(parsed)
+        out.append(parsed)
+    return out
+
+
+def ceiling(root: Path, per_node: list[list[Metrics | Event]]) -> float:
+    """Rows/s of the same rows through bare sqlite3 executemany, one transaction per batch."""
     db = sqlite3.connect(root / "ceiling.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
     db.executescript(CORE_MIGRATIONS[0])
     started = time.perf_counter()
-    for stream, parsed in enumerate(rows_by_node, start=1):
+    for stream, parsed in enumerate(per_node, start=1):
         for k in range(0, len(parsed), BATCH):
             chunk = parsed[k : k + BATCH]
             db.execute("BEGIN")
@@ -124,7 +129,21 @@ def ceiling(root: Path, nodes: int, frames: int) -> tuple[float, int]:
             db.execute("COMMIT")
     elapsed = time.perf_counter() - started
     db.close()
-    return elapsed, nodes * frames
+    return sum(len(p) for p in per_node) / elapsed
+
+
+async def store_path(root: Path, per_node: list[list[Metrics | Event]]) -> float:
+    """Frames/s of Store.store_batch alone (aiosqlite, cursor, rollups) on the same frames."""
+    store = await Store.open(root / "store-path.db")
+    try:
+        started = time.perf_counter()
+        for n, parsed in enumerate(per_node):
+            for k in range(0, len(parsed), BATCH):
+                await store.store_batch(f"b{n + 1}", "j", parsed[k : k + BATCH])
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+    return sum(len(p) for p in per_node) / elapsed
 
 
 def pacer(port_queue: multiprocessing.Queue, rate: float, seconds: float, seed: int) -> None:
@@ -196,8 +215,9 @@ def main() -> int:
         elapsed, cpu, stored = asyncio.run(catch_up(root, args.nodes, args.frames))
         console_rate = stored / elapsed
         per_core = stored / cpu
-        ceil_elapsed, ceil_rows = ceiling(root, args.nodes, args.frames)
-        ceiling_rate = ceil_rows / ceil_elapsed
+        per_node = parsed_frames(args.nodes, args.frames)
+        ceiling_rate = ceiling(root, per_node)
+        store_rate = asyncio.run(store_path(root, per_node))
         lags, count = asyncio.run(live_lag(root, args.nodes, args.rate, args.lag_seconds))
     lags.sort()
     p50 = statistics.median(lags) * 1000 if lags else float("nan")
@@ -208,6 +228,7 @@ def main() -> int:
     print(f"          console CPU {cpu:.2f} s (all its threads) = {per_core:,.0f} frames per CPU-second (one core)")
     print(f"ceiling:  raw sqlite3 executemany of the same rows: {ceiling_rate:,.0f} rows/s")
     print(f"ratio:    console / raw sqlite = {console_rate / ceiling_rate:.2f} wall, {per_core / ceiling_rate:.2f} per core")
+    print(f"store:    Store.store_batch on the same frames: {store_rate:,.0f} frames/s = {store_rate / ceiling_rate:.2f} of raw sqlite")
     print(f"live lag: {achieved:,.0f} frames/s offered over {args.nodes} links: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     return 0
 

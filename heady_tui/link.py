@@ -198,7 +198,7 @@ class NodeLink:
         rng: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         hello_timeout_s: float = 10.0,
-        idle_timeout_s: float = 30.0,
+        idle_timeout_s: float = 120.0,
         open_timeout_s: float = 10.0,
         ping_interval_s: float = 10.0,
         command_timeout_s: float = 15.0,

@@ -75,7 +75,9 @@ async def test_main_views(tmp_path, svg, size, key):
 async def test_consent_dialog(tmp_path, svg, size):
     async with fixed_console(tmp_path, size=size, config=fast_config()) as (app, pilot, clock):
         await drive_to_consent(app, pilot, clock)
-        assert svg == await show(app, pilot, lambda: isinstance(app.screen, ConsentModal), "the consent dialog")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConsentModal) and app.focused is not None, "the dialog")
+        app.screen_stack[-2].refresh_view()  # the overview behind it, as of the last samples
+        assert svg == await settle(app, pilot)
 
 
 @pytest.mark.parametrize("size", SIZES)

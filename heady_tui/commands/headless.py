@@ -14,6 +14,8 @@ from ..launcher import embedded_launcher
 from ..store import StoreError
 from ..supervisor import Launcher, Supervisor
 
+log = logging.getLogger("heady")
+
 
 def configure_logging(level: int = logging.INFO) -> None:
     """Human-readable logs to stderr only (stdout carries the JSON lines)."""
@@ -54,6 +56,10 @@ async def run_headless(supervisor: Supervisor, duration: float | None) -> int:
             pass
     except StoreError as exc:
         print(f"heady: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.exception("the console could not start")
+        print(f"heady: error: could not start: {exc}", file=sys.stderr)
         return 1
     finally:
         await supervisor.stop()

@@ -196,6 +196,8 @@ class Fleet:
     def __init__(self, pricer: Pricer | None = None, *, call_ring: int = CALL_RING_SIZE) -> None:
         self.nodes: dict[str, NodeState] = {}
         self.sessions: dict[tuple[str, str], SessionRecord] = {}
+        # The same records per node, so per-node reads stay cheap with thousands of sessions.
+        self._node_sessions: dict[str, dict[str, SessionRecord]] = {}
         self.calls: deque[CallRecord] = deque(maxlen=call_ring)
         self.pricer = pricer
         self.version = 0
@@ -211,8 +213,8 @@ class Fleet:
 
     def remove_node(self, node_id: str) -> None:
         if self.nodes.pop(node_id, None) is not None:
-            for key in [k for k in self.sessions if k[0] == node_id]:
-                del self.sessions[key]
+            for session_id in self._node_sessions.pop(node_id, {}):
+                del self.sessions[(node_id, session_id)]
             self.version += 1
 
     def set_status(self, node_id: str, status: str, since: float, error: str | None = None) -> None:
@@ -286,7 +288,7 @@ class Fleet:
         except FrameError:
             state.bad_events += 1  # counted and shown per node; the rest of the stream goes on
             return
-        rec = self._session(state.id, ev.session, ev.ts)
+        rec = self._session(state.id, ev.session)
         rec.last_event_at = max(rec.last_event_at, ev.ts)
         if ev.kind == "session.started":
             rec.source = data.source
@@ -350,11 +352,12 @@ class Fleet:
             )
         )
 
-    def _session(self, node_id: str, session_id: str, ts: float) -> SessionRecord:
+    def _session(self, node_id: str, session_id: str) -> SessionRecord:
         key = (node_id, session_id)
         rec = self.sessions.get(key)
         if rec is None:
             rec = self.sessions[key] = SessionRecord(node=node_id, id=session_id, state_since=0.0)
+            self._node_sessions.setdefault(node_id, {})[session_id] = rec
         return rec
 
     def apply_sessions(self, node_id: str, sessions: list[SessionInfo], now: float) -> None:
@@ -363,7 +366,7 @@ class Fleet:
         current = set()
         for info in sessions:
             current.add(info.id)
-            rec = self._session(node_id, info.id, now)
+            rec = self._session(node_id, info.id)
             rec.source = info.source
             rec.project = info.project or rec.project
             rec.cwd = info.cwd or rec.cwd
@@ -379,8 +382,8 @@ class Fleet:
                 rec.state_since = now
             if info.state not in TERMINAL_STATES:
                 rec.ended = None
-        for (node, sid), rec in self.sessions.items():
-            if node == node_id and sid not in current and rec.active:
+        for sid, rec in self._node_sessions.get(node_id, {}).items():
+            if sid not in current and rec.active:
                 rec.state = "completed"
                 rec.state_reason = "no longer reported by the agent"
                 rec.state_since = now
@@ -412,7 +415,7 @@ class Fleet:
         return out
 
     def node_sessions(self, node_id: str) -> Iterator[SessionRecord]:
-        return (r for (n, _), r in self.sessions.items() if n == node_id)
+        return iter(list(self._node_sessions.get(node_id, {}).values()))
 
     def active_sessions(self) -> list[SessionRecord]:
         return [r for r in self.sessions.values() if r.active]

@@ -7,6 +7,8 @@ Each child gets its own generated config (mode 0600, it holds the token) and dat
 <data dir>/agents/<name>, so its journal survives console restarts and the console resumes from its
 cursor. Children stop when the console stops, and die with it if it is killed: each child asks the
 kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG, Linux) before running the agent.
+The kernel ties that to the thread that started the child, so `start()` runs on the event loop's
+thread, which lives as long as the console.
 """
 
 from __future__ import annotations

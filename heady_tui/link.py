@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import ssl
 import uuid
@@ -164,6 +165,24 @@ def tls_context(node: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
+_SQLITE_INT_MAX = 2**63 - 1
+
+
+def unstorable(frame: Metrics | Event) -> str | None:
+    """Why a valid-looking frame cannot be stored (NaN/inf numbers, integers beyond SQLite's), or None."""
+    if frame.seq > _SQLITE_INT_MAX:
+        return "seq beyond 2^63"
+    if isinstance(frame, Event):
+        return None if math.isfinite(frame.ts) else "ts is not a finite number"
+    numbers = (frame.ts, frame.cpu, frame.mem, frame.swap, *frame.load, frame.disk_read_bps, frame.disk_write_bps,
+               frame.net_rx_bps, frame.net_tx_bps)  # fmt: skip
+    if not all(math.isfinite(x) for x in numbers):
+        return "a metric is not a finite number"
+    if max(frame.mem_available, frame.procs, frame.queue_depth) > _SQLITE_INT_MAX or frame.procs < -_SQLITE_INT_MAX:
+        return "an integer metric beyond 2^63"
+    return None
+
+
 def describe_connect_error(exc: BaseException) -> str:
     """One line for why a connection attempt failed; never includes the token."""
     if isinstance(exc, InvalidStatus):
@@ -249,11 +268,6 @@ class NodeLink:
                 pass
         self._fail_pending("link stopped")
 
-    async def drop(self) -> None:
-        """Close the current connection (it reconnects after the back-off); used by chaos tests."""
-        if self._ws is not None:
-            await self._ws.close()
-
     async def run(self) -> None:
         """Connect, stream, and reconnect until stopped. Never raises (except cancellation)."""
         while not self._stopping:
@@ -276,8 +290,10 @@ class NodeLink:
                 return
             if failure.healthy:
                 self.backoff.reset()
+            repeated = failure.message == self.last_error
             self._set_status(failure.status, failure.message)
-            if failure.code not in ("closed", "unreachable"):
+            # A node retrying every 30 s with the same refusal is recorded once, not 2,880 times a day.
+            if failure.code not in ("closed", "unreachable") and not repeated:
                 await self._record(failure.code, failure.message)
             delay = self.backoff.next_delay()
             log.info("node %s: %s; reconnecting in %.1f s", self.name, failure.message, delay)
@@ -437,6 +453,11 @@ class NodeLink:
                 await self._record(exc.code, f"frame ignored: {exc.message}")
                 return last_seq
         if isinstance(frame, (Metrics, Event)):
+            problem = unstorable(frame)
+            if problem is not None:
+                # Skipped rather than retried: the same frame would fail again on every reconnect.
+                await self._record("bad_frame", f"frame {frame.seq} ignored: {problem}")
+                return last_seq
             if frame.journal and frame.journal != journal:
                 return LinkFailure(
                     f"protocol: frame of journal {frame.journal} on a connection to journal {journal}",

@@ -299,13 +299,18 @@ class Supervisor:
         fresh = [f for f in frames if f.seq > applied]
         if fresh:
             self._applied[key] = max(f.seq for f in fresh)
-            self.fleet.apply_frames(node, fresh)
-            if self.brain is not None:
-                for frame in fresh:
+            brain = self.brain
+            for frame in fresh:
+                # The frame is stored; a failure to show or judge it is logged, never a reason to refetch it.
+                try:
+                    self.fleet.apply_frame(node, frame)
+                except Exception:
+                    log.exception("the fleet could not apply a frame from %s (seq %d)", node, frame.seq)
+                if brain is not None:
                     try:
-                        self.brain.on_frame(node, frame)
+                        brain.on_frame(node, frame)
                     except Exception:
-                        log.exception("brain failed on a frame from %s (seq %d)", node, frame.seq)
+                        log.exception("the brain failed on a frame from %s (seq %d)", node, frame.seq)
         return top
 
     async def link_sessions(self, node: str, sessions: Sessions) -> None:

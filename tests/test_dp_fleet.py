@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from heady_agent.protocol import Event, Hello, LlmCallData, Metrics, SessionInfo
 
 from heady_tui.events import HeadyEvent
@@ -188,3 +191,37 @@ def test_event_json_line_has_ts_with_ms_and_z_then_event_then_details():
 def test_event_details_cannot_overwrite_ts_or_event():
     obj = json.loads(HeadyEvent("x", 0.0, {"event": "y", "ts": 5}).to_json_line())
     assert obj["event"] == "x" and obj["ts"] == "1970-01-01T00:00:00.000Z"
+
+
+def test_node_sessions_and_removal_keep_to_one_node():
+    fleet = Fleet()
+    fleet.apply_frame("a", event(1, "session.started", "s1", {"source": "codex"}))
+    fleet.apply_frame("b", event(1, "session.started", "s1", {"source": "claude-code"}))
+    assert [r.source for r in fleet.node_sessions("a")] == ["codex"]
+    fleet.remove_node("a")
+    assert list(fleet.sessions) == [("b", "s1")] and list(fleet.node_sessions("a")) == []
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_event_data = st.dictionaries(
+    st.sampled_from(["source", "state", "model", "provider", "input_tokens", "output_tokens", "cost_usd", "ok",
+                     "latency_ms", "exit_code", "pid", "project", "reason", "message", "severity"]),  # fmt: skip
+    _json_values,
+    max_size=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(["session.started", "session.state", "llm.call", "session.ended", "agent.notice"]), min_size=1, max_size=20),
+    datas=st.lists(_event_data, min_size=20, max_size=20),
+)
+def test_any_event_data_is_applied_or_counted_never_raised(kinds, datas):
+    fleet = Fleet()
+    for seq, (kind, data) in enumerate(zip(kinds, datas), start=1):
+        fleet.apply_frame("a", event(seq, kind, "s1", data))
+    assert fleet.nodes["a"].last_seq == len(kinds)

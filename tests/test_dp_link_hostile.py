@@ -121,6 +121,25 @@ async def test_garbage_frames_are_recorded_and_the_good_ones_kept(tmp_path):
         assert seen.sent("ack")[-1]["seq"] == 2
 
 
+async def test_frames_that_cannot_be_stored_are_skipped_not_retried_forever(tmp_path):
+    async def handler(ws):
+        await ws.send(hello_frame())
+        await ws.recv()
+        await ws.send(metrics_frame(1))
+        await ws.send(json.dumps({**json.loads(metrics_frame(2)), "disk_read_bps": float("nan")}))  # Python JSON extension
+        await ws.send(json.dumps({**json.loads(metrics_frame(3)), "procs": 2**70}))
+        await ws.send(metrics_frame(4))
+        await ws.wait_closed()
+
+    async with hostile(handler) as url, console(tmp_path, [node(url)]) as sup:
+        await wait_until(lambda: sup.fleet.nodes["bad"].last_seq == 4, what="frame after the bad ones stored")
+        assert await sup.store.stored_seqs("bad", "j1") == [1, 4]
+        messages = [e["message"] for e in await sup.store.ingest_errors(node="bad")]
+        assert any("frame 2 ignored: a metric is not a finite number" in m for m in messages)
+        assert any("frame 3 ignored: an integer metric beyond 2^63" in m for m in messages)
+        assert sup.links["bad"].connects == 1
+
+
 async def test_an_oversized_frame_ends_the_connection_with_an_error_and_keeps_earlier_data(tmp_path):
     async def handler(ws):
         await ws.send(hello_frame())
@@ -170,6 +189,20 @@ async def test_a_silent_agent_times_out_waiting_for_hello(tmp_path):
 
     async with hostile(handler) as url, console(tmp_path, [node(url)], hello_timeout_s=0.3) as sup:
         await wait_until(lambda: "no hello within" in error_of(sup), what="silence detected")
+
+
+async def test_the_same_failure_on_every_retry_is_recorded_once(tmp_path):
+    attempts = 0
+
+    async def handler(ws):
+        nonlocal attempts
+        attempts += 1
+        await ws.wait_closed()
+
+    async with hostile(handler) as url, console(tmp_path, [node(url)], hello_timeout_s=0.2) as sup:
+        await wait_until(lambda: attempts >= 3, what="three attempts")
+        await wait_until(lambda: sup.fleet.nodes["bad"].status == "error", what="error status")
+        assert (await codes(sup)).count("silent") == 1
 
 
 async def test_an_agent_that_goes_quiet_after_hello_is_detected(tmp_path):

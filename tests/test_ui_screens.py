@@ -191,3 +191,33 @@ async def test_too_small_terminal_says_the_size_needed_until_it_grows(tmp_path):
         assert "needs at least 80x24" in str(app.screen.query_one("#too-small").content)
         await pilot.resize_terminal(80, 24)
         await wait_until(pilot, lambda: view(app) == "overview", "the overview at 80x24")
+
+
+async def test_a_bad_value_in_an_input_dialog_is_refused_with_a_reason_and_nothing_is_sent(tmp_path):
+    from heady_tui.ui.modals.ask import AskModal
+
+    async with fixed_console(tmp_path) as (app, pilot, clock):
+        app.open_node("build-1")
+        await wait_until(pilot, lambda: view(app) == "node" and app.screen.is_mounted, "the node screen")
+        await pilot.press("c")
+        modal = await wait_until(pilot, lambda: isinstance(app.screen, AskModal) and app.screen, "the concurrency dialog")
+        await pilot.press("a", "b", "c", "enter")
+        assert str(modal.query_one("#ask-error").content) == "not a whole number: 'abc'"
+        assert isinstance(app.screen, AskModal)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: view(app) == "node", "the dialog closed")
+        assert list(app.command_results) == []
+
+
+
+async def test_audit_screen_lists_entries_and_says_the_chain_verifies(tmp_path):
+    async with fixed_console(tmp_path) as (app, pilot, clock):
+        await app.supervisor.brain.grant("single", "audited grant")
+        await pilot.press("5")
+        await wait_until(pilot, lambda: view(app) == "audit" and app.screen.is_mounted, "the audit screen")
+        table = app.screen.query_one("#audit-entries", KeyedTable)
+        await wait_until(pilot, lambda: table.row_count >= 1, "audit entries")
+        actions = {str(table.get_row(key)[3]) for key in [row.key for row in table.ordered_rows]}
+        assert "consent.grant" in actions
+        verdict = app.screen.query_one("#audit-verdict")
+        await wait_until(pilot, lambda: str(verdict.content).startswith("VERIFIED"), "the verification verdict")

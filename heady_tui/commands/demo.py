@@ -8,7 +8,7 @@ import asyncio
 from ..cli import UsageError
 from ..launcher import demo_launcher
 from ..supervisor import Supervisor
-from .headless import configure_logging, paths_and_config, run_headless
+from .headless import configure_logging, log_to_file, paths_and_config, run_headless
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,4 +26,5 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(run_headless(supervisor, args.duration))
     from ..ui.app import run_app
 
+    log_to_file(paths)
     return run_app(supervisor, demo_config, args)

@@ -23,6 +23,17 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
+def log_to_file(paths: Paths, level: int = logging.INFO) -> None:
+    """Under the UI, logs go to <data dir>/heady.log: the terminal belongs to the screen."""
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(paths.data_dir / "heady.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
 def paths_and_config(args: argparse.Namespace) -> tuple[Paths, Config]:
     paths = Paths.resolve(args.config, args.data_dir)
     return paths, load_config(paths, required=bool(args.config))

@@ -36,7 +36,6 @@ def run_app(supervisor: Any, config: Config, args: Any) -> int:
         config,
         read_only=bool(getattr(args, "read_only", False)),
         theme=getattr(args, "theme", None),
-        color=color,
     )
     result = app.run()
     return int(app.return_code or 0) if result is None else int(result)

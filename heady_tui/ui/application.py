@@ -107,7 +107,6 @@ class HeadyApp(App[int]):
         *,
         read_only: bool = False,
         theme: str | None = None,
-        color: str = "auto",
         manage_supervisor: bool = True,
     ) -> None:
         self.theme_choice = theme or config.ui.theme  # read while the stylesheet is parsed
@@ -119,7 +118,6 @@ class HeadyApp(App[int]):
         self.supervisor = supervisor
         self.config = config
         self.read_only = read_only
-        self.color = color
         # The app starts and stops the supervisor unless its caller owns it (tests, benchmarks).
         self.manage_supervisor = manage_supervisor
         self.reader = FleetReader(supervisor, config)

@@ -7,7 +7,6 @@ rows, order and severity here lets tests read it without a terminal and keeps wi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from ..fleet import Fleet, NodeState, SessionRecord
 from . import formatting as fmt
@@ -197,11 +196,3 @@ def costs_today_by_node(fleet: Fleet, day_start: float) -> dict[str, float]:
         out[call.node] = out.get(call.node, 0.0) + call.cost_usd
     return out
 
-
-@dataclass(frozen=True)
-class ProcessView:
-    pid: int
-    name: str
-    cpu: float
-    rss: int
-    session: str | None

@@ -22,6 +22,7 @@ COLUMNS = (
     ("hash", "Hash"),
 )
 ENTRIES = 200
+RELOAD_S = 2.0  # the entries come from the database; fleet changes are far more frequent than audit ones
 
 
 class AuditScreen(LiveScreen):
@@ -31,7 +32,7 @@ class AuditScreen(LiveScreen):
     def __init__(self, *, compact: bool) -> None:
         super().__init__(name="audit")
         self.compact = compact
-        self._head: int | None = None
+        self._loaded_at: float | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -49,7 +50,10 @@ class AuditScreen(LiveScreen):
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        self._load()
+        now = self.heady.supervisor.clock.monotonic()
+        if self._loaded_at is None or now - self._loaded_at >= RELOAD_S:
+            self._loaded_at = now
+            self._load()
         self.heady.update_status(self)
 
     @work(exclusive=True, group="audit")

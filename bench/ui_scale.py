@@ -147,6 +147,7 @@ async def run(args: argparse.Namespace) -> None:
                             fleet.apply_frame(node.id, Metrics(journal=node.journal or "", seq=seq[node.id], ts=clock.now(),
                                                                cpu=m.cpu, load=list(m.load), mem=m.mem, swap=m.swap,
                                                                queue_depth=m.queue_depth))
+                        supervisor.changed()  # what the supervisor does after applying a batch of frames
                         await asyncio.sleep(1.0)
 
                 feeder = asyncio.create_task(live_feed())

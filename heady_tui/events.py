@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,4 +26,19 @@ class HeadyEvent:
         return {"ts": iso_utc(self.ts), "event": self.name, **{k: v for k, v in self.details.items() if k not in ("ts", "event")}}
 
     def to_json_line(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+        """Strict JSON: NaN and infinities (not JSON) become null."""
+        body = self.to_dict()
+        try:
+            return json.dumps(body, separators=(",", ":"), default=str, allow_nan=False)
+        except ValueError:
+            return json.dumps(_finite(body), separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -10,8 +10,6 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
 from heady_agent.protocol import (
     Event,
     FrameError,
@@ -44,10 +42,6 @@ class Ring:
 
     def __len__(self) -> int:
         return self._count
-
-    @property
-    def capacity(self) -> int:
-        return len(self._data)
 
     def push(self, value: float) -> None:
         self._data[self._next] = value
@@ -210,12 +204,6 @@ class Fleet:
             state = self.nodes[node_id] = NodeState(id=node_id)
             self.version += 1
         return state
-
-    def remove_node(self, node_id: str) -> None:
-        if self.nodes.pop(node_id, None) is not None:
-            for session_id in self._node_sessions.pop(node_id, {}):
-                del self.sessions[(node_id, session_id)]
-            self.version += 1
 
     def set_status(self, node_id: str, status: str, since: float, error: str | None = None) -> None:
         state = self.node(node_id)
@@ -416,15 +404,3 @@ class Fleet:
 
     def node_sessions(self, node_id: str) -> Iterator[SessionRecord]:
         return iter(list(self._node_sessions.get(node_id, {}).values()))
-
-    def active_sessions(self) -> list[SessionRecord]:
-        return [r for r in self.sessions.values() if r.active]
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "nodes": len(self.nodes),
-            "online": sum(1 for n in self.nodes.values() if n.status == "online"),
-            "sessions": len(self.sessions),
-            "active_sessions": sum(1 for r in self.sessions.values() if r.active),
-            "cost_usd": sum(r.cost_usd for r in self.sessions.values()),
-        }

@@ -187,9 +187,6 @@ class AgentLauncher:
                 proc.wait()
         self.children.clear()
 
-    def pids(self) -> dict[str, int]:
-        return {name: c.proc.pid for name, c in self.children.items() if c.proc is not None}
-
 
 def embedded_launcher(agent: AgentConfig, data_dir: Path) -> AgentLauncher:
     """One agent for this machine, named "local", with the sources of the [agent] section."""

@@ -241,7 +241,6 @@ class NodeLink:
         self.journal: str | None = None
         self.journal_reset = False
         self.connects = 0
-        self.frames_received = 0
         self._ws: ClientConnection | None = None
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._focus = False
@@ -439,7 +438,6 @@ class NodeLink:
 
     async def _accept(self, text: str | bytes, journal: str, queue: _Inbox, last_seq: int) -> int | LinkFailure:
         """Route one received frame; returns the stream's last seq, or the failure that ends the connection."""
-        self.frames_received += 1
         if isinstance(text, bytes):
             await self._record("bad_frame", "binary frame ignored (the protocol is JSON text)")
             return last_seq

@@ -304,30 +304,17 @@ class Store:
             metric_rows = []
             event_rows = []
             rollups: dict[int, list[float]] = {}
-            step = self.metric_rollup_s
             top = last
+            late: list[Metrics | Event] = []
             for frame in batch:
                 if frame.seq <= top:
-                    continue
+                    if frame.seq <= last:
+                        late.append(frame)
+                    continue  # a repeat within this batch
                 top = frame.seq
                 if frame.type == "metrics":
                     metric_rows.append(metrics_row(stream, frame))
-                    bucket = int(frame.ts // step) * step
-                    agg = rollups.get(bucket)
-                    load1 = frame.load[0]
-                    if agg is None:
-                        rollups[bucket] = [1, frame.cpu, frame.cpu, frame.mem, frame.mem, load1, load1,
-                                           frame.queue_depth, frame.queue_depth]  # fmt: skip
-                    else:
-                        agg[0] += 1
-                        agg[1] += frame.cpu
-                        agg[2] = max(agg[2], frame.cpu)
-                        agg[3] += frame.mem
-                        agg[4] = max(agg[4], frame.mem)
-                        agg[5] += load1
-                        agg[6] = max(agg[6], load1)
-                        agg[7] += frame.queue_depth
-                        agg[8] = max(agg[8], frame.queue_depth)
+                    self._roll_up(rollups, frame)
                 else:
                     event_rows.append(event_row(stream, frame))
             stored = 0
@@ -335,6 +322,16 @@ class Store:
                 stored += conn.executemany(_METRICS_INSERT, metric_rows).rowcount
             if event_rows:
                 stored += conn.executemany(_EVENTS_INSERT, event_rows).rowcount
+            # At or below the stream's high-water mark: normally a replay of stored rows. One by one,
+            # so a row that really was missing is stored (and rolled up) rather than dropped.
+            for frame in late:
+                if frame.type == "metrics":
+                    inserted = conn.execute(_METRICS_INSERT, metrics_row(stream, frame)).rowcount
+                    if inserted:
+                        self._roll_up(rollups, frame)
+                else:
+                    inserted = conn.execute(_EVENTS_INSERT, event_row(stream, frame)).rowcount
+                stored += inserted
             if rollups:
                 conn.executemany(_ROLLUP_UPSERT, [(node, b, *agg) for b, agg in rollups.items()])
             if top != last:
@@ -349,6 +346,24 @@ class Store:
             raise
         return stored, len(batch) - stored, top
 
+    def _roll_up(self, rollups: dict[int, list[float]], m: Metrics) -> None:
+        step = self.metric_rollup_s
+        bucket = int(m.ts // step) * step
+        load1 = m.load[0]
+        agg = rollups.get(bucket)
+        if agg is None:
+            rollups[bucket] = [1, m.cpu, m.cpu, m.mem, m.mem, load1, load1, m.queue_depth, m.queue_depth]
+            return
+        agg[0] += 1
+        agg[1] += m.cpu
+        agg[2] = max(agg[2], m.cpu)
+        agg[3] += m.mem
+        agg[4] = max(agg[4], m.mem)
+        agg[5] += load1
+        agg[6] = max(agg[6], load1)
+        agg[7] += m.queue_depth
+        agg[8] = max(agg[8], m.queue_depth)
+
     async def record_node(self, node: str, *, hostname: str, info: dict[str, Any], simulated: bool, now: float) -> None:
         await self._write(
             """INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET
@@ -356,9 +371,6 @@ class Store:
                last_seen = excluded.last_seen""",
             (node, hostname, json.dumps(info, separators=(",", ":")), int(simulated), now, now),
         )
-
-    async def touch_node(self, node: str, now: float) -> None:
-        await self._write("UPDATE nodes SET last_seen = ? WHERE id = ?", (now, node))
 
     async def record_ingest_error(self, node: str, code: str, message: str, now: float) -> None:
         await self._write("INSERT INTO ingest_errors (ts, node, code, message) VALUES (?, ?, ?, ?)", (now, node, code, message))

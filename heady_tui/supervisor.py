@@ -75,6 +75,7 @@ class Supervisor:
         self._link_options = link_options or {}
         self._stats_interval_s = stats_interval_s
         self._subscribers: list[Subscriber] = []
+        self._watchers: list[Callable[[], None]] = []
         self._applied: dict[tuple[str, str], int] = {}  # (node, journal) -> highest seq the fleet has seen
         self._hellos: dict[str, Hello] = {}
         self._counts: dict[str, IngestCounts] = {}
@@ -199,6 +200,7 @@ class Supervisor:
                     await self.brain.tick()
                 except Exception:
                     log.exception("brain tick failed")
+                self.changed()
 
     async def _stats_loop(self) -> None:
         while True:
@@ -241,6 +243,19 @@ class Supervisor:
             except Exception:
                 log.exception("event subscriber failed on %s", name)
         return event
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """`callback()` runs after anything the fleet or the brain shows may have changed (frames,
+        statuses, sessions, a brain tick), so a UI can repaint on change instead of polling."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
+
+    def changed(self) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:  # a watcher's bug must not stop ingest (frames are already stored)
+                log.exception("fleet watcher failed")
 
     # --- commands in --------------------------------------------------------------------
 
@@ -311,14 +326,17 @@ class Supervisor:
                         brain.on_frame(node, frame)
                     except Exception:
                         log.exception("the brain failed on a frame from %s (seq %d)", node, frame.seq)
+            self.changed()
         return top
 
     async def link_sessions(self, node: str, sessions: Sessions) -> None:
         self.fleet.apply_sessions(node, sessions.sessions, self.clock.now())
+        self.changed()
 
     def link_detail(self, node: str, detail: Detail) -> None:
         self.details[node] = detail
         self.fleet.version += 1
+        self.changed()
 
     def link_status(self, node: str, status: str, error: str | None) -> None:
         state = self.fleet.node(node)
@@ -340,9 +358,11 @@ class Supervisor:
                 self.brain.on_node_status(node, status)
             except Exception:
                 log.exception("brain failed on the status of %s", node)
+        self.changed()
 
     async def link_error(self, node: str, code: str, message: str) -> None:
         self.fleet.node(node).last_error = message
         self.fleet.version += 1
+        self.changed()
         if self.store is not None:
             await self.store.record_ingest_error(node, code, message, self.clock.now())

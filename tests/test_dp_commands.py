@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from agentkit import AgentProcess, free_port, running_agent
 from heady_agent.protocol import Event
@@ -170,3 +174,30 @@ async def test_nodes_list_table_has_a_header_row(tmp_path):
     assert code == 0
     assert out.splitlines()[0].split()[:3] == ["NODE", "STATUS", "HOST"]
     assert out.splitlines()[1].startswith("n1")
+
+
+async def test_heady_with_no_nodes_shows_this_machine_in_the_ui_and_quits_cleanly(tmp_path):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is needed to give the UI a terminal")
+    config = write_config(tmp_path, [], agent='[agent]\nsources = ["synthetic"]\ninterval_s = 0.5\n')
+    session = f"heady-dp-{os.getpid()}"
+    done = tmp_path / "exit-code"
+    command = (f"{shlex.quote(sys.executable)} -m heady_tui --config {shlex.quote(str(config))} "
+               f"--data-dir {shlex.quote(str(tmp_path / 'data'))}; echo $? > {shlex.quote(str(done))}")  # fmt: skip
+    env = env_for(tmp_path)
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "140", "-y", "40", command], env=env, check=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        screen = ""
+        while "local" not in screen or "online" not in screen:
+            assert time.monotonic() < deadline, f"the UI never showed the local node:\n{screen}"
+            await asyncio.sleep(0.3)
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        while not done.exists():
+            assert time.monotonic() < deadline, "the console did not quit on q"
+            await asyncio.sleep(0.2)
+        assert done.read_text().strip() == "0"
+        assert (tmp_path / "data" / "heady.log").exists()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from heady_agent.protocol import Event, Metrics
 
@@ -45,6 +47,13 @@ async def test_a_replay_stores_nothing_twice(store):
     stored, duplicates, top = await store.store_batch("a", "j1", mixed(1, 40))
     assert (stored, duplicates, top) == (10, 30, 40)
     assert await store.stored_seqs("a", "j1") == list(range(1, 41))
+
+
+async def test_a_missing_frame_below_the_cursor_is_stored_when_it_arrives(store):
+    await store.store_batch("a", "j1", mixed(1, 3) + mixed(6, 8))
+    stored, duplicates, top = await store.store_batch("a", "j1", mixed(3, 5))
+    assert (stored, duplicates, top) == (2, 1, 8)
+    assert await store.stored_seqs("a", "j1") == list(range(1, 9))
 
 
 async def test_out_of_order_frames_in_a_batch_are_all_kept(store):
@@ -185,3 +194,24 @@ async def test_nodes_are_recorded_with_their_info(store):
     (node,) = await store.nodes()
     assert node["hostname"] == "host-a2" and node["info"] == {"cpu_count": 8}
     assert node["first_seen"] == T0 and node["last_seen"] == T0 + 5 and node["simulated"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(0, 25)), min_size=1, max_size=8))
+async def test_any_sequence_of_overlapping_replays_stores_each_seq_once(tmp_path_factory, windows):
+    store = await Store.open(tmp_path_factory.mktemp("prop") / "heady.db")
+    try:
+        stored_total = 0
+        seen: set[int] = set()
+        for first, length in windows:
+            batch = mixed(first, first + length)
+            stored, duplicates, top = await store.store_batch("a", "j1", batch)
+            stored_total += stored
+            assert stored + duplicates == len(batch)
+            seen |= {f.seq for f in batch}
+            assert top == max(seen)
+        assert await store.stored_seqs("a", "j1") == sorted(seen)
+        assert stored_total == len(seen)
+        assert await store.cursor("a") == ("j1", max(seen))
+    finally:
+        await store.close()

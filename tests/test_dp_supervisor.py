@@ -3,12 +3,14 @@ real store on a tmp SQLite file: everything journalled is stored once, acked, an
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from agentkit import running_agent, wait_until
+from agentkit import AgentProcess, running_agent, wait_until
 from heady_tui.config import Config, NodeConfig, Paths
 from heady_tui.supervisor import Supervisor
 
@@ -26,9 +28,10 @@ def journal_id(path: Path) -> str:
 
 
 @asynccontextmanager
-async def supervising(tmp_path: Path, agents, **kwargs) -> AsyncIterator[Supervisor]:
+async def supervising(tmp_path: Path, agents, link_options_extra=None, **kwargs) -> AsyncIterator[Supervisor]:
     nodes = [NodeConfig(name=name, url=a.url, token=a.token) for name, a in agents.items()]
-    sup = Supervisor(Config(nodes=nodes), Paths(tmp_path / "c.toml", tmp_path / "data"), link_options=FAST_LINK, **kwargs)
+    link_options = {**FAST_LINK, **(link_options_extra or {})}
+    sup = Supervisor(Config(nodes=nodes), Paths(tmp_path / "c.toml", tmp_path / "data"), link_options=link_options, **kwargs)
     events: list = []
     sup.subscribe(events.append)
     sup.test_events = events  # type: ignore[attr-defined]
@@ -124,3 +127,45 @@ async def test_the_brain_sees_every_stored_frame_once(tmp_path):
             sup.brain.on_frame = on_frame
             await wait_until(lambda: len(seen) >= 60, what="frames to the brain")
             assert len(seen) == len(set(seen)) and seen == sorted(seen)
+
+
+async def test_a_frozen_agent_is_caught_by_pings_and_resumes_when_thawed(tmp_path):
+    agent = AgentProcess(tmp_path, "n1", speed=10)
+    await agent.start()
+    try:
+        nodes = {"n1": agent}
+        async with supervising(tmp_path, nodes, link_options_extra={"ping_interval_s": 0.5}) as sup:
+            await wait_until(lambda: sup.fleet.nodes["n1"].last_seq > 5, what="streaming")
+            os.kill(agent.pid, signal.SIGSTOP)
+            try:
+                await wait_until(lambda: sup.fleet.nodes["n1"].status != "online", what="freeze detected")
+                assert "ping" in (sup.fleet.nodes["n1"].last_error or "")
+            finally:
+                os.kill(agent.pid, signal.SIGCONT)
+            await wait_until(lambda: sup.fleet.nodes["n1"].status == "online", what="back online")
+    finally:
+        await agent.terminate()
+
+
+async def test_a_failing_watcher_does_not_stop_ingest(tmp_path):
+    async with running_agent(tmp_path, name="n1", speed=40) as a1:
+        async with supervising(tmp_path, {"n1": a1}) as sup:
+            def broken() -> None:
+                raise RuntimeError("watcher bug")
+
+            sup.watch(broken)
+            await wait_until(lambda: sup.fleet.nodes["n1"].last_seq >= 40, what="ingest goes on")
+            assert sup.fleet.nodes["n1"].status == "online"
+
+
+async def test_the_node_loss_scenario_goes_offline_comes_back_and_loses_nothing(tmp_path):
+    async with running_agent(tmp_path, name="n1", scenario="node-loss", speed=10) as a1:
+        async with supervising(tmp_path, {"n1": a1}) as sup:
+            def names() -> list[str]:
+                return [e.name for e in sup.test_events if e.name.startswith("node.")]
+
+            await wait_until(lambda: names()[:3] == ["node.online", "node.offline", "node.online"], what="lost and back")
+            last = sup.fleet.nodes["n1"].last_seq
+            await wait_until(lambda: sup.fleet.nodes["n1"].last_seq > last + 10, what="streaming again")
+            journal, cursor = await sup.store.cursor("n1")
+            assert await sup.store.stored_seqs("n1", journal) == journal_seqs(a1.journal_path, cursor)

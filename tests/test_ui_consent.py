@@ -95,3 +95,31 @@ async def test_queue_overflow_on_real_agents_asks_and_allow_once_starts_the_reba
             pilot, lambda: any(e.name == "rebalance.started" for e in app.recent_events), "rebalance.started", timeout=30
         )
         assert [g.scope for g in app.supervisor.brain.grants(include_inactive=True)] == ["single"]
+
+
+async def test_read_only_console_shows_the_pending_plan_on_w_without_any_way_to_answer(tmp_path):
+    from heady_tui.ui.modals.consent import ConsentViewModal
+    from heady_tui.ui.widgets.panels import StatusBar
+
+    async with fixed_console(tmp_path, config=fast_config(), read_only=True) as (app, pilot, clock):
+        request = await drive_to_consent(app, pilot, clock)
+        status = app.screen.query_one(StatusBar)
+        await wait_until(pilot, lambda: "CONSENT PENDING 1 (w: view)" in str(status.content), "the pending mark")
+        await pilot.press("w")
+        view = await wait_until(pilot, lambda: isinstance(app.screen, ConsentViewModal) and app.screen, "the view-only dialog")
+        text = str(view.query_one("#consent-plan").content)
+        assert f"Request {request.id}" in text and "Plan (" in text and "task_queue_depth = " in text
+        assert "read-only" in str(view.query_one("#consent-view-note").content)
+        assert [button.id for button in view.query("Button")] == ["close"]
+        await pilot.press("o", "s", "a", "enter")
+        await wait_until(pilot, lambda: not isinstance(app.screen, ConsentViewModal), "the dialog to close")
+        assert [r.id for r in app.supervisor.brain.pending_consent()] == [request.id]
+        assert app.supervisor.brain.grants(include_inactive=True) == []
+
+
+async def test_w_with_nothing_pending_says_so(tmp_path):
+    async with fixed_console(tmp_path, read_only=True) as (app, pilot, clock):
+        await pilot.press("w")
+        await pilot.pause(0.1)
+        assert dialog(app) is None and type(app.screen).__name__ == "OverviewScreen"
+        assert any(n.message == "no consent request is pending" for n in app._notifications)

@@ -40,6 +40,8 @@ ACTIONS: tuple[UiAction, ...] = (
     UiAction("help", "question_mark", "Help", "app", "help"),
     UiAction("freeze", "f", "Freeze", "app", "toggle_freeze"),
     UiAction("filter", "slash", "Filter", "app", "filter"),
+    UiAction("export", "e", "Export report", "app", "export_report"),
+    UiAction("consent_view", "w", "Pending consent", "app", "view_consent"),
     UiAction("back", "escape", "Back", "app", "back", show=False),
     UiAction("quit", "q", "Quit", "app", "quit"),
     UiAction("open", "enter", "Open", "overview", "open_row", show=False),

@@ -1,16 +1,24 @@
 """HeadyApp: the Textual console over a Supervisor.
 
-Refresh model (kind to SSH links): one timer at [ui] refresh_hz repaints the active
-screen only when the fleet or brain changed, never while frozen (`f`), while a modal is open or for
-screens that are not on top. Tables update changed cells only. Consent requests from the brain
-queue up and open one dialog at a time over whatever screen is showing.
+Refresh model (kind to SSH links and to idle CPU): nothing polls. The supervisor calls back when
+the fleet or the brain changed (`Supervisor.watch`); that schedules ONE repaint of the screen on
+top, no sooner than 1/[ui] refresh_hz after the previous one, so a burst of frames costs one
+repaint and a still fleet costs none. While the screen on top shows ages ("offline for", session
+age) a slow clock repaints it every CLOCK_S when the shown time has moved. Nothing is repainted
+while frozen (`f`), while a modal is open or for screens that are not on top. Tables update
+changed cells only. Consent requests from the brain queue up and open one dialog at a time over
+whatever screen is showing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import deque
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from rich.text import Text
 from textual import work
@@ -22,13 +30,18 @@ from textual.screen import ModalScreen
 
 from heady_agent.config import ConfigError
 
-from ..config import Config
+from ..config import Config, Paths
 from ..events import HeadyEvent
+from ..providers import fetch_provider_costs
+from ..report import ReportError, export_report, parse_time
+from ..store import Store
 from . import theme as themes
+from .billing import ProviderBilling
 from .formatting import level_severity
 from .actions import ACTIONS, UiAction, bindings_for
 from .modals.confirm import ConfirmModal
-from .modals.consent import ConsentModal
+from .modals.consent import ConsentModal, ConsentViewModal
+from .modals.export import ExportModal
 from .reader import FleetReader
 from .screens.base import LiveScreen
 from .screens.help import HelpScreen, TooSmallScreen
@@ -39,6 +52,8 @@ MIN_WIDTH, MIN_HEIGHT = 80, 24
 # Below these sizes the screens use their compact layout.
 WIDE_WIDTH, TALL_HEIGHT = 140, 32
 CELL_CACHE_SIZE = 50_000
+# Ages on screen ("offline for 3m", session ages) move at most this often when nothing else changes.
+CLOCK_S = 5.0
 VIEWS = ("overview", "costs", "healing", "permissions", "audit")
 DECISION_WORDS = {
     "deny": "rebalance denied (snoozed)",
@@ -54,6 +69,14 @@ class HeadyEventPosted(Message):
     def __init__(self, event: HeadyEvent) -> None:
         super().__init__()
         self.event = event
+
+
+class RefreshDue(Message):
+    """The throttle's delay after a change has passed: repaint the screen on top."""
+
+
+class ClockDue(Message):
+    """The slow clock for ages on screen."""
 
 
 class ActionsProvider(Provider):
@@ -125,6 +148,11 @@ class HeadyApp(App[int]):
         self.ascii_only = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8"
         self.compact = True
         self._refresh_interval = 1.0 / config.ui.refresh_hz
+        self._refresh_handle: asyncio.TimerHandle | None = None
+        self._clock_handle: asyncio.TimerHandle | None = None
+        self._last_refresh = float("-inf")  # event-loop time of the last scheduled repaint
+        self._unwatch = None
+        self.billing = ProviderBilling(config.cost.providers)
         self._consent_queue: deque[Any] = deque()
         self._consent_seen: set[str] = set()
         self._consent_open: str | None = None
@@ -149,12 +177,10 @@ class HeadyApp(App[int]):
             self.set_keymap(dict(self.config.ui.keymap))
         self.compact = self._is_compact(self.size.width, self.size.height)
         self._unsubscribe = self.supervisor.subscribe(self._deliver_event)
+        self._unwatch = self.supervisor.watch(self.schedule_refresh)
         self.push_screen(self._view("overview"))
         if self.manage_supervisor:
             self._start_supervisor()
-        # One repeating timer: refresh_now is synchronous, so ticks never overlap, and one Timer
-        # costs less than scheduling a new one per tick (it matters for idle CPU over SSH).
-        self.set_interval(self._refresh_interval, self._on_refresh_timer, name="heady-refresh")
         self._check_size(self.size.width, self.size.height)
 
     @work(exclusive=True, group="supervisor", exit_on_error=False)
@@ -169,6 +195,12 @@ class HeadyApp(App[int]):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        for handle in (self._refresh_handle, self._clock_handle):
+            if handle is not None:
+                handle.cancel()
         if self.manage_supervisor:
             await self.supervisor.stop()
 
@@ -178,23 +210,55 @@ class HeadyApp(App[int]):
 
     # --- refresh -----------------------------------------------------------------------
 
-    def _on_refresh_timer(self) -> None:
+    def schedule_refresh(self) -> None:
+        """Something changed (called by the supervisor): repaint once, no sooner than 1/refresh_hz
+        after the last repaint. Changes arriving before that repaint share it."""
+        if self._refresh_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_refresh + self._refresh_interval - loop.time())
+        self._refresh_handle = loop.call_later(delay, self.post_message, RefreshDue())
+
+    def on_refresh_due(self, message: RefreshDue) -> None:
+        self._refresh_handle = None
+        self._last_refresh = asyncio.get_running_loop().time()
         self.refresh_now()
+
+    def on_clock_due(self, message: ClockDue) -> None:
+        self._clock_handle = None
+        self.refresh_now()
+
+    def _arm_clock(self) -> None:
+        """Run the slow clock only while the screen on top shows ages and may repaint."""
+        screen = self.screen if self.screen_stack else None
+        wanted = isinstance(screen, LiveScreen) and screen.SHOWS_AGES and not self.frozen
+        if wanted and self._clock_handle is None:
+            self._clock_handle = asyncio.get_running_loop().call_later(CLOCK_S, self.post_message, ClockDue())
+        elif not wanted and self._clock_handle is not None:
+            self._clock_handle.cancel()
+            self._clock_handle = None
 
     def modal_open(self) -> bool:
         return isinstance(self.screen, ModalScreen)
 
+    def stamp_for(self, screen: LiveScreen) -> tuple:
+        """Equal stamps show the same thing: the fleet's version, the brain's reading and, for a
+        screen that shows ages, the clock in CLOCK_S steps."""
+        clock = int(self.reader.now() // CLOCK_S) if screen.SHOWS_AGES else None
+        return (self.reader.stamp(), clock)
+
     def refresh_now(self, *, force: bool = False) -> None:
-        """One refresh tick: consent first (it must not wait for a freeze), then the active screen."""
+        """One refresh: consent first (it must not wait for a freeze), then the active screen."""
         if not self.screen_stack:
             return
         self._check_consent()
         screen = self.screen
+        self._arm_clock()
         if not isinstance(screen, LiveScreen) or not screen.is_mounted:
             return  # a screen still composing refreshes itself when it mounts
         if self.frozen and not force:
             return
-        stamp = self.reader.stamp()
+        stamp = self.stamp_for(screen)
         if not force and stamp == screen.last_stamp:
             return
         screen.last_stamp = stamp
@@ -238,7 +302,7 @@ class HeadyApp(App[int]):
             parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}", "warning"))
         pending = len(self._consent_queue) + (1 if self._consent_open else 0)
         if pending:
-            parts.append((f"  CONSENT PENDING {pending}", "critical"))
+            parts.append((f"  CONSENT PENDING {pending}" + (" (w: view)" if self.read_only else ""), "critical"))
         if self.frozen:
             parts.append(("  PAUSED", "critical"))
         if self.read_only:
@@ -284,6 +348,16 @@ class HeadyApp(App[int]):
             request, levels=self.reader.metric_levels(), session_hours=self.config.consent.session_hours
         )
         self.push_screen(dialog, callback=lambda decision, rid=request.id: self._decided(rid, decision))
+
+    def action_view_consent(self) -> None:
+        """The pending requests and their plans, view only: how a read-only console sees them."""
+        brain = self.supervisor.brain
+        pending = brain.pending_consent() if brain is not None else []
+        if not pending:
+            self.notify("no consent request is pending", markup=False)
+            return
+        levels = self.reader.metric_levels()
+        self.push_screen(ConsentViewModal(pending, levels=levels, session_hours=self.config.consent.session_hours))
 
     async def _decided(self, request_id: str, decision: str) -> None:
         try:
@@ -381,6 +455,7 @@ class HeadyApp(App[int]):
     def action_toggle_freeze(self) -> None:
         self.frozen = not self.frozen
         screen = self.screen
+        self._arm_clock()
         if isinstance(screen, LiveScreen):
             if self.frozen:
                 self.update_status(screen)
@@ -392,9 +467,59 @@ class HeadyApp(App[int]):
             self.screen.open_filter()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("filter", "toggle_freeze", "switch_view", "back") and self.modal_open():
+        if action in ("filter", "toggle_freeze", "switch_view", "back", "export_report", "view_consent") and self.modal_open():
             return False
         return True
+
+    # --- report export -------------------------------------------------------------------
+
+    def action_export_report(self) -> None:
+        self.push_screen(ExportModal(self.write_report))
+
+    async def write_report(self, fmt: str, since_text: str) -> Path:
+        """Export the session report for [since, now) to the data dir's reports/ folder.
+
+        The work runs in a thread with its own store connection and event loop (WAL lets it read
+        beside the supervisor's), so neither the queries nor the rendering hold up a key press.
+        Raises ReportError / StoreError with one line."""
+        now = self.reader.now()
+        since = parse_time(since_text, now, option="range")
+        if since >= now:
+            raise ReportError(f"range: {since_text.strip()!r} does not reach into the past")
+        return await asyncio.to_thread(
+            _export_in_thread, self.config, self.supervisor.paths, since, now, fmt, self.reader.simulated
+        )
+
+    # --- provider costs --------------------------------------------------------------------
+
+    def ask_providers_if_due(self) -> None:
+        """Called while the costs screen shows: ask the providers when the last answer is
+        `[cost.providers] refresh_s` old (or there is none). Never waits for the answer."""
+        summary = self.reader.cost_summary()
+        now = self.reader.now()
+        if summary is None or not self.billing.due(now):
+            return
+        self.billing.started()
+        self._ask_providers(*self.billing.fetch_range(summary.by_day, now))
+
+    @work(exclusive=True, group="providers", exit_on_error=False)
+    async def _ask_providers(self, since: float, until: float) -> None:
+        try:
+            costs = await fetch_provider_costs(self.config.cost.providers, since, until, now=self.reader.now)
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            self.billing.failed(f"{type(exc).__name__}: {exc}".splitlines()[0], self.reader.now())
+        else:
+            self.billing.answered(costs, self.reader.now())
+        # Ask again after refresh_s if the costs screen is still showing then (else when it shows next).
+        self.set_timer(self.config.cost.providers.refresh_s, self._providers_timer, name="heady-providers")
+        screen = self.screen
+        if isinstance(screen, LiveScreen) and screen.VIEW == "costs":
+            self.refresh_now(force=True)
+
+    def _providers_timer(self) -> None:
+        screen = self.screen
+        if isinstance(screen, LiveScreen) and screen.VIEW == "costs":
+            self.ask_providers_if_due()
 
     def get_key_display_for(self, action: UiAction) -> str:
         keys = self._keymap.get(action.id, action.key)
@@ -427,3 +552,17 @@ class HeadyApp(App[int]):
         self.refresh_now(force=True)
         return bool(result.ok)
 
+
+
+def _export_in_thread(config: Config, paths: Paths, since: float, until: float, fmt: str, simulated: bool) -> Path:
+    async def export() -> Path:
+        store = await Store.open(paths.database, metric_rollup_s=config.store.metric_rollup_s)
+        try:
+            return await export_report(
+                store, config, paths, since=since, until=until, now=until, fmt=fmt,  # type: ignore[arg-type]
+                simulated=simulated, ask_providers=ProviderBilling(config.cost.providers).configured,
+            )
+        finally:
+            await store.close()
+
+    return asyncio.run(export())

@@ -114,3 +114,46 @@ class ConsentModal(ModalScreen[str]):
 
     def action_decide(self, decision: str) -> None:
         self.dismiss(decision)
+
+
+READ_ONLY_NOTE = (
+    "This console is read-only: it cannot answer. Answer in a console without --read-only, "
+    "or with `heady consent prompt` / `heady permissions grant` on the console's machine."
+)
+
+
+class ConsentViewModal(ModalScreen[None]):
+    """The pending requests and their exact plans, view only (a read-only console's `w`)."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close", id="consent_view_close"),
+        Binding("w", "close", "Close", show=False, id="consent_view_close_w"),
+    ]
+
+    def __init__(self, requests: list[Any], *, levels: dict[str, tuple[float, float]], session_hours: float) -> None:
+        super().__init__()
+        self.request_ids = [request.id for request in requests]
+        blocks = [
+            f"Request {request.id}\n{plan_text(request.reason, request.plan, levels, session_hours)}" for request in requests
+        ]
+        self._text = "\n\n".join(blocks)
+
+    def compose(self) -> ComposeResult:
+        count = len(self.request_ids)
+        with Vertical(classes="dialog", id="consent-view"):
+            yield Static(f"Consent pending ({count} request{'s' if count != 1 else ''}): view only", classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(Text(self._text, end=""), id="consent-plan")
+            yield Static(READ_ONLY_NOTE, id="consent-view-note", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close (esc)", id="close", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(None)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -28,6 +28,7 @@ RELOAD_S = 2.0  # the entries come from the database; fleet changes are far more
 class AuditScreen(LiveScreen):
     VIEW = "audit"
     TITLE_TEXT = "Audit"
+    SHOWS_AGES = False  # absolute times only
 
     def __init__(self, *, compact: bool) -> None:
         super().__init__(name="audit")

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from ..actions import bindings_for, changes_state
-from ..widgets.panels import FilterBar, StatusBar
+from ..widgets.panels import FilterBar, KeyBar, StatusBar
 from ..widgets.table import KeyedTable
 
 if TYPE_CHECKING:
@@ -22,6 +21,7 @@ W = TypeVar("W")
 class LiveScreen(Screen):
     VIEW = "overview"
     TITLE_TEXT = "Overview"
+    SHOWS_AGES = True  # shows times relative to now, which move with the clock alone
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Before super(): Textual merges a class's BINDINGS when the class is created.
@@ -49,7 +49,7 @@ class LiveScreen(Screen):
 
     def compose_footer(self) -> ComposeResult:
         yield FilterBar(id="filter")
-        yield Footer()
+        yield KeyBar(id="keys")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.heady.read_only and changes_state(self.VIEW, action):
@@ -57,13 +57,13 @@ class LiveScreen(Screen):
         return True
 
     def refresh_view(self) -> None:
-        """Read the supervisor and update widgets; called by the app's throttled timer."""
+        """Read the supervisor and update widgets; called by the app's throttled refresh."""
 
     def on_screen_resume(self) -> None:
-        # A kept view shown again: paint what is current now rather than at the next tick.
+        # A kept view shown again: paint what is current now (if anything changed since it was
+        # last painted) rather than at the next change.
         if self.is_mounted and not self.heady.frozen:
-            self.last_stamp = self.heady.reader.stamp()
-            self.refresh_view()
+            self.heady.refresh_now()
 
     def filter_table(self) -> KeyedTable | None:
         focused = self.focused

@@ -1,6 +1,7 @@
 """Costs: today, month, burn rate and projection, budgets, and cost by day / model / node /
 project / session. Wide terminals show every grouping at once; compact ones one at a time
-(`b` cycles)."""
+(`b` cycles). With `[cost.providers]` keys configured, cost by day and by model carry a second
+column, what the providers billed (asked in the background every `refresh_s`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from .base import LiveScreen
 
 GROUPS = (("by_model", "model"), ("by_node", "node"), ("by_project", "project"), ("by_day", "day"), ("by_session", "session"))
 COLUMNS = (("name", "Name"), ("cost", "Cost"), ("share", "Share"), ("bar", ""))
+PROVIDER_COLUMNS = (("name", "Name"), ("cost", "From tokens"), ("provider", "From provider"), ("share", "Share"), ("bar", ""))
+RECONCILED = ("by_model", "by_day")  # the groupings the providers report
 ROWS = 500
 
 
@@ -29,17 +32,26 @@ class CostsScreen(LiveScreen):
         self.compact = compact
         self.group = 0  # compact layout: the grouping shown
 
+    @property
+    def with_provider(self) -> bool:
+        return self.heady.billing.configured
+
+    def _provider_column(self, attr: str) -> bool:
+        # Wide: only the groupings the providers report; compact: the one table serves every grouping.
+        return self.with_provider and (self.compact or attr in RECONCILED)
+
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         summary = Static(id="cost-summary", classes="detail-info")
         summary.border_title = "Spend"
         yield summary
         if self.compact:
-            yield KeyedTable(COLUMNS, id="cost-table")
+            yield KeyedTable(PROVIDER_COLUMNS if self.with_provider else COLUMNS, id="cost-table")
         else:
             with Grid(id="cost-grid"):
                 for attr, label in GROUPS:
-                    table = KeyedTable(COLUMNS, id=f"cost-{attr}")
+                    columns = PROVIDER_COLUMNS if self._provider_column(attr) else COLUMNS
+                    table = KeyedTable(columns, id=f"cost-{attr}")
                     table.border_title = f"Cost by {label}"
                     yield table
         yield from self.compose_footer()
@@ -47,6 +59,10 @@ class CostsScreen(LiveScreen):
     def on_mount(self) -> None:
         self.query(KeyedTable).first().focus()
         self.refresh_view()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.heady.ask_providers_if_due()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "next_group" and not self.compact:
@@ -70,6 +86,7 @@ class CostsScreen(LiveScreen):
         ]
         if summary.unknown_models:
             lines.append([(f"unpriced models (cost 0): {', '.join(sorted(summary.unknown_models))}", "warning")])
+        lines += [[line] for line in app.billing.status_lines()]
         text = Text(end="")
         for i, line in enumerate(lines):
             if i:
@@ -78,16 +95,29 @@ class CostsScreen(LiveScreen):
                 text.append_text(app.cells({"c": ((chunk, severity),)})["c"][0] if severity else Text(chunk, end=""))
         return text
 
-    def _rows(self, values: dict[str, float], by_day: bool) -> dict[str, tuple]:
+    def _rows(self, attr: str, values: dict[str, float]) -> dict[str, tuple]:
+        """Rows of one grouping; with the provider column, keys only a provider reported are listed too."""
+        billed: dict[str, float | None] | None = None
+        if self._provider_column(attr):
+            billed = {}
+            if attr in RECONCILED:
+                billing = self.heady.billing
+                reconciled = billing.by_day(values) if attr == "by_day" else billing.by_model(values)
+                billed = {row.key: row.from_provider_usd for row in reconciled}
+                values = {row.key: row.from_tokens_usd for row in reconciled}
         total = sum(values.values()) or 1.0
-        if by_day:
+        if attr == "by_day":
             ordered = sorted(values.items(), reverse=True)  # newest day first
         else:
             ordered = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
         rows = {}
         for name, cost in ordered[:ROWS]:
             share = cost / total
-            rows[name] = (Text(name, end=""), fmt.money(cost), f"{share * 100:.1f}%", bar(share, 16, ascii_only=self.heady.ascii_only))
+            cells: tuple = (Text(name, end=""), fmt.money(cost))
+            if billed is not None:
+                provider = billed.get(name)
+                cells += ("" if attr not in RECONCILED else fmt.money(provider),)
+            rows[name] = cells + (f"{share * 100:.1f}%", bar(share, 16, ascii_only=self.heady.ascii_only))
         return rows
 
     def refresh_view(self) -> None:
@@ -102,8 +132,8 @@ class CostsScreen(LiveScreen):
             attr, label = GROUPS[self.group]
             table = self.part("#cost-table", KeyedTable)
             table.border_title = f"Cost by {label}  (b: by {GROUPS[(self.group + 1) % len(GROUPS)][1]})"
-            table.sync(self._rows(getattr(summary, attr), attr == "by_day"))
+            table.sync(self._rows(attr, getattr(summary, attr)))
         else:
             for attr, _ in GROUPS:
-                self.part(f"#cost-{attr}", KeyedTable).sync(self._rows(getattr(summary, attr), attr == "by_day"))
+                self.part(f"#cost-{attr}", KeyedTable).sync(self._rows(attr, getattr(summary, attr)))
         app.update_status(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.style import Style
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import Input, RichLog, Static
@@ -191,3 +192,43 @@ class FilterBar(Input):
     def key_escape(self) -> None:
         self.value = ""
         self.post_message(self.Applied("", done=True))
+
+
+class KeyBar(Static):
+    """The key line at the bottom: what the screen on top offers now (the registry's bindings that
+    are shown; dimmed when check_action says they do not apply), then the command palette key.
+
+    One line of text, rewritten only when it changes: Textual's Footer remounts one widget per key
+    whenever bindings are updated (every screen switch and focus change), which at 160 columns
+    cost more than the rest of a screen switch together."""
+
+    def on_mount(self) -> None:
+        self._shown: tuple = ()
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        self._bindings_changed(self.screen)
+
+    def _bindings_changed(self, screen) -> None:
+        if not self.is_attached or screen is not self.screen:
+            return
+        app = self.app
+        active = screen.active_bindings
+        entries = []
+        seen_actions = set()
+        for _, binding, enabled, _ in active.values():
+            if not binding.show or binding.action in seen_actions:
+                continue
+            seen_actions.add(binding.action)
+            entries.append((app.get_key_display(binding), binding.description, enabled))
+        palette = active.get(app.COMMAND_PALETTE_BINDING)
+        if palette is not None and app.ENABLE_COMMAND_PALETTE:
+            entries.append((app.get_key_display(palette.binding), palette.binding.description, palette.enabled))
+        shown = (app.theme, tuple(entries))
+        if shown == self._shown:
+            return
+        self._shown = shown
+        key_colour = app.theme_variables.get("footer-key-foreground")
+        text = Text(end="", no_wrap=True, overflow="ellipsis")
+        for key, description, enabled in entries:
+            text.append(f" {key} ", style=Style(color=key_colour, bold=True, dim=not enabled))
+            text.append(f"{description} ", style=Style(dim=not enabled))
+        self.update(text)

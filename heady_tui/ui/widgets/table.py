@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
@@ -38,6 +39,25 @@ class KeyedTable(DataTable):
     def on_mount(self) -> None:
         for key, label in self._column_spec:
             self.add_column(label, key=key)
+
+    def _style_signature(self) -> tuple:
+        """Everything from the stylesheet that the table's cells are drawn with."""
+        components = tuple(
+            (name, tuple(sorted(self.get_component_styles(name).get_render_rules().items(), key=lambda kv: kv[0])))
+            for name in sorted(self.COMPONENT_CLASSES)
+        )
+        return (tuple(sorted(self.styles.get_render_rules().items(), key=lambda kv: kv[0])), components)
+
+    def notify_style_update(self) -> None:
+        # Textual re-applies the stylesheet to every widget of a screen each time the screen is shown,
+        # and DataTable then throws away every rendered cell. Keep them when the styles came out the
+        # same: switching back to a kept view then repaints from cache instead of re-rendering hundreds of cells.
+        Widget.notify_style_update(self)
+        signature = self._style_signature()
+        if signature == getattr(self, "_drawn_with", None):
+            return
+        self._drawn_with = signature
+        super().notify_style_update()
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip().lower()

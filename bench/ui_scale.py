@@ -6,7 +6,8 @@ directly, no sockets), the real HeadyApp in Textual's headless driver.
 
 Prints:
 - key-to-paint: time from a key press to the first frame the app composes after it (p50 / p95), for
-  cursor moves in the 500-row nodes table and for switching screens. Target: p95 under 50 ms.
+  cursor moves in the 500-row nodes table and for switching between kept screens (the first visit,
+  which builds the screen, is printed on its own). Target: p95 under 50 ms.
 - idle CPU: process CPU time per wall second while nobody types and the fleet is still, beside a
   minimal Textual app (one Static) measured the same way in the same run (target: at most 3x), and
   beside the same minimal app polling a no-op timer at [ui] refresh_hz, the floor of any view that
@@ -128,8 +129,13 @@ async def run(args: argparse.Namespace) -> None:
                 app.refresh_now(force=True)
                 await pilot.pause(1.0)
                 moves = [await paint.press_to_paint(pilot, "down" if i % 20 < 10 else "up") for i in range(args.presses)]
+                # The first visit builds the costs screen; later switches show kept screens.
+                first_visit = await paint.press_to_paint(pilot, "2")
+                await pilot.pause(0.05)
+                await paint.press_to_paint(pilot, "1")
+                await pilot.pause(0.05)
                 switches = []
-                for i in range(max(4, args.presses // 6)):
+                for i in range(max(10, args.presses // 3)):
                     switches.append(await paint.press_to_paint(pilot, "2" if i % 2 == 0 else "1"))
                     await pilot.pause(0.05)
                 await pilot.pause(1.0)
@@ -160,7 +166,8 @@ async def run(args: argparse.Namespace) -> None:
     print(f"key-to-paint, cursor move in the nodes table: p50 {pct(moves, 0.5):.1f} ms, p95 {pct(moves, 0.95):.1f} ms "
           f"(n={len(moves)}, target p95 < 50 ms)")
     print(f"key-to-paint, screen switch (overview <-> costs): p50 {pct(switches, 0.5):.1f} ms, "
-          f"p95 {pct(switches, 0.95):.1f} ms (n={len(switches)})")
+          f"p95 {pct(switches, 0.95):.1f} ms (n={len(switches)}, target p95 < 50 ms); "
+          f"first visit to costs (builds the screen) {first_visit:.1f} ms")
     ratio = f"{idle_cpu / minimal_cpu:.1f}x" if minimal_cpu > 0 else "n/a (the minimal app used no measurable CPU)"
     timer_cpu = baselines["minimal+timer"]
     print(f"idle CPU: heady {idle_cpu * 100:.3f}% of a core, minimal Textual app {minimal_cpu * 100:.3f}% "

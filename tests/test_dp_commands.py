@@ -195,9 +195,10 @@ async def test_heady_with_no_nodes_shows_this_machine_in_the_ui_and_quits_cleanl
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         while not done.exists():
-            assert time.monotonic() < deadline, "the console did not quit on q"
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+            assert time.monotonic() < deadline, f"the console did not quit on q:\n{screen}"
             await asyncio.sleep(0.2)
-        assert done.read_text().strip() == "0"
-        assert (tmp_path / "data" / "heady.log").exists()
+        log = (tmp_path / "data" / "heady.log").read_text(errors="replace")[-3000:]
+        assert done.read_text().strip() == "0", f"exit {done.read_text().strip()}; screen:\n{screen}\nlog:\n{log}"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

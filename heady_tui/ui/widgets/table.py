@@ -35,6 +35,8 @@ class KeyedTable(DataTable):
         self._order: list[str] = []
         self.filter_text = ""
         self.rows_total = 0
+        self._style_check_due = True
+        self._drawn_with: tuple | None = None
 
     def on_mount(self) -> None:
         for key, label in self._column_spec:
@@ -49,15 +51,22 @@ class KeyedTable(DataTable):
         return (tuple(sorted(self.styles.get_render_rules().items(), key=lambda kv: kv[0])), components)
 
     def notify_style_update(self) -> None:
-        # Textual re-applies the stylesheet to every widget of a screen each time the screen is shown,
-        # and DataTable then throws away every rendered cell. Keep them when the styles came out the
-        # same: switching back to a kept view then repaints from cache instead of re-rendering hundreds of cells.
+        # Textual re-applies the stylesheet to every widget of a screen each time the screen is
+        # shown, and DataTable then throws away every rendered cell. Decide at the next render (when
+        # the component styles are settled too) whether anything it draws with actually changed:
+        # switching back to a kept view then repaints from cache instead of re-rendering every cell.
         Widget.notify_style_update(self)
-        signature = self._style_signature()
-        if signature == getattr(self, "_drawn_with", None):
-            return
-        self._drawn_with = signature
-        super().notify_style_update()
+        self._style_check_due = True
+        self.refresh()
+
+    def render_lines(self, crop):
+        if self._style_check_due:
+            self._style_check_due = False
+            signature = self._style_signature()
+            if signature != self._drawn_with:
+                self._drawn_with = signature
+                super().notify_style_update()
+        return super().render_lines(crop)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip().lower()

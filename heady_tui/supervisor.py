@@ -134,14 +134,16 @@ class Supervisor:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
-        await asyncio.gather(*(link.stop() for link in self.links.values()))
-        for task in list(self._background):
-            task.cancel()
+        # The brain stops while the links are still up: stopping a rebalance run reverts its changes
+        # through agent commands.
         if self.brain is not None:
             try:
                 await self.brain.stop()
             except Exception:
                 log.exception("the brain failed to stop cleanly")
+        await asyncio.gather(*(link.stop() for link in self.links.values()))
+        for task in list(self._background):
+            task.cancel()
         if self.alerts is not None:
             await self.alerts.stop()
         self._publish_stats()

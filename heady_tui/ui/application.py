@@ -54,7 +54,7 @@ MIN_WIDTH, MIN_HEIGHT = 80, 24
 WIDE_WIDTH, TALL_HEIGHT = 140, 32
 CELL_CACHE_SIZE = 50_000
 # Ages on screen ("offline for 3m", session ages) move at most this often when nothing else changes.
-CLOCK_S = 5.0
+CLOCK_S = 10.0
 VIEWS = ("overview", "costs", "healing", "permissions", "audit")
 DECISION_WORDS = {
     "deny": "rebalance denied (snoozed)",

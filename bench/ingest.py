@@ -7,7 +7,11 @@
    Supervisor (link -> store -> ack -> fleet -> brain) in this process, starting from an empty
    database. Reported: frames stored per second until every cursor reaches the end.
 2. Ceiling: the same rows (same tuples, same batch size, same schema and pragmas) inserted with
-   plain sqlite3 executemany, one transaction per batch, no network, no parsing.
+   plain sqlite3 executemany, one transaction per batch, no network, no parsing. This is a floor
+   of the storing alone, not a peer doing the console's work: the console also receives each frame
+   over a WebSocket, validates it, updates the live fleet and feeds the brain. Two partial paths are
+   measured on the same frames to show where the rest goes: Store.store_batch alone, and the
+   console without sockets (Supervisor.link_frames: store, fleet, brain on already parsed frames).
 3. Live lag: N pacing peers (child processes speaking protocol 1, frames stamped when sent) stream
    --rate frames/s in total for --lag-seconds; reported: p50 / p99 of commit time - frame ts.
    Pacers stand in for agents here so the offered rate is exact.
@@ -147,6 +151,22 @@ async def store_path(root: Path, per_node: list[list[Metrics | Event]]) -> float
     return sum(len(p) for p in per_node) / elapsed
 
 
+async def console_path(root: Path, per_node: list[list[Metrics | Event]]) -> float:
+    """Frames/s of the console behind the sockets: a real Supervisor's link_frames (store, ack value,
+    fleet, brain) on the same parsed frames, in the link's batch size."""
+    sup = Supervisor(Config(), Paths(root / "config.toml", root / "console-path"))
+    await sup.start()
+    try:
+        started = time.perf_counter()
+        for n, parsed in enumerate(per_node):
+            for k in range(0, len(parsed), BATCH):
+                await sup.link_frames(f"b{n + 1}", "j", parsed[k : k + BATCH])
+        elapsed = time.perf_counter() - started
+    finally:
+        await sup.stop()
+    return sum(len(p) for p in per_node) / elapsed
+
+
 def pacer(port_queue: multiprocessing.Queue, rate: float, seconds: float, seed: int) -> None:
     """A protocol-1 peer that streams `rate` frames/s stamped with the send time."""
     from websockets.asyncio.server import serve
@@ -219,6 +239,7 @@ def main() -> int:
         per_node = parsed_frames(args.nodes, args.frames)
         ceiling_rate = ceiling(root, per_node)
         store_rate = asyncio.run(store_path(root, per_node))
+        console_path_rate = asyncio.run(console_path(root, per_node))
         del per_node  # 100,000 parsed frames left alive would add GC pauses to the lag phase
         gc.collect()
         lags, count = asyncio.run(live_lag(root, args.nodes, args.rate, args.lag_seconds))
@@ -232,6 +253,8 @@ def main() -> int:
     print(f"ceiling:  raw sqlite3 executemany of the same rows: {ceiling_rate:,.0f} rows/s")
     print(f"ratio:    console / raw sqlite = {console_rate / ceiling_rate:.2f} wall, {per_core / ceiling_rate:.2f} per core")
     print(f"store:    Store.store_batch on the same frames: {store_rate:,.0f} frames/s = {store_rate / ceiling_rate:.2f} of raw sqlite")
+    print(f"no-wire:  Supervisor.link_frames (store + fleet + brain) on the same parsed frames: {console_path_rate:,.0f} frames/s"
+          f" = {console_path_rate / ceiling_rate:.2f} of raw sqlite")
     print(f"live lag: {achieved:,.0f} frames/s offered over {args.nodes} links: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     return 0
 

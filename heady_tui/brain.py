@@ -27,12 +27,12 @@ from heady_tui.engine.consent import (
     usable_grant,
 )
 from heady_tui.engine.cost import CostSummary, CostTracker, PricingTable
-from heady_tui.engine.detector import CallSample, EquilibriumDetector, EquilibriumReading, NodeSample
+from heady_tui.engine.detector import CallWindow, EquilibriumDetector, EquilibriumReading, NodeSample, WindowStats
 from heady_tui.engine.healing import (
-    CallView,
     HealingEngine,
     HealingInput,
     NodeHealth,
+    SessionCallWindows,
     SessionHealth,
     Task,
     WeakPoint,
@@ -69,6 +69,10 @@ class Brain:
         self.policies = PolicyEngine(self.config.policies)
         self.healing = HealingEngine(self.config.healing)
         self.cost = CostTracker.from_config(self.config.cost, self.pricing.date)
+        # Recent calls, kept up to date frame by frame so a tick reads windows instead of rescanning calls.
+        self.calls = CallWindow(keep_s=self.config.detector.window_s)
+        self.session_calls = SessionCallWindows(max(self.config.detector.window_s, self.config.healing.full_interval_s))
+        self._window_stats: tuple[float, WindowStats] | None = None
         self.records: Records | None = None
         self.run: RebalanceRun | None = None
         self.last_run: RebalanceStatus | None = None
@@ -113,29 +117,46 @@ class Brain:
         self.started = True
 
     async def _load_costs(self) -> None:
-        """Month-to-date costs from the stored calls, so totals and budgets survive a restart."""
+        """Month-to-date costs from the stored calls, so totals and budgets survive a restart; the
+        latest of them also refill the detector's and the healing loop's windows."""
         assert self.records is not None
         now = self.clock.now()
         month_start = now - 32 * 86400
+        recent = now - self.session_calls.keep_s
         for ev in await self.supervisor.store.calls(month_start):
-            self._add_cost(ev.node, ev.session, ev.ts, ev.data)
+            try:
+                call = LlmCallData.model_validate(ev.data)
+            except ValueError:
+                continue
+            self._add_call(ev.node, ev.session, ev.ts, call, windows=ev.ts >= recent)
 
-    def _add_cost(self, node: str, session: str | None, ts: float, data: dict[str, Any]) -> None:
-        try:
-            call = LlmCallData.model_validate(data)
-        except ValueError:
-            return
+    def _add_call(self, node: str, session: str | None, ts: float, call: LlmCallData, *, windows: bool = True) -> None:
         cost, known = self.pricing.cost(call)
         rec = self.fleet.sessions.get((node, session)) if session else None
         self.cost.add(ts=ts, node=node, session=session, project=rec.project if rec else None, model=call.model, cost_usd=cost, known=known)
+        if not windows:
+            return
+        self.calls.add(ts, call.latency_ms, call.ok, node, call.provider)
+        self._window_stats = None
+        if session is not None:
+            self.session_calls.add((node, session), ts, call.latency_ms, call.ok, call.input_tokens + call.output_tokens, cost,
+                                   call.provider)
 
-    def on_frame(self, node_id: str, frame: Any) -> None:
-        now = self.clock.now()
+    def on_frame(self, node_id: str, frame: Any, data: Any = None) -> None:
+        """A stored frame; `data` is the event's data already validated (the fleet's), else it is validated here."""
         if isinstance(frame, Metrics):
-            self._skew.setdefault(node_id, deque(maxlen=SKEW_SAMPLES)).append(frame.ts - now)
+            skew = self._skew.get(node_id)
+            if skew is None:
+                skew = self._skew[node_id] = deque(maxlen=SKEW_SAMPLES)
+            skew.append(frame.ts - self.clock.now())
         elif isinstance(frame, Event):
             if frame.kind == "llm.call":
-                self._add_cost(node_id, frame.session, frame.ts, frame.data)
+                if not isinstance(data, LlmCallData):
+                    try:
+                        data = LlmCallData.model_validate(frame.data)
+                    except ValueError:
+                        return
+                self._add_call(node_id, frame.session, frame.ts, data)
                 self.healing.count_calls(1)
             elif frame.kind == "agent.notice" and frame.data.get("severity") == "critical":
                 self.healing.trigger(f"critical notice from {node_id}")
@@ -175,8 +196,7 @@ class Brain:
         for n in self.fleet.nodes.values():
             m = n.metrics
             nodes.append(NodeSample(n.id, n.status == "online", m.load[0] if m else None, n.cpu_count, m.queue_depth if m else 0, m.ts if m else None))
-        calls = [CallSample(c.ts, c.latency_ms, c.ok) for c in self.fleet.calls_since(now - self.config.detector.window_s)]
-        reading, change = self.detector.evaluate(now, nodes, calls)
+        reading, change = self.detector.evaluate(now, nodes, self._window(now))
         state = self.detector.export_state()
         if change is not None:
             await self.records.level_change(change.at, change.level, change.previous, change.metrics, state)
@@ -253,17 +273,20 @@ class Brain:
     def rebalance_status(self) -> RebalanceStatus | None:
         return self.run.status if self.run is not None else self.last_run
 
+    def _window(self, now: float) -> WindowStats:
+        """The detector window's calls, read once per tick (the healing cycle and the plan reuse it)."""
+        if self._window_stats is None or self._window_stats[0] != now:
+            self._window_stats = (now, self.calls.stats(now, self.config.detector.window_s))
+        return self._window_stats[1]
+
     def node_views(self) -> list[NodeView]:
-        now = self.clock.now()
-        calls_by_node: dict[str, list[bool]] = {}
-        for c in self.fleet.calls_since(now - self.config.detector.window_s):
-            calls_by_node.setdefault(c.node, []).append(c.ok)
+        by_node = self._window(self.clock.now()).by_node
         drained = {ch["node"] for ch in self._applied_changes() if ch["action"] == "node.drain"}
         views = []
         for n in self.fleet.nodes.values():
             m = n.metrics
             sessions = tuple(SessionView(s.id, s.state, s.managed, s.nice) for s in self.fleet.node_sessions(n.id) if s.active)
-            oks = calls_by_node.get(n.id, [])
+            calls, failed = by_node.get(n.id, (0, 0))
             views.append(NodeView(
                 node=n.id,
                 online=n.status == "online" and m is not None,
@@ -271,7 +294,7 @@ class Brain:
                 mem_available_mb=(m.mem_available / BYTES_PER_MB) if m and m.mem_available else float(n.mem_total) / BYTES_PER_MB,
                 utilisation=(m.load[0] / max(1, n.cpu_count)) if m else 0.0,
                 queue_depth=m.queue_depth if m else 0,
-                error_rate=(sum(1 for ok in oks if not ok) / len(oks)) if oks else None,
+                error_rate=failed / calls if calls else None,
                 drained=n.id in drained,
                 running_managed=sum(1 for s in sessions if s.managed and s.state == "running"),
                 sessions=sessions,
@@ -458,8 +481,11 @@ class Brain:
 
     async def _run_policies(self, now: float) -> None:
         assert self.records is not None
+        held = self.policies.held()
+        online = {n.id for n in self.fleet.online_nodes()}
         snaps = [SessionSnapshot(s.node, s.id, s.state, s.state_since, s.managed, s.cost_usd, s.active)
-                 for s in self.fleet.sessions.values() if s.node in self.fleet.nodes and self.fleet.nodes[s.node].status == "online"]
+                 for s in self.fleet.sessions.values()
+                 if s.node in online and (self.policies.watches(s.state, s.cost_usd) or s.key in held)]
         decisions, attention = self.policies.evaluate(snaps, now)
         for d in decisions:
             # The attempt is saved before the command goes out: a crash now never replays it.
@@ -513,30 +539,17 @@ class Brain:
                 self._versions[n.id] = n.agent_version
 
     def _healing_input(self, now: float) -> HealingInput:
-        window = self.config.detector.window_s
-        per_session: dict[tuple[str, str], list[CallView]] = {}
-        providers: dict[str, tuple[int, int]] = {}
-        provider_of: dict[tuple[str, str], str] = {}
-        for c in self.fleet.calls_since(now - max(window, self.config.healing.full_interval_s)):
-            if c.session is not None:
-                per_session.setdefault((c.node, c.session), []).append(
-                    CallView(c.ts, c.latency_ms, c.ok, c.input_tokens + c.output_tokens, c.cost_usd))
-                provider_of[(c.node, c.session)] = c.provider
-            if c.ts > now - window:
-                calls, failed = providers.get(c.provider, (0, 0))
-                providers[c.provider] = (calls + 1, failed + (0 if c.ok else 1))
         nodes = tuple(
             NodeHealth(n.id, n.status, n.since, n.metrics.ts if n.metrics else None, n.agent_version,
                        max(self._skew[n.id]) if self._skew.get(n.id) else None)
             for n in self.fleet.nodes.values()
         )
-        sessions = tuple(
-            SessionHealth(s.node, s.id, s.state, s.active, s.managed, provider_of.get(s.key), s.last_event_at,
-                          tuple(per_session.get(s.key, ())))
-            for s in self.fleet.sessions.values()
-        )
-        summary = self.cost.summary(now)
-        return HealingInput(now, nodes, sessions, providers, summary.projected_today_usd, summary.daily_budget_usd)
+        sessions = []
+        for s in self.fleet.sessions.values():
+            calls = self.session_calls.summary(s.key, now)
+            sessions.append(SessionHealth(s.node, s.id, s.state, s.active, s.managed, calls.provider, s.last_event_at, calls))
+        providers = self._window(now).by_provider
+        return HealingInput(now, nodes, tuple(sessions), providers, self.cost.projected_today(now), self.cost.daily_budget_usd)
 
     async def _heal(self, now: float) -> None:
         assert self.records is not None
@@ -551,9 +564,7 @@ class Brain:
         cycle = self.healing.run_cycle(self._healing_input(now), kind)
         body = cycle.to_dict()
         self._cycles.append(body)
-        await self.records.save_cycle(cycle.id, cycle.at, cycle.kind, body)
-        for wp in cycle.weak_points:
-            await self.records.save_weak_point(wp["id"], wp["opened"], wp["closed"], wp)
+        await self.records.save_cycle(cycle.id, cycle.at, cycle.kind, body, cycle.weak_points)
         self.supervisor.publish("healing.cycle", cycle=cycle.id, kind=cycle.kind, weak_points=len(cycle.weak_points),
                                 tasks=len(cycle.tasks_created), summary=cycle.summary)
         for task_id in cycle.tasks_created:

@@ -10,6 +10,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from heady_agent.protocol import (
     Event,
     FrameError,
@@ -232,17 +233,19 @@ class Fleet:
         for frame in frames:
             self.apply_frame(node_id, frame)
 
-    def apply_frame(self, node_id: str, frame: Metrics | Event) -> None:
-        state = self.node(node_id)
+    def apply_frame(self, node_id: str, frame: Metrics | Event) -> Any:
+        """Apply one frame; returns an event's data as validated (LlmCallData, ...), so later readers
+        of the same frame need not validate it again, else None."""
+        state = self.nodes.get(node_id) or self.node(node_id)
         if frame.seq > state.last_seq or (frame.journal and frame.journal != state.journal):
             state.last_seq = frame.seq
         if frame.journal:
             state.journal = frame.journal
+        self.version += 1
         if isinstance(frame, Metrics):
             self._apply_metrics(state, frame)
-        else:
-            self._apply_event(state, frame)
-        self.version += 1
+            return None
+        return self._apply_event(state, frame)
 
     def _apply_metrics(self, state: NodeState, m: Metrics) -> None:
         load = (m.load[0], m.load[1], m.load[2])
@@ -268,14 +271,14 @@ class Fleet:
         state.queue.push(float(m.queue_depth))
         state.sample_ts.push(m.ts)
 
-    def _apply_event(self, state: NodeState, ev: Event) -> None:
+    def _apply_event(self, state: NodeState, ev: Event) -> Any:
         if ev.kind == "agent.notice" or ev.session is None:
-            return
+            return None
         try:
             data = parse_event_data(ev.kind, ev.data)
         except FrameError:
             state.bad_events += 1  # counted and shown per node; the rest of the stream goes on
-            return
+            return None
         rec = self._session(state.id, ev.session)
         rec.last_event_at = max(rec.last_event_at, ev.ts)
         if ev.kind == "session.started":
@@ -302,6 +305,7 @@ class Fleet:
                 rec.state_since = ev.ts
         elif ev.kind == "llm.call":
             self._apply_call(state.id, rec, ev.ts, data)
+        return data
 
     def _apply_call(self, node_id: str, rec: SessionRecord, ts: float, call: LlmCallData) -> None:
         if call.cost_usd is not None:

@@ -10,7 +10,7 @@ are for the report (see docs/engines.md).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -298,9 +298,14 @@ class Records:
 
     # --- healing ----------------------------------------------------------------------
 
-    async def save_cycle(self, cycle_id: str, at: float, kind: str, body: dict[str, Any]) -> None:
+    async def save_cycle(self, cycle_id: str, at: float, kind: str, body: dict[str, Any],
+                         weak_points: Sequence[dict[str, Any]] = ()) -> None:
+        """The cycle and its weak points (bodies with id, opened, closed), in one transaction."""
+        wp_rows = [(wp["id"], wp["opened"], wp["closed"], json.dumps(wp, default=str)) for wp in weak_points]
         async with self.write() as db:
             await db.execute("INSERT OR REPLACE INTO healing_cycles VALUES (?,?,?,?)", (cycle_id, at, kind, json.dumps(body, default=str)))
+            if wp_rows:
+                await db.executemany("INSERT OR REPLACE INTO weak_points VALUES (?,?,?,?)", wp_rows)
 
     async def healing_cycles(self, since: float = 0.0, until: float = float("inf"), limit: int | None = None) -> list[dict[str, Any]]:
         """Report rows, newest last: the cycle bodies (id, at, kind, summary, weak_points, tasks, ...)."""
@@ -310,10 +315,6 @@ class Records:
             sql += " LIMIT ?"
             params += (limit,)
         return [json.loads(b) for (b,) in reversed(await self._rows(sql, params))]
-
-    async def save_weak_point(self, wp_id: str, opened: float, closed: float | None, body: dict[str, Any]) -> None:
-        async with self.write() as db:
-            await db.execute("INSERT OR REPLACE INTO weak_points VALUES (?,?,?,?)", (wp_id, opened, closed, json.dumps(body, default=str)))
 
     async def save_task(self, task: dict[str, Any], *, audit_action: str | None = None, now: float = 0.0, actor: str = "") -> None:
         entry = (now, actor, audit_action, {k: task[k] for k in ("id", "strategy", "node", "subject", "state")}) if audit_action else None
@@ -331,6 +332,9 @@ class Records:
 
     async def take_deploy_notices(self) -> list[dict[str, Any]]:
         """Unseen deploy notices (from `heady notify-deploy` or this console), marked seen."""
+        # Asked every tick: a plain read, and a write transaction only when there is something to take.
+        if not await self._rows("SELECT 1 FROM deploy_notices WHERE seen = 0 LIMIT 1"):
+            return []
         async with self.write() as db:
             rows = list(await db.execute_fetchall("SELECT id, at, node, source FROM deploy_notices WHERE seen = 0 ORDER BY id"))
             if rows:

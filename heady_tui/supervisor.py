@@ -319,13 +319,14 @@ class Supervisor:
             brain = self.brain
             for frame in fresh:
                 # The frame is stored; a failure to show or judge it is logged, never a reason to refetch it.
+                data = None  # the event's data as the fleet validated it, so the brain need not again
                 try:
-                    self.fleet.apply_frame(node, frame)
+                    data = self.fleet.apply_frame(node, frame)
                 except Exception:
                     log.exception("the fleet could not apply a frame from %s (seq %d)", node, frame.seq)
                 if brain is not None:
                     try:
-                        brain.on_frame(node, frame)
+                        brain.on_frame(node, frame, data)
                     except Exception:
                         log.exception("the brain failed on a frame from %s (seq %d)", node, frame.seq)
             self.changed()

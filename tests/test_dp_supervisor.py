@@ -120,9 +120,9 @@ async def test_the_brain_sees_every_stored_frame_once(tmp_path):
             seen: list[int] = []
             original = sup.brain.on_frame
 
-            def on_frame(node, frame):
+            def on_frame(node, frame, data=None):
                 seen.append(frame.seq)
-                original(node, frame)
+                original(node, frame, data)
 
             sup.brain.on_frame = on_frame
             await wait_until(lambda: len(seen) >= 60, what="frames to the brain")

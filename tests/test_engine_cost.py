@@ -90,3 +90,21 @@ def test_burn_rate_counts_the_last_hour_and_projects_the_day():
     s = tracker.summary(now)
     assert s.burn_rate_usd_per_h == pytest.approx(2.0)
     assert s.projected_today_usd >= s.today_usd
+
+
+def test_calls_either_side_of_utc_midnight_land_on_their_own_days():
+    tracker = CostTracker()
+    midnight = 1_800_057_600.0  # 2027-01-16T00:00:00Z
+    for ts in (midnight - 1, midnight, midnight - 0.5, midnight + 86_399.9, midnight + 86_400):
+        tracker.add(ts=ts, node="n", session="s", project=None, model="m", cost_usd=1.0, known=True)
+    assert tracker.summary(midnight).by_day == {"2027-01-15": 2.0, "2027-01-16": 2.0, "2027-01-17": 1.0}
+
+
+def test_burn_rate_leaves_out_calls_stamped_after_now_and_forgets_the_hour_gone_by():
+    tracker = CostTracker()
+    now = 1_800_000_000.0
+    for ts, usd in ((now - 4000, 7.0), (now - 10, 1.0), (now + 30, 5.0)):
+        tracker.add(ts=ts, node="n", session="s", project=None, model="m", cost_usd=usd, known=True)
+    assert tracker.burn_rate(now) == pytest.approx(1.0)
+    assert tracker.burn_rate(now + 60) == pytest.approx(6.0)
+    assert tracker.burn_rate(now + 7200) == 0.0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heady_tui.config import DetectorConfig
-from heady_tui.engine.detector import CallSample, EquilibriumDetector, NodeSample, compute_metrics
+from heady_tui.engine.detector import CallSample, CallWindow, EquilibriumDetector, NodeSample, compute_metrics
 
 CFG = DetectorConfig(for_seconds=10, clear_seconds=15, keep_firing_seconds=10, exit_ratio=0.9, evaluation_interval_s=1)
 
@@ -149,3 +151,32 @@ def test_hysteresis_a_firing_level_never_drops_above_its_exit_value(dip, seconds
     det = EquilibriumDetector(CFG)
     readings = run(det, lambda t: 5000 if t < 15 else dip, seconds=15 + seconds)
     assert readings[-1].metrics["task_queue_depth"].level == "critical"
+
+
+_call = st.tuples(st.floats(0, 200, allow_nan=False), st.one_of(st.none(), st.floats(0, 10_000, allow_nan=False)),
+                  st.booleans(), st.sampled_from(("a", "b", "c")))
+
+
+@settings(max_examples=200, deadline=None)
+@given(calls=st.lists(_call, max_size=120), now=st.floats(0, 220, allow_nan=False), window=st.sampled_from((1.0, 7.5, 60.0)))
+def test_a_call_window_read_incrementally_equals_a_rescan_of_its_calls(calls, now, window):
+    """Fed in any order (replays arrive late), read over any window: counts, per node, nearest-rank P95."""
+    cw = CallWindow()
+    for ts, latency, ok, node in calls:
+        cw.add(ts, latency, ok, node, "p")
+    inside = [c for c in calls if now - window < c[0] <= now]
+    latencies = sorted(c[1] for c in inside if c[1] is not None)
+    stats = cw.stats(now, window)
+    assert (stats.calls, stats.failed, stats.latencies) == (len(inside), sum(1 for c in inside if not c[2]), len(latencies))
+    assert stats.p95_ms == (latencies[max(1, math.ceil(0.95 * len(latencies))) - 1] if latencies else None)
+    assert stats.by_node == {n: (sum(1 for c in inside if c[3] == n), sum(1 for c in inside if c[3] == n and not c[2]))
+                             for n in {c[3] for c in inside}}
+
+
+def test_a_call_window_drops_the_seconds_wholly_older_than_it_keeps():
+    cw = CallWindow(keep_s=60)
+    for t in range(0, 200):
+        cw.add(t + 0.5, 100.0, t % 10 != 0, "a", "p")
+    assert cw.stats(199.9, 60).calls == 60
+    # A wider read finds only what was kept: the seconds from 139 (which holds part of the last 60 s) on.
+    assert cw.stats(199.9, 300).calls == 61

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import pytest
 
 from heady_tui.config import HealingConfig
-from heady_tui.engine.healing import CallView, HealingEngine, HealingError, HealingInput, NodeHealth, SessionHealth
+from heady_tui.engine.healing import (
+    CallSummary,
+    CallView,
+    HealingEngine,
+    HealingError,
+    HealingInput,
+    NodeHealth,
+    SessionCallWindows,
+    SessionHealth,
+)
 
 
 def inp(now, nodes=(), sessions=(), providers=None) -> HealingInput:
@@ -17,7 +28,7 @@ def offline(name="n1", since=0.0) -> NodeHealth:
 
 
 def slow_session(node="n1") -> SessionHealth:
-    calls = tuple(CallView(float(i), 70_000.0, True, 100, 0.01) for i in range(6))
+    calls = CallSummary.of([CallView(float(i), 70_000.0, True, 100, 0.01) for i in range(6)])
     return SessionHealth(node, "s1", "running", True, "reviewer", "anthropic", 100.0, calls)
 
 
@@ -52,7 +63,7 @@ def test_auto_dispatch_strategies_dispatch_the_rest_wait_for_approval():
 
 def test_at_most_max_tasks_per_node_are_dispatched():
     he = HealingEngine(HealingConfig(group_wait_s=0, max_tasks_per_node=1, auto_dispatch=["optimize_sessions", "cost_control"]))
-    calls = tuple(CallView(float(i), 70_000.0, True, 100, 0.9) for i in range(6))
+    calls = CallSummary.of([CallView(float(i), 70_000.0, True, 100, 0.9) for i in range(6)])
     s = SessionHealth("n1", "s1", "running", True, "reviewer", "anthropic", 100.0, calls)
     cycle = he.run_cycle(inp(100, [NodeHealth("n1", "online", 0, 100, "1.0", 0.0)], [s]), "full")
     assert len(cycle.dispatch) == 1
@@ -87,7 +98,7 @@ def test_approving_an_unknown_task_is_a_clear_error():
 
 
 def running_on(provider: str, session: str, node: str = "n1") -> SessionHealth:
-    return SessionHealth(node, session, "running", True, None, provider, 100.0, ())
+    return SessionHealth(node, session, "running", True, None, provider, 100.0, CallSummary())
 
 
 def backed_off_repair(he: HealingEngine):
@@ -145,3 +156,29 @@ def test_restore_brings_back_open_tasks_and_those_with_sessions_to_resume_only()
     fresh = HealingEngine(HealingConfig())
     fresh.restore([*saved, closed])
     assert list(fresh.tasks) == [waiting.id] and fresh.tasks[waiting.id].on_recovery == waiting.on_recovery
+
+
+def test_a_session_window_sums_what_a_rescan_of_its_calls_gives():
+    windows = SessionCallWindows(keep_s=300)
+    calls = [CallView(1000.0 + i, 500.0 + i, i % 3 != 0, 100 + i, 0.01 * i) for i in range(40)] + \
+            [CallView(1040.0 + i, 900.0, False, 10, 0.5) for i in range(4)]
+    for c in calls:
+        windows.add(("n1", "s1"), *astuple(c), "anthropic")
+    assert windows.summary(("n1", "s1"), 1100.0) == CallSummary.of(calls, "anthropic")
+
+
+def test_a_session_window_forgets_calls_older_than_it_keeps_and_a_failure_run_it_no_longer_holds():
+    windows = SessionCallWindows(keep_s=300)
+    for i in range(10):
+        windows.add(("n1", "s1"), *astuple(CallView(1000.0 + i, 100.0, False, 10, 0.1)), "anthropic")
+    windows.add(("n1", "s1"), *astuple(CallView(1400.0, 100.0, False, 10, 0.1)), "anthropic")
+    summary = windows.summary(("n1", "s1"), 1400.0)
+    assert (summary.calls, summary.failed, summary.failed_run, len(summary.recent)) == (1, 1, 1, 1)
+    assert windows.summary(("n1", "s1"), 2000.0) == CallSummary()
+
+
+def test_a_late_call_is_counted_in_its_own_time():
+    windows = SessionCallWindows(keep_s=300)
+    windows.add(("n1", "s1"), *astuple(CallView(1100.0, 100.0, True, 10, 0.1)), "anthropic")
+    windows.add(("n1", "s1"), *astuple(CallView(1050.0, 100.0, True, 10, 0.1)), "anthropic")  # a replayed call
+    assert windows.summary(("n1", "s1"), 1360.0).calls == 1  # 1050 is out of the window, 1100 is in

@@ -89,3 +89,11 @@ def test_restored_state_neither_forgets_the_budget_nor_replays():
     again.load(saved)
     assert again.evaluate([idle()], 301)[0] == []  # back-off still holds
     assert again.states[("n1", "s1", "resume_on_idle")].attempts == 1
+
+
+def test_a_tick_needs_to_show_the_policies_only_sessions_they_could_act_on_or_hold_state_for():
+    pe = engine()
+    pe.evaluate([idle()], 300)
+    assert pe.held() == {("n1", "s1")}
+    assert pe.watches("idle", 0.0) and pe.watches("compacted", 0.0) and pe.watches("running", 25.0)
+    assert not pe.watches("running", 1.0)

@@ -9,7 +9,9 @@ from uikit import OVERFLOW, drive_to_consent, fast_config, tick, fixed_console, 
 
 
 def dialog(app) -> ConsentModal | None:
-    return app.screen if isinstance(app.screen, ConsentModal) else None
+    """The consent dialog once it is on screen with its buttons mounted."""
+    screen = app.screen
+    return screen if isinstance(screen, ConsentModal) and screen.query("#deny") else None
 
 
 async def test_dialog_opens_when_the_brain_asks_and_focuses_deny(tmp_path):
@@ -106,7 +108,7 @@ async def test_read_only_console_shows_the_pending_plan_on_w_without_any_way_to_
         status = app.screen.query_one(StatusBar)
         await wait_until(pilot, lambda: "CONSENT PENDING 1 (w: view)" in str(status.content), "the pending mark")
         await pilot.press("w")
-        view = await wait_until(pilot, lambda: isinstance(app.screen, ConsentViewModal) and app.screen, "the view-only dialog")
+        view = await wait_until(pilot, lambda: isinstance(app.screen, ConsentViewModal) and app.screen.query("#close") and app.screen, "the view-only dialog")
         text = str(view.query_one("#consent-plan").content)
         assert f"Request {request.id}" in text and "Plan (" in text and "task_queue_depth = " in text
         assert "read-only" in str(view.query_one("#consent-view-note").content)

@@ -13,7 +13,9 @@ from uikit import fixed_console, wait_until
 
 
 def dialog(app) -> ExportModal | None:
-    return app.screen if isinstance(app.screen, ExportModal) else None
+    """The export dialog once it is on screen with its buttons mounted."""
+    screen = app.screen
+    return screen if isinstance(screen, ExportModal) and screen.query("#write") else None
 
 
 async def test_export_writes_a_json_report_into_the_data_dir_that_reads_back_as_report_data(tmp_path):

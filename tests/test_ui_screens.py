@@ -221,3 +221,17 @@ async def test_audit_screen_lists_entries_and_says_the_chain_verifies(tmp_path):
         assert "consent.grant" in actions
         verdict = app.screen.query_one("#audit-verdict")
         await wait_until(pilot, lambda: str(verdict.content).startswith("VERIFIED"), "the verification verdict")
+
+
+async def test_a_large_fleet_lists_the_first_sessions_and_says_the_filter_finds_the_rest(tmp_path):
+    from heady_tui.ui.samplefleet import spec_fleet
+    from heady_tui.ui.screens.overview import SESSION_ROWS
+
+    specs, per_node = spec_fleet(40, 10)
+    async with fixed_console(tmp_path, nodes=specs, sessions_per_node=per_node, samples=5, through_store=False) as (app, pilot, clock):
+        sessions = app.screen.query_one("#sessions", KeyedTable)
+        assert sessions.row_count == SESSION_ROWS
+        assert f"400 total; first {SESSION_ROWS} shown, / finds the rest" in str(sessions.border_title)
+        sessions.focus()
+        await pilot.press("slash", *"no039-s9")
+        await wait_until(pilot, lambda: sessions.row_count == 1, "the session beyond the first rows")

@@ -25,6 +25,7 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 PER_TOKEN = 1e-6  # table prices are per million tokens
 BUDGET_STEPS = (50, 80, 100)
 BURN_WINDOW_S = 3600.0  # burn rate is $/h over the last hour
+MATCH_CACHE_SIZE = 4096  # model names remembered; a stream of made-up names cannot grow it without bound
 _DATED = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|@\d{8})$")
 
 
@@ -64,6 +65,8 @@ class PricingTable:
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{origin}: bad pricing table: {exc}") from None
         self._families = sorted({m.family for m in self.models.values()}, key=len, reverse=True)
+        self._matches: dict[str, PriceMatch] = {}  # a fleet uses a handful of model names, priced per call
+
 
     @classmethod
     def load(cls, config: CostConfig) -> "PricingTable":
@@ -83,6 +86,14 @@ class PricingTable:
         return cls(raw, PRICING_RESOURCE)
 
     def match(self, model: str) -> PriceMatch:
+        found = self._matches.get(model)
+        if found is None:
+            if len(self._matches) >= MATCH_CACHE_SIZE:
+                self._matches.clear()
+            found = self._matches[model] = self._match(model)
+        return found
+
+    def _match(self, model: str) -> PriceMatch:
         name = normalise(model)
         if name in self.models:
             return PriceMatch(self.models[name], "exact")
@@ -198,6 +209,10 @@ class CostTracker:
     calls: int = 0
     notices_sent: set[tuple[str, str, int]] = field(default_factory=set)
     _recent: deque[tuple[float, float]] = field(default_factory=deque)
+    _recent_usd: float = 0.0  # running sum of _recent, so the burn rate is not a rescan of the hour
+    # The UTC day that holds the last call priced, with its day and month keys: formatting a date
+    # for every call cost more than the rest of the bookkeeping.
+    _day_span: tuple[float, float, str, str] = (0.0, 0.0, "", "")
 
     @classmethod
     def from_config(cls, config: CostConfig, pricing_date: str) -> "CostTracker":
@@ -207,21 +222,40 @@ class CostTracker:
         self.calls += 1
         if not known:
             self.unknown_models.add(model)
-        for bucket, key in (
-            (self.by_model, model),
-            (self.by_node, node),
-            (self.by_project, project or "(none)"),
-            (self.by_day, day_of(ts)),
-            (self.by_month, month_of(ts)),
-            (self.by_session, f"{node}/{session or '-'}"),
-        ):
-            bucket[key] = bucket.get(key, 0.0) + cost_usd
+        start, end, day, month = self._day_span
+        if not start <= ts < end:
+            day, month = day_of(ts), month_of(ts)
+            start = ts - (ts % 86400)  # UTC days are 86,400 s long in epoch time (no leap seconds)
+            self._day_span = (start, start + 86400, day, month)
+        # Spelled out rather than looped over: this runs for every call the fleet makes.
+        self.by_model[model] = self.by_model.get(model, 0.0) + cost_usd
+        self.by_node[node] = self.by_node.get(node, 0.0) + cost_usd
+        key = project or "(none)"
+        self.by_project[key] = self.by_project.get(key, 0.0) + cost_usd
+        self.by_day[day] = self.by_day.get(day, 0.0) + cost_usd
+        self.by_month[month] = self.by_month.get(month, 0.0) + cost_usd
+        key = f"{node}/{session or '-'}"
+        self.by_session[key] = self.by_session.get(key, 0.0) + cost_usd
         self._recent.append((ts, cost_usd))
+        self._recent_usd += cost_usd
 
     def burn_rate(self, now: float) -> float:
-        while self._recent and self._recent[0][0] < now - BURN_WINDOW_S:
-            self._recent.popleft()
-        return sum(c for ts, c in self._recent if ts <= now) * 3600.0 / BURN_WINDOW_S
+        recent = self._recent
+        while recent and recent[0][0] < now - BURN_WINDOW_S:
+            self._recent_usd -= recent.popleft()[1]
+        if not recent:
+            self._recent_usd = 0.0  # no float drift carried over from calls long gone
+        # Calls stamped after `now` (a node's clock ahead) are not burnt yet; they arrive last.
+        ahead = 0.0
+        for ts, cost in reversed(recent):
+            if ts <= now:
+                break
+            ahead += cost
+        return max(0.0, self._recent_usd - ahead) * 3600.0 / BURN_WINDOW_S
+
+    def projected_today(self, now: float) -> float:
+        """Today's spend plus the burn rate over the hours left in the UTC day (summary() without the copies)."""
+        return self.by_day.get(day_of(now), 0.0) + self.burn_rate(now) * seconds_left_in_day(now) / 3600.0
 
     def summary(self, now: float) -> CostSummary:
         today = self.by_day.get(day_of(now), 0.0)

@@ -9,11 +9,13 @@ Pure: the caller passes samples and the time; nothing here reads a clock or does
 
 from __future__ import annotations
 
+import heapq
 import math
 import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from heady_tui.config import DetectorConfig
@@ -96,10 +98,144 @@ class _MetricState:
     history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_SAMPLES))
 
 
+@dataclass(frozen=True)
+class WindowStats:
+    """The llm.calls of one window (now - window_s, now], as the detector and the rebalancer read them."""
+
+    calls: int
+    failed: int
+    latencies: int  # calls that reported a latency
+    p95_ms: float | None  # nearest-rank P95 of those latencies, None without any
+    by_node: dict[str, tuple[int, int]]  # node -> (calls, failed)
+    by_provider: dict[str, tuple[int, int]]  # provider -> (calls, failed)
+
+
+class _Bucket:
+    """The calls of one second: the calls themselves (for a window edge that cuts the second) and
+    their totals and latencies, sorted newest-largest-first when read (for every second wholly inside)."""
+
+    __slots__ = ("calls", "failed", "latencies", "unsorted", "by_node", "by_provider")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float | None, bool, str, str]] = []
+        self.failed = 0
+        self.latencies: list[float] = []  # descending once sorted
+        self.unsorted = False
+        self.by_node: dict[str, list[int]] = {}
+        self.by_provider: dict[str, list[int]] = {}
+
+
+def _count(counts: dict[str, list[int]], key: str, ok: bool) -> None:
+    c = counts.get(key)
+    if c is None:
+        c = counts[key] = [0, 0]
+    c[0] += 1
+    if not ok:
+        c[1] += 1
+
+
+class CallWindow:
+    """Recent llm.calls in one-second buckets, fed call by call as frames arrive.
+
+    Reading a window costs one look per second of it plus, for the P95, a walk down the top 5 % of
+    its latencies (a merge of sorted buckets), instead of a rescan and sort of every call in it at
+    each evaluation. Calls that arrive late (a replay) land in their own second. Buckets older than
+    `keep_s` are dropped as windows are read.
+    """
+
+    def __init__(self, keep_s: float = math.inf) -> None:
+        self.keep_s = keep_s
+        self._buckets: dict[int, _Bucket] = {}
+
+    @classmethod
+    def of(cls, calls: Iterable[CallSample]) -> "CallWindow":
+        window = cls()
+        for c in calls:
+            window.add(c.ts, c.latency_ms, c.ok)
+        return window
+
+    def add(self, ts: float, latency_ms: float | None, ok: bool, node: str = "", provider: str = "") -> None:
+        key = math.floor(ts)
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._buckets[key] = _Bucket()
+        b.calls.append((ts, latency_ms, ok, node, provider))
+        if latency_ms is not None:
+            b.latencies.append(latency_ms)
+            b.unsorted = True
+        # Inline rather than _count(): this runs for every call the fleet makes.
+        n = b.by_node.get(node)
+        if n is None:
+            n = b.by_node[node] = [0, 0]
+        p = b.by_provider.get(provider)
+        if p is None:
+            p = b.by_provider[provider] = [0, 0]
+        n[0] += 1
+        p[0] += 1
+        if not ok:
+            b.failed += 1
+            n[1] += 1
+            p[1] += 1
+
+    def stats(self, now: float, window_s: float) -> WindowStats:
+        lo, hi = now - window_s, now
+        if self.keep_s < math.inf:
+            horizon = math.floor(now - max(self.keep_s, window_s))
+            for key in [k for k in self._buckets if k < horizon]:
+                del self._buckets[key]
+        calls = failed = 0
+        lists: list[list[float]] = []
+        by_node: dict[str, list[int]] = {}
+        by_provider: dict[str, list[int]] = {}
+        buckets = self._buckets
+        for key in range(math.floor(lo), math.floor(hi) + 1):
+            b = buckets.get(key)
+            if b is None:
+                continue
+            if key > lo and key + 1 <= hi:  # the whole second is inside (lo, hi]
+                calls += len(b.calls)
+                failed += b.failed
+                if b.unsorted:
+                    b.latencies.sort(reverse=True)
+                    b.unsorted = False
+                if b.latencies:
+                    lists.append(b.latencies)
+                for into, counts in ((by_node, b.by_node), (by_provider, b.by_provider)):
+                    for k, (n, f) in counts.items():
+                        c = into.setdefault(k, [0, 0])
+                        c[0] += n
+                        c[1] += f
+                continue
+            edge: list[float] = []
+            for ts, latency, ok, node, provider in b.calls:
+                if lo < ts <= hi:
+                    calls += 1
+                    failed += 0 if ok else 1
+                    if latency is not None:
+                        edge.append(latency)
+                    _count(by_node, node, ok)
+                    _count(by_provider, provider, ok)
+            if edge:
+                edge.sort(reverse=True)
+                lists.append(edge)
+        n = sum(len(x) for x in lists)
+        p95 = None
+        if n:
+            rank = max(1, math.ceil(95 / 100 * n))  # nearest rank, ascending; = the (n - rank)th from the top
+            p95 = float(next(islice(heapq.merge(*lists, reverse=True), n - rank, None)))
+        return WindowStats(calls, failed, n, p95, {k: (c[0], c[1]) for k, c in by_node.items()},
+                           {k: (c[0], c[1]) for k, c in by_provider.items()})
+
+
 def compute_metrics(
-    nodes: Iterable[NodeSample], calls: Sequence[CallSample], *, now: float, window_s: float, min_calls: int
+    nodes: Iterable[NodeSample], calls: Sequence[CallSample] | WindowStats, *, now: float, window_s: float, min_calls: int
 ) -> dict[str, float | None]:
-    """The four metric values exactly as DESIGN.md defines them."""
+    """The four metric values exactly as DESIGN.md defines them.
+
+    `calls` is either the calls themselves or the WindowStats of (now - window_s, now] already read
+    from a CallWindow (what the brain passes, so an evaluation never rescans every call).
+    """
+    stats = calls if isinstance(calls, WindowStats) else CallWindow.of(calls).stats(now, window_s)
     online = [n for n in nodes if n.online and n.load1 is not None]
     utils = [n.load1 / max(1, n.cpu_count) for n in online]  # type: ignore[operator]
     if len(utils) < 2:
@@ -108,25 +244,14 @@ def compute_metrics(
         mean = statistics.fmean(utils)
         variance = 0.0 if mean < IDLE_MEAN_UTILISATION else statistics.pstdev(utils) / mean
     queue = float(sum(n.queue_depth for n in online))
-    recent = [c for c in calls if now - window_s < c.ts <= now]
-    if len(recent) >= min_calls:
-        error_rate: float | None = sum(1 for c in recent if not c.ok) / len(recent)
-    else:
-        error_rate = None
-    latencies = sorted(c.latency_ms for c in recent if c.latency_ms is not None)
-    p95 = percentile(latencies, 95) if len(latencies) >= min_calls else None
+    error_rate = stats.failed / stats.calls if stats.calls >= min_calls else None
+    p95 = stats.p95_ms if stats.latencies >= min_calls else None
     return {
         "node_load_variance": variance,
         "task_queue_depth": queue,
         "error_rate": error_rate,
         "response_time_p95": p95,
     }
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending, non-empty sequence."""
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
 
 
 def slope_per_minute(points: Sequence[tuple[float, float]]) -> float | None:
@@ -155,8 +280,12 @@ class EquilibriumDetector:
         levels = getattr(self.config, name)
         return levels.threshold, levels.critical
 
-    def evaluate(self, now: float, nodes: Sequence[NodeSample], calls: Sequence[CallSample]) -> tuple[EquilibriumReading, LevelChange | None]:
-        values = compute_metrics(nodes, calls, now=now, window_s=self.config.window_s, min_calls=self.config.min_calls)
+    def evaluate(
+        self, now: float, nodes: Sequence[NodeSample], calls: Sequence[CallSample] | WindowStats
+    ) -> tuple[EquilibriumReading, LevelChange | None]:
+        """`calls`: the calls, or their WindowStats over (now - window_s, now] (see compute_metrics)."""
+        stats = calls if isinstance(calls, WindowStats) else CallWindow.of(calls).stats(now, self.config.window_s)
+        values = compute_metrics(nodes, stats, now=now, window_s=self.config.window_s, min_calls=self.config.min_calls)
         readings = {name: self._step(name, values[name], now) for name in METRICS}
         unknown = self._unknown_nodes(nodes)
         worst = max((r.level for r in readings.values()), key=_RANK.__getitem__)
@@ -170,7 +299,7 @@ class EquilibriumDetector:
             metrics=readings,
             unknown_nodes=unknown,
             online_nodes=sum(1 for n in nodes if n.online),
-            calls_in_window=sum(1 for c in calls if now - self.config.window_s < c.ts <= now),
+            calls_in_window=stats.calls,
         )
         change = None
         if level != self.level:

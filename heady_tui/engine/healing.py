@@ -11,8 +11,11 @@ done | failed | expired. Pure: the brain gathers the inputs and carries out the 
 
 from __future__ import annotations
 
+import math
 import secrets
 import statistics
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,6 +53,121 @@ class CallView:
 
 
 @dataclass(frozen=True)
+class CallSummary:
+    """A session's calls in the healing window, reduced to what the analyzers read."""
+
+    calls: int = 0
+    failed: int = 0
+    failed_run: int = 0  # failed calls in a row at the end (newest first)
+    tokens: int = 0
+    latency_ms: float = 0.0  # sum over the calls with a (non-zero) latency
+    with_latency: int = 0
+    cost_usd: float = 0.0
+    recent: tuple[CallView, ...] = ()  # the newest RECENT_CALLS calls, oldest first
+    provider: str | None = None  # of the newest call
+
+    @classmethod
+    def of(cls, calls: Sequence[CallView], provider: str | None = None) -> "CallSummary":
+        run = 0
+        for c in reversed(calls):
+            if c.ok:
+                break
+            run += 1
+        latencies = [c.latency_ms for c in calls if c.latency_ms]
+        return cls(len(calls), sum(1 for c in calls if not c.ok), run, sum(c.tokens for c in calls), sum(latencies),
+                   len(latencies), sum(c.cost_usd for c in calls), tuple(calls[-RECENT_CALLS:]), provider)
+
+
+class _SessionCalls:
+    __slots__ = ("buckets", "totals", "recent", "failed_run", "provider")
+
+    def __init__(self) -> None:
+        # [bucket, calls, failed, tokens, latency sum, with latency, cost], oldest bucket first
+        self.buckets: deque[list[Any]] = deque()
+        self.totals: list[Any] = [None, 0, 0, 0, 0.0, 0, 0.0]
+        self.recent: deque[tuple[float, float | None, bool, int, float]] = deque(maxlen=RECENT_CALLS)
+        self.failed_run = 0
+        self.provider: str | None = None
+
+
+class SessionCallWindows:
+    """Each session's calls of the last `keep_s`, kept as running sums in BUCKET_S-second buckets.
+
+    Fed call by call (this is on the ingest path: a few increments per call, no objects); a healing
+    cycle reads one summary per session in O(buckets that expired) instead of regrouping every
+    recent call of the fleet. The window's start moves a bucket at a time, so it may reach up to
+    BUCKET_S seconds further back than `keep_s`.
+    """
+
+    BUCKET_S = 5.0
+
+    def __init__(self, keep_s: float) -> None:
+        self.keep_s = keep_s
+        self._sessions: dict[tuple[str, str], _SessionCalls] = {}
+
+    def add(self, key: tuple[str, str], ts: float, latency_ms: float | None, ok: bool, tokens: int, cost_usd: float,
+            provider: str) -> None:
+        s = self._sessions.get(key)
+        if s is None:
+            s = self._sessions[key] = _SessionCalls()
+        k = math.floor(ts / self.BUCKET_S)
+        buckets = s.buckets
+        row = buckets[-1] if buckets and buckets[-1][0] == k else _bucket(buckets, k)
+        latency = latency_ms or 0.0
+        failed = 0 if ok else 1
+        timed = 1 if latency else 0
+        t = s.totals
+        row[1] += 1
+        row[2] += failed
+        row[3] += tokens
+        row[4] += latency
+        row[5] += timed
+        row[6] += cost_usd
+        t[1] += 1
+        t[2] += failed
+        t[3] += tokens
+        t[4] += latency
+        t[5] += timed
+        t[6] += cost_usd
+        s.recent.append((ts, latency_ms, ok, tokens, cost_usd))
+        s.failed_run = s.failed_run + 1 if failed else 0
+        s.provider = provider
+
+    def summary(self, key: tuple[str, str], now: float) -> CallSummary:
+        s = self._sessions.get(key)
+        if s is None:
+            return CallSummary()
+        horizon = math.floor((now - self.keep_s) / self.BUCKET_S)
+        buckets, totals = s.buckets, s.totals
+        while buckets and buckets[0][0] < horizon:
+            old = buckets.popleft()
+            for i in range(1, len(totals)):
+                totals[i] -= old[i]
+        if not buckets:
+            del self._sessions[key]
+            return CallSummary()
+        _, calls, failed, tokens, latency, with_latency, cost = totals
+        recent = tuple(CallView(*c) for c in s.recent if math.floor(c[0] / self.BUCKET_S) >= horizon)
+        return CallSummary(calls, failed, min(s.failed_run, calls), tokens, latency, with_latency, cost, recent, s.provider)
+
+
+def _bucket(buckets: deque[list[Any]], k: int) -> list[Any]:
+    """The row of bucket k, appended when it is the newest, else (a late call) found or inserted in order."""
+    if not buckets or buckets[-1][0] < k:
+        row = [k, 0, 0, 0, 0.0, 0, 0.0]
+        buckets.append(row)
+        return row
+    i = len(buckets) - 1
+    while i >= 0 and buckets[i][0] > k:
+        i -= 1
+    if i >= 0 and buckets[i][0] == k:
+        return buckets[i]
+    row = [k, 0, 0, 0, 0.0, 0, 0.0]
+    buckets.insert(i + 1, row)
+    return row
+
+
+@dataclass(frozen=True)
 class NodeHealth:
     node: str
     status: str  # online | offline | connecting | error
@@ -68,7 +186,7 @@ class SessionHealth:
     managed: str | None
     provider: str | None
     last_event_at: float
-    calls: tuple[CallView, ...]  # this session's recent calls, oldest first
+    calls: CallSummary  # this session's calls in the window
 
 
 @dataclass(frozen=True)
@@ -199,7 +317,7 @@ def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
                 issues.append(Issue("fleet_patrol", "session", subject, s.node, "optimize_sessions", "warning",
                                     f"session {subject} {kind}: no event for {now - s.last_event_at:.0f}s"))
     if "cost" in analyzers and inp.daily_budget_usd and inp.projected_today_usd > inp.daily_budget_usd:
-        top = max((s for s in inp.sessions if s.active), key=lambda s: sum(c.cost_usd for c in s.calls), default=None)
+        top = max((s for s in inp.sessions if s.active), key=lambda s: s.calls.cost_usd, default=None)
         if top is not None:
             issues.append(Issue("cost", "session", f"{top.node}/{top.session}", top.node, "cost_control", "warning",
                                 f"projected ${inp.projected_today_usd:.2f} today exceeds the ${inp.daily_budget_usd:.2f} budget"))
@@ -209,31 +327,30 @@ def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
 def _session_issues(s: SessionHealth) -> list[Issue]:
     subject = f"{s.node}/{s.session}"
     calls = s.calls
+    recent = calls.recent
     found: list[str] = []
-    if any(c.latency_ms is not None and c.latency_ms >= SLOW_TURN_MS for c in calls[-RECENT_CALLS:]):
+    if any(c.latency_ms is not None and c.latency_ms >= SLOW_TURN_MS for c in recent):
         found.append(f"a turn took >= {SLOW_TURN_MS / 1000:.0f}s")
-    run = 0
-    for c in reversed(calls):
-        if c.ok:
-            break
-        run += 1
-    if run >= RETRY_RUN:
-        found.append(f"{run} failed calls in a row")
-    if len(calls) >= BASELINE_CALLS and sum(1 for c in calls if not c.ok) / len(calls) >= SESSION_ERROR_RATE:
-        found.append(f"error rate {sum(1 for c in calls if not c.ok) / len(calls):.0%}")
-    recent, base = calls[-RECENT_CALLS:], calls[:-RECENT_CALLS]
-    if len(base) >= BASELINE_CALLS and recent:
-        base_tokens = statistics.fmean(c.tokens for c in base)
-        if base_tokens > 0 and statistics.fmean(c.tokens for c in recent) >= TOKEN_SPIKE_RATIO * base_tokens:
+    if calls.failed_run >= RETRY_RUN:
+        found.append(f"{calls.failed_run} failed calls in a row")
+    if calls.calls >= BASELINE_CALLS and calls.failed / calls.calls >= SESSION_ERROR_RATE:
+        found.append(f"error rate {calls.failed / calls.calls:.0%}")
+    base_calls = calls.calls - len(recent)
+    if base_calls >= BASELINE_CALLS and recent:
+        base_tokens = (calls.tokens - sum(c.tokens for c in recent)) / base_calls
+        if base_tokens > 0 and sum(c.tokens for c in recent) / len(recent) >= TOKEN_SPIKE_RATIO * base_tokens:
             found.append("token rate spiked >= 300% of baseline")
-        base_lat = [c.latency_ms for c in base if c.latency_ms]
         rec_lat = [c.latency_ms for c in recent if c.latency_ms]
-        if base_lat and rec_lat and statistics.fmean(rec_lat) >= TURN_SLOWDOWN_RATIO * statistics.fmean(base_lat):
-            found.append("turns take >= 150% of baseline")
+        base_with_latency = calls.with_latency - len(rec_lat)
+        if base_with_latency > 0 and rec_lat:
+            base_lat = (calls.latency_ms - sum(rec_lat)) / base_with_latency
+            if sum(rec_lat) / len(rec_lat) >= TURN_SLOWDOWN_RATIO * base_lat:
+                found.append("turns take >= 150% of baseline")
     out = [Issue("session_efficiency", "session", subject, s.node, "optimize_sessions", "warning", f"{subject}: {m}") for m in found]
-    if recent and statistics.fmean(c.cost_usd for c in recent) > COST_PER_TURN_USD:
+    per_turn = sum(c.cost_usd for c in recent) / len(recent) if recent else 0.0
+    if per_turn > COST_PER_TURN_USD:
         out.append(Issue("session_efficiency", "session", subject, s.node, "cost_control", "warning",
-                         f"{subject}: ${statistics.fmean(c.cost_usd for c in recent):.2f} per turn"))
+                         f"{subject}: ${per_turn:.2f} per turn"))
     return out
 
 

@@ -88,6 +88,15 @@ class PolicyEngine:
     def policy_config(self, policy: str) -> PolicyConfig:
         return getattr(self.config, policy)
 
+    def watches(self, state: str, cost_usd: float) -> bool:
+        """Whether a condition could hold for a session in this state at this cost. With `held()`, the
+        sessions `evaluate` needs to see: a fleet of mostly running sessions gives a tick little to do."""
+        return state in ("idle", "paused", "compacted") or cost_usd >= self.config.kill_on_cost.max_session_cost_usd
+
+    def held(self) -> set[tuple[str, str]]:
+        """(node, session) pairs holding a policy state, whose retry window may expire."""
+        return {(node, session) for node, session, _ in self.states}
+
     def condition(self, policy: str, s: SessionSnapshot, now: float) -> tuple[str, dict[str, Any], str] | None:
         """(action, args, reason) when the policy's condition holds for the session, else None."""
         if not s.active:

@@ -32,6 +32,7 @@ class LiveScreen(Screen):
         super().__init__(**kwargs)
         self.last_stamp: object = None
         self._parts: dict[str, Any] = {}
+        self._filter_target: KeyedTable | None = None
 
     def part(self, selector: str, expect_type: type[W]) -> W:
         """query_one, remembered: refreshes run often, and keep working on a screen being torn down."""
@@ -73,7 +74,7 @@ class LiveScreen(Screen):
         return tables[0] if tables else None
 
     def on_filter_bar_applied(self, message: FilterBar.Applied) -> None:
-        table = self.filter_table()
+        table = self._filter_target  # the table that had the focus when `/` was pressed
         if table is not None:
             table.set_filter(message.text)
             self.last_stamp = None
@@ -87,7 +88,7 @@ class LiveScreen(Screen):
 
     def open_filter(self) -> None:
         bar = self.query_one(FilterBar)
-        table = self.filter_table()
+        table = self._filter_target = self.filter_table()
         bar.value = table.filter_text if table else ""
         bar.add_class("-active")
         bar.focus()

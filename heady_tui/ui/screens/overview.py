@@ -68,9 +68,12 @@ class OverviewScreen(LiveScreen):
             # Filter before the row limit so a match beyond the first rows is still found.
             records = [r for r in records if reader.session_matches(r, session_filter)]
         rows = views.session_rows(records, now, compact=self.compact, limit=SESSION_ROWS)
-        sessions.sync(app.cells(rows))
+        sessions.sync(app.cells(rows), filtered=True)  # matched on every field, the id included
         active = sum(1 for r in reader.fleet.sessions.values() if r.active)
-        sessions.border_title = f"Sessions ({active} live, {len(reader.fleet.sessions)} total)"
+        title = f"Sessions ({active} live, {len(reader.fleet.sessions)} total"
+        if len(reader.fleet.sessions) > SESSION_ROWS and not session_filter:
+            title += f"; first {SESSION_ROWS} shown, / finds the rest"
+        sessions.border_title = title + ")"
         panel = self.part("#equilibrium", EquilibriumPanel)
         panel.show(reader.level(), reader.metric_lines(), compact=self.compact, ascii_only=app.ascii_only)
         panel.border_subtitle = reader.rebalance_line()[0]

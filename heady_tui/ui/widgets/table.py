@@ -86,10 +86,11 @@ class KeyedTable(DataTable):
             return None
         return row_key.value
 
-    def sync(self, rows: Mapping[str, Sequence[Cell]]) -> None:
-        """Make the table show exactly `rows` (after the filter), keeping the cursor on its row."""
+    def sync(self, rows: Mapping[str, Sequence[Cell]], *, filtered: bool = False) -> None:
+        """Make the table show exactly `rows` (after the filter, unless the caller has `filtered`
+        them on more than the cells show), keeping the cursor on its row."""
         self.rows_total = len(rows)
-        wanted = {key: tuple(cells) for key, cells in rows.items() if self._matches(tuple(cells))}
+        wanted = {key: tuple(cells) for key, cells in rows.items() if filtered or self._matches(tuple(cells))}
         order = list(wanted)
         keys = [key for key, _ in self._column_spec]
         with self.app.batch_update():

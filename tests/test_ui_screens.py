@@ -6,7 +6,7 @@ from heady_agent.protocol import Metrics
 from heady_tui.ui.application import HeadyApp
 from heady_tui.ui.modals.confirm import ConfirmModal
 from heady_tui.ui.screens.help import HelpScreen, TooSmallScreen
-from heady_tui.ui.widgets.panels import StatusBar
+from heady_tui.ui.widgets.panels import EventLog, StatusBar
 from heady_tui.ui.widgets.table import KeyedTable
 from heady_tui.config import Config
 from heady_agent.config import ConfigError
@@ -235,3 +235,14 @@ async def test_a_large_fleet_lists_the_first_sessions_and_says_the_filter_finds_
         sessions.focus()
         await pilot.press("slash", *"no039-s9")
         await wait_until(pilot, lambda: sessions.row_count == 1, "the session beyond the first rows")
+
+
+async def test_event_log_leaves_out_routine_ingest_counters(tmp_path):
+    async with fixed_console(tmp_path) as (app, pilot, clock):
+        log = app.screen.query_one(EventLog)
+        app.supervisor.publish("ingest.stats", node="web-1", stored=10, duplicates=0)
+        app.supervisor.publish("notice.test", node="web-1")
+        await pilot.pause(0.2)
+        texts = [line.text for line in log.lines]
+        assert any("notice.test" in t for t in texts)
+        assert not any("ingest.stats" in t for t in texts)

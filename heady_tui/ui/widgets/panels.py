@@ -149,10 +149,16 @@ def describe_event(event: HeadyEvent) -> str:
 class EventLog(RichLog):
     """The live log of HeadyEvents (newest at the bottom); keeps the last 500 lines."""
 
+    # Periodic counters are for scripts reading the headless stream; in the log they would bury
+    # what the operator needs to see.
+    ROUTINE = frozenset({"ingest.stats"})
+
     def __init__(self, **kwargs) -> None:
         super().__init__(max_lines=500, wrap=False, markup=False, auto_scroll=True, **kwargs)
 
     def add(self, event: HeadyEvent) -> None:
+        if event.name in self.ROUTINE:
+            return
         line = Text(f"{fmt.clock_time(event.ts)} ", end="")
         severity = EVENT_SEVERITY.get(event.name)
         if event.name == "equilibrium.level":

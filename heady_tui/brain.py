@@ -130,7 +130,7 @@ class Brain:
                 continue
             self._add_call(ev.node, ev.session, ev.ts, call, windows=ev.ts >= recent)
 
-    def _add_call(self, node: str, session: str | None, ts: float, call: LlmCallData, *, windows: bool = True) -> None:
+    def _add_call(self, node: str, session: str | None, ts: float, call: LlmCallData, *, windows: bool) -> None:
         cost, known = self.pricing.cost(call)
         rec = self.fleet.sessions.get((node, session)) if session else None
         self.cost.add(ts=ts, node=node, session=session, project=rec.project if rec else None, model=call.model, cost_usd=cost, known=known)
@@ -156,7 +156,9 @@ class Brain:
                         data = LlmCallData.model_validate(frame.data)
                     except ValueError:
                         return
-                self._add_call(node_id, frame.session, frame.ts, data)
+                # A replay of calls older than the windows only adds to the cost totals.
+                self._add_call(node_id, frame.session, frame.ts, data,
+                               windows=frame.ts >= self.clock.now() - self.session_calls.keep_s)
                 self.healing.count_calls(1)
             elif frame.kind == "agent.notice" and frame.data.get("severity") == "critical":
                 self.healing.trigger(f"critical notice from {node_id}")

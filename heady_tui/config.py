@@ -6,7 +6,6 @@ validated by its own model (heady_agent.config.AgentConfig).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from heady_agent.config import (
     ConfigError,
     config_path,
     data_dir,
+    read_token,
     read_toml,
     validation_message,
 )
@@ -43,20 +43,7 @@ class NodeConfig(_Section):
     insecure_skip_verify: bool = False
 
     def resolve_token(self) -> str | None:
-        if self.token:
-            return self.token
-        if self.token_file:
-            path = Path(self.token_file).expanduser()
-            try:
-                return path.read_text().strip() or None
-            except OSError as exc:
-                raise ConfigError(f"nodes.{self.name}.token_file: cannot read {path}: {exc.strerror}") from None
-        if self.token_env:
-            value = os.environ.get(self.token_env)
-            if not value:
-                raise ConfigError(f"nodes.{self.name}.token_env: ${self.token_env} is not set")
-            return value
-        return None
+        return read_token(self.token, self.token_file, self.token_env, where=f"nodes.{self.name}", env_required=True)
 
 
 class MetricLevels(_Section):

@@ -124,18 +124,29 @@ class AgentConfig(_Section):
         return self
 
     def resolve_token(self) -> str | None:
-        """The bearer token: `token`, else the file, else the environment variable."""
-        if self.token:
-            return self.token
-        if self.token_file:
-            path = Path(self.token_file).expanduser()
-            try:
-                return path.read_text().strip() or None
-            except OSError as exc:
-                raise ConfigError(f"agent.token_file: cannot read {path}: {exc.strerror}") from None
-        if self.token_env:
-            return os.environ.get(self.token_env) or None
-        return None
+        """The bearer token: `token`, else the file, else the environment variable (unset: none)."""
+        return read_token(self.token, self.token_file, self.token_env, where="agent", env_required=False)
+
+
+def read_token(
+    token: str | None, token_file: str | None, token_env: str | None, *, where: str, env_required: bool
+) -> str | None:
+    """A bearer token from config: inline, else the first line of a file, else an environment
+    variable. Errors name the config key (`where`) but never the token."""
+    if token:
+        return token
+    if token_file:
+        path = Path(token_file).expanduser()
+        try:
+            return path.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"{where}.token_file: cannot read {path}: {exc.strerror}") from None
+    if token_env:
+        value = os.environ.get(token_env)
+        if not value and env_required:
+            raise ConfigError(f"{where}.token_env: ${token_env} is not set")
+        return value or None
+    return None
 
 
 def parse_listen(value: str) -> tuple[str, int]:

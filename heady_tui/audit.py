@@ -4,7 +4,8 @@ Entry i is the canonical JSON (sorted keys, separators ",", ":") of {seq, ts, ac
 Its hash is sha256(b"heady-audit-v1\\0" + prev_hash + entry) where prev_hash is the previous entry's
 hash as 64 lowercase hex ASCII bytes (64 "0"s before the first entry) and entry is UTF-8.
 The head (count, hash) is written to the anchor file after every append (atomic rename + fsync),
-because a chain alone cannot see its tail cut off.
+because a chain alone cannot see its tail cut off. The fsyncs run in a worker thread (`make_durable`),
+so an append waits for the disk without holding the event loop.
 """
 
 from __future__ import annotations
@@ -134,13 +135,13 @@ def fsync_database(database: Path) -> None:
         return
 
 
-async def after_commit(db: aiosqlite.Connection, database: Path, anchor: Path) -> None:
-    """fsync the commit, then move the anchor to the committed head."""
+def make_durable(database: Path, anchor: Path, committed: Head) -> None:
+    """fsync the commits up to `committed`, then move the anchor to it (never back: another process
+    appending to the same chain may have anchored a longer one). Blocking: run it in a thread."""
     fsync_database(database)
-    now = await head(db)
     current = read_anchor(anchor)
-    if current is None or current.count < now.count:
-        write_anchor(anchor, now)
+    if current is None or current.count < committed.count:
+        write_anchor(anchor, committed)
 
 
 async def entries(db: aiosqlite.Connection, limit: int | None = None) -> list[AuditEntry]:

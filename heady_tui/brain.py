@@ -200,12 +200,13 @@ class Brain:
             nodes.append(NodeSample(n.id, n.status == "online", m.load[0] if m else None, n.cpu_count, m.queue_depth if m else 0, m.ts if m else None))
         reading, change = self.detector.evaluate(now, nodes, self._window(now))
         state = self.detector.export_state()
-        if change is not None:
-            await self.records.level_change(change.at, change.level, change.previous, change.metrics, state)
-            self.supervisor.publish("equilibrium.level", level=change.level, previous=change.previous, metrics=change.metrics)
+        if change is not None or reading.metric_changes:
+            await self.records.level_changes_made(change, reading.metric_changes, state)
         elif state != self._saved_detector:
             await self.records.kv_set("detector", state)
         self._saved_detector = state
+        if change is not None:
+            self.supervisor.publish("equilibrium.level", level=change.level, previous=change.previous, metrics=change.metrics)
         return reading
 
     # --- consent ----------------------------------------------------------------------

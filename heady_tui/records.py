@@ -9,6 +9,7 @@ are for the report (see docs/engines.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ import aiosqlite
 
 from heady_tui import audit
 from heady_tui.engine.consent import ConsentError, ConsentRequest, Denial, Grant
+from heady_tui.engine.detector import LevelChange, MetricLevelChange
 from heady_tui.engine.policies import PolicyState
 from heady_tui.store import Store
 
@@ -69,7 +71,11 @@ CREATE TABLE budget_notices (budget TEXT NOT NULL, period TEXT NOT NULL, percent
 CREATE INDEX level_changes_at ON level_changes (at);
 CREATE INDEX policy_actions_at ON policy_actions (at);
 CREATE INDEX healing_cycles_at ON healing_cycles (at);
-"""
+""",
+    """
+CREATE TABLE metric_level_changes (at REAL NOT NULL, metric TEXT NOT NULL, level TEXT NOT NULL, previous TEXT NOT NULL, value REAL);
+CREATE INDEX metric_level_changes_at ON metric_level_changes (at);
+""",
 ]
 
 
@@ -82,6 +88,9 @@ class Records:
     def __init__(self, store: Store, anchor: Path) -> None:
         self.store = store
         self.anchor = anchor
+        self._committed = audit.Head(0, audit.GENESIS)  # the newest audit entry this instance committed
+        self._durable = audit.Head(0, audit.GENESIS)  # the newest one fsync'd and anchored
+        self._durable_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, store: Store, anchor: Path) -> "Records":
@@ -94,14 +103,29 @@ class Records:
 
     @asynccontextmanager
     async def write(self, audit_entry: tuple[float, str, str, dict[str, Any]] | None = None) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction; with `audit_entry` (ts, actor, action, details) the audit append commits in it."""
+        """One transaction; with `audit_entry` (ts, actor, action, details) the audit append commits in
+        it, and the write returns only once that entry is on disk and anchored."""
+        appended: audit.AuditEntry | None = None
         async with self.store.transaction() as db:
             yield db
             if audit_entry is not None:
                 ts, actor, action, details = audit_entry
-                await audit.append_in(db, ts=ts, actor=actor, action=action, details=details)
-        if audit_entry is not None:
-            await audit.after_commit(self.db, self.store.path, self.anchor)
+                appended = await audit.append_in(db, ts=ts, actor=actor, action=action, details=details)
+        if appended is not None:
+            if appended.seq > self._committed.count:
+                self._committed = audit.Head(appended.seq, appended.hash)
+            await self._make_durable(appended.seq)
+
+    async def _make_durable(self, seq: int) -> None:
+        """fsync and anchor in a worker thread, one at a time and in chain order. Appends that commit
+        while an fsync runs are made durable together by the next one (a group commit); an append
+        whose entry a later fsync already covered returns at once."""
+        async with self._durable_lock:
+            if self._durable.count >= seq:
+                return
+            target = self._committed
+            await asyncio.to_thread(audit.make_durable, self.store.path, self.anchor, target)
+            self._durable = target
 
     async def audit(self, ts: float, actor: str, action: str, details: dict[str, Any]) -> None:
         async with self.write((ts, actor, action, details)):
@@ -286,15 +310,27 @@ class Records:
         async with self.write() as db:
             await db.execute("INSERT OR REPLACE INTO engine_kv VALUES (?, ?)", (key, json.dumps(value)))
 
-    async def level_change(self, at: float, level: str, previous: str, metrics: dict[str, float | None], detector_state: dict[str, Any]) -> None:
+    async def level_changes_made(self, change: LevelChange | None, metric_changes: Sequence[MetricLevelChange],
+                                 detector_state: dict[str, Any]) -> None:
+        """An evaluation's fleet and per-metric level changes, with the detector's timers, in one transaction."""
         async with self.write() as db:
-            await db.execute("INSERT INTO level_changes VALUES (?,?,?,?)", (at, level, previous, json.dumps(metrics)))
+            if change is not None:
+                await db.execute("INSERT INTO level_changes VALUES (?,?,?,?)", (change.at, change.level, change.previous, json.dumps(change.metrics)))
+            if metric_changes:
+                await db.executemany("INSERT INTO metric_level_changes VALUES (?,?,?,?,?)",
+                                     [(c.at, c.metric, c.level, c.previous, c.value) for c in metric_changes])
             await db.execute("INSERT OR REPLACE INTO engine_kv VALUES ('detector', ?)", (json.dumps(detector_state),))
 
     async def level_changes(self, since: float, until: float) -> list[dict[str, Any]]:
         """Report rows: {at, level, previous, metrics: {name: value}}."""
         rows = await self._rows("SELECT * FROM level_changes WHERE at >= ? AND at < ? ORDER BY at", (since, until))
         return [{"at": a, "level": lv, "previous": p, "metrics": json.loads(m)} for a, lv, p, m in rows]
+
+    async def metric_level_changes(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Report rows: {at, metric, level, previous, value}, one per change of a metric's recorded level."""
+        rows = await self._rows("SELECT at, metric, level, previous, value FROM metric_level_changes WHERE at >= ? AND at < ? "
+                                "ORDER BY at, rowid", (since, until))
+        return [{"at": a, "metric": m, "level": lv, "previous": p, "value": v} for a, m, lv, p, v in rows]
 
     # --- healing ----------------------------------------------------------------------
 

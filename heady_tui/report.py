@@ -92,11 +92,11 @@ class Costs(_Model):
 
 class EquilibriumRow(_Model):
     at: str
-    metric: str  # "overall": a change of the fleet level (the detector records levels for the fleet)
-    level: str
-    value: float | None
+    metric: str  # a metric's name, or "overall" for a change of the fleet level
+    level: str  # balanced | degraded | critical | unknown
+    value: float | None  # the metric's value at the change; None for "overall" rows and metrics without data
     previous: str | None = None
-    metrics: dict[str, float | None] = Field(default_factory=dict)  # every metric's value at the change
+    metrics: dict[str, float | None] = Field(default_factory=dict)  # "overall" rows: every metric's value at the change
 
 
 class ConsentRow(_Model):
@@ -333,11 +333,19 @@ def _count(value: Any) -> int:
     return len(value) if isinstance(value, (list, tuple, dict)) else int(value or 0)
 
 
+async def _equilibrium(records: Records, since: float, until: float) -> list[EquilibriumRow]:
+    """Per-metric changes and fleet ("overall") changes, oldest first; at one moment the metrics' rows
+    come before the fleet's row they caused."""
+    rows = [(c["at"], 0, EquilibriumRow(at=iso_utc(c["at"]), metric=c["metric"], level=c["level"], value=c["value"], previous=c["previous"]))
+            for c in await records.metric_level_changes(since, until)]
+    rows += [(c["at"], 1, EquilibriumRow(at=iso_utc(c["at"]), metric="overall", level=c["level"], value=None, previous=c["previous"],
+                                         metrics=c["metrics"]))
+             for c in await records.level_changes(since, until)]  # fmt: skip
+    return [row for _, _, row in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+
 async def _engine_sections(records: Records, since: float, until: float) -> dict[str, Any]:
-    equilibrium = [
-        EquilibriumRow(at=iso_utc(c["at"]), metric="overall", level=c["level"], value=None, previous=c["previous"], metrics=c["metrics"])
-        for c in await records.level_changes(since, until)
-    ]
+    equilibrium = await _equilibrium(records, since, until)
     consents = [
         ConsentRow(at=iso_utc(c["at"]), decision=c["decision"], scope=c["scope"], grantor=c["grantor"], reason=c["reason"])
         for c in await records.consents(since, until)
@@ -402,8 +410,11 @@ def _timeline(report: ReportData) -> list[tuple[str, str, str]]:
     """(at, kind, what) for every level change, consent, rebalance, healing cycle and policy action."""
     items: list[tuple[str, str, str]] = []
     for e in report.equilibrium:
-        values = ", ".join(f"{name} {_num(value)}" for name, value in e.metrics.items() if value is not None)
-        subject = "fleet" if e.metric == "overall" else e.metric
+        if e.metric == "overall":
+            subject = "fleet"
+            values = ", ".join(f"{name} {_num(value)}" for name, value in e.metrics.items() if value is not None)
+        else:
+            subject, values = e.metric, _num(e.value) if e.value is not None else ""
         items.append((e.at, "equilibrium", f"{subject} {e.level}" + (f" (was {e.previous})" if e.previous else "") + (f": {values}" if values else "")))
     for c in report.consents:
         who = f" by {c.grantor}" if c.grantor else ""
@@ -416,7 +427,7 @@ def _timeline(report: ReportData) -> list[tuple[str, str, str]]:
         items.append((h.at, "healing", f"{h.kind} cycle {h.cycle}: {h.weak_points} weak points, {h.tasks} tasks" + (f" ({h.summary})" if h.summary else "")))
     for p in report.policies:
         items.append((p.at, "policy", f"{p.policy} {p.action} on {p.session or '-'}: {p.outcome}"))
-    return sorted(items)
+    return sorted(items, key=lambda item: item[0])  # stable: a fleet change stays after the metric changes behind it
 
 
 def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:

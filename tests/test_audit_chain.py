@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import sqlite3
+import threading
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,6 +51,34 @@ async def test_unreadable_anchor_fails_verification(tmp_path):
     records = await chain(tmp_path, 2)
     (tmp_path / "heady.db.anchor").write_text("garbage")
     assert not (await records.verify_audit()).ok
+    await records.store.close()
+
+
+async def test_an_append_returns_once_its_entry_is_fsynced_and_anchored_by_a_worker_thread(tmp_path, monkeypatch):
+    records = await chain(tmp_path, 2)
+    fsyncs_on_loop_thread: list[bool] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        fsyncs_on_loop_thread.append(threading.current_thread() is threading.main_thread())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    await records.audit(2.0, "u@h", "test.entry", {"i": 2})
+    head = (await records.verify_audit()).head
+    assert head.count == 3 and audit.read_anchor(tmp_path / "heady.db.anchor") == head
+    # the database, the anchor's temp file and its directory; none of them on the event loop's thread
+    assert len(fsyncs_on_loop_thread) == 3 and not any(fsyncs_on_loop_thread)
+    await records.store.close()
+
+
+async def test_concurrent_appends_keep_one_chain_and_the_anchor_ends_at_its_head(tmp_path):
+    records = await chain(tmp_path, 0)
+    await asyncio.gather(*(records.audit(float(i), "u@h", "test.entry", {"i": i}) for i in range(20)))
+    result = await records.verify_audit()
+    assert result.ok and result.entries == 20
+    assert audit.read_anchor(tmp_path / "heady.db.anchor") == result.head
+    assert sorted(e.details["i"] for e in await records.audit_entries()) == list(range(20))
     await records.store.close()
 
 

@@ -112,6 +112,49 @@ def test_level_change_is_reported_once():
     assert changes == ["balanced", "critical"]
 
 
+def metric_changes(det: EquilibriumDetector, name: str, times, queue_at=lambda t: 0, calls=()) -> list[tuple[float, str, str, float | None]]:
+    out = []
+    for t in times:
+        reading, _ = det.evaluate(float(t), nodes(queue_at(t), float(t)), list(calls))
+        out += [(c.at, c.previous, c.level, c.value) for c in reading.metric_changes if c.metric == name]
+    return out
+
+
+def test_a_metric_change_is_its_firing_level_changing_with_the_value_at_that_moment():
+    det = EquilibriumDetector(CFG)
+    changes = metric_changes(det, "task_queue_depth", range(0, 60), lambda t: 1500 if 5 <= t < 20 else 100)
+    assert changes == [(0, "unknown", "balanced", 100.0), (15, "balanced", "critical", 1500.0), (35, "critical", "balanced", 100.0)]
+
+
+def test_a_pending_breach_that_clears_records_no_metric_change():
+    det = EquilibriumDetector(CFG)
+    changes = metric_changes(det, "task_queue_depth", range(0, 30), lambda t: 1500 if 5 <= t < 12 else 100)
+    assert changes == [(0, "unknown", "balanced", 100.0)]
+
+
+def test_a_metric_without_enough_calls_is_unknown_until_they_arrive():
+    det = EquilibriumDetector(CFG)
+    assert metric_changes(det, "error_rate", range(0, 3)) == []  # unknown from the start: nothing changed
+    calls = [CallSample(3.5 + i / 100, 100.0, True) for i in range(CFG.min_calls)]
+    assert metric_changes(det, "error_rate", [4], calls=calls) == [(4, "unknown", "balanced", 0.0)]
+
+
+def test_a_firing_metric_whose_calls_stop_stays_firing_until_it_clears_then_reads_unknown():
+    det = EquilibriumDetector(CFG)
+    failed = [CallSample(0.5 + i / 100, 100.0, False) for i in range(CFG.min_calls)]
+    changes = metric_changes(det, "error_rate", range(1, 100), calls=failed)  # the calls leave the 60 s window at 61
+    assert changes == [(1, "unknown", "balanced", 1.0), (11, "balanced", "critical", 1.0), (76, "critical", "unknown", None)]
+
+
+def test_recorded_metric_levels_survive_a_restart_through_export_and_import():
+    first = EquilibriumDetector(CFG)
+    metric_changes(first, "task_queue_depth", range(0, 15), lambda t: 1500)
+    second = EquilibriumDetector(CFG)
+    second.import_state(first.export_state())
+    reading, _ = second.evaluate(15.0, nodes(1500, 15.0), [])
+    assert reading.metric_changes == ()
+
+
 def test_trend_projects_seconds_to_critical():
     det = EquilibriumDetector(CFG)
     readings = run(det, lambda t: 100 + 10 * t, seconds=30)  # +600 per minute

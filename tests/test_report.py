@@ -11,6 +11,7 @@ import pytest
 
 from heady_tui.config import Config, ConsentConfig, Paths
 from heady_tui.engine.consent import new_denial, new_grant
+from heady_tui.engine.detector import LevelChange, MetricLevelChange
 from heady_tui.engine.policies import PolicyState
 from heady_tui.records import Records
 from heady_tui.report import ReportData, ReportError, export_report, gather_report, parse_time, render
@@ -182,7 +183,9 @@ async def _engine_history(records: Records) -> None:
     """One of everything the engines record: a level change, a grant and a denial, a rebalance run
     with a step, a healing cycle and a policy action, all inside the report's range."""
     config = ConsentConfig()
-    await records.level_change(T0 + 100, "critical", "degraded", {"task_queue_depth": 1210.0, "error_rate": None}, {})
+    await records.level_changes_made(
+        LevelChange(T0 + 100, "critical", "degraded", {"task_queue_depth": 1210.0, "error_rate": None}),
+        [MetricLevelChange(T0 + 100, "task_queue_depth", "critical", "degraded", 1210.0)], {})
     await records.add_grant(new_grant("single", now=T0 + 130, config=config, reason="queue overflow on build-1", by="ops@host"), actor="ops@host", now=T0 + 130)
     await records.add_denial(new_denial("fp1", now=T0 + 120, config=config, reason="not now", by="dev@laptop"), None)
     plan = {"priority": "critical", "actions": [{"note": "move 200 items build-1 -> build-2"}]}
@@ -203,8 +206,10 @@ async def test_engine_records_fill_every_section(store: Store, tmp_path: Path) -
     await _engine_history(await _records(store, tmp_path))
     data = json.loads(render(await _report(store, tmp_path), "json"))
     assert data["equilibrium"] == [
+        {"at": "2026-11-20T23:51:40.000Z", "metric": "task_queue_depth", "level": "critical", "value": 1210.0, "previous": "degraded",
+         "metrics": {}},
         {"at": "2026-11-20T23:51:40.000Z", "metric": "overall", "level": "critical", "value": None, "previous": "degraded",
-         "metrics": {"task_queue_depth": 1210.0, "error_rate": None}}
+         "metrics": {"task_queue_depth": 1210.0, "error_rate": None}},
     ]  # fmt: skip
     assert [(c["decision"], c["scope"], c["grantor"]) for c in data["consents"]] == [("denied", None, "dev@laptop"), ("granted", "single", "ops@host")]
     (run,) = data["rebalances"]
@@ -219,7 +224,8 @@ async def test_the_timeline_orders_every_kind_of_intervention(store: Store, tmp_
     md = render(await _report(store, tmp_path), "md")
     timeline = md.split("## Timeline")[1].split("## ")[0]
     kinds = [line.split(" | ")[1] for line in timeline.splitlines() if line.startswith("| 2026")]
-    assert kinds == ["equilibrium", "consent", "consent", "rebalance", "rebalance", "healing", "policy"]
+    assert kinds == ["equilibrium", "equilibrium", "consent", "consent", "rebalance", "rebalance", "healing", "policy"]
+    assert "task_queue_depth critical (was degraded): 1,210 |" in timeline
     assert "fleet critical (was degraded): task_queue_depth 1,210" in timeline
 
 

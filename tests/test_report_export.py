@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from heady_tui.engine.detector import METRICS
 from heady_tui.report import ReportData
 from report_kit import open_in_chromium
 from reports_httpkit import FakeService, Recorded
@@ -77,6 +78,16 @@ def test_json_export_of_a_demo_run_validates_and_says_simulated(demo: Path) -> N
     assert report.sessions and report.costs.total_usd > 0
     assert any(e.level in ("degraded", "critical") for e in report.equilibrium)
     assert report.audit.verified
+
+
+def test_json_export_of_a_queue_overflow_run_has_the_queue_metrics_own_level_changes(demo: Path) -> None:
+    report = ReportData.model_validate_json(_export(demo, "json"))
+    queue = [e for e in report.equilibrium if e.metric == "task_queue_depth"]
+    assert queue[0].previous == "unknown" and queue[0].value is not None  # first judged when the nodes reported
+    breaches = [e for e in queue if e.level in ("degraded", "critical")]
+    assert breaches and all(e.value is not None and e.value > 500 for e in breaches)  # entered above its threshold
+    assert {e.metric for e in report.equilibrium} <= {"overall", *METRICS}
+    assert any(e.metric == "overall" and e.level in ("degraded", "critical") for e in report.equilibrium)
 
 
 def test_markdown_export_shows_the_same_totals_as_json(demo: Path) -> None:

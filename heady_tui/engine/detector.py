@@ -4,6 +4,8 @@ A metric breaches a level when its value is above the level's entry value (thres
 critical for critical). A breach is pending until it has held `for_seconds`; a pending breach that
 clears is dropped. A firing level is left only when the value has stayed at or below its exit value
 (entry x exit_ratio) for `clear_seconds` and `keep_firing_seconds` have passed since its last breach.
+Each metric's recorded level is its firing level, or `unknown` while it is balanced without data to
+judge; a change of that level is a `MetricLevelChange` (the fleet's own is a `LevelChange`).
 Pure: the caller passes samples and the time; nothing here reads a clock or does I/O.
 """
 
@@ -22,6 +24,7 @@ from heady_tui.config import DetectorConfig
 
 METRICS = ("node_load_variance", "task_queue_depth", "error_rate", "response_time_p95")
 LEVELS = ("balanced", "degraded", "critical")  # ordered by severity; "unknown" stands apart
+NODE_METRICS = ("node_load_variance", "task_queue_depth")  # judged from node samples; the others from calls
 _RANK = {"balanced": 0, "degraded": 1, "critical": 2}
 # Below this mean utilisation the fleet is idle and its spread means nothing (DESIGN.md).
 IDLE_MEAN_UTILISATION = 0.10
@@ -65,6 +68,17 @@ class MetricReading:
 
 
 @dataclass(frozen=True)
+class MetricLevelChange:
+    """One metric's recorded level changed: its firing level, or unknown while balanced without data."""
+
+    at: float
+    metric: str
+    level: str  # balanced | degraded | critical | unknown
+    previous: str
+    value: float | None  # the metric's value at the change
+
+
+@dataclass(frozen=True)
 class EquilibriumReading:
     at: float
     level: str  # balanced | degraded | critical | unknown
@@ -72,6 +86,7 @@ class EquilibriumReading:
     unknown_nodes: list[str]
     online_nodes: int
     calls_in_window: int
+    metric_changes: tuple[MetricLevelChange, ...] = ()  # the per-metric level changes this evaluation made
 
     def values(self) -> dict[str, float | None]:
         return {name: m.value for name, m in self.metrics.items()}
@@ -95,6 +110,7 @@ class _MetricState:
     pending_since: dict[str, float] = field(default_factory=dict)  # entry level -> first breach ts
     last_breach: float | None = None  # last time the value was above the firing level's entry
     below_exit_since: float | None = None
+    recorded: str = "unknown"  # the level last reported as a MetricLevelChange
     history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_SAMPLES))
 
 
@@ -288,11 +304,17 @@ class EquilibriumDetector:
         values = compute_metrics(nodes, stats, now=now, window_s=self.config.window_s, min_calls=self.config.min_calls)
         readings = {name: self._step(name, values[name], now) for name in METRICS}
         unknown = self._unknown_nodes(nodes)
+        nodes_unjudged = bool(unknown) or not any(n.online and n.load1 is not None for n in nodes)
         worst = max((r.level for r in readings.values()), key=_RANK.__getitem__)
-        if worst == "balanced" and (unknown or not any(n.online and n.load1 is not None for n in nodes)):
-            level = "unknown"
-        else:
-            level = worst
+        level = "unknown" if worst == "balanced" and nodes_unjudged else worst
+        metric_changes = []
+        for name, r in readings.items():
+            unjudged = nodes_unjudged if name in NODE_METRICS else r.value is None
+            recorded = "unknown" if r.level == "balanced" and unjudged else r.level
+            st = self._metrics[name]
+            if recorded != st.recorded:
+                metric_changes.append(MetricLevelChange(at=now, metric=name, level=recorded, previous=st.recorded, value=r.value))
+                st.recorded = recorded
         reading = EquilibriumReading(
             at=now,
             level=level,
@@ -300,6 +322,7 @@ class EquilibriumDetector:
             unknown_nodes=unknown,
             online_nodes=sum(1 for n in nodes if n.online),
             calls_in_window=stats.calls,
+            metric_changes=tuple(metric_changes),
         )
         change = None
         if level != self.level:
@@ -404,6 +427,7 @@ class EquilibriumDetector:
                     "pending_since": dict(st.pending_since),
                     "last_breach": st.last_breach,
                     "below_exit_since": st.below_exit_since,
+                    "recorded": st.recorded,
                 }
                 for name, st in self._metrics.items()
             },
@@ -426,6 +450,8 @@ class EquilibriumDetector:
             }
             st.last_breach = _float_or_none(raw.get("last_breach"))
             st.below_exit_since = _float_or_none(raw.get("below_exit_since"))
+            recorded = raw.get("recorded")
+            st.recorded = recorded if recorded in (*LEVELS, "unknown") else "unknown"
         if state.get("level") in (*LEVELS, "unknown"):
             self.level = state["level"]
 

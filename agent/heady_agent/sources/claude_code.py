@@ -3,30 +3,26 @@
 Transcripts (`projects/**/*.jsonl`, subagent files included) are tailed with persisted offsets;
 one `llm.call` per API response (deduplicated by `message.id:requestId`, persisted). The
 registry (`sessions/<pid>.json`) says which sessions run and whether they are busy; sessions
-that never appear there end after INACTIVE_AFTER_S without a record. Facts: shared/SOURCES.md.
+that never appear there end after jsonl.INACTIVE_AFTER_S without a record. Facts: shared/SOURCES.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from ..protocol import Command, FrameError, SessionInfo, parse_command_args
-from .base import CommandError, SessionSource
-from .jsonl import FileCursor, as_int, parse_record, parse_ts, read_complete_lines, walk_jsonl
+from ..protocol import Command
+from .base import CommandError, SourceContext
+from .common import command_args
+from .jsonl import FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
 
-log = logging.getLogger("heady_agent.sources.claude_code")
-
-INACTIVE_AFTER_S = 600.0  # a session outside the registry with no record for this long has ended
 PID_START_SLACK_S = 5.0  # a registry pid whose process started later than this after startedAt was reused
 REGISTRY_STATES = {"busy": "running", "idle": "idle", "waiting": "idle"}
 SYNTHETIC_MODEL = "<synthetic>"
@@ -41,136 +37,34 @@ def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Pat
 
 
 @dataclass
-class _Session:
-    id: str
-    cwd: str | None = None
-    model: str | None = None
-    title: str | None = None
-    pid: int | None = None
-    state: str = "running"
-    started: float | None = None
-    last_ts: float = 0.0
-    ended: bool = False
-    ended_at: float = 0.0
+class _Session(JsonlSession):
     in_registry: bool = False
     registry_status: str | None = None
     registry_started: float | None = None
-    nice: int | None = None
-
-    @property
-    def project(self) -> str | None:
-        return os.path.basename(self.cwd.rstrip("/")) if self.cwd else None
 
 
-class ClaudeCodeSource(SessionSource):
+class ClaudeCodeSource(JsonlSource[_Session]):
     name = "claude-code"
+    watches = "claude-code"
+    state_prefix = "cc"
+    session_type = _Session
+    log_folders = ("projects",)
 
-    def __init__(self, ctx: Any) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: SourceContext) -> None:
         cfg = ctx.config.claude_code
-        self.roots = resolve_roots(cfg.roots, os.environ)
-        self.poll_interval_s = cfg.poll_interval_s
-        self._sessions: dict[str, _Session] = {}
-        self._live: set[str] = set()
+        super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._seen_calls: set[str] = set()
-        self._skipped = 0
-        self._changed = False
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def skipped_lines(self) -> int:
-        """Transcript lines that were not JSON objects, since this source started."""
-        return self._skipped
-
-    # --- life cycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._load_live()
-        self.scan()
-        self._task = asyncio.create_task(self._poll(), name="claude-code-poll")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval_s)
-            try:
-                self.scan()
-            except Exception:  # a surprise in one poll must not end the watching
-                log.exception("claude-code scan failed")
 
     def scan(self) -> None:
         """Read what is new in every transcript and the registry; emit what changed."""
-        for root in self.roots:
-            projects = root / "projects"
-            if projects.is_dir():
-                for path in walk_jsonl(projects):
-                    self._read_file(path)
+        self._read_logs()
         self._read_registry()
         self._end_inactive()
-        if self._changed:
-            self._changed = False
-            self.ctx.sessions_changed()
-
-    # --- persisted session records ----------------------------------------------------------
-
-    def _load_live(self) -> None:
-        raw = self.ctx.get_state("cc.live")
-        for sid in json.loads(raw) if raw else []:
-            session = self._load(sid)
-            if session is not None and not session.ended:
-                self._live.add(sid)
-
-    def _load(self, sid: str) -> _Session | None:
-        if sid in self._sessions:
-            return self._sessions[sid]
-        raw = self.ctx.get_state(f"cc.session:{sid}")
-        if raw is None:
-            return None
-        try:
-            session = _Session(**json.loads(raw))
-        except (ValueError, TypeError):
-            return None
-        self._sessions[sid] = session
-        return session
-
-    def _save(self, session: _Session) -> None:
-        self.ctx.set_state(f"cc.session:{session.id}", json.dumps(asdict(session)))
-        live = session.id in self._live
-        if live == session.ended:
-            if session.ended:
-                self._live.discard(session.id)
-            else:
-                self._live.add(session.id)
-            self.ctx.set_state("cc.live", json.dumps(sorted(self._live)))
-        self._changed = True
+        self._flush()
 
     # --- transcripts --------------------------------------------------------------------
 
-    def _read_file(self, path: Path) -> None:
-        key = f"cc.file:{path}"
-        cursor = FileCursor.load(self.ctx.get_state(key))
-        got = read_complete_lines(path, cursor)
-        if got is None:
-            return
-        lines, new_offset = got
-        records: list[dict[str, Any]] = []
-        skipped = 0
-        for line in lines:
-            if not line.strip():
-                continue
-            record = parse_record(line)
-            if record is None:
-                skipped += 1
-            else:
-                records.append(record)
+    def _records(self, path: Path, records: list[dict[str, Any]], cursor: FileCursor) -> None:
         models: dict[str, str] = {}
         for record in records:
             if record.get("type") == "assistant":
@@ -178,16 +72,8 @@ class ClaudeCodeSource(SessionSource):
                 sid = record.get("sessionId")
                 if isinstance(model, str) and model != SYNTHETIC_MODEL and isinstance(sid, str):
                     models.setdefault(sid, model)
-        with self.ctx.atomic():
-            for record in records:
-                self._record(record, cursor, models)
-            cursor.offset = new_offset
-            if skipped:
-                self._skipped += skipped
-                if not cursor.noticed:
-                    cursor.noticed = True
-                    self.ctx.notice("warning", f"claude-code: skipped {skipped} unreadable line(s) in {path}")
-            self.ctx.set_state(key, cursor.dump())
+        for record in records:
+            self._record(record, cursor, models)
 
     def _record(self, record: dict[str, Any], cursor: FileCursor, models: dict[str, str]) -> None:
         ts = parse_ts(record.get("timestamp"))
@@ -209,41 +95,15 @@ class ClaudeCodeSource(SessionSource):
             self._set_state(session, "compacted", trigger if isinstance(trigger, str) else "auto", when)
 
     def _active_session(self, sid: str, record: dict[str, Any], when: float, model_hint: str | None) -> _Session:
-        session = self._load(sid)
-        if session is None:
-            session = _Session(id=sid)
-            self._sessions[sid] = session
-        elif session.ended and when > session.ended_at:
-            session.ended = False  # resumed after it had ended: a new run of the same session
-            session.started = None
-            session.state = "running"
+        session = self._active(sid, when)
         if session.cwd is None and isinstance(record.get("cwd"), str):
             session.cwd = record["cwd"]
         if session.title is None and isinstance(record.get("gitBranch"), str) and record["gitBranch"]:
             session.title = record["gitBranch"]
         if session.model is None and model_hint:
             session.model = model_hint
-        session.last_ts = max(session.last_ts, when)
-        if session.started is None and not session.ended:
-            self._start(session, when)
+        self._seen(session, when)
         return session
-
-    def _start(self, session: _Session, when: float) -> None:
-        session.started = when
-        self.ctx.emit(
-            "session.started",
-            session.id,
-            {
-                "source": self.name,
-                "project": session.project,
-                "cwd": session.cwd,
-                "pid": session.pid,
-                "model": session.model,
-                "title": session.title,
-            },
-            ts=when,
-        )
-        self._save(session)
 
     def _assistant(self, session: _Session, record: dict[str, Any], when: float, parent_ts: float | None) -> None:
         message = _message(record)
@@ -288,20 +148,11 @@ class ClaudeCodeSource(SessionSource):
         else:
             self._save(session)
 
-    def _set_state(self, session: _Session, state: str, reason: str, when: float) -> None:
-        session.state = state
-        self.ctx.emit("session.state", session.id, {"state": state, "reason": reason}, ts=when)
-        self._save(session)
-
     def _end(self, session: _Session, reason: str, when: float) -> None:
-        session.ended = True
-        session.ended_at = when
-        session.state = "completed"
         session.in_registry = False
         session.registry_status = None
         session.pid = None
-        self.ctx.emit("session.ended", session.id, {"exit_code": None, "reason": reason}, ts=when)
-        self._save(session)
+        super()._end(session, reason, when)
 
     # --- the live registry --------------------------------------------------------------------
 
@@ -336,14 +187,9 @@ class ClaudeCodeSource(SessionSource):
                     self._end(session, "process gone" if sid in dead else "exited", now)
 
     def _registry_entry(self, sid: str, pid: int, entry: dict[str, Any], started_at: float | None, now: float) -> None:
-        session = self._load(sid)
-        if session is None or session.ended:
-            if session is None:
-                session = _Session(id=sid)
-                self._sessions[sid] = session
-            session.ended = False
-            session.started = None
-            session.state = "running"
+        session = self._session(sid)
+        if session.ended:
+            self._reopen(session)
         if session.cwd is None and isinstance(entry.get("cwd"), str):
             session.cwd = entry["cwd"]
         changed = not session.in_registry or session.pid != pid
@@ -352,7 +198,7 @@ class ClaudeCodeSource(SessionSource):
         session.registry_started = started_at
         session.last_ts = max(session.last_ts, now)
         if session.started is None:
-            self._start(session, started_at or now)
+            self._announce(session, started_at or now)
         status = entry.get("status")
         if isinstance(status, str) and status != session.registry_status:
             session.registry_status = status
@@ -364,53 +210,17 @@ class ClaudeCodeSource(SessionSource):
         if changed:
             self._save(session)
 
-    def _end_inactive(self) -> None:
-        now = self.ctx.clock.now()
-        with self.ctx.atomic():
-            for sid in sorted(self._live):
-                session = self._sessions.get(sid)
-                if session is not None and not session.in_registry and now - session.last_ts > INACTIVE_AFTER_S:
-                    self._end(session, "inactive", session.last_ts)
-
-    # --- what the agent reads -------------------------------------------------------------
-
-    def sessions(self) -> list[SessionInfo]:
-        out = []
-        for sid in sorted(self._live):
-            s = self._sessions[sid]
-            out.append(
-                SessionInfo(
-                    id=s.id,
-                    source=self.name,
-                    project=s.project,
-                    cwd=s.cwd,
-                    pid=s.pid,
-                    model=s.model,
-                    title=s.title,
-                    state=s.state,  # type: ignore[arg-type]
-                    started=s.started,
-                    nice=s.nice,
-                )
-            )
-        return out
-
-    def owns(self, session_id: str) -> bool:
-        return session_id in self._live
+    def _quiet(self, session: _Session, now: float) -> bool:
+        """A session the registry lists ends when it leaves the registry, not for want of records."""
+        return not session.in_registry and super()._quiet(session, now)
 
     # --- commands -----------------------------------------------------------------------
 
     async def command(self, cmd: Command) -> dict[str, Any]:
-        try:
-            args = parse_command_args(cmd.action, cmd.args)
-        except FrameError as exc:
-            raise CommandError(exc.code, exc.message) from None
-        session = self._sessions.get(cmd.target or "") if cmd.target in self._live else None
-        if session is None:
-            raise CommandError("unknown_session", f"no claude-code session {cmd.target!r} on this node")
+        args = command_args(cmd)
+        session = self._target(cmd)
         if cmd.action in ("session.restart", "session.prompt"):
-            raise CommandError(
-                "not_allowed", f"{cmd.action} needs a managed session; claude-code sessions are only watched"
-            )
+            raise self._only_watched(cmd.action)
         if cmd.action not in ("session.kill", "session.pause", "session.resume", "session.renice"):
             raise CommandError("not_supported", f"{cmd.action} is not supported by the {self.name} source")
         pid = session.pid
@@ -442,11 +252,6 @@ class ClaudeCodeSource(SessionSource):
                 self._set_state(session, state, "resumed by command", now)
         self._flush()
         return {"session": session.id, "pid": pid, "state": session.state}
-
-    def _flush(self) -> None:
-        if self._changed:
-            self._changed = False
-            self.ctx.sessions_changed()
 
 
 def _message(record: dict[str, Any]) -> dict[str, Any]:

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
 import random
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..protocol import Command, FrameError, SessionInfo, parse_command_args
-from .base import CommandError, SessionSource
+from ..protocol import Command
+from .base import CommandError, SourceContext
+from .common import WatchedSession, WatchedSource, command_args
 from .jsonl import as_int
-
-log = logging.getLogger("heady_agent.sources.ingest")
 
 HEARTBEAT_GRACE_S = 35.0  # opencode sends server.heartbeat every 10 s; silence this long is a dead stream
 REQUEST_TIMEOUT_S = 10.0
@@ -32,21 +28,6 @@ MAX_HEADER_LINES = 100
 FIRST_BACKOFF_S = 0.5
 STATUS_STATES = {"busy": "running", "retry": "running", "idle": "idle"}
 ABORTED = "MessageAbortedError"  # the user stopped the turn: not a provider failure
-
-
-@dataclass
-class _Session:
-    id: str
-    cwd: str | None = None
-    title: str | None = None
-    model: str | None = None
-    state: str = "running"
-    started: float | None = None
-    ended: bool = False
-
-    @property
-    def project(self) -> str | None:
-        return os.path.basename(self.cwd.rstrip("/")) if self.cwd else None
 
 
 def parse_sse(buffer: list[str], line: str) -> str | None:
@@ -160,20 +141,20 @@ async def http_request(base_url: str, method: str, path: str, body: Any = None) 
     return _Response(int(parts[1]), headers, reader, writer)
 
 
-class IngestSource(SessionSource):
+class IngestSource(WatchedSource[WatchedSession]):
     name = "ingest"
+    watches = "opencode"
+    state_prefix = "oc"
+    session_type = WatchedSession
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
         cfg = ctx.config.ingest
         self.base_url = cfg.opencode_url.rstrip("/")
         self.reconnect_max_s = cfg.reconnect_max_s
-        self._sessions: dict[str, _Session] = {}
-        self._live: set[str] = set()
         self._known: dict[str, dict[str, Any]] = {}  # session infos listed by the server, not yet active
         self._skipped = 0
         self._connected = False
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def skipped_events(self) -> int:
@@ -185,21 +166,8 @@ class IngestSource(SessionSource):
         return self._connected
 
     async def start(self) -> None:
-        raw = self.ctx.get_state("oc.live")
-        for sid in json.loads(raw) if raw else []:
-            session = self._load(sid)
-            if session is not None and not session.ended:
-                self._live.add(sid)
+        self._load_live()
         self._task = asyncio.create_task(self._follow(), name="ingest-opencode")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
 
     # --- the stream ---------------------------------------------------------------------
 
@@ -281,10 +249,7 @@ class IngestSource(SessionSource):
             session = self._sessions.get(sid) if isinstance(sid, str) and sid in self._live else None
             if session is None:
                 return False
-            session.ended = True
-            session.state = "completed"
-            self.ctx.emit("session.ended", sid, {"exit_code": None, "reason": "deleted"}, ts=now)
-            self._save(session)
+            self._end(session, "deleted", now)
             return True
         sid = props.get("sessionID")
         if not isinstance(sid, str):
@@ -361,98 +326,30 @@ class IngestSource(SessionSource):
 
     # --- sessions -----------------------------------------------------------------------
 
-    def _load(self, sid: str) -> _Session | None:
-        if sid in self._sessions:
-            return self._sessions[sid]
-        raw = self.ctx.get_state(f"oc.session:{sid}")
-        if raw is None:
-            return None
-        try:
-            session = _Session(**json.loads(raw))
-        except (ValueError, TypeError):
-            return None
-        self._sessions[sid] = session
-        return session
-
-    def _save(self, session: _Session) -> None:
-        self.ctx.set_state(f"oc.session:{session.id}", json.dumps(asdict(session)))
-        if (session.id in self._live) == session.ended:
-            if session.ended:
-                self._live.discard(session.id)
-            else:
-                self._live.add(session.id)
-            self.ctx.set_state("oc.live", json.dumps(sorted(self._live)))
-
-    def _active(self, sid: str, now: float) -> _Session:
+    def _active(self, sid: str, now: float) -> WatchedSession:
         """The session, started (event emitted) on its first activity."""
-        session = self._load(sid)
-        if session is None:
-            session = _Session(id=sid)
-            self._sessions[sid] = session
+        session = self._session(sid)
         info = self._known.get(sid, {})
         if isinstance(info.get("directory"), str):
             session.cwd = info["directory"]
         if isinstance(info.get("title"), str):
             session.title = info["title"]
         if session.started is None or session.ended:
-            session.started = now
-            session.ended = False
-            session.state = "running"
-            self.ctx.emit(
-                "session.started",
-                sid,
-                {
-                    "source": "opencode",
-                    "project": session.project,
-                    "cwd": session.cwd,
-                    "pid": None,
-                    "model": session.model,
-                    "title": session.title,
-                },
-                ts=now,
-            )
-            self._save(session)
+            self._reopen(session)
+            self._announce(session, now)
         return session
 
-    def _set_state(self, session: _Session, state: str, reason: str, now: float) -> None:
-        session.state = state
-        self.ctx.emit("session.state", session.id, {"state": state, "reason": reason}, ts=now)
-        self._save(session)
-
-    # --- what the agent reads -------------------------------------------------------------
-
-    def sessions(self) -> list[SessionInfo]:
-        return [
-            SessionInfo(
-                id=s.id,
-                source=self.name,
-                project=s.project,
-                cwd=s.cwd,
-                model=s.model,
-                title=s.title,
-                state=s.state,  # type: ignore[arg-type]
-                started=s.started,
-            )
-            for s in (self._sessions[sid] for sid in sorted(self._live))
-        ]
-
-    def owns(self, session_id: str) -> bool:
-        return session_id in self._live
+    # --- commands -----------------------------------------------------------------------
 
     async def command(self, cmd: Command) -> dict[str, Any]:
-        try:
-            args = parse_command_args(cmd.action, cmd.args)
-        except FrameError as exc:
-            raise CommandError(exc.code, exc.message) from None
-        sid = cmd.target or ""
-        if sid not in self._live:
-            raise CommandError("unknown_session", f"no opencode session {sid!r} on this node")
+        args = command_args(cmd)
+        sid = self._target(cmd).id
         if cmd.action == "session.kill":
             path, body = f"/session/{sid}/abort", None
         elif cmd.action == "session.prompt":
             path, body = f"/session/{sid}/prompt_async", {"parts": [{"type": "text", "text": args.text}]}
         elif cmd.action == "session.restart":
-            raise CommandError("not_allowed", "session.restart needs a managed session; opencode sessions are only watched")
+            raise self._only_watched(cmd.action)
         else:
             raise CommandError("not_supported", f"{cmd.action}: opencode offers no way to do this")
         try:

@@ -1,4 +1,5 @@
-"""Incremental reading of append-only JSONL logs, shared by the claude-code and codex sources.
+"""Incremental reading of append-only JSONL logs, and the polling source built on it, shared by
+the claude-code and codex sources.
 
 A file's read position is kept in the source state (set inside the same `ctx.atomic()` as the
 events read from it), so a restarted agent continues exactly where the committed events end.
@@ -7,16 +8,23 @@ Only complete lines are read: a partly written last line waits for its newline.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+from .base import SourceContext
+from .common import WatchedSession, WatchedSource
 
 READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read over several polls)
 RECENT_KEEP = 64  # (uuid, ts) pairs remembered per file across restarts, for latencies
+INACTIVE_AFTER_S = 600.0  # a session with no record for this long has ended
 
 
 @dataclass
@@ -105,6 +113,21 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def parse_records(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """The records among the lines, and how many non-blank lines were not records."""
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        record = parse_record(line)
+        if record is None:
+            skipped += 1
+        else:
+            records.append(record)
+    return records, skipped
+
+
 def parse_ts(value: Any) -> float | None:
     """ISO 8601 (with Z or an offset) or epoch seconds/milliseconds -> epoch seconds."""
     if isinstance(value, bool):
@@ -147,3 +170,106 @@ def as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0
     return max(0, int(value))
+
+
+@dataclass
+class JsonlSession(WatchedSession):
+    last_ts: float = 0.0  # time of the session's latest record
+    ended_at: float = 0.0
+
+
+J = TypeVar("J", bound=JsonlSession)
+
+
+class JsonlSource(WatchedSource[J], ABC):
+    """A watching source that polls the JSONL logs its program writes below `log_folders` of each root."""
+
+    log_folders: ClassVar[tuple[str, ...]]
+
+    def __init__(self, ctx: SourceContext, roots: list[Path], poll_interval_s: float) -> None:
+        super().__init__(ctx)
+        self.roots = roots
+        self.poll_interval_s = poll_interval_s
+        self._skipped = 0
+
+    @property
+    def skipped_lines(self) -> int:
+        """Log lines that were not JSON objects, since this source started."""
+        return self._skipped
+
+    async def start(self) -> None:
+        self._load_live()
+        self.scan()
+        self._task = asyncio.create_task(self._poll(), name=f"{self.name}-poll")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                self.scan()
+            except Exception:  # a surprise in one poll must not end the watching
+                logging.getLogger(type(self).__module__).exception("%s scan failed", self.name)
+
+    def scan(self) -> None:
+        """Read what is new in every log; emit what changed."""
+        self._read_logs()
+        self._end_inactive()
+        self._flush()
+
+    def _read_logs(self) -> None:
+        for root in self.roots:
+            for folder in self.log_folders:
+                if (root / folder).is_dir():
+                    for path in walk_jsonl(root / folder):
+                        self._read_file(path)
+
+    def _read_file(self, path: Path) -> None:
+        key = f"{self.state_prefix}.file:{path}"
+        cursor = FileCursor.load(self.ctx.get_state(key))
+        got = read_complete_lines(path, cursor)
+        if got is None:
+            return
+        lines, new_offset = got
+        records, skipped = parse_records(lines)
+        with self.ctx.atomic():
+            self._records(path, records, cursor)
+            cursor.offset = new_offset
+            if skipped:
+                self._skipped += skipped
+                if not cursor.noticed:
+                    cursor.noticed = True
+                    self.ctx.notice("warning", f"{self.name}: skipped {skipped} unreadable line(s) in {path}")
+            self.ctx.set_state(key, cursor.dump())
+
+    @abstractmethod
+    def _records(self, path: Path, records: list[dict[str, Any]], cursor: FileCursor) -> None:
+        """Emit what one read of the file says; runs inside the commit that moves its cursor."""
+
+    def _active(self, sid: str, when: float) -> J:
+        """The session a record at `when` belongs to; one that had ended before then runs again."""
+        session = self._session(sid)
+        if session.ended and when > session.ended_at:
+            self._reopen(session)
+        return session
+
+    def _seen(self, session: J, when: float) -> None:
+        """The session has a record at `when`; its first one announces it."""
+        session.last_ts = max(session.last_ts, when)
+        if session.started is None and not session.ended:
+            self._announce(session, when)
+
+    def _quiet(self, session: J, now: float) -> bool:
+        """The session has gone without records long enough to have ended."""
+        return now - session.last_ts > INACTIVE_AFTER_S
+
+    def _end_inactive(self) -> None:
+        now = self.ctx.clock.now()
+        with self.ctx.atomic():
+            for sid in sorted(self._live):
+                session = self._sessions.get(sid)
+                if session is not None and self._quiet(session, now):
+                    self._end(session, "inactive", session.last_ts)
+
+    def _end(self, session: J, reason: str, when: float) -> None:
+        session.ended_at = when
+        super()._end(session, reason, when)

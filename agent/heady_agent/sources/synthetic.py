@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError
-from ..protocol import Command, FrameError, QueueItem, SessionInfo, parse_command_args
+from ..protocol import Command, QueueItem, SessionInfo
 from .base import CommandError, SessionSource
+from .common import cancel_task, command_args, session_info, started_data
 
 STEP_S = 0.25  # simulated seconds per step
 TICK_S = 0.1  # clock seconds between ticks of the driving task
@@ -220,13 +221,8 @@ class SyntheticSource(SessionSource):
         self._task = asyncio.create_task(self._drive(), name=f"synthetic-{self.hostname}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     def begin(self) -> None:
         """Set time zero and the opening workload (start() calls this; tests may call it directly)."""
@@ -410,15 +406,7 @@ class SyntheticSource(SessionSource):
         self.ctx.emit(
             "session.started",
             session.id,
-            {
-                "source": self.name,
-                "project": session.project,
-                "cwd": session.cwd,
-                "pid": session.pid,
-                "model": session.model,
-                "title": session.title,
-                "managed": TASK if role == "task" else None,
-            },
+            started_data(self.name, session, managed=TASK if role == "task" else None),
             ts=self._ts(),
         )
         self._changed = True
@@ -564,20 +552,7 @@ class SyntheticSource(SessionSource):
 
     def sessions(self) -> list[SessionInfo]:
         return [
-            SessionInfo(
-                id=s.id,
-                source=self.name,
-                project=s.project,
-                cwd=s.cwd,
-                pid=s.pid,
-                model=s.model,
-                title=s.title,
-                state=s.state,  # type: ignore[arg-type]
-                started=s.started,
-                managed=TASK if s.role == "task" else None,
-                nice=s.nice,
-            )
-            for s in self._sessions.values()
+            session_info(self.name, s, managed=TASK if s.role == "task" else None) for s in self._sessions.values()
         ]
 
     def owns(self, session_id: str) -> bool:
@@ -597,10 +572,7 @@ class SyntheticSource(SessionSource):
     # --- commands -----------------------------------------------------------------------
 
     async def command(self, cmd: Command) -> dict[str, Any]:
-        try:
-            args = parse_command_args(cmd.action, cmd.args)
-        except FrameError as exc:
-            raise CommandError(exc.code, exc.message) from None
+        args = command_args(cmd)
         with self.ctx.atomic():
             detail = self._command(cmd, args)
         self._flush_changes()

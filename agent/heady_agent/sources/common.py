@@ -1,0 +1,214 @@
+"""What the session sources share: the session frames they build, and the bookkeeping of the
+sources that watch sessions another program runs (claude-code, codex, opencode via ingest).
+
+A watching source keeps one record per session in the source state (`<prefix>.session:<id>`) and
+the ids of the live ones (`<prefix>.live`), so a restarted agent knows which sessions it already
+announced and neither announces them again nor forgets to end them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from ..protocol import Command, FrameError, SessionInfo, parse_command_args
+from .base import CommandError, SessionSource, SourceContext
+
+
+class SessionLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def cwd(self) -> str | None: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def started(self) -> float | None: ...
+    @property
+    def nice(self) -> int | None: ...
+
+
+def started_data(source: str, session: SessionLike, **extra: Any) -> dict[str, Any]:
+    """The `session.started` event's data for a session."""
+    return {
+        "source": source,
+        "project": session.project,
+        "cwd": session.cwd,
+        "pid": session.pid,
+        "model": session.model,
+        "title": session.title,
+        **extra,
+    }
+
+
+def session_info(source: str, session: SessionLike, **extra: Any) -> SessionInfo:
+    """A session as the `sessions` frame lists it."""
+    return SessionInfo(
+        id=session.id,
+        source=source,
+        project=session.project,
+        cwd=session.cwd,
+        pid=session.pid,
+        model=session.model,
+        title=session.title,
+        state=session.state,  # type: ignore[arg-type]
+        started=session.started,
+        nice=session.nice,
+        **extra,
+    )
+
+
+def command_args(cmd: Command) -> Any:
+    """The command's args as its action's model, or the CommandError to answer with."""
+    try:
+        return parse_command_args(cmd.action, cmd.args)
+    except FrameError as exc:
+        raise CommandError(exc.code, exc.message) from None
+
+
+async def cancel_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a source's background task and wait until it has stopped."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+@dataclass
+class WatchedSession:
+    id: str
+    cwd: str | None = None
+    model: str | None = None
+    title: str | None = None
+    pid: int | None = None  # only when the watched program names the session's process
+    nice: int | None = None
+    state: str = "running"
+    started: float | None = None
+    ended: bool = False
+
+    @property
+    def project(self) -> str | None:
+        return os.path.basename(self.cwd.rstrip("/")) if self.cwd else None
+
+
+S = TypeVar("S", bound=WatchedSession)
+
+
+class WatchedSource(SessionSource, Generic[S]):
+    """A source of sessions some other program runs: it announces, follows and ends them."""
+
+    watches: ClassVar[str]  # the program, as events and messages name it
+    state_prefix: ClassVar[str]  # of this source's keys in the source state
+    session_type: type[S]
+
+    def __init__(self, ctx: SourceContext) -> None:
+        super().__init__(ctx)
+        self._sessions: dict[str, S] = {}
+        self._live: set[str] = set()
+        self._changed = False  # the live list changed since the last `sessions` push
+        self._task: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        await cancel_task(self._task)
+        self._task = None
+
+    def _flush(self) -> None:
+        if self._changed:
+            self._changed = False
+            self.ctx.sessions_changed()
+
+    # --- persisted session records ----------------------------------------------------------
+
+    def _load_live(self) -> None:
+        raw = self.ctx.get_state(f"{self.state_prefix}.live")
+        for sid in json.loads(raw) if raw else []:
+            session = self._load(sid)
+            if session is not None and not session.ended:
+                self._live.add(sid)
+
+    def _load(self, sid: str) -> S | None:
+        if sid in self._sessions:
+            return self._sessions[sid]
+        raw = self.ctx.get_state(f"{self.state_prefix}.session:{sid}")
+        if raw is None:
+            return None
+        try:
+            session = self.session_type(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+        self._sessions[sid] = session
+        return session
+
+    def _save(self, session: S) -> None:
+        self.ctx.set_state(f"{self.state_prefix}.session:{session.id}", json.dumps(asdict(session)))
+        if (session.id in self._live) == session.ended:
+            if session.ended:
+                self._live.discard(session.id)
+            else:
+                self._live.add(session.id)
+            self.ctx.set_state(f"{self.state_prefix}.live", json.dumps(sorted(self._live)))
+        self._changed = True
+
+    def _session(self, sid: str) -> S:
+        """The session's record, a new one for a session not seen before."""
+        session = self._load(sid)
+        if session is None:
+            session = self.session_type(id=sid)
+            self._sessions[sid] = session
+        return session
+
+    # --- what happens to a session ----------------------------------------------------------
+
+    def _reopen(self, session: S) -> None:
+        """An ended session is active again: a new run of the same session, announced afresh."""
+        session.ended = False
+        session.started = None
+        session.state = "running"
+
+    def _announce(self, session: S, when: float) -> None:
+        session.started = when
+        self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
+        self._save(session)
+
+    def _set_state(self, session: S, state: str, reason: str, when: float) -> None:
+        session.state = state
+        self.ctx.emit("session.state", session.id, {"state": state, "reason": reason}, ts=when)
+        self._save(session)
+
+    def _end(self, session: S, reason: str, when: float) -> None:
+        session.ended = True
+        session.state = "completed"
+        self.ctx.emit("session.ended", session.id, {"exit_code": None, "reason": reason}, ts=when)
+        self._save(session)
+
+    # --- what the agent reads and asks ----------------------------------------------------------
+
+    def sessions(self) -> list[SessionInfo]:
+        return [session_info(self.name, self._sessions[sid]) for sid in sorted(self._live)]
+
+    def owns(self, session_id: str) -> bool:
+        return session_id in self._live
+
+    def _target(self, cmd: Command) -> S:
+        """The live session a session.* command names, or the unknown_session refusal."""
+        session = self._sessions.get(cmd.target or "") if cmd.target in self._live else None
+        if session is None:
+            raise CommandError("unknown_session", f"no {self.watches} session {cmd.target!r} on this node")
+        return session
+
+    def _only_watched(self, action: str) -> CommandError:
+        return CommandError("not_allowed", f"{action} needs a managed session; {self.watches} sessions are only watched")

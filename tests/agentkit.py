@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from heady_agent.config import AgentConfig
 from heady_agent.server import AgentServer
+from heady_tui.launcher import toml_table
 
 READY_TIMEOUT_S = 30.0
 DEFAULT_INTERVAL_S = 0.5
@@ -115,34 +116,6 @@ async def running_agent(
         await server.stop()
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def to_toml(section: Mapping[str, Any], table: str = "agent") -> str:
-    """A `[table]` with scalars, inline tables for dicts and `[[table.x]]` for lists of dicts."""
-    lines = [f"[{table}]"]
-    later: list[str] = []
-    for key, value in section.items():
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                later.append(f"\n[[{table}.{key}]]")
-                later.extend(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in item.items())
-        else:
-            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
-    return "\n".join(lines + later) + "\n"
-
-
 class AgentProcess:
     """`python -m heady_agent --config FILE --ready-file F` as a real child process.
 
@@ -187,7 +160,7 @@ class AgentProcess:
 
     def _write_config(self) -> None:
         section = agent_section(listen=f"127.0.0.1:{self.port}", **self._section)  # type: ignore[arg-type]
-        self.config_path.write_text(to_toml(section))
+        self.config_path.write_text(toml_table("agent", section))
 
     def log_tail(self, lines: int = 20) -> str:
         try:

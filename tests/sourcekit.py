@@ -1,13 +1,12 @@
-"""A real SourceContext for source tests: events and source state in a SQLite file.
+"""A SourceContext for source tests on the agent's real Journal, without a server.
 
 It does what the agent's context does for a source (numbered events, persisted state, atomic
-commit of both) without a server, so a source can be driven step by step on a ManualClock.
+commit of both), so a source can be driven step by step on a ManualClock.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,13 +15,8 @@ from typing import Any
 
 from heady_agent.clock import Clock
 from heady_agent.config import AgentConfig
+from heady_agent.journal import Journal
 from heady_agent.protocol import parse_event_data
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL,
-                                   session TEXT, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 
 
 @dataclass(frozen=True)
@@ -42,51 +36,31 @@ class SqliteSourceContext:
         self.config = config
         self.clock = clock
         self.node_id = node_id
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.executescript(_SCHEMA)
-        self._depth = 0
+        self.journal = Journal(path, clock=clock)
         self.sessions_changed_calls = 0
         self.dark_requests: list[float] = []
 
     def close(self) -> None:
-        self.db.close()
+        self.journal.close()
 
     def emit(self, kind: str, session: str | None, data: dict[str, Any], ts: float | None = None) -> None:
         parse_event_data(kind, data)
-        self.db.execute(
-            "INSERT INTO events (ts, kind, session, data) VALUES (?, ?, ?, ?)",
-            (self.clock.now() if ts is None else ts, kind, session, json.dumps(data)),
-        )
+        ts = self.clock.now() if ts is None else ts
+        self.journal.append({"type": "event", "ts": ts, "kind": kind, "session": session, "data": data})
 
     def notice(self, severity: str, message: str) -> None:
         self.emit("agent.notice", None, {"severity": severity, "message": message})
 
     def get_state(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
+        return self.journal.get_state(key)
 
     def set_state(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+        self.journal.set_state(key, value)
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self.db.execute("BEGIN")
-        self._depth = 1
-        try:
+        with self.journal.transaction():
             yield
-        except BaseException:
-            self._depth = 0
-            self.db.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self.db.execute("COMMIT")
 
     def sessions_changed(self) -> None:
         self.sessions_changed_calls += 1
@@ -97,13 +71,13 @@ class SqliteSourceContext:
     # --- reading back, for assertions ---------------------------------------------------
 
     def events(self, kind: str | None = None, since_seq: int = 0) -> list[Emitted]:
-        sql = "SELECT seq, ts, kind, session, data FROM events WHERE seq > ?"
-        params: list[Any] = [since_seq]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        rows = self.db.execute(sql + " ORDER BY seq", params).fetchall()
-        return [Emitted(seq, ts, k, s, json.loads(d)) for seq, ts, k, s, d in rows]
+        found = []
+        for batch in self.journal.replay_since(since_seq):
+            for seq, body in batch:
+                frame = json.loads(body)
+                if kind is None or frame["kind"] == kind:
+                    found.append(Emitted(seq, frame["ts"], frame["kind"], frame["session"], frame["data"]))
+        return found
 
     def last_seq(self) -> int:
-        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        return self.journal.committed_seq

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from heady_agent.aio import cancel_and_wait
 from heady_agent.clock import Clock, SystemClock
 from heady_agent.config import ConfigError
 from heady_agent.protocol import (
@@ -259,12 +260,7 @@ class NodeLink:
     async def stop(self) -> None:
         self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait([task])
         self._fail_pending("link stopped")
 
     async def run(self) -> None:
@@ -368,13 +364,7 @@ class NodeLink:
                 stored, store_failure = await writer
                 failure = store_failure or failure
         finally:
-            for task in (reader, writer):
-                if not task.done():
-                    task.cancel()
-                    try:
-                        await task
-                    except asyncio.CancelledError:
-                        pass
+            await cancel_and_wait([reader, writer])
         failure = failure or LinkFailure("connection ended", status="offline", code="closed")
         failure.healthy = stored
         raise failure

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from heady_agent.aio import cancel_and_wait
 from heady_agent.clock import Clock, SystemClock
 from heady_agent.protocol import ACTIONS, Detail, Event, Hello, Metrics, Result, Sessions
 
@@ -126,13 +127,7 @@ class Supervisor:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         # The brain stops while the links are still up: stopping a rebalance run reverts its changes
         # through agent commands.

@@ -19,12 +19,13 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from agentkit import free_port, running_agent, wait_until
-from heady_tui.config import Config, NodeConfig, Paths
+from dpkit import supervisor_on
+from heady_tui.config import NodeConfig
 from heady_tui.link import Backoff, NodeLink
 from heady_tui.supervisor import Supervisor
 
 TOKEN = "hostile-token"
-FAST = {"rng": lambda: 0.0, "hello_timeout_s": 1.0}
+FAST = {"hello_timeout_s": 1.0}
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -76,18 +77,8 @@ async def hostile(handler: Handler, *, ssl_context: ssl.SSLContext | None = None
         yield f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}/ws"
 
 
-@asynccontextmanager
-async def console(tmp_path: Path, nodes: list[NodeConfig], **link_options) -> AsyncIterator[Supervisor]:
-    sup = Supervisor(Config(nodes=nodes), Paths(tmp_path / "config.toml", tmp_path / "data"),
-                     link_options={**FAST, **link_options})  # fmt: skip
-    events: list = []
-    sup.subscribe(events.append)
-    sup.test_events = events  # type: ignore[attr-defined]
-    await sup.start()
-    try:
-        yield sup
-    finally:
-        await sup.stop()
+def console(tmp_path: Path, nodes: list[NodeConfig], **link_options):
+    return supervisor_on(tmp_path, nodes, {**FAST, **link_options})
 
 
 def node(url: str, name: str = "bad", token: str = TOKEN, **extra) -> NodeConfig:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from agentkit import AgentProcess, running_agent, wait_until
-from heady_tui.config import Config, NodeConfig, Paths
-from heady_tui.supervisor import Supervisor
+from dpkit import supervisor_on
+from heady_tui.config import NodeConfig
 
-FAST_LINK = {"rng": lambda: 0.0}
 
 
 def journal_seqs(path: Path, upto: int) -> list[int]:
@@ -27,19 +24,9 @@ def journal_id(path: Path) -> str:
         return db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()[0]
 
 
-@asynccontextmanager
-async def supervising(tmp_path: Path, agents, link_options_extra=None, **kwargs) -> AsyncIterator[Supervisor]:
+def supervising(tmp_path: Path, agents, link_options_extra=None, **kwargs):
     nodes = [NodeConfig(name=name, url=a.url, token=a.token) for name, a in agents.items()]
-    link_options = {**FAST_LINK, **(link_options_extra or {})}
-    sup = Supervisor(Config(nodes=nodes), Paths(tmp_path / "c.toml", tmp_path / "data"), link_options=link_options, **kwargs)
-    events: list = []
-    sup.subscribe(events.append)
-    sup.test_events = events  # type: ignore[attr-defined]
-    await sup.start()
-    try:
-        yield sup
-    finally:
-        await sup.stop()
+    return supervisor_on(tmp_path, nodes, link_options_extra, **kwargs)
 
 
 async def test_every_journalled_frame_is_stored_exactly_once(tmp_path):

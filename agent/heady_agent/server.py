@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 
 from . import __version__
 from .actions import run_command
+from .aio import cancel_and_wait
 from .clock import Clock, SystemClock
 from .collector import Collector
 from .config import AgentConfig, data_dir, is_loopback, parse_listen
@@ -227,13 +228,7 @@ class AgentServer:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         for source in self.sources:
             try:

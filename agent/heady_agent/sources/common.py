@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from ..aio import cancel_and_wait
 from ..protocol import Command, FrameError, SessionInfo, parse_command_args
 from .base import CommandError, SessionSource, SourceContext
 
@@ -77,17 +78,6 @@ def command_args(cmd: Command) -> Any:
         raise CommandError(exc.code, exc.message) from None
 
 
-async def cancel_task(task: asyncio.Task[None] | None) -> None:
-    """Cancel a source's background task and wait until it has stopped."""
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-
-
 @dataclass
 class WatchedSession:
     id: str
@@ -123,7 +113,7 @@ class WatchedSource(SessionSource, Generic[S]):
         self._task: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
-        await cancel_task(self._task)
+        await cancel_and_wait([self._task])
         self._task = None
 
     def _flush(self) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 from ..config import ConfigError
 from ..protocol import Command, QueueItem, SessionInfo
 from .base import CommandError, SessionSource
-from .common import cancel_task, command_args, session_info, started_data
+from ..aio import cancel_and_wait
+from .common import command_args, session_info, started_data
 
 STEP_S = 0.25  # simulated seconds per step
 TICK_S = 0.1  # clock seconds between ticks of the driving task
@@ -221,7 +222,7 @@ class SyntheticSource(SessionSource):
         self._task = asyncio.create_task(self._drive(), name=f"synthetic-{self.hostname}")
 
     async def stop(self) -> None:
-        await cancel_task(self._task)
+        await cancel_and_wait([self._task])
         self._task = None
 
     def begin(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 from collections.abc import Sequence
 
 from heady_agent.config import SCENARIOS, ConfigError
@@ -42,11 +43,11 @@ def _positive_int(text: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as every command promises
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as every command promises
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _shared_options(*, top: bool) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _shared_options(*, top: bool) -> tuple[_Parser, _Parser]:
     """Options accepted before and after the subcommand. After it they default to SUPPRESS, so a
     subcommand never overwrites what was given before it (`heady --config F run ...`)."""
     default = None if top else argparse.SUPPRESS

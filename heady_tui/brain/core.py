@@ -17,7 +17,7 @@ from heady_tui.audit import AuditEntry, Verification, canonical
 from heady_tui.engine.consent import ConsentRequest, Grant, grantor
 from heady_tui.engine.cost import CostSummary
 from heady_tui.engine.detector import EquilibriumDetector, EquilibriumReading, NodeSample
-from heady_tui.engine.healing import HealingEngine, Task, WeakPoint
+from heady_tui.engine.healing import HealingCycle, HealingEngine, Task, WeakPoint
 from heady_tui.engine.policies import NeedsAttention, PolicyEngine
 from heady_tui.engine.rebalance import NodeView, RebalanceStatus
 from heady_tui.records import Records
@@ -175,7 +175,7 @@ class Brain:
     def weak_points(self) -> list[WeakPoint]:
         return self.healing.weak_points()
 
-    def healing_cycles(self, limit: int = CYCLES_KEPT) -> list[dict[str, Any]]:
+    def healing_cycles(self, limit: int = CYCLES_KEPT) -> list[HealingCycle]:
         return self.healing.cycles(limit)
 
     async def approve_task(self, task_id: str) -> Task:

@@ -4,11 +4,9 @@ nodes back online), cycles when due, and the dispatch of the tasks they create."
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
-
 from heady_agent.protocol import Metrics
 from heady_tui.engine.consent import grantor
-from heady_tui.engine.healing import HealingEngine, HealingInput, NodeHealth, SessionHealth, Task, WeakPoint
+from heady_tui.engine.healing import HealingCycle, HealingEngine, HealingInput, NodeHealth, SessionHealth, Task, WeakPoint
 
 from .cost_ledger import CostLedger
 from .host import CONSOLE, BrainContext
@@ -22,7 +20,7 @@ class HealingDispatcher:
         self.ctx = ctx
         self.engine = engine
         self.ledger = ledger
-        self._cycles: deque[dict[str, Any]] = deque(maxlen=CYCLES_KEPT)
+        self._cycles: deque[HealingCycle] = deque(maxlen=CYCLES_KEPT)
         self._skew: dict[str, deque[float]] = {}
         self._versions: dict[str, str] = {}
         self._came_back: list[str] = []
@@ -50,7 +48,7 @@ class HealingDispatcher:
     def weak_points(self) -> list[WeakPoint]:
         return [wp for wp in self.engine.weak_points.values() if wp.state == "open"]
 
-    def cycles(self, limit: int = CYCLES_KEPT) -> list[dict[str, Any]]:
+    def cycles(self, limit: int = CYCLES_KEPT) -> list[HealingCycle]:
         return list(self._cycles)[-limit:]
 
     async def approve(self, task_id: str) -> Task:
@@ -104,9 +102,8 @@ class HealingDispatcher:
             return
         before = {t.id: t.state for t in self.engine.tasks.values()}
         cycle = self.engine.run_cycle(self._healing_input(now), kind)
-        body = cycle.to_dict()
-        self._cycles.append(body)
-        await self.ctx.records.save_cycle(cycle.id, cycle.at, cycle.kind, body, cycle.weak_points)
+        self._cycles.append(cycle)
+        await self.ctx.records.save_cycle(cycle.id, cycle.at, cycle.kind, cycle.to_dict(), cycle.weak_points)
         self.ctx.publish("healing.cycle", cycle=cycle.id, kind=cycle.kind, weak_points=len(cycle.weak_points),
                          tasks=len(cycle.tasks_created), summary=cycle.summary)
         for task_id in cycle.tasks_created:

@@ -116,12 +116,12 @@ class HealingScreen(LiveScreen):
         if not self.compact:
             cycles = {}
             for cycle in reversed(brain.healing_cycles(50)):
-                cycles[cycle["id"]] = (
-                    fmt.clock_time(cycle["at"]),
-                    cycle["kind"],
-                    str(len(cycle["weak_points"])),
-                    str(len(cycle["tasks_created"])),
-                    Text(cycle["summary"], end=""),
+                cycles[cycle.id] = (
+                    fmt.clock_time(cycle.at),
+                    cycle.kind,
+                    str(len(cycle.weak_points)),
+                    str(len(cycle.tasks_created)),
+                    Text(cycle.summary, end=""),
                 )
             self.part("#cycles", KeyedTable).sync(cycles)
         app.update_status(self)

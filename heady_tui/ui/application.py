@@ -537,7 +537,7 @@ class HeadyApp(App[int]):
             self.ask_providers_if_due()
 
     def get_key_display_for(self, action: UiAction) -> str:
-        keys = self._keymap.get(action.id, action.key)
+        keys = self.config.ui.keymap.get(action.id, action.key)  # what set_keymap was given
         return ", ".join(self.get_key_display(Binding(key.strip(), "")) for key in keys.split(","))
 
     # --- acting on the fleet -----------------------------------------------------------

@@ -16,8 +16,8 @@ import asyncio
 import gc
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -30,13 +30,16 @@ from textual.message import Message
 from textual.screen import ModalScreen
 
 from heady_agent.config import ConfigError
+from heady_agent.protocol import Result
 
 from ..config import Config, Paths
+from ..engine.consent import ConsentRequest
 from ..events import HeadyEvent
 from ..operator import ConsoleOperator
 from ..providers import fetch_provider_costs
 from ..report import ReportError, export_report, parse_time
 from ..store import Store
+from ..supervisor import Supervisor
 from . import theme as themes
 from .billing import ProviderBilling
 from .formatting import level_severity
@@ -127,7 +130,7 @@ class HeadyApp(App[int]):
 
     def __init__(
         self,
-        supervisor: Any,
+        supervisor: Supervisor,
         config: Config,
         *,
         read_only: bool = False,
@@ -154,15 +157,15 @@ class HeadyApp(App[int]):
         self._refresh_handle: asyncio.TimerHandle | None = None
         self._clock_handle: asyncio.TimerHandle | None = None
         self._last_refresh = float("-inf")  # event-loop time of the last scheduled repaint
-        self._unwatch = None
+        self._unwatch: Callable[[], None] | None = None
         self.billing = ProviderBilling(config.cost.providers)
-        self._consent_queue: deque[Any] = deque()
+        self._consent_queue: deque[ConsentRequest] = deque()
         self._consent_seen: set[str] = set()
         self._consent_open: str | None = None
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._events: deque[HeadyEvent] = deque(maxlen=500)
         # (node, action, target, Result) of the operator's commands, newest last.
-        self.command_results: deque[tuple[str, str, str | None, Any]] = deque(maxlen=100)
+        self.command_results: deque[tuple[str, str, str | None, Result]] = deque(maxlen=100)
         self.supervisor_error: str | None = None
         self._cell_cache: dict[ViewCell, Text] = {}
         self._cell_cache_theme = ""

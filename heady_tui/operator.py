@@ -108,13 +108,12 @@ class ConsoleOperator:
         return await self._audit().run("task.reject", task_id, {}, brain.reject_task(task_id))
 
     async def reset_policy(self, node: str, session: str, policy: str) -> bool:
-        """False (audited as an error) when the policy was not holding the session."""
+        """OperatorError (audited as the error) when the policy was not holding the session."""
         brain = self._brain()
         audit = self._audit()
         target, args = session_target(node, session), {"policy": policy}
-        reset = await audit.run("policy.reset", target, args, _checked(brain.reset_policy(node, session, policy),
-                                                                       f"{policy} is not holding {target}"))
-        return reset
+        held = _checked(brain.reset_policy(node, session, policy), f"{policy} is not holding {target}")
+        return await audit.run("policy.reset", target, args, held)
 
     async def decide_consent(self, request_id: str, decision: str) -> Grant | None:
         brain = self._brain()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from heady_agent.clock import Clock
+from heady_tui.config import Config, Paths
+from heady_tui.records import Records
+from heady_tui.commands._engine_store import RecordsBody, StoreError, with_records
 
-from heady_tui.commands._engine_store import StoreError, with_records
 
-
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         return with_records(args, _verify if args.verb == "verify" else _log(args))
     except StoreError as exc:
@@ -18,7 +20,7 @@ def run(args: Any) -> int:
         return 1
 
 
-async def _verify(records: Any, *_: Any) -> int:
+async def _verify(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
     result = await records.verify_audit()
     if result.ok:
         print(result.message)
@@ -27,8 +29,8 @@ async def _verify(records: Any, *_: Any) -> int:
     return 1
 
 
-def _log(args: Any) -> Any:
-    async def body(records: Any, *_: Any) -> int:
+def _log(args: argparse.Namespace) -> RecordsBody[int]:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         entries = await records.audit_entries(args.limit)
         if args.json:
             for e in entries:

@@ -135,7 +135,7 @@ def _prompt(args: argparse.Namespace) -> int:
         return 2
     fd = sys.stdin.fileno()
 
-    async def body(records: Records, config: Config, paths: Paths, clock: Any) -> int:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         now = clock.now()
         subject = _subject(await records.requests(now - config.consent.request_timeout_s), config, now)
         out = sys.stdout
@@ -229,7 +229,7 @@ def _html(args: argparse.Namespace) -> int:
         sys.stdout.write(render_page(_subject([], config, now), args, config))
         return 0
 
-    async def body(records: Records, config: Config, paths: Paths, clock: Any) -> int:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         now = clock.now()
         subject = _subject(await records.requests(now - config.consent.request_timeout_s), config, now)
         sys.stdout.write(render_page(subject, args, config))

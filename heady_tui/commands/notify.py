@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Any
 
+from heady_agent.clock import Clock
+from heady_tui.config import Config, Paths
+from heady_tui.records import Records
 from heady_tui.commands._engine_store import StoreError, with_records
 from heady_tui.operator import RecordsOperator
 
 
-def run(args: Any) -> int:
-    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
+def run(args: argparse.Namespace) -> int:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         known = {n.name for n in config.nodes}
         if args.node and known and args.node not in known:
             print(f"heady: error: no node named {args.node!r} in the config (known: {', '.join(sorted(known))})", file=sys.stderr)

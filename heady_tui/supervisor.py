@@ -81,7 +81,7 @@ class Supervisor:
         self._hellos: dict[str, Hello] = {}
         self._counts: dict[str, IngestCounts] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 

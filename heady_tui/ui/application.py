@@ -5,7 +5,7 @@ the fleet or the brain changed (`Supervisor.watch`); that schedules ONE repaint 
 top, no sooner than 1/[ui] refresh_hz after the previous one, so a burst of frames costs one
 repaint and a still fleet costs none. While the screen on top shows ages ("offline for", session
 age) a slow clock repaints it every CLOCK_S when the shown time has moved. Nothing is repainted
-while frozen (`f`), while a modal is open or for screens that are not on top. Tables update
+while frozen (`f`) or for screens that are not in view (a modal keeps the screen under it in view). Tables update
 changed cells only. Consent requests from the brain queue up and open one dialog at a time over
 whatever screen is showing.
 """
@@ -265,9 +265,9 @@ class HeadyApp(App[int]):
         if not self.screen_stack:
             return
         self._check_consent()
-        screen = self.screen
+        screen = self._shown_live_screen()
         self._arm_clock()
-        if not isinstance(screen, LiveScreen) or not screen.is_mounted:
+        if screen is None or not screen.is_mounted:
             return  # a screen still composing refreshes itself when it mounts
         if self.frozen and not force:
             return
@@ -276,6 +276,16 @@ class HeadyApp(App[int]):
             return
         screen.last_stamp = stamp
         screen.refresh_view()
+
+    def _shown_live_screen(self) -> LiveScreen | None:
+        """The live screen in view: the one on top, or the one a modal (a consent dialog) is drawn
+        over, whose header (level, metric states) must stay current while the dialog is open."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, LiveScreen):
+                return screen
+            if not isinstance(screen, ModalScreen):
+                return None
+        return None
 
     def cells(self, rows: dict[str, tuple[ViewCell, ...]]) -> dict[str, tuple[Text | str, ...]]:
         """View cells as table cells: coloured Text for cells with a severity (cached: most repeat)."""
@@ -308,8 +318,12 @@ class HeadyApp(App[int]):
             ("  equilibrium ", None),
             (level.upper(), level_severity(level)),
             (f"  {reader.online_count()}/{len(reader.fleet.nodes)} online", None),
-            (f"  [{screen.TITLE_TEXT}]", None),
         ]
+        live, unknown = reader.session_counts()
+        parts.append((f"  {live} live", None))
+        if unknown:
+            parts.append((f"  {unknown} unknown (node offline)", "warning"))
+        parts.append((f"  [{screen.TITLE_TEXT}]", None))
         run = reader.rebalance()
         if run is not None and run.state == "running":
             parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}", "warning"))

@@ -32,6 +32,7 @@ from textual.screen import ModalScreen
 from heady_agent.config import ConfigError
 
 from ..config import Config, Paths
+from ..engine.consent import ConsentError
 from ..events import HeadyEvent
 from ..providers import fetch_provider_costs
 from ..report import ReportError, export_report, parse_time
@@ -41,7 +42,7 @@ from .billing import ProviderBilling
 from .formatting import level_severity
 from .actions import ACTIONS, UiAction, bindings_for
 from .modals.confirm import ConfirmModal
-from .modals.consent import ConsentModal, ConsentViewModal
+from .modals.consent import NEWER_PLAN, ConsentModal, ConsentViewModal
 from .modals.export import ExportModal
 from .reader import FleetReader
 from .screens.base import LiveScreen
@@ -360,16 +361,25 @@ class HeadyApp(App[int]):
         if brain is None:
             return
         pending = brain.pending_consent()
-        live_ids = {request.id for request in pending}
+        live = {request.id: request for request in pending}
         for request in pending:
             if request.id not in self._consent_seen:
                 self._consent_seen.add(request.id)
                 self._consent_queue.append(request)
         # A request that expired or was answered elsewhere while queued is dropped.
-        self._consent_queue = deque(r for r in self._consent_queue if r.id in live_ids)
+        self._consent_queue = deque(r for r in self._consent_queue if r.id in live)
+        shown = live.get(self._consent_open or "")
+        if shown is not None and shown.superseded_by is not None:
+            for screen in self.screen_stack:
+                if isinstance(screen, ConsentModal) and screen.request_id == shown.id:
+                    screen.superseded()
         if self.read_only or self._consent_open is not None or not self._consent_queue:
             return
         request = self._consent_queue.popleft()
+        try:
+            brain.hold_consent(request.id)  # from now on the request stays as the dialog shows it
+        except ConsentError:
+            return
         self._consent_open = request.id
         dialog = ConsentModal(
             request, levels=self.reader.metric_levels(), session_hours=self.config.consent.session_hours
@@ -387,15 +397,19 @@ class HeadyApp(App[int]):
         self.push_screen(ConsentViewModal(pending, levels=levels, session_hours=self.config.consent.session_hours))
 
     async def _decided(self, request_id: str, decision: str) -> None:
+        brain = self.supervisor.brain
         try:
-            await self.supervisor.brain.decide_consent(request_id, decision)
+            if decision != NEWER_PLAN:  # the newer request is queued and opens next
+                await brain.decide_consent(request_id, decision)
         except Exception as exc:  # the decision did not take: say so, the request stays pending
             self._consent_seen.discard(request_id)
             self.notify(f"consent {decision} failed: {exc}", severity="error", markup=False)
         else:
-            self.notify(DECISION_WORDS[decision], markup=False)
+            if decision != NEWER_PLAN:
+                self.notify(DECISION_WORDS[decision], markup=False)
         finally:
             self._consent_open = None
+            await brain.release_consent(request_id)
         self.refresh_now(force=True)
 
     # --- navigation and app actions ----------------------------------------------------

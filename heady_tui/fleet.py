@@ -278,8 +278,8 @@ class Fleet:
             status, since = "error", state.link_since
         elif stale:
             status, since = "offline", seen if seen is not None else state.link_since
-        elif state.link_status == "online":
-            status, since = "online", state.link_since
+        elif state.link_status == "online" or state.timeout_s is None:  # untracked: as the link says
+            status, since = state.link_status, state.link_since
         else:  # the link dropped less than timeout_s after the last frame: it is reconnecting
             status, since = "connecting", state.link_since
         changed = (status, since, stale) != (state.status, state.since, state.stale)

@@ -24,8 +24,10 @@ from heady_tui.ui.samplefleet import FIXED_START, close_offline, feed_fleet, ope
 from uikit import fast_config, fixed_console, tick
 from uikit import wait_until as ui_wait_until
 
-ON_BUILD_1 = {"build-1": 1400}  # queue overflow on build-1: critical, a plan that drains build-1
-ON_BUILD_2 = {"build-2": 1400}  # the same overflow moved to build-2: a materially different plan
+# Queue overflow on build-1 (critical: a plan that drains build-1), then the same overflow on build-2
+# (a materially different plan); the other node at its sample-fleet depth.
+ON_BUILD_1 = {"build-1": 1400, "build-2": 120}
+ON_BUILD_2 = {"build-1": 40, "build-2": 1400}
 ERROR_STORM_NODES = 4  # as `heady demo` runs it
 RE_EVALUATIONS = 6
 WIDE = (160, 48)  # the wide layout names each metric's state
@@ -50,7 +52,8 @@ async def ask(supervisor: Supervisor, clock: ManualClock, queues: dict[str, int]
         await tick(supervisor, clock, queues)
         newest = [r for r in brain.pending_consent() if r.superseded_by is None]
         if newest and newest[-1].plan["breaches"]["task_queue_depth"] > 1000:
-            if any(a["node"] in queues for a in newest[-1].plan["actions"]):
+            overloaded = {node for node, depth in queues.items() if depth > 1000}
+            if any(a["node"] in overloaded for a in newest[-1].plan["actions"]):
                 return newest[-1]
     raise AssertionError(f"no request about {queues}")
 
@@ -73,6 +76,17 @@ async def test_a_held_request_is_superseded_not_replaced_and_stays_answerable(tm
         assert newer.id != held.id and held.superseded_by == newer.id
         assert held.state == "requested" and held.plan == shown
         assert [r.id for r in brain.pending_consent()] == [held.id, newer.id]
+
+
+async def test_a_plan_that_changes_back_revises_the_newer_request_and_leaves_the_held_one_as_shown(tmp_path):
+    async with brain_on_sample_fleet(tmp_path) as (supervisor, clock):
+        brain = supervisor.brain
+        held = brain.hold_consent((await ask(supervisor, clock, ON_BUILD_1)).id)
+        shown = copy.deepcopy(held.plan)
+        newer = await ask(supervisor, clock, ON_BUILD_2)
+        back = await ask(supervisor, clock, ON_BUILD_1)
+        assert back.id == newer.id and newer.fingerprint == held.fingerprint
+        assert held.plan == shown and held.superseded_by == newer.id
 
 
 async def test_a_held_request_does_not_expire_while_shown(tmp_path):

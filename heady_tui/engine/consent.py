@@ -142,14 +142,14 @@ Revision = Literal["same", "revise", "supersede", "new"]
 def revision(open_requests: list[ConsentRequest], held: set[str], fingerprint: str) -> tuple[Revision, ConsentRequest | None]:
     """How a re-evaluated plan meets the open requests (oldest first):
 
-    same: a request about this plan is open already (returned); revise: the newest request is on no
+    same: the newest open request is about this plan already (returned); revise: the newest request is on no
     one's screen, so it is revised in place (returned); supersede: the newest is held in a dialog,
     so a new request supersedes it (returned); new: nothing is open, ask.
     """
-    same = next((r for r in open_requests if r.fingerprint == fingerprint), None)
-    if same is not None:
-        return "same", same
+    # Only the newest question counts: a superseded one that happens to match again stays as it was shown.
     newest = next((r for r in reversed(open_requests) if r.superseded_by is None), None)
     if newest is None:
         return "new", None
+    if newest.fingerprint == fingerprint:
+        return "same", newest
     return ("supersede" if newest.id in held else "revise"), newest

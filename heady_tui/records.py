@@ -19,6 +19,7 @@ from typing import Any
 import aiosqlite
 
 from heady_tui import audit
+from heady_tui.audit import AuditEntry, Verification
 from heady_tui.engine.consent import ConsentError, ConsentRequest, Denial, Grant
 from heady_tui.engine.detector import LevelChange, MetricLevelChange
 from heady_tui.engine.policies import PolicyState
@@ -387,10 +388,10 @@ class Records:
 
     # --- audit ------------------------------------------------------------------------
 
-    async def audit_entries(self, limit: int | None = None) -> list[audit.AuditEntry]:
+    async def audit_entries(self, limit: int | None = None) -> list[AuditEntry]:
         return await audit.entries(self.db, limit)
 
-    async def verify_audit(self) -> audit.Verification:
+    async def verify_audit(self) -> Verification:
         return await audit.verify(self.db, self.anchor)
 
     async def config_hash_check(self, config_hash: str, now: float, actor: str) -> bool:

@@ -101,7 +101,7 @@ class Supervisor:
             if self.config.alerts.webhooks:
                 self.alerts = AlertDispatcher(
                     self.config.alerts, self.clock, simulated=lambda: self.simulated,
-                    publish=lambda event: self.publish(event.name, **event.details),
+                    publish=self._republish,
                 )  # fmt: skip
                 await self.alerts.start()
                 self.subscribe(self.alerts.handle)
@@ -269,6 +269,10 @@ class Supervisor:
             except Exception:
                 log.exception("event subscriber failed on %s", name)
         return event
+
+    def _republish(self, event: HeadyEvent) -> None:
+        """Publish an event another part made (the alert dispatcher's alert.sent)."""
+        self.publish(event.name, **event.details)
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """`callback()` runs after anything the fleet or the brain shows may have changed (frames,

@@ -41,6 +41,9 @@ class NodeConfig(_Section):
     ca_file: str | None = None  # extra CA bundle for wss:// (self-signed fleets)
     # Turns off certificate verification for this node; logged loudly at every connect.
     insecure_skip_verify: bool = False
+    # Seconds without frames after which the node is offline and its sessions unknown
+    # (default [liveness] timeout_s); agents send metrics every interval_s, so a few intervals.
+    timeout_s: float | None = Field(default=None, gt=0)
 
     def resolve_token(self) -> str | None:
         return read_token(self.token, self.token_file, self.token_env, where=f"nodes.{self.name}", env_required=True)
@@ -183,6 +186,11 @@ class UiConfig(_Section):
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys, e.g. freeze = "F"
 
 
+class LivenessConfig(_Section):
+    # A node without frames this long is offline; its sessions are unknown. Overridden per node.
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class StoreConfig(_Section):
     retention_days: float = Field(default=30, gt=0)
     metric_rollup_s: int = Field(default=10, ge=1)
@@ -199,6 +207,7 @@ class Config(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     ui: UiConfig = Field(default_factory=UiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @model_validator(mode="after")

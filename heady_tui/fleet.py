@@ -24,6 +24,9 @@ from heady_agent.protocol import (
 RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
 CALL_RING_SIZE = 100_000  # recent llm.calls kept for the detector's windows
 TERMINAL_STATES = ("completed", "error")
+# A session on a node that sent nothing for its timeout: not ended, but not known to be running.
+UNKNOWN_STATE = "unknown"
+NODE_OFFLINE_REASON = "node offline"
 # Nodes' streams interleave (a replay after a reconnect lands late), so the call ring is only nearly
 # in time order; a window scan looks this far past its start before it stops.
 ORDER_SLACK_S = 300.0
@@ -92,9 +95,19 @@ class NodeState:
     cpu_count: int = 1
     mem_total: int = 0
     labels: dict[str, str] = field(default_factory=dict)
-    status: str = "connecting"  # connecting | online | offline | error
+    # What the console shows (connecting | online | offline | error), derived in one place,
+    # Fleet._derive_status, from what the link reports and how long ago the last frame arrived.
+    status: str = "connecting"
     since: float = 0.0
     last_error: str | None = None
+    link_status: str = "connecting"  # what the link last reported
+    link_since: float = 0.0
+    # Liveness, on the console's clock: when the last frame arrived, when the console started
+    # waiting for this node, and how long without frames makes it offline (None: not tracked).
+    last_frame_at: float | None = None
+    watched_since: float | None = None
+    timeout_s: float | None = None
+    stale: bool = False  # no frame for timeout_s: the node is offline and its sessions unknown
     journal: str | None = None
     last_seq: int = 0
     journal_reset: bool = False
@@ -157,6 +170,11 @@ class SessionRecord:
         return self.ended is None and self.state not in TERMINAL_STATES
 
     @property
+    def live(self) -> bool:
+        """Active and known to be so: what the console counts as live (not `unknown`)."""
+        return self.active and self.state != UNKNOWN_STATE
+
+    @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_creation_tokens + self.cache_read_tokens
 
@@ -197,11 +215,77 @@ class Fleet:
         return state
 
     def set_status(self, node_id: str, status: str, since: float, error: str | None = None) -> None:
+        """What the link reports (connecting | online | offline | error); an agent that says hello is alive."""
         state = self.node(node_id)
-        state.status = status
-        state.since = since
+        state.link_status = status
+        state.link_since = since
         state.last_error = error
+        if status == "online":
+            self._seen(state, since)
+        self._derive_status(state, since)
         self.version += 1
+
+    # --- liveness ---------------------------------------------------------------------
+
+    def track(self, node_id: str, now: float, timeout_s: float) -> None:
+        """Start the node's liveness clock: without frames for timeout_s it goes offline."""
+        state = self.node(node_id)
+        state.watched_since = now
+        state.timeout_s = timeout_s
+        self._derive_status(state, now)
+
+    def frames_arrived(self, node_id: str, now: float) -> None:
+        """Frames from the node reached the console at `now` (console clock)."""
+        state = self.node(node_id)
+        if self._seen(state, now):
+            self.version += 1
+
+    def update_liveness(self, now: float) -> list[NodeState]:
+        """Re-derive every node's status at `now`; returns the nodes that went silent (newly stale)."""
+        silent = []
+        for state in self.nodes.values():
+            was_stale = state.stale
+            if self._derive_status(state, now):
+                self.version += 1
+                if state.stale and not was_stale:
+                    silent.append(state)
+        return silent
+
+    def frame_age(self, node: NodeState, now: float) -> float | None:
+        """Seconds since the node's last frame (None before the first one)."""
+        return None if node.last_frame_at is None else max(0.0, now - node.last_frame_at)
+
+    def _seen(self, state: NodeState, now: float) -> bool:
+        if state.last_frame_at is None or now > state.last_frame_at:
+            state.last_frame_at = now
+        return self._derive_status(state, now)
+
+    def _derive_status(self, state: NodeState, now: float) -> bool:
+        """The one place a node's shown status is decided; returns whether it changed."""
+        seen = state.last_frame_at if state.last_frame_at is not None else state.watched_since
+        stale = state.timeout_s is not None and seen is not None and now - seen >= state.timeout_s
+        if state.link_status == "error":
+            status, since = "error", state.link_since
+        elif stale:
+            status, since = "offline", seen if seen is not None else state.link_since
+        elif state.link_status == "online" or state.timeout_s is None:  # untracked: as the link says
+            status, since = state.link_status, state.link_since
+        else:  # the link dropped less than timeout_s after the last frame: it is reconnecting
+            status, since = "connecting", state.link_since
+        changed = (status, since, stale) != (state.status, state.since, state.stale)
+        state.status, state.since = status, since
+        if stale and not state.stale:
+            self._sessions_unknown(state.id, now)
+        state.stale = stale
+        return changed
+
+    def _sessions_unknown(self, node_id: str, now: float) -> None:
+        """A silent node's live sessions: their state can no longer be known (never `running`)."""
+        for rec in self._node_sessions.get(node_id, {}).values():
+            if rec.active and rec.state != UNKNOWN_STATE:
+                rec.state = UNKNOWN_STATE
+                rec.state_reason = NODE_OFFLINE_REASON
+                rec.state_since = now
 
     def apply_hello(self, node_id: str, hello: Hello) -> None:
         state = self.node(node_id)
@@ -361,6 +445,7 @@ class Fleet:
                 rec.started = info.started if rec.started is None else min(rec.started, info.started)
             if rec.state != info.state:
                 rec.state = info.state
+                rec.state_reason = None  # the reason belonged to the state it replaces
                 rec.state_since = now
             if info.state not in TERMINAL_STATES:
                 rec.ended = None

@@ -181,7 +181,7 @@ def embedded_launcher(agent: AgentConfig, data_dir: Path) -> AgentLauncher:
 def demo_launcher(
     data_dir: Path, *, nodes: int, scenario: str, speed: float = 1.0, seed: int = 0, interval_s: float = 1.0
 ) -> AgentLauncher:
-    """N synthetic agents sim-1..sim-N, each playing its part of one scenario."""
+    """N synthetic agents sim-1..sim-N, each playing its part of one scenario, under <data_dir>/agents/."""
     specs = []
     for index in range(nodes):
         name = f"sim-{index + 1}"
@@ -191,4 +191,4 @@ def demo_launcher(
             "--seed", str(seed), "--speed", str(speed), "--node-id", name,
         ]  # fmt: skip
         specs.append(AgentSpec(name=name, agent=section, args=args))
-    return AgentLauncher(data_dir / "demo", specs)
+    return AgentLauncher(data_dir, specs)

@@ -53,6 +53,12 @@ log = logging.getLogger("heady.link")
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_CAP_S = 30.0
+# A refused connection means the host answered and nothing listens on the port yet: the agent is
+# restarting. Retrying it often is cheap for the node and brings a restarted agent back promptly.
+REFUSED_BACKOFF_CAP_S = 2.0
+# Failures that mean "cannot reach the agent": the node shows offline, not error, and a retry that
+# fails the same way is not recorded again.
+UNREACHABLE_CODES = ("closed", "unreachable", "refused")
 
 # Validates JSON text straight into frames (one pass in pydantic-core, no json.loads first).
 _agent_frames: TypeAdapter[Any] = TypeAdapter(AgentFrame)
@@ -94,8 +100,8 @@ class Backoff:
         self.rng = rng
         self.attempt = 0
 
-    def next_delay(self) -> float:
-        base = min(self.cap, self.initial * (2**self.attempt))
+    def next_delay(self, cap: float | None = None) -> float:
+        base = min(self.cap if cap is None else min(cap, self.cap), self.initial * (2**self.attempt))
         self.attempt = min(self.attempt + 1, 32)
         return base / 2 + self.rng() * base / 2
 
@@ -208,6 +214,21 @@ def describe_connect_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def connect_failure(exc: BaseException) -> LinkFailure:
+    """Why a connection attempt failed: unreachable (offline) or refused by the agent (error)."""
+    message = describe_connect_error(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return LinkFailure(message, status="offline", code="refused")
+    if message.startswith("unreachable"):
+        return LinkFailure(message, status="offline", code="unreachable")
+    return LinkFailure(message, code="connect")
+
+
+def retry_cap_s(failure: LinkFailure) -> float | None:
+    """The most to wait before retrying after this failure (None: the back-off's own cap)."""
+    return REFUSED_BACKOFF_CAP_S if failure.code == "refused" else None
+
+
 class NodeLink:
     def __init__(
         self,
@@ -288,9 +309,9 @@ class NodeLink:
             repeated = failure.message == self.last_error
             self._set_status(failure.status, failure.message)
             # A node retrying every 30 s with the same refusal is recorded once, not 2,880 times a day.
-            if failure.code not in ("closed", "unreachable") and not repeated:
+            if failure.code not in UNREACHABLE_CODES and not repeated:
                 await self._record(failure.code, failure.message)
-            delay = self.backoff.next_delay()
+            delay = self.backoff.next_delay(retry_cap_s(failure))
             log.info("node %s: %s; reconnecting in %.1f s", self.name, failure.message, delay)
             await self._sleep(delay)
 
@@ -320,9 +341,7 @@ class NodeLink:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            message = describe_connect_error(exc)
-            code = "unreachable" if message.startswith("unreachable") else "connect"
-            raise LinkFailure(message, code=code) from None
+            raise connect_failure(exc) from None
         self._ws = ws
         self.connects += 1
         try:

@@ -191,6 +191,7 @@ class Records:
         async with self.write() as db:
             await db.execute(
                 """INSERT INTO consent_requests VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
+                   reason=excluded.reason, fingerprint=excluded.fingerprint, plan=excluded.plan,
                    state=excluded.state, decided_at=excluded.decided_at, decision=excluded.decision, grant_id=excluded.grant_id""",
                 (r.id, r.created, r.expires, r.reason, r.fingerprint, json.dumps(r.plan), r.state, r.decided_at, r.decision, r.grant_id),
             )

@@ -21,7 +21,7 @@ from .alerts import AlertDispatcher
 from .brain import Brain
 from .config import Config, NodeConfig, Paths
 from .events import HeadyEvent
-from .fleet import Fleet
+from .fleet import UNKNOWN_STATE, Fleet
 from .link import NodeLink
 from .store import Store
 
@@ -32,6 +32,7 @@ Subscriber = Callable[[HeadyEvent], None]
 STATS_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
 WARM_EVENTS_S = 86400.0  # on start the fleet is rebuilt from the last day of stored events
+LIVENESS_CHECKS_PER_TIMEOUT = 4
 
 
 class Launcher(Protocol):
@@ -94,8 +95,9 @@ class Supervisor:
             self.nodes = list(self.config.nodes)
             if self.launcher is not None:
                 self.nodes += await self.launcher.start()
+            now = self.clock.now()
             for node in self.nodes:
-                self.fleet.node(node.name)
+                self.fleet.track(node.name, now, self.node_timeout_s(node))
             if self.config.alerts.webhooks:
                 self.alerts = AlertDispatcher(
                     self.config.alerts, self.clock, simulated=lambda: self.simulated,
@@ -117,6 +119,7 @@ class Supervisor:
             asyncio.create_task(self._tick_loop(), name="supervisor:tick"),
             asyncio.create_task(self._stats_loop(), name="supervisor:stats"),
             asyncio.create_task(self._prune_loop(), name="supervisor:prune"),
+            asyncio.create_task(self._liveness_loop(), name="supervisor:liveness"),
         ]
         self.started = True
 
@@ -199,6 +202,32 @@ class Supervisor:
                     log.exception("brain tick failed")
                 self.changed()
 
+    def node_timeout_s(self, node: NodeConfig) -> float:
+        """Seconds without frames after which the node is offline: its own, else the console's default."""
+        return node.timeout_s if node.timeout_s is not None else self.config.liveness.timeout_s
+
+    def check_liveness(self) -> None:
+        """Mark nodes silent for their timeout offline (their sessions unknown), on the injected clock."""
+        now = self.clock.now()
+        version = self.fleet.version
+        for state in self.fleet.update_liveness(now):
+            unknown = sum(1 for rec in self.fleet.node_sessions(state.id) if rec.state == UNKNOWN_STATE)
+            self.publish("node.silent", node=state.id, last_frame_at=state.last_frame_at, timeout_s=state.timeout_s,
+                         sessions_unknown=unknown)  # fmt: skip
+        if self.fleet.version != version:
+            self.changed()
+
+    async def _liveness_loop(self) -> None:
+        timeouts = [self.node_timeout_s(node) for node in self.nodes] or [self.config.liveness.timeout_s]
+        # A few checks per timeout, so a silent node is marked within a fraction of it past the timeout.
+        interval = min(timeouts) / LIVENESS_CHECKS_PER_TIMEOUT
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.check_liveness()
+            except Exception:
+                log.exception("liveness check failed")
+
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self._stats_interval_s)
@@ -242,6 +271,7 @@ class Supervisor:
         return event
 
     def _republish(self, event: HeadyEvent) -> None:
+        """Publish an event another part made (the alert dispatcher's alert.sent)."""
         self.publish(event.name, **event.details)
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
@@ -314,6 +344,7 @@ class Supervisor:
     async def link_frames(self, node: str, journal: str, frames: list[Metrics | Event]) -> int:
         assert self.store is not None
         stored, duplicates, top = await self.store.store_batch(node, journal, frames)
+        self.fleet.frames_arrived(node, self.clock.now())
         counts = self._counts.setdefault(node, IngestCounts())
         counts.stored += stored
         counts.duplicates += duplicates
@@ -339,6 +370,7 @@ class Supervisor:
         return top
 
     async def link_sessions(self, node: str, sessions: Sessions) -> None:
+        self.fleet.frames_arrived(node, self.clock.now())
         self.fleet.apply_sessions(node, sessions.sessions, self.clock.now())
         self.changed()
 
@@ -348,8 +380,7 @@ class Supervisor:
         self.changed()
 
     def link_status(self, node: str, status: str, error: str | None) -> None:
-        state = self.fleet.node(node)
-        previous = state.status
+        previous = self.fleet.node(node).link_status
         self.fleet.set_status(node, status, self.clock.now(), error)
         if status == "online":
             hello = self._hellos.get(node)

@@ -1,7 +1,14 @@
 """The consent request lifecycle: a question is asked for a plan, the operator decides it, grants
-are made, used, revoked, and open questions expire."""
+are made, used, revoked, and open questions expire.
+
+A request shown in a dialog is held (`hold`/`release`): it is never revised, expired or replaced
+while held; a changed plan supersedes it with a new request instead. A granted answer approves
+exactly the plan the request showed: the brain runs that plan (`approved`), not a fresh one.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from heady_tui.engine.consent import (
     DECISIONS,
@@ -12,6 +19,7 @@ from heady_tui.engine.consent import (
     new_denial,
     new_grant,
     new_request,
+    revision,
     snoozed,
     usable_grant,
 )
@@ -20,11 +28,21 @@ from heady_tui.engine.rebalance import RebalancePlan
 from .host import BrainContext
 
 
+@dataclass(frozen=True)
+class Approval:
+    """A granted request: the plan the operator saw and the grant that allows it."""
+
+    request: ConsentRequest
+    plan: RebalancePlan
+    grant: Grant
+
+
 class ConsentDesk:
     def __init__(self, ctx: BrainContext) -> None:
         self.ctx = ctx
         self._requests: dict[str, ConsentRequest] = {}
         self._grants: list[Grant] = []
+        self._held: set[str] = set()  # requests shown in a dialog right now
 
     async def load(self) -> None:
         records = self.ctx.records
@@ -38,8 +56,24 @@ class ConsentDesk:
     def pending(self) -> list[ConsentRequest]:
         return sorted((r for r in self._requests.values() if r.state == "requested"), key=lambda r: r.created)
 
-    async def decide(self, request_id: str, decision: str) -> Grant | None:
-        """deny | single | session | persistent. Returns the grant made, or None for a denial."""
+    def hold(self, request_id: str) -> ConsentRequest:
+        """The request is on an operator's screen: from now on it stays as shown and answerable."""
+        req = self._requests.get(request_id)
+        if req is None or req.state != "requested":
+            raise ConsentError(f"no open consent request {request_id!r}")
+        self._held.add(request_id)
+        return req
+
+    async def release(self, request_id: str) -> None:
+        """The dialog closed. A request superseded while it was shown (and not answered) ends now."""
+        self._held.discard(request_id)
+        req = self._requests.get(request_id)
+        if req is not None and req.state == "requested" and req.superseded_by is not None:
+            await self._expire(req, superseded_by=req.superseded_by)
+
+    async def decide(self, request_id: str, decision: str) -> Approval | None:
+        """deny | single | session | persistent. Returns the approval (the request's own plan and its
+        grant) for an allow, or None for a denial."""
         records = self.ctx.records
         if decision not in DECISIONS:
             raise ConsentError(f"unknown decision {decision!r} (known: {', '.join(DECISIONS)})")
@@ -63,7 +97,18 @@ class ConsentDesk:
         await records.save_request(req)
         await self._reload_grants()
         self.ctx.publish("consent.granted", request=req.id, grant=g.id, scope=g.scope, grantor=by)
-        return g
+        # The operator allowed this plan: newer questions about the same episode are moot.
+        for other in self.pending():
+            if other.id not in self._held:
+                await self._expire(other, superseded_by=None)
+        return Approval(req, RebalancePlan.from_dict(req.plan), g)
+
+    async def use(self, approval: Approval, now: float) -> bool:
+        """Spend one use of the approval's grant on its plan; False when it no longer covers it."""
+        if await self.ctx.records.use_grant(approval.grant.id, now, approval.request.fingerprint):
+            await self._reload_grants()
+            return True
+        return False
 
     def grants(self, include_inactive: bool = False) -> list[Grant]:
         now = self.ctx.clock.now()
@@ -83,13 +128,16 @@ class ConsentDesk:
         return g
 
     async def expire(self, now: float) -> None:
-        records = self.ctx.records
         for req in self.pending():
-            if now >= req.expires:
-                req.state = "expired"
-                await records.save_request(req)
-                self.ctx.publish("consent.expired", request=req.id)
+            if now >= req.expires and req.id not in self._held:  # never under an operator reading it
+                await self._expire(req, superseded_by=None)
         await self._reload_grants()  # grants made by `heady permissions` in another process
+
+    async def _expire(self, req: ConsentRequest, *, superseded_by: str | None) -> None:
+        req.state = "expired"
+        await self.ctx.records.save_request(req)
+        details = {"superseded_by": superseded_by} if superseded_by is not None else {}
+        self.ctx.publish("consent.expired", request=req.id, **details)
 
     async def denied(self, fingerprint: str, now: float) -> bool:
         """A recent denial of this plan snoozes asking again."""
@@ -105,18 +153,24 @@ class ConsentDesk:
         return None
 
     async def ask(self, plan: RebalancePlan, reason: str, now: float) -> None:
-        """Ask the operator about this plan, unless the same question is already open."""
+        """Ask the operator about this plan: revise the open question nobody is looking at, or
+        supersede the one on screen with a new question; nothing when this plan is asked already."""
         records = self.ctx.records
         fp = plan.fingerprint
-        open_requests = self.pending()
-        if any(r.fingerprint == fp for r in open_requests):
+        step, current = revision(self.pending(), self._held, fp)
+        if step == "same":
             return
-        for stale in open_requests:  # the plan changed materially: the old question no longer applies
-            stale.state = "expired"
-            await records.save_request(stale)
-            self.ctx.publish("consent.expired", request=stale.id)
+        if step == "revise" and current is not None:
+            current.plan, current.fingerprint, current.reason = plan.to_dict(), fp, reason
+            await records.save_request(current)
+            self.ctx.publish("consent.revised", request=current.id, reason=reason, priority=plan.priority,
+                             actions=[a.note for a in plan.actions])
+            return
         req = new_request(plan.to_dict(), fp, now=now, config=self.ctx.config.consent, reason=reason)
         self._requests[req.id] = req
         await records.save_request(req)
+        if step == "supersede" and current is not None:
+            current.superseded_by = req.id
         self.ctx.publish("consent.requested", request=req.id, reason=reason, priority=plan.priority,
-                         actions=[a.note for a in plan.actions])
+                         actions=[a.note for a in plan.actions],
+                         supersedes=current.id if step == "supersede" and current is not None else None)

@@ -136,8 +136,21 @@ class Brain:
         return self.consent.pending()
 
     async def decide_consent(self, request_id: str, decision: str) -> Grant | None:
-        """deny | single | session | persistent. Returns the grant made, or None for a denial."""
-        return await self.consent.decide(request_id, decision)
+        """deny | single | session | persistent. Returns the grant made, or None for a denial.
+        An allow starts a run of exactly the plan the request showed (unless a run is going)."""
+        approval = await self.consent.decide(request_id, decision)
+        if approval is None:
+            return None
+        await self.rebalancer.start_approved(approval, self.clock.now())
+        return approval.grant
+
+    def hold_consent(self, request_id: str) -> ConsentRequest:
+        """A dialog shows this request: it stays as shown and answerable until released."""
+        return self.consent.hold(request_id)
+
+    async def release_consent(self, request_id: str) -> None:
+        """The dialog closed; a request superseded while shown ends."""
+        await self.consent.release(request_id)
 
     def grants(self, include_inactive: bool = False) -> list[Grant]:
         return self.consent.grants(include_inactive)

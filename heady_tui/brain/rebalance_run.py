@@ -26,7 +26,7 @@ from heady_tui.engine.rebalance import (
     revert_of,
 )
 
-from .consent import ConsentDesk
+from .consent import Approval, ConsentDesk
 from .cost_ledger import CostLedger
 from .host import CONSOLE, BrainContext, Outcome
 
@@ -114,6 +114,14 @@ class RebalanceRunner:
             return
         reason = f"equilibrium critical ({', '.join(f'{k}={v:g}' for k, v in reading.breaches().items())}): {plan.priority} rebalance"
         await self.consent.ask(plan, reason, now)
+
+    async def start_approved(self, approval: Approval, now: float) -> bool:
+        """Run the plan the operator allowed, exactly as shown. False when a run is already going
+        (the grant stays for a later plan it covers) or the grant no longer covers the plan."""
+        if self.running or not await self.consent.use(approval, now):
+            return False
+        await self._start_run(approval.plan, approval.grant, now)
+        return True
 
     async def _start_run(self, plan: RebalancePlan, g: Grant | None, now: float) -> None:
         caps = plan.caps.tightest(g.caps if g else None)

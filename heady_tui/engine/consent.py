@@ -4,6 +4,11 @@ A grant is `single` (one run), `session` (consent.session_hours, 24 h by default
 (until revoked). A single grant given in answer to a request is bound to that request's plan
 fingerprint: if the plan changes materially, it does not cover the new plan and the console asks
 again. The atomic "use once" lives in heady_tui.records (one conditional UPDATE); here are the rules.
+
+One request lifecycle: while no operator is looking at a request, a re-evaluation that changes the
+plan revises that same request; once a request is held (shown in a dialog) it is never changed,
+expired or replaced under the operator: a changed plan becomes a new request that supersedes it,
+and the held one stays answerable until the dialog closes (`revision`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import getpass
 import secrets
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from heady_tui.config import ConsentConfig
 
@@ -76,6 +81,7 @@ class ConsentRequest:
     decision: str | None = None
     grant_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    superseded_by: str | None = None  # a newer request asks about a changed plan (this one was on screen)
 
 
 def new_id(prefix: str) -> str:
@@ -128,3 +134,22 @@ def usable_grant(grants: list[Grant], fingerprint: str, now: float) -> Grant | N
 
 def snoozed(denials: list[Denial], fingerprint: str, now: float) -> Denial | None:
     return next((d for d in denials if d.fingerprint == fingerprint and now < d.snooze_until), None)
+
+
+Revision = Literal["same", "revise", "supersede", "new"]
+
+
+def revision(open_requests: list[ConsentRequest], held: set[str], fingerprint: str) -> tuple[Revision, ConsentRequest | None]:
+    """How a re-evaluated plan meets the open requests (oldest first):
+
+    same: the newest open request is about this plan already (returned); revise: the newest request is on no
+    one's screen, so it is revised in place (returned); supersede: the newest is held in a dialog,
+    so a new request supersedes it (returned); new: nothing is open, ask.
+    """
+    # Only the newest question counts: a superseded one that happens to match again stays as it was shown.
+    newest = next((r for r in reversed(open_requests) if r.superseded_by is None), None)
+    if newest is None:
+        return "new", None
+    if newest.fingerprint == fingerprint:
+        return "same", newest
+    return ("supersede" if newest.id in held else "revise"), newest

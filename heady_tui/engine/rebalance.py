@@ -119,6 +119,17 @@ class RebalancePlan:
             "fingerprint": self.fingerprint,
         }
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RebalancePlan":
+        """The plan a stored consent request showed: what runs after an allow is exactly that."""
+        return cls(
+            priority=raw["priority"],
+            actions=tuple(PlannedAction(**a) for a in raw["actions"]),
+            caps=Caps(**raw["caps"]),
+            estimated_duration_s=float(raw["estimated_duration_s"]),
+            breaches={k: float(v) for k, v in raw.get("breaches", {}).items()},
+            excluded=dict(raw.get("excluded", {})),
+        )
 
 
 def priority_of(values: dict[str, float | None], detector: DetectorConfig, cfg: RebalanceConfig) -> str:

@@ -5,7 +5,7 @@ the fleet or the brain changed (`Supervisor.watch`); that schedules ONE repaint 
 top, no sooner than 1/[ui] refresh_hz after the previous one, so a burst of frames costs one
 repaint and a still fleet costs none. While the screen on top shows ages ("offline for", session
 age) a slow clock repaints it every CLOCK_S when the shown time has moved. Nothing is repainted
-while frozen (`f`), while a modal is open or for screens that are not on top. Tables update
+while frozen (`f`) or for screens that are not in view (a modal keeps the screen under it in view). Tables update
 changed cells only. Consent requests from the brain queue up and open one dialog at a time over
 whatever screen is showing.
 """
@@ -33,7 +33,7 @@ from heady_agent.config import ConfigError
 from heady_agent.protocol import Result
 
 from ..config import Config, Paths
-from ..engine.consent import ConsentRequest
+from ..engine.consent import ConsentError, ConsentRequest
 from ..events import HeadyEvent
 from ..operator import ConsoleOperator
 from ..providers import fetch_provider_costs
@@ -45,7 +45,7 @@ from .billing import ProviderBilling
 from .formatting import level_severity
 from .actions import ACTIONS, UiAction, bindings_for
 from .modals.confirm import ConfirmModal
-from .modals.consent import ConsentModal, ConsentViewModal
+from .modals.consent import NEWER_PLAN, ConsentModal, ConsentViewModal
 from .modals.export import ExportModal
 from .reader import FleetReader
 from .screens.base import LiveScreen
@@ -270,9 +270,9 @@ class HeadyApp(App[int]):
         if not self.screen_stack:
             return
         self._check_consent()
-        screen = self.screen
+        screen = self._shown_live_screen()
         self._arm_clock()
-        if not isinstance(screen, LiveScreen) or not screen.is_mounted:
+        if screen is None or not screen.is_mounted:
             return  # a screen still composing refreshes itself when it mounts
         if self.frozen and not force:
             return
@@ -281,6 +281,16 @@ class HeadyApp(App[int]):
             return
         screen.last_stamp = stamp
         screen.refresh_view()
+
+    def _shown_live_screen(self) -> LiveScreen | None:
+        """The live screen in view: the one on top, or the one a modal (a consent dialog) is drawn
+        over, whose header (level, metric states) must stay current while the dialog is open."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, LiveScreen):
+                return screen
+            if not isinstance(screen, ModalScreen):
+                return None
+        return None
 
     def cells(self, rows: dict[str, tuple[ViewCell, ...]]) -> dict[str, tuple[Text | str, ...]]:
         """View cells as table cells: coloured Text for cells with a severity (cached: most repeat)."""
@@ -313,8 +323,12 @@ class HeadyApp(App[int]):
             ("  equilibrium ", None),
             (level.upper(), level_severity(level)),
             (f"  {reader.online_count()}/{len(reader.fleet.nodes)} online", None),
-            (f"  [{screen.TITLE_TEXT}]", None),
         ]
+        live, unknown = reader.session_counts()
+        parts.append((f"  {live} live", None))
+        if unknown:
+            parts.append((f"  {unknown} unknown (node offline)", "warning"))
+        parts.append((f"  [{screen.TITLE_TEXT}]", None))
         run = reader.rebalance()
         if run is not None and run.state == "running":
             parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}", "warning"))
@@ -351,16 +365,25 @@ class HeadyApp(App[int]):
         if brain is None:
             return
         pending = brain.pending_consent()
-        live_ids = {request.id for request in pending}
+        live = {request.id: request for request in pending}
         for request in pending:
             if request.id not in self._consent_seen:
                 self._consent_seen.add(request.id)
                 self._consent_queue.append(request)
         # A request that expired or was answered elsewhere while queued is dropped.
-        self._consent_queue = deque(r for r in self._consent_queue if r.id in live_ids)
+        self._consent_queue = deque(r for r in self._consent_queue if r.id in live)
+        shown = live.get(self._consent_open or "")
+        if shown is not None and shown.superseded_by is not None:
+            for screen in self.screen_stack:
+                if isinstance(screen, ConsentModal) and screen.request_id == shown.id:
+                    screen.superseded()
         if self.read_only or self._consent_open is not None or not self._consent_queue:
             return
         request = self._consent_queue.popleft()
+        try:
+            brain.hold_consent(request.id)  # from now on the request stays as the dialog shows it
+        except ConsentError:
+            return
         self._consent_open = request.id
         dialog = ConsentModal(
             request, levels=self.reader.metric_levels(), session_hours=self.config.consent.session_hours
@@ -378,15 +401,19 @@ class HeadyApp(App[int]):
         self.push_screen(ConsentViewModal(pending, levels=levels, session_hours=self.config.consent.session_hours))
 
     async def _decided(self, request_id: str, decision: str) -> None:
+        brain = self.supervisor.brain
         try:
-            await self.operator.decide_consent(request_id, decision)
+            if decision != NEWER_PLAN:  # the newer request is queued and opens next
+                await self.operator.decide_consent(request_id, decision)
         except Exception as exc:  # the decision did not take: say so, the request stays pending
             self._consent_seen.discard(request_id)
             self.notify(f"consent {decision} failed: {exc}", severity="error", markup=False)
         else:
-            self.notify(DECISION_WORDS[decision], markup=False)
+            if decision != NEWER_PLAN:
+                self.notify(DECISION_WORDS[decision], markup=False)
         finally:
             self._consent_open = None
+            await brain.release_consent(request_id)
         self.refresh_now(force=True)
 
     # --- navigation and app actions ----------------------------------------------------

@@ -60,6 +60,16 @@ class FleetReader:
     def online_count(self) -> int:
         return sum(1 for n in self.fleet.nodes.values() if n.status == "online")
 
+    def session_counts(self) -> tuple[int, int]:
+        """(live, unknown) sessions: live ones are known to be so; unknown ones are on silent nodes."""
+        live = unknown = 0
+        for rec in self.fleet.sessions.values():
+            if rec.live:
+                live += 1
+            elif rec.active:
+                unknown += 1
+        return live, unknown
+
     # --- equilibrium -------------------------------------------------------------------
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..fleet import Fleet, NodeState, SessionRecord
+from ..fleet import UNKNOWN_STATE, Fleet, NodeState, SessionRecord
 from . import formatting as fmt
 from .widgets.spark import sparkline
 
@@ -21,7 +21,10 @@ STATE_SEVERITY = {
     "paused": "warning",
     "error": "critical",
     "completed": None,
+    "unknown": "warning",
 }
+# The last frame's age turns amber past this share of the node's liveness timeout, red past it.
+STALE_FRACTION = 0.5
 STATUS_SEVERITY = {"online": "ok", "connecting": "careful", "offline": "critical", "error": "critical"}
 
 NODE_COLUMNS = (
@@ -35,6 +38,7 @@ NODE_COLUMNS = (
     ("sessions", "Sess"),
     ("queue", "Queue"),
     ("cost", "Today"),
+    ("seen", "Seen"),
     ("since", "Since"),
 )
 NODE_COLUMNS_COMPACT = (
@@ -47,6 +51,7 @@ NODE_COLUMNS_COMPACT = (
     ("sessions", "Sess"),
     ("queue", "Queue"),
     ("cost", "Today"),
+    ("seen", "Seen"),
 )
 
 SESSION_COLUMNS = (
@@ -88,6 +93,22 @@ def _since_text(node: NodeState, now: float) -> str:
     return fmt.duration(now - node.since)
 
 
+def frame_age_severity(age: float | None, timeout_s: float | None) -> str | None:
+    """The last frame's age: amber from half the node's timeout, red from the timeout (offline)."""
+    if age is None or timeout_s is None:
+        return None
+    if age >= timeout_s:
+        return "critical"
+    if age >= timeout_s * STALE_FRACTION:
+        return "warning"
+    return None
+
+
+def _seen_cell(node: NodeState, now: float) -> ViewCell:
+    age = None if node.last_frame_at is None else max(0.0, now - node.last_frame_at)
+    return (fmt.duration(age), frame_age_severity(age, node.timeout_s))
+
+
 def node_row(
     node: NodeState,
     now: float,
@@ -98,10 +119,11 @@ def node_row(
     compact: bool,
     ascii_only: bool = False,
 ) -> tuple[ViewCell, ...]:
-    metrics = node.metrics
+    # A silent node's last readings are not its current ones: shown as unknown.
+    metrics = None if node.stale else node.metrics
     cpu = metrics.cpu if metrics else None
     mem = metrics.mem if metrics else None
-    load = node.utilisation
+    load = None if node.stale else node.utilisation
     cells: dict[str, ViewCell] = {
         "node": (node.id, None),
         "status": _status_text(node, now),
@@ -111,8 +133,9 @@ def node_row(
         "mem_spark": (sparkline(node.mem.values(spark_width), spark_width, low=0, high=100, ascii_only=ascii_only), "careful"),
         "load": ("-" if load is None else f"{load:.2f}", None if load is None else fmt.percent_severity(load * 100)),
         "sessions": (str(sessions), None),
-        "queue": (str(node.queue_depth), None),
+        "queue": ("-" if node.stale else str(node.queue_depth), None),
         "cost": (fmt.money(cost_today), None),
+        "seen": _seen_cell(node, now),
         "since": (_since_text(node, now), None),
     }
     columns = NODE_COLUMNS_COMPACT if compact else NODE_COLUMNS
@@ -138,14 +161,14 @@ class NodeRows:
     ) -> dict[str, tuple[ViewCell, ...]]:
         counts: dict[str, int] = {}
         for rec in fleet.sessions.values():
-            if rec.active:
+            if rec.live:
                 counts[rec.node] = counts.get(rec.node, 0) + 1
         rows = {}
         for node_id in sorted(fleet.nodes):
             node = fleet.nodes[node_id]
             sessions = counts.get(node_id, 0)
             cost = costs_today.get(node_id)
-            stamp = (node.last_seq, len(node.cpu), node.status, node.journal, _since_text(node, now), sessions,
+            stamp = (node.last_seq, len(node.cpu), node.status, node.journal, _since_text(node, now), _seen_cell(node, now), sessions,
                      fmt.money(cost), spark_width, compact, ascii_only)
             cached = self._cache.get(node_id)
             if cached is None or cached[0] != stamp:
@@ -158,6 +181,13 @@ class NodeRows:
         return rows
 
 
+def _state_text(rec: SessionRecord) -> str:
+    # `unknown` alone would not say why; the reason (node offline) is part of the state shown.
+    if rec.state == UNKNOWN_STATE and rec.state_reason:
+        return f"{rec.state} ({rec.state_reason})"
+    return rec.state
+
+
 def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewCell, ...]:
     age = None if rec.started is None else (rec.ended or now) - rec.started
     cost = fmt.money(rec.cost_usd) + ("?" if rec.cost_unknown else "")
@@ -166,7 +196,7 @@ def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewC
         "source": (rec.source or "-", None),
         "project": (rec.project or rec.title or rec.id[:12], None),
         "model": (rec.model or "-", None),
-        "state": (rec.state, STATE_SEVERITY.get(rec.state)),
+        "state": (_state_text(rec), STATE_SEVERITY.get(rec.state)),
         "age": (fmt.duration(age), None),
         "tokens": (fmt.tokens(rec.tokens), None),
         "cost": (cost, None),
@@ -177,7 +207,7 @@ def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewC
 
 def _session_order(rec: SessionRecord) -> tuple:
     # Live sessions first, then the most expensive: what an operator looks for.
-    return (not rec.active, -rec.cost_usd, rec.node, rec.id)
+    return (not rec.live, not rec.active, -rec.cost_usd, rec.node, rec.id)
 
 
 def session_rows(

@@ -1,8 +1,10 @@
 """The consent dialog: may the rebalancer run this plan?
 
-What it shows is captured when it opens (the request's own plan), so the operator answers the plan
-that will run; if the plan changes materially the brain asks again with a new request. Deny has the
-focus: Enter, `n` and `esc` deny; `o` allows once, `s` for this session (24 h), `a` always.
+What it shows is captured when it opens (the request's own plan, held by the brain while the dialog
+is open), so the operator answers the plan that will run. If the plan changes materially meanwhile,
+the brain asks with a new request: the dialog then says "superseded by a newer plan", its own plan
+stays answerable, and `p` closes it to show the newer one. Deny has the focus: Enter, `n` and `esc`
+deny; `o` allows once, `s` for this session (24 h), `a` always.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from textual.widgets import Button, Static
 from .. import formatting as fmt
 
 DECISIONS = ("deny", "single", "session", "persistent")
+NEWER_PLAN = "newer"  # dismissed to see the request that superseded this one
+SUPERSEDED_NOTE = "Superseded by a newer plan: p shows it; this plan can still be answered."
 
 
 def describe_action(action: dict[str, Any]) -> str:
@@ -87,16 +91,19 @@ class ConsentModal(ModalScreen[str]):
         Binding("o", "decide('single')", "Allow once", id="consent_once"),
         Binding("s", "decide('session')", "Allow session", id="consent_session"),
         Binding("a", "decide('persistent')", "Always allow", id="consent_always"),
+        Binding("p", "newer_plan", "Newer plan", id="consent_newer"),
     ]
 
     def __init__(self, request: Any, *, levels: dict[str, tuple[float, float]], session_hours: float) -> None:
         super().__init__()
         self.request_id: str = request.id
+        self.is_superseded = False
         self._text = plan_text(request.reason, request.plan, levels, session_hours)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-danger", id="consent"):
             yield Static("Permission to rebalance the fleet?", classes="dialog-title")
+            yield Static(SUPERSEDED_NOTE, id="consent-superseded", markup=False)
             with VerticalScroll(classes="dialog-body"):
                 yield Static(Text(self._text, end=""), id="consent-plan")
             with Horizontal(classes="dialog-buttons"):
@@ -106,7 +113,19 @@ class ConsentModal(ModalScreen[str]):
                 yield Button("Always (a)", id="persistent", variant="error")
 
     def on_mount(self) -> None:
+        self.query_one("#consent-superseded", Static).display = False
         self.query_one("#deny", Button).focus()
+
+    def superseded(self) -> None:
+        """The brain asked about a newer plan: say so and offer it (`p`)."""
+        if self.is_superseded:
+            return
+        self.is_superseded = True
+        self.query_one("#consent-superseded", Static).display = True
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.is_superseded if action == "newer_plan" else True
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -114,6 +133,9 @@ class ConsentModal(ModalScreen[str]):
 
     def action_decide(self, decision: str) -> None:
         self.dismiss(decision)
+
+    def action_newer_plan(self) -> None:
+        self.dismiss(NEWER_PLAN)
 
 
 READ_ONLY_NOTE = (

@@ -69,8 +69,8 @@ class OverviewScreen(LiveScreen):
             records = [r for r in records if reader.session_matches(r, session_filter)]
         rows = views.session_rows(records, now, compact=self.compact, limit=SESSION_ROWS)
         sessions.sync(app.cells(rows), filtered=True)  # matched on every field, the id included
-        active = sum(1 for r in reader.fleet.sessions.values() if r.active)
-        title = f"Sessions ({active} live, {len(reader.fleet.sessions)} total"
+        live, unknown = reader.session_counts()
+        title = f"Sessions ({live} live, " + (f"{unknown} unknown, " if unknown else "") + f"{len(reader.fleet.sessions)} total"
         if len(reader.fleet.sessions) > SESSION_ROWS and not session_filter:
             title += f"; first {SESSION_ROWS} shown, / finds the rest"
         sessions.border_title = title + ")"

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Records real Codex CLI sessions against tests/fake_openai.py and saves the rollouts Codex wrote,
+# with the server's log of every answer it gave, as tests/fixtures/real/codex-<version>/.
+#
+#   scripts/record/codex.sh            # the pinned version
+#   CODEX_VERSION=0.172.0 scripts/record/codex.sh
+#
+# Codex is installed from npm into a temp prefix; HOME and CODEX_HOME are temp dirs; the model
+# provider is the fake server on 127.0.0.1 with a fake key; analytics and update checks are off.
+set -euo pipefail
+
+VERSION="${CODEX_VERSION:-0.171.0}"
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+OUT="$REPO/tests/fixtures/real/codex-$VERSION"
+TMP="$(mktemp -d /tmp/heady-record-codex.XXXXXX)"
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+echo "installing @openai/codex@$VERSION" >&2
+npm install --silent --no-audit --no-fund --prefix "$TMP/npm" "@openai/codex@$VERSION" >&2
+CODEX="$TMP/npm/node_modules/.bin/codex"
+
+# Faults by prompt text: one 429 then success, a 500 on every attempt, one broken stream then success.
+cat >"$TMP/schedule.json" <<'EOF'
+{"rules": [
+  {"match": "RATE-LIMITED-ONCE", "fault": "429", "times": 1},
+  {"match": "SERVER-DOWN", "fault": "500", "times": null},
+  {"match": "STREAM-BREAKS-ONCE", "fault": "broken", "times": 1}
+]}
+EOF
+"$PYTHON" "$REPO/tests/fake_openai.py" --seed 7 --port-file "$TMP/port" --log "$TMP/server.jsonl" \
+    --schedule "$TMP/schedule.json" &
+SERVER_PID=$!
+for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+PORT="$(cat "$TMP/port")"
+
+export HOME="$TMP/home" CODEX_HOME="$TMP/home/.codex" FAKE_OPENAI_API_KEY="sk-fake-recording"
+mkdir -p "$CODEX_HOME" "$TMP/work"
+cat >"$CODEX_HOME/config.toml" <<EOF
+model = "gpt-5-codex"
+model_provider = "fake"
+check_for_update_on_startup = false
+
+[model_providers.fake]
+name = "fake"
+base_url = "http://127.0.0.1:$PORT/v1"
+env_key = "FAKE_OPENAI_API_KEY"
+wire_api = "responses"
+request_max_retries = 2
+stream_max_retries = 1
+stream_idle_timeout_ms = 5000
+
+[analytics]
+enabled = false
+EOF
+git -C "$TMP/work" init -q -b record-codex
+
+run() {  # codex exec ARGS... ; a failing turn is part of the recording, not an error here
+    (cd "$TMP/work" && "$CODEX" exec --skip-git-repo-check -s workspace-write "$@" </dev/null >>"$TMP/codex.out" 2>&1) || true
+}
+last_session() {
+    find "$CODEX_HOME/sessions" -name 'rollout-*.jsonl' -newer "$1" | head -n 1 | sed -E 's/.*-([0-9a-f-]{36})\.jsonl$/\1/'
+}
+
+echo "recording sessions" >&2
+run "Say hello."                                        # one clean call
+run "Show the date. RUN: echo hello"                    # a tool call and the answer after it
+run "Try again. RATE-LIMITED-ONCE"                      # 429, retried, then success
+run "This will fail. SERVER-DOWN"                       # 500 on every attempt: a failed turn
+run "Stream this. STREAM-BREAKS-ONCE"                   # broken stream, retried, then success
+touch "$TMP/mark"
+run -c model_auto_compact_token_limit=6000 "First turn of a long session. RUN: echo one"
+SID="$(last_session "$TMP/mark")"
+# Second and third turns of the same session: past the limit, Codex compacts before answering.
+run -c model_auto_compact_token_limit=6000 resume "$SID" "Second turn."
+run -c model_auto_compact_token_limit=6000 resume "$SID" "Third turn. SERVER-DOWN"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+(cd "$CODEX_HOME" && for d in sessions archived_sessions; do if [ -d "$d" ]; then find "$d" -name "rollout-*"; fi; done | while read -r f; do
+    mkdir -p "$OUT/codex-home/$(dirname "$f")"
+    sed "s#$TMP#/tmp/heady-record-codex#g" "$f" >"$OUT/codex-home/$f"
+done)
+cp "$TMP/server.jsonl" "$OUT/server.jsonl"
+cp "$TMP/schedule.json" "$OUT/schedule.json"
+sed "s#$TMP#/tmp/heady-record-codex#g; s#127.0.0.1:$PORT#127.0.0.1:PORT#" "$CODEX_HOME/config.toml" >"$OUT/config.toml"
+echo "$VERSION" >"$OUT/VERSION"
+echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2

@@ -68,16 +68,19 @@ class FileCursor:
             return cls()
 
 
-def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK) -> tuple[list[bytes], int] | None:
+def read_complete_lines(
+    path: Path, cursor: FileCursor, chunk: int = READ_CHUNK, *, by_inode: bool = True
+) -> tuple[list[bytes], int] | None:
     """The complete lines after the cursor and the offset just past them; None if unchanged or unreadable.
 
-    A file that shrank or was replaced (other inode) is read again from the start.
+    A file that shrank, or was replaced (other inode) when `by_inode`, is read again from the start.
+    Without `by_inode` the cursor follows the content (a log identified by name, copied elsewhere).
     """
     try:
         st = path.stat()
     except OSError:
         return None
-    if st.st_ino != cursor.inode or st.st_size < cursor.offset:
+    if (by_inode and st.st_ino != cursor.inode) or st.st_size < cursor.offset:
         if cursor.inode or cursor.offset:
             cursor.offset = 0
             cursor.recent.clear()
@@ -142,8 +145,9 @@ def parse_ts(value: Any) -> float | None:
     return None
 
 
-def walk_jsonl(root: Path) -> Iterator[Path]:
-    """Every *.jsonl below root; files before folders, so a session's own file precedes its subagents'."""
+def walk_jsonl(root: Path, suffixes: tuple[str, ...] = (".jsonl",)) -> Iterator[Path]:
+    """Every file below root whose name ends in one of `suffixes`; files before folders, so a
+    session's own file precedes its subagents'."""
     try:
         entries = sorted(os.scandir(root), key=lambda e: (_is_dir(e), e.name))
     except OSError:
@@ -151,8 +155,8 @@ def walk_jsonl(root: Path) -> Iterator[Path]:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                yield from walk_jsonl(Path(entry.path))
-            elif entry.name.endswith(".jsonl") and entry.is_file(follow_symlinks=False):
+                yield from walk_jsonl(Path(entry.path), suffixes)
+            elif entry.name.endswith(suffixes) and entry.is_file(follow_symlinks=False):
                 yield Path(entry.path)
         except OSError:
             continue
@@ -223,10 +227,18 @@ class JsonlSource(WatchedSource[J], ABC):
                     for path in walk_jsonl(root / folder):
                         self._read_file(path)
 
+    def _cursor_key(self, path: Path) -> str:
+        """The source-state key of the file's read position."""
+        return f"{self.state_prefix}.file:{path}"
+
+    def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
+        """The complete lines after the cursor and the offset past them (None: nothing new)."""
+        return read_complete_lines(path, cursor)
+
     def _read_file(self, path: Path) -> None:
-        key = f"{self.state_prefix}.file:{path}"
+        key = self._cursor_key(path)
         cursor = FileCursor.load(self.ctx.get_state(key))
-        got = read_complete_lines(path, cursor)
+        got = self._new_lines(path, cursor)
         if got is None:
             return
         lines, new_offset = got

@@ -231,3 +231,57 @@ async def test_lines_appended_while_the_source_runs_are_picked_up(home):
         assert len(home.calls()) == 2
     finally:
         await source.stop()
+
+
+def test_an_unknown_record_type_is_counted_and_noticed_once(home):
+    home.append(a_turn() + lines(rec(T0 + 9, "turn_summary\x1b[31m", text="new in a later Codex")))
+    source = home.source()
+    source.scan()
+    home.append(lines(rec(T0 + 10, "turn_summary\x1b[31m", text="again")))
+    source.scan()
+    assert source.format_radar()["record:turn_summary[31m"] == 2
+    notices = [e.data["message"] for e in home.ctx.events("agent.notice")]
+    assert notices == ["codex: unknown record 'turn_summary[31m' in " + home.rollout.name + ": its format may have changed"]
+
+
+def test_an_unknown_usage_field_is_counted(home):
+    usage_fields = {**FIRST, "cache_write_input_tokens": 0, "audio_input_tokens": 5}
+    home.append(lines(meta(T0), context(T0 + 0.1), event(T0 + 1, "task_started"),
+                      rec(T0 + 2, "token_usage_record", response_id="resp_1", usage=usage_fields)))
+    source = home.source()
+    source.scan()
+    assert source.format_radar() == {"usage field:audio_input_tokens": 1, "skipped_lines": 0, "unreadable_files": 0}
+
+
+def test_a_compressed_rollout_that_is_not_zstd_is_counted_once_and_skipped(home):
+    archive = home.root / "archived_sessions"
+    archive.mkdir()
+    (archive / (home.rollout.name + ".zst")).write_bytes(b"not zstd at all\n")
+    source = home.source()
+    source.scan()
+    source.scan()
+    assert source.format_radar()["unreadable_files"] == 1
+    assert [e.data["message"] for e in home.ctx.events("agent.notice")] == [
+        f"codex: cannot decompress {home.rollout.name}.zst"
+    ]
+    assert home.ctx.events("session.started") == []
+
+
+def test_a_read_position_kept_by_path_is_taken_over_by_the_rollout_id(home):
+    home.append(a_turn())
+    position = {"offset": home.rollout.stat().st_size, "inode": home.rollout.stat().st_ino,
+                "recent": [], "noticed": False, "extra": {"session": SID}}
+    home.ctx.set_state(f"cx.file:{home.rollout}", json.dumps(position))  # what an earlier agent kept
+    home.source().scan()
+    assert home.ctx.events() == []
+
+
+def test_rate_limits_of_an_older_codex_are_carried_with_reset_times_and_bad_windows_dropped(home):
+    limits = {"primary": {"used_percent": 42.0, "window_minutes": 300, "resets_in_seconds": 600},
+              "secondary": {"used_percent": 250.0, "window_minutes": 10080, "resets_in_seconds": 9000}}
+    count = event(T0 + 4, "token_count", info={"last_token_usage": FIRST, "total_token_usage": TOTAL_1},
+                  rate_limits=limits)
+    home.append(lines(meta(T0), context(T0 + 0.1), event(T0 + 1, "task_started"), count))
+    home.source().scan()
+    [call] = home.calls()
+    assert call["rate_limits"] == {"primary": {"used_percent": 42.0, "window_minutes": 300, "resets_at": T0 + 604}}

@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from heady_agent.clock import ManualClock
-from heady_agent.config import AgentConfig
+from heady_agent.config import AgentConfig, CodexConfig
 from heady_agent.protocol import LlmCallData
 from heady_agent.sources.codex import CodexSource
 from heady_tui.config import CostConfig
@@ -68,7 +68,7 @@ class Replay:
 def replay(tmp_path: Path) -> Iterator[Replay]:
     home = tmp_path / "codex-home"
     clock = ManualClock(ANSWERS[-1]["received_at"] + 5)
-    config = AgentConfig(sources=["codex"], codex={"roots": [str(home)], "poll_interval_s": 3600.0})
+    config = AgentConfig(sources=["codex"], codex=CodexConfig(roots=[str(home)], poll_interval_s=3600.0))
     ctx = SqliteSourceContext(tmp_path / "journal.db", config, clock)
     yield Replay(home, ctx, clock, CodexSource(ctx))
     ctx.close()

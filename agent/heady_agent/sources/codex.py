@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,13 @@ _SUFFIXES = (".jsonl", ".jsonl.zst")
 _REQUEST_EVENTS = ("task_started", "user_message")
 _REQUEST_ITEMS = ("function_call_output", "custom_tool_call_output", "local_shell_call_output")
 _USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens", "total_tokens")
+# Rollout record types this source knows (reads or deliberately ignores), and usage fields that are
+# counted or known to be none of our business; anything else is a format change worth a notice.
+_KNOWN_RECORDS = frozenset(
+    {"session_meta", "turn_context", "response_item", "event_msg", "compacted", "token_usage_record", "world_state"}
+)
+_KNOWN_USAGE = frozenset(_USAGE_KEYS) | {"cache_write_input_tokens"}
+_RADAR_NAME_MAX = 60
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -52,6 +60,7 @@ def read_compressed_lines(path: Path, cursor: FileCursor) -> tuple[list[bytes], 
 
     Codex compresses only finished rollouts, so the file is read once; the cursor remembers which
     compressed file it has read (inode and size) so later polls do not decompress it again.
+    Raises zstandard.ZstdError for a file that is not zstd.
     """
     try:
         st = path.stat()
@@ -62,7 +71,7 @@ def read_compressed_lines(path: Path, cursor: FileCursor) -> tuple[list[bytes], 
     try:
         with open(path, "rb") as fh:
             data = zstandard.ZstdDecompressor().stream_reader(fh).read()
-    except (OSError, zstandard.ZstdError):
+    except OSError:
         return None
     if len(data) < cursor.offset:  # not the text the cursor was counting: read it all again
         cursor.offset = 0
@@ -73,6 +82,14 @@ def read_compressed_lines(path: Path, cursor: FileCursor) -> tuple[list[bytes], 
     if end < cursor.offset:
         return None
     return data[cursor.offset : end + 1].splitlines(), end + 1
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size
 
 
 def usage_of(raw: Any) -> dict[str, int] | None:
@@ -146,6 +163,26 @@ class CodexSource(JsonlSource[JsonlSession]):
     def __init__(self, ctx: SourceContext) -> None:
         cfg = ctx.config.codex
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
+        self._unknown: Counter[str] = Counter()  # "record:<type>" / "usage field:<name>" -> times seen
+        self._unreadable: dict[str, tuple[int, int]] = {}  # path -> (inode, size) that failed to decompress
+
+    def format_radar(self) -> dict[str, int]:
+        """What this source could not read since it started: unknown record types and usage fields
+        (by name), skipped lines and unreadable files; for the format radar."""
+        return {**self._unknown, "skipped_lines": self.skipped_lines, "unreadable_files": len(self._unreadable)}
+
+    def _radar(self, what: str, name: str, path: Path) -> None:
+        """Count something unknown; the first time it is ever seen on this node, one notice names it."""
+        name = "".join(ch for ch in name if ch.isprintable())[:_RADAR_NAME_MAX]
+        key = f"{what}:{name}"
+        self._unknown[key] += 1
+        self._notice_once(key, f"codex: unknown {what} {name!r} in {path.name}: its format may have changed")
+
+    def _notice_once(self, key: str, message: str) -> None:
+        state_key = f"{self.state_prefix}.radar:{key}"
+        if self.ctx.get_state(state_key) is None:
+            self.ctx.set_state(state_key, "1")
+            self.ctx.notice("warning", message)
 
     # --- rollouts -----------------------------------------------------------------------
 
@@ -174,7 +211,15 @@ class CodexSource(JsonlSource[JsonlSession]):
 
     def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
         if path.name.endswith(".zst"):
-            return read_compressed_lines(path, cursor)
+            identity = _identity(path)
+            if identity is None or self._unreadable.get(str(path)) == identity:
+                return None  # gone, or the same bad file as last time: not decompressed again
+            try:
+                return read_compressed_lines(path, cursor)
+            except zstandard.ZstdError:
+                self._unreadable[str(path)] = identity
+                self._notice_once(f"unreadable:{path.name}", f"codex: cannot decompress {path.name}")
+                return None
         cursor.extra.pop("zst", None)
         return read_complete_lines(path, cursor, by_inode=rollout_id(path) is None)
 
@@ -212,6 +257,8 @@ class CodexSource(JsonlSource[JsonlSession]):
             if payload.get("type") in _REQUEST_ITEMS or (payload.get("type") == "message" and payload.get("role") == "user"):
                 extra["asked_at"] = when
             return
+        if kind not in _KNOWN_RECORDS:
+            self._radar("record", str(kind), path)
         if kind not in ("event_msg", "compacted", "token_usage_record"):
             return
         session = self._rollout_session(path, extra, when)
@@ -219,6 +266,8 @@ class CodexSource(JsonlSource[JsonlSession]):
             return
         event = payload.get("type") if kind == "event_msg" else None
         if kind == "token_usage_record":
+            for field in sorted(set(payload["usage"]) - _KNOWN_USAGE if isinstance(payload.get("usage"), dict) else ()):
+                self._radar("usage field", str(field), path)
             self._response(session, payload, extra, when)
         elif kind == "compacted":
             self._flush_response(session, extra)

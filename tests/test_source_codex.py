@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig
@@ -285,3 +286,17 @@ def test_rate_limits_of_an_older_codex_are_carried_with_reset_times_and_bad_wind
     home.source().scan()
     [call] = home.calls()
     assert call["rate_limits"] == {"primary": {"used_percent": 42.0, "window_minutes": 300, "resets_at": T0 + 604}}
+
+
+def test_a_compressed_rollout_already_read_is_not_decompressed_again_while_unchanged(home):
+    archive = home.root / "archived_sessions"
+    archive.mkdir()
+    packed = archive / (home.rollout.name + ".zst")
+    packed.write_bytes(zstandard.ZstdCompressor().compress(a_turn().encode()))
+    source = home.source()
+    source.scan()
+    with open(packed, "r+b") as fh:  # same inode and size, no longer zstd: only a decompression would see it
+        fh.write(b"\0" * packed.stat().st_size)
+    source.scan()
+    assert len(home.calls()) == 2
+    assert source.format_radar()["unreadable_files"] == 0

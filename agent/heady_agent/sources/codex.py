@@ -164,7 +164,8 @@ class CodexSource(JsonlSource[JsonlSession]):
         cfg = ctx.config.codex
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._unknown: Counter[str] = Counter()  # "record:<type>" / "usage field:<name>" -> times seen
-        self._unreadable: dict[str, tuple[int, int]] = {}  # path -> (inode, size) that failed to decompress
+        self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
+        self._unreadable: set[str] = set()  # .zst files that did not decompress
 
     def format_radar(self) -> dict[str, int]:
         """What this source could not read since it started: unknown record types and usage fields
@@ -212,12 +213,13 @@ class CodexSource(JsonlSource[JsonlSession]):
     def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
         if path.name.endswith(".zst"):
             identity = _identity(path)
-            if identity is None or self._unreadable.get(str(path)) == identity:
-                return None  # gone, or the same bad file as last time: not decompressed again
+            if identity is None or self._decompressed.get(str(path)) == identity:
+                return None  # gone, or already read as it is now: not decompressed again each poll
+            self._decompressed[str(path)] = identity
             try:
                 return read_compressed_lines(path, cursor)
             except zstandard.ZstdError:
-                self._unreadable[str(path)] = identity
+                self._unreadable.add(str(path))
                 self._notice_once(f"unreadable:{path.name}", f"codex: cannot decompress {path.name}")
                 return None
         cursor.extra.pop("zst", None)

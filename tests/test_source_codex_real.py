@@ -250,3 +250,22 @@ def test_a_rollout_moved_to_the_archive_while_both_copies_exist_is_read_once(rep
     replay.scan()
     assert len(replay.calls(ok=True)) == len(OK_ANSWERS)
     assert len(replay.ctx.events("session.started")) == len(ROLLOUTS)
+
+
+def test_rollouts_tailed_one_line_at_a_time_give_the_same_calls(replay: Replay) -> None:
+    rollouts = copy_rollouts(replay.home)
+    texts = {rollout: rollout.read_text().splitlines(keepends=True) for rollout in rollouts}
+    for rollout in rollouts:
+        rollout.write_text("")
+    for rollout, lines in texts.items():
+        for line in lines:
+            with open(rollout, "a") as fh:
+                fh.write(line)
+            replay.scan()
+    calls = replay.calls(ok=True)
+    assert [token_tuple(c.data) for c in calls] == [answer_tuple(a) for a in OK_ANSWERS]
+    assert {c.data["model"] for c in replay.calls()} == {"gpt-5-codex"}
+    assert len(replay.calls(ok=False)) == 3
+    for call, answer in zip(calls, OK_ANSWERS, strict=True):
+        assert call.data["latency_ms"] >= answer["server_ms"]
+        assert call.data["rate_limits"]["primary"]["used_percent"] == pytest.approx(1.5 * answer["n"])

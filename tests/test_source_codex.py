@@ -300,3 +300,34 @@ def test_a_compressed_rollout_already_read_is_not_decompressed_again_while_uncha
     source.scan()
     assert len(home.calls()) == 2
     assert source.format_radar()["unreadable_files"] == 0
+
+
+def failed_turn(t: float, info) -> str:
+    return lines(meta(T0), context(T0 + 0.1), event(T0 + 1, "task_started", turn_id="turn-1"),
+                 event(T0 + 1, "user_message", message="go"),
+                 event(t, "task_complete", turn_id="turn-1", last_agent_message=None,
+                       error={"message": "it failed", "codex_error_info": info}))
+
+
+def test_a_turn_whose_model_request_failed_is_one_failed_call_and_an_idle_session(home):
+    home.append(failed_turn(T0 + 3, {"response_stream_disconnected": {"http_status_code": 502}}))
+    home.source().scan()
+    [call] = home.calls()
+    assert (call["ok"], call["error"], call["model"]) == (False, "http_502 response_stream_disconnected", "gpt-5-codex")
+    assert call["latency_ms"] == pytest.approx(2000.0)
+    assert home.states() == [("idle", "turn failed: http_502 response_stream_disconnected")]
+
+
+def test_a_turn_that_failed_without_a_model_request_is_no_call(home):
+    home.append(failed_turn(T0 + 3, "sandbox_error"))
+    home.source().scan()
+    assert home.calls() == []
+    assert home.states() == [("idle", "turn failed: sandbox_error")]
+
+
+def test_an_unknown_turn_error_kind_is_a_failed_call_and_on_the_radar(home):
+    home.append(failed_turn(T0 + 3, "quota_melted"))
+    source = home.source()
+    source.scan()
+    assert [c["error"] for c in home.calls()] == ["quota_melted"]
+    assert source.format_radar()["turn error:quota_melted"] == 1

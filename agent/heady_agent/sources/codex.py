@@ -39,6 +39,15 @@ _KNOWN_RECORDS = frozenset(
 )
 _KNOWN_USAGE = frozenset(_USAGE_KEYS) | {"cache_write_input_tokens"}
 _RADAR_NAME_MAX = 60
+# codex_error_info kinds of a turn Codex gave up on (codex-rs protocol `CodexErrorInfo`). All but the
+# last three mean the model request failed; those three fail the turn without a model request.
+_TURN_ERRORS = frozenset({
+    "context_window_exceeded", "usage_limit_exceeded", "server_overloaded", "cyber_policy",
+    "http_connection_failed", "response_stream_connection_failed", "internal_server_error", "unauthorized",
+    "bad_request", "response_stream_disconnected", "response_too_many_failed_attempts", "other",
+    "sandbox_error", "active_turn_not_steerable", "thread_rollback_failed",
+})
+_NOT_MODEL_ERRORS = frozenset({"sandbox_error", "active_turn_not_steerable", "thread_rollback_failed"})
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -130,17 +139,26 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def turn_error(error: Any) -> str:
-    """A failed turn's error as `llm.call` names it: `http_<status>` and/or Codex's error kind."""
+def turn_error(error: Any) -> tuple[str, str]:
+    """A failed turn's (kind, error as `llm.call` names it): Codex's `codex_error_info` kind, with
+    `http_<status>` before it when Codex names the status."""
     info = error.get("codex_error_info") if isinstance(error, dict) else None
     if isinstance(info, str) and info:
-        return info[:100]
+        kind = _printable(info)
+        return kind, kind
     if isinstance(info, dict) and info:
-        kind = str(next(iter(info)))[:100]
-        detail = info[kind]
+        key = next(iter(info))
+        kind = _printable(str(key))
+        detail = info[key]
         status = detail.get("http_status_code") if isinstance(detail, dict) else None
-        return f"http_{status} {kind}" if isinstance(status, int) and not isinstance(status, bool) else kind
-    return "turn_failed"
+        if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+            return kind, f"http_{status} {kind}"
+        return kind, kind
+    return "other", "other"
+
+
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable())[:_RADAR_NAME_MAX]
 
 
 def _first_model(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -174,7 +192,7 @@ class CodexSource(JsonlSource[JsonlSession]):
 
     def _radar(self, what: str, name: str, path: Path) -> None:
         """Count something unknown; the first time it is ever seen on this node, one notice names it."""
-        name = "".join(ch for ch in name if ch.isprintable())[:_RADAR_NAME_MAX]
+        name = _printable(name)
         key = f"{what}:{name}"
         self._unknown[key] += 1
         self._notice_once(key, f"codex: unknown {what} {name!r} in {path.name}: its format may have changed")
@@ -283,7 +301,7 @@ class CodexSource(JsonlSource[JsonlSession]):
         elif event == "task_complete":
             self._flush_response(session, extra)
             if isinstance(payload.get("error"), dict):
-                self._failed_turn(session, payload, extra, when)
+                self._failed_turn(path, session, payload, extra, when)
             else:
                 self._set_state(session, "idle", "task complete", when)
         elif event == "turn_aborted":
@@ -401,11 +419,16 @@ class CodexSource(JsonlSource[JsonlSession]):
         else:
             self._save(session)
 
-    def _failed_turn(self, session: JsonlSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
-        """A turn Codex gave up on (retries exhausted): one failed call, and the session waits for input."""
-        error = turn_error(payload.get("error"))
+    def _failed_turn(
+        self, path: Path, session: JsonlSession, payload: dict[str, Any], extra: dict[str, Any], when: float
+    ) -> None:
+        """A turn Codex gave up on: one failed call when its model request failed (retries exhausted),
+        and the session waits for input."""
+        kind, error = turn_error(payload.get("error"))
+        if kind not in _TURN_ERRORS:
+            self._radar("turn error", kind, path)
         key = f"cx.failed:{session.id}:{payload.get('turn_id') or when}"
-        if self.ctx.get_state(key) is None:
+        if kind not in _NOT_MODEL_ERRORS and self.ctx.get_state(key) is None:
             self.ctx.set_state(key, "1")
             asked = extra.get("asked_at")
             self.ctx.emit(

@@ -10,8 +10,9 @@ replaying real clients (Codex CLI: Responses API; opencode: Chat Completions).
 Usage is seeded: answer N of a server started with seed S always has the same token counts and
 server time. A prompt containing `RUN: <command>` is answered with a shell tool call first and a
 text answer once the tool's output comes back. Faults come from a schedule file
-(`{"rules": [{"match": "TEXT", "fault": "429"|"500"|"broken", "times": N|null}]}`): a request whose
-latest user text contains TEXT gets the fault, `times` times (null: always).
+(`{"rules": [{"match": "TEXT", "fault": "429"|"500"|"broken", "times": N|null, "retry_after": "1"|null}]}`):
+a request whose latest user text contains TEXT gets the fault, `times` times (null: always); a 429
+carries `Retry-After: <retry_after>` (1 s unless the rule says null: no hint).
 
 Responses answers carry Codex's account rate-limit headers (`x-codex-primary-*`, `x-codex-secondary-*`).
 
@@ -45,6 +46,7 @@ class Rule:
     match: str
     fault: str  # "429", "500" or "broken"
     times: int | None  # None: every matching request
+    retry_after: str | None = "1"  # Retry-After header (seconds) of a 429; None: no hint
     used: int = 0
 
 
@@ -88,14 +90,14 @@ class FakeOpenAI:
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def next_answer(self, text: str) -> tuple[int, str | None]:
-        """The answer's number and the fault it carries (None: a good answer)."""
+    def next_answer(self, text: str) -> tuple[int, Rule | None]:
+        """The answer's number and the fault rule it follows (None: a good answer)."""
         with self._lock:
             self._count += 1
             for rule in self.rules:
                 if rule.match in text and (rule.times is None or rule.used < rule.times):
                     rule.used += 1
-                    return self._count, rule.fault
+                    return self._count, rule
             return self._count, None
 
     def log(self, entry: dict[str, Any]) -> None:
@@ -119,7 +121,10 @@ def load_rules(path: Path | None) -> list[Rule]:
     if path is None:
         return []
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return [Rule(match=str(r["match"]), fault=str(r["fault"]), times=r.get("times")) for r in raw.get("rules", [])]
+    return [
+        Rule(match=str(r["match"]), fault=str(r["fault"]), times=r.get("times"), retry_after=r.get("retry_after", "1"))
+        for r in raw.get("rules", [])
+    ]
 
 
 def _text_of(content: Any) -> str:
@@ -191,7 +196,8 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self, api: str, body: dict[str, Any], items: list[Any], received: float) -> None:
         fake = self.server.fake
         text = _latest_user_text(items)
-        n, fault = fake.next_answer(text)
+        n, rule = fake.next_answer(text)
+        fault = rule.fault if rule else None
         usage = seeded_usage(fake.seed, n)
         model = str(body.get("model") or "")
         response_id = f"resp_{fake.seed}_{n:04d}" if api == "responses" else f"chatcmpl-{fake.seed}-{n:04d}"
@@ -208,8 +214,9 @@ class Handler(BaseHTTPRequestHandler):
         if fault in ("429", "500"):
             status = int(fault)
             kind = "rate_limit_exceeded" if status == 429 else "server_error"
+            hint = rule.retry_after if rule and status == 429 else None
             self._json(status, {"error": {"message": f"injected {status}", "type": kind, "code": kind}},
-                       {"retry-after-ms": "100"} if status == 429 else None)
+                       {"retry-after": hint} if hint else None)
             fake.log({**entry, "status": status, "ok": False, "usage": None, "server_ms": _ms(received)})
             return
         last = items[-1] if items else {}

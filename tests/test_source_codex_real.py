@@ -187,8 +187,8 @@ def test_states_of_a_compacting_session_come_in_order(replay: Replay) -> None:
     states = [(e.data["state"], e.data["reason"]) for e in replay.ctx.events("session.state") if e.session == session]
     assert states == [
         ("compacted", "auto"), ("running", "model call"), ("idle", "task complete"),  # compacted mid-turn
-        ("running", "task started"), ("idle", "task complete"),
-        ("running", "task started"), ("idle", "turn failed: internal_server_error"),
+        ("running", "task started"), ("compacted", "auto"), ("running", "model call"), ("idle", "task complete"),
+        ("running", "task started"), ("compacted", "auto"), ("idle", "turn failed: internal_server_error"),
     ]
     ended = [e for e in replay.ctx.events("session.ended") if e.session == session]
     assert [e.data["reason"] for e in ended] == ["inactive"]

@@ -25,10 +25,12 @@ echo "installing @openai/codex@$VERSION" >&2
 npm install --silent --no-audit --no-fund --prefix "$TMP/npm" "@openai/codex@$VERSION" >&2
 CODEX="$TMP/npm/node_modules/.bin/codex"
 
-# Faults by prompt text: one 429 then success, a 500 on every attempt, one broken stream then success.
+# Faults by prompt text: one 429 (Retry-After: 1) then success, a 429 without a retry hint, a 500
+# on every attempt, one broken stream then success.
 cat >"$TMP/schedule.json" <<'EOF'
 {"rules": [
   {"match": "RATE-LIMITED-ONCE", "fault": "429", "times": 1},
+  {"match": "RATE-LIMITED-NO-HINT", "fault": "429", "times": null, "retry_after": null},
   {"match": "SERVER-DOWN", "fault": "500", "times": null},
   {"match": "STREAM-BREAKS-ONCE", "fault": "broken", "times": 1}
 ]}
@@ -70,15 +72,17 @@ last_session() {
 echo "recording sessions" >&2
 run "Say hello."                                        # one clean call
 run "Show the date. RUN: echo hello"                    # a tool call and the answer after it
-run "Try again. RATE-LIMITED-ONCE"                      # 429, retried, then success
+run "Try again. RATE-LIMITED-ONCE"                      # 429 with Retry-After, retried, then success
+run "Give up. RATE-LIMITED-NO-HINT"                     # 429 without a hint: Codex 0.171 gives up
 run "This will fail. SERVER-DOWN"                       # 500 on every attempt: a failed turn
 run "Stream this. STREAM-BREAKS-ONCE"                   # broken stream, retried, then success
 touch "$TMP/mark"
-run -c model_auto_compact_token_limit=6000 "First turn of a long session. RUN: echo one"
+run -c model_auto_compact_token_limit=1500 "First turn of a long session. RUN: echo one"
 SID="$(last_session "$TMP/mark")"
-# Second and third turns of the same session: past the limit, Codex compacts before answering.
-run -c model_auto_compact_token_limit=6000 resume "$SID" "Second turn."
-run -c model_auto_compact_token_limit=6000 resume "$SID" "Third turn. SERVER-DOWN"
+# Second and third turns of the same session: every answer is past the limit, so Codex compacts
+# (within the first turn and before the second).
+run -c model_auto_compact_token_limit=1500 resume "$SID" "Second turn."
+run -c model_auto_compact_token_limit=1500 resume "$SID" "Third turn. SERVER-DOWN"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

@@ -110,11 +110,13 @@ def test_every_request_that_never_succeeded_is_one_failed_call_with_its_status(r
     assert [r[-1]["status"] for r in runs] == [429, 500, 500]
 
 
-def test_a_broken_stream_retried_to_success_is_one_ok_call(replay: Replay) -> None:
+@pytest.mark.parametrize("fault", ["broken", "429"])
+def test_a_request_retried_to_success_is_one_ok_call(replay: Replay, fault: str) -> None:
     copy_rollouts(replay.home)
     replay.scan()
-    broken = next(a for a in ANSWERS if a["fault"] == "broken")
-    session = broken["client"]["x-client-request-id"]
+    failed = next(a for a in ANSWERS if a["fault"] == fault)
+    session = failed["client"]["x-client-request-id"]
+    assert [a["ok"] for a in ANSWERS if a["client"]["x-client-request-id"] == session] == [False, True]
     calls = [c for c in replay.calls() if c.session == session]
     assert [c.data["ok"] for c in calls] == [True]
 

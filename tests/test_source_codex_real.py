@@ -271,3 +271,22 @@ def test_rollouts_tailed_one_line_at_a_time_give_the_same_calls(replay: Replay) 
     for call, answer in zip(calls, OK_ANSWERS, strict=True):
         assert call.data["latency_ms"] >= answer["server_ms"]
         assert call.data["rate_limits"]["primary"]["used_percent"] == pytest.approx(1.5 * answer["n"])
+
+
+def test_a_response_whose_token_count_never_came_is_counted_when_the_session_ends(replay: Replay) -> None:
+    tool_call = next(a for a in ANSWERS if a["tool_call"])
+    rollout = next(r for r in copy_rollouts(replay.home) if tool_call["client"]["x-client-request-id"] in r.name)
+    lines = rollout.read_text().splitlines(keepends=True)
+    response_at = next(i for i, line in enumerate(lines) if tool_call["response_id"] in line)
+    rollout.write_text("".join(lines[: response_at + 1]))  # Codex killed while the tool ran
+    for other in (replay.home / "sessions").rglob("rollout-*.jsonl"):
+        if other != rollout:
+            other.unlink()
+    replay.scan()
+    assert replay.calls() == []
+    replay.clock.advance(601)
+    replay.scan()
+    [call] = replay.calls()
+    assert token_tuple(call.data) == answer_tuple(tool_call)
+    assert call.data["rate_limits"] is None
+    assert call.data["latency_ms"] >= tool_call["server_ms"]

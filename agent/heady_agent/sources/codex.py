@@ -16,6 +16,7 @@ import math
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -171,11 +172,18 @@ def _first_model(records: list[dict[str, Any]]) -> dict[str, str]:
     return {}
 
 
-class CodexSource(JsonlSource[JsonlSession]):
+@dataclass
+class CodexSession(JsonlSession):
+    # A response whose call waits for the token_count that brings its rate limits (persisted with
+    # the session, so neither a restart nor the session's end loses it).
+    pending_response: dict[str, Any] | None = None
+
+
+class CodexSource(JsonlSource[CodexSession]):
     name = "codex"
     watches = "codex"
     state_prefix = "cx"
-    session_type = JsonlSession
+    session_type = CodexSession
     log_folders = ("sessions", "archived_sessions")
 
     def __init__(self, ctx: SourceContext) -> None:
@@ -290,7 +298,7 @@ class CodexSource(JsonlSource[JsonlSession]):
                 self._radar("usage field", str(field), path)
             self._response(session, payload, extra, when)
         elif kind == "compacted":
-            self._flush_response(session, extra)
+            self._flush_response(session)
             self._set_state(session, "compacted", "auto", when)
             extra["asked_at"] = when
         elif event == "token_count":
@@ -299,20 +307,20 @@ class CodexSource(JsonlSource[JsonlSession]):
             if session.state != "running":
                 self._set_state(session, "running", "task started", when)
         elif event == "task_complete":
-            self._flush_response(session, extra)
+            self._flush_response(session)
             if isinstance(payload.get("error"), dict):
                 self._failed_turn(path, session, payload, extra, when)
             else:
                 self._set_state(session, "idle", "task complete", when)
         elif event == "turn_aborted":
-            self._flush_response(session, extra)
+            self._flush_response(session)
             reason = payload.get("reason")
             # An aborted turn leaves the session waiting for input; `error` would read as terminal.
             self._set_state(session, "idle", f"turn aborted: {reason}" if isinstance(reason, str) else "turn aborted", when)
         if event in _REQUEST_EVENTS:
             extra["asked_at"] = when
 
-    def _rollout_session(self, path: Path, extra: dict[str, Any], when: float) -> JsonlSession | None:
+    def _rollout_session(self, path: Path, extra: dict[str, Any], when: float) -> CodexSession | None:
         sid = extra.get("session")
         if not isinstance(sid, str):
             rid = rollout_id(path)
@@ -337,31 +345,36 @@ class CodexSource(JsonlSource[JsonlSession]):
 
     # --- calls --------------------------------------------------------------------------
 
-    def _response(self, session: JsonlSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
+    def _response(self, session: CodexSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
         """A response completed; its call is sent with the token_count that follows (and its rate limits)."""
-        self._flush_response(session, extra)
+        self._flush_response(session)
         usage = usage_of(payload.get("usage"))
         if usage is None:
             return
         asked = extra.get("asked_at")
         extra["usage_records"] = True
-        extra["response"] = {
-            "id": str(payload.get("response_id") or ""),
+        response_id = payload.get("response_id")
+        session.pending_response = {
+            "key": f"cx.response:{session.id}:{response_id if isinstance(response_id, str) and response_id else when}",
             "usage": usage,
             "ts": when,
             "latency_ms": round((when - asked) * 1000.0, 1) if isinstance(asked, (int, float)) and when >= asked else None,
         }
+        self._save(session)
         extra["asked_at"] = when  # the next request is sent after this response at the earliest
 
-    def _flush_response(self, session: JsonlSession, extra: dict[str, Any], rate_limits: dict[str, Any] | None = None) -> None:
-        pending = extra.pop("response", None)
-        if isinstance(pending, dict) and isinstance(pending.get("usage"), dict):
+    def _flush_response(self, session: CodexSession, rate_limits: dict[str, Any] | None = None) -> None:
+        pending, session.pending_response = session.pending_response, None
+        if pending is not None:
             self._emit_call(
-                session, f"cx.response:{session.id}:{pending.get('id')}", pending["usage"],
-                float(pending.get("ts") or 0.0), pending.get("latency_ms"), rate_limits,
+                session, str(pending["key"]), pending["usage"], float(pending["ts"]), pending["latency_ms"], rate_limits
             )
 
-    def _token_count(self, session: JsonlSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
+    def _end(self, session: CodexSession, reason: str, when: float) -> None:
+        self._flush_response(session)  # Codex stopped before logging the token_count
+        super()._end(session, reason, when)
+
+    def _token_count(self, session: CodexSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
         info = payload.get("info")
         if not isinstance(info, dict):
             return  # rate-limit-only updates carry no usage
@@ -373,8 +386,8 @@ class CodexSource(JsonlSource[JsonlSession]):
             return  # the same cumulative usage repeated: no new call
         extra["last_total"] = total_key
         rate_limits = rate_limits_of(payload.get("rate_limits"), when)
-        if isinstance(extra.get("response"), dict):
-            self._flush_response(session, extra, rate_limits)
+        if session.pending_response is not None:
+            self._flush_response(session, rate_limits)
             return
         if extra.get("usage_records"):
             return  # this rollout logs each response: a total without one is no new call
@@ -385,7 +398,7 @@ class CodexSource(JsonlSource[JsonlSession]):
 
     def _emit_call(
         self,
-        session: JsonlSession,
+        session: CodexSession,
         key: str,
         usage: dict[str, Any],
         when: float,
@@ -420,7 +433,7 @@ class CodexSource(JsonlSource[JsonlSession]):
             self._save(session)
 
     def _failed_turn(
-        self, path: Path, session: JsonlSession, payload: dict[str, Any], extra: dict[str, Any], when: float
+        self, path: Path, session: CodexSession, payload: dict[str, Any], extra: dict[str, Any], when: float
     ) -> None:
         """A turn Codex gave up on: one failed call when its model request failed (retries exhausted),
         and the session waits for input."""

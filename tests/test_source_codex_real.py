@@ -290,3 +290,14 @@ def test_a_response_whose_token_count_never_came_is_counted_when_the_session_end
     assert token_tuple(call.data) == answer_tuple(tool_call)
     assert call.data["rate_limits"] is None
     assert call.data["latency_ms"] >= tool_call["server_ms"]
+
+
+def test_each_session_sub_agents_included_has_the_calls_answered_to_it(replay: Replay) -> None:
+    copy_rollouts(replay.home)
+    replay.scan()
+    sessions = {a["client"]["x-client-request-id"] for a in ANSWERS}
+    assert len(sessions) == len(ROLLOUTS)  # the sub-agent answered under its own thread id
+    for session in sessions:
+        calls = [c for c in replay.calls(ok=True) if c.session == session]
+        answers = [a for a in OK_ANSWERS if a["client"]["x-client-request-id"] == session]
+        assert [token_tuple(c.data) for c in calls] == [answer_tuple(a) for a in answers], session

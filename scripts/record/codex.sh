@@ -72,6 +72,7 @@ last_session() {
 echo "recording sessions" >&2
 run "Say hello."                                        # one clean call
 run "Show the date. RUN: echo hello"                    # a tool call and the answer after it
+run "Delegate. SPAWN: Count to three."                  # a sub-agent (its own rollout), waited for
 run "Try again. RATE-LIMITED-ONCE"                      # 429 with Retry-After, retried, then success
 run "Give up. RATE-LIMITED-NO-HINT"                     # 429 without a hint: Codex 0.171 gives up
 run "This will fail. SERVER-DOWN"                       # 500 on every attempt: a failed turn

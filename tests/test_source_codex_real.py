@@ -23,7 +23,11 @@ from sourcekit import Emitted, SqliteSourceContext
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real" / "codex-0.171.0"
 ROLLOUTS = sorted((FIXTURE / "codex-home" / "sessions").rglob("rollout-*.jsonl"))
-ANSWERS = [json.loads(line) for line in (FIXTURE / "server.jsonl").read_text().splitlines()]
+ROLLOUT_IDS = {r.name[-len(".jsonl") - 36 : -len(".jsonl")] for r in ROLLOUTS}
+# Every answer, in the order they completed; those to a thread with a rollout are the ones Codex
+# logs (the TUI's thread-title request runs in a thread that writes none).
+ALL_ANSWERS = [json.loads(line) for line in (FIXTURE / "server.jsonl").read_text().splitlines()]
+ANSWERS = [a for a in ALL_ANSWERS if a["client"]["x-client-request-id"] in ROLLOUT_IDS]
 OK_ANSWERS = [a for a in ANSWERS if a["ok"]]
 
 
@@ -67,7 +71,7 @@ class Replay:
 @pytest.fixture
 def replay(tmp_path: Path) -> Iterator[Replay]:
     home = tmp_path / "codex-home"
-    clock = ManualClock(ANSWERS[-1]["received_at"] + 5)
+    clock = ManualClock(ALL_ANSWERS[-1]["received_at"] + 5)
     config = AgentConfig(sources=["codex"], codex=CodexConfig(roots=[str(home)], poll_interval_s=3600.0))
     ctx = SqliteSourceContext(tmp_path / "journal.db", config, clock)
     yield Replay(home, ctx, clock, CodexSource(ctx))
@@ -183,7 +187,8 @@ def test_a_model_named_after_the_announcement_reaches_the_sessions_list(replay: 
 def test_states_of_a_compacting_session_come_in_order(replay: Replay) -> None:
     copy_rollouts(replay.home)
     replay.scan()
-    session = ANSWERS[-1]["client"]["x-client-request-id"]  # the resumed, compacting session
+    # the resumed session whose every turn compacts (the last one codex exec ran)
+    session = [a for a in ANSWERS if a["client"]["user-agent"].startswith("codex_exec")][-1]["client"]["x-client-request-id"]
     replay.clock.advance(601)
     replay.scan()
     states = [(e.data["state"], e.data["reason"]) for e in replay.ctx.events("session.state") if e.session == session]
@@ -290,6 +295,23 @@ def test_a_response_whose_token_count_never_came_is_counted_when_the_session_end
     assert token_tuple(call.data) == answer_tuple(tool_call)
     assert call.data["rate_limits"] is None
     assert call.data["latency_ms"] >= tool_call["server_ms"]
+
+
+def test_only_the_tui_title_request_is_in_no_rollout() -> None:
+    unlogged = [a for a in ALL_ANSWERS if a not in ANSWERS]
+    assert [(a["ok"], a["client"]["user-agent"].split("/")[0]) for a in unlogged] == [(True, "codex-tui")]
+
+
+def test_a_manual_compact_in_the_tui_is_a_manual_compaction(replay: Replay) -> None:
+    copy_rollouts(replay.home)
+    replay.scan()
+    tui = next(a for a in ANSWERS if a["client"]["user-agent"].startswith("codex-tui"))["client"]["x-client-request-id"]
+    states = [(e.data["state"], e.data["reason"]) for e in replay.ctx.events("session.state") if e.session == tui]
+    assert states == [
+        ("idle", "task complete"),
+        ("running", "task started"), ("compacted", "manual"), ("idle", "task complete"),
+        ("running", "task started"), ("idle", "task complete"),
+    ]
 
 
 def test_each_session_sub_agents_included_has_the_calls_answered_to_it(replay: Replay) -> None:

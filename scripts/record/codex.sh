@@ -85,6 +85,52 @@ SID="$(last_session "$TMP/mark")"
 run -c model_auto_compact_token_limit=1500 resume "$SID" "Second turn."
 run -c model_auto_compact_token_limit=1500 resume "$SID" "Third turn. SERVER-DOWN"
 
+# The interactive TUI in a pseudo-terminal: a prompt, a manual /compact, another prompt. (The TUI
+# also asks the model for a thread title, in a thread that writes no rollout.)
+(cd "$TMP/work" && CODEX="$CODEX" SERVER_LOG="$TMP/server.jsonl" "$PYTHON" - <<'PY' >>"$TMP/codex.out" 2>&1) || true
+import os, time
+import pexpect
+
+child = pexpect.spawn(os.environ["CODEX"], ["-s", "workspace-write", "-a", "never"], env=dict(os.environ, TERM="xterm-256color"),
+                      dimensions=(40, 120), encoding="utf-8", timeout=30)
+
+def pump(seconds):  # keep reading the screen so the TUI never blocks on a full pty
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            child.read_nonblocking(65536, timeout=0.2)
+        except pexpect.TIMEOUT:
+            pass
+        except pexpect.EOF:
+            return
+
+def answers():
+    with open(os.environ["SERVER_LOG"]) as fh:
+        return sum(1 for _ in fh)
+
+def submit(text):
+    """Type, then press Enter until the server has answered (the TUI may swallow an early Enter)."""
+    before = answers()
+    child.send(text)
+    pump(1)
+    for _ in range(6):
+        child.send("\r")
+        pump(5)
+        if answers() > before:
+            return
+    raise SystemExit(f"the TUI did not send {text!r}")
+
+child.expect("Ask Codex")  # the composer is drawn
+pump(3)
+for text in ("Say hello.", "/compact", "Say more."):
+    submit(text)
+child.send("/quit")
+pump(1)
+child.send("\r")
+pump(2)
+child.terminate(force=True)
+PY
+
 rm -rf "$OUT"
 mkdir -p "$OUT"
 (cd "$CODEX_HOME" && for d in sessions archived_sessions; do if [ -d "$d" ]; then find "$d" -name "rollout-*"; fi; done | while read -r f; do

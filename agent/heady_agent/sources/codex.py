@@ -299,11 +299,16 @@ class CodexSource(JsonlSource[CodexSession]):
             self._response(session, payload, extra, when)
         elif kind == "compacted":
             self._flush_response(session)
-            self._set_state(session, "compacted", "auto", when)
+            self._set_state(session, "compacted", "manual" if extra.get("compact_task") else "auto", when)
             extra["asked_at"] = when
         elif event == "token_count":
             self._token_count(session, payload, extra, when)
         elif event == "task_started":
+            # Codex >= 0.171 attributes each turn a user or `codex exec` starts (`turn_attribution`);
+            # the task `/compact` starts has none. Older rollouts attribute nothing: compactions are auto.
+            attributed = isinstance(payload.get("turn_attribution"), dict)
+            extra["compact_task"] = not attributed and bool(extra.get("attributed"))
+            extra["attributed"] = bool(extra.get("attributed")) or attributed
             if session.state != "running":
                 self._set_state(session, "running", "task started", when)
         elif event == "task_complete":

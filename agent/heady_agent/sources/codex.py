@@ -5,7 +5,7 @@ Rollouts under `sessions/YYYY/MM/DD/` and `archived_sessions/`, plain (`.jsonl`)
 the archive or compressed is not read again. Each response is one `llm.call`: Codex >= 0.171 logs a
 `token_usage_record` (with `response_id`) right after the response and a `token_count` (with the
 cumulative total and the account's rate limits) later, after any tool output; older versions only
-the `token_count`. A turn that ends with an `error` is one failed call.
+the `token_count`. A turn Codex gives up on because its model request failed is one failed call.
 Facts: shared/SOURCES.md "Codex CLI"; docs/sources.md "codex".
 """
 
@@ -16,8 +16,8 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,13 @@ def read_compressed_lines(path: Path, cursor: FileCursor) -> tuple[list[bytes], 
     if end < cursor.offset:
         return None
     return data[cursor.offset : end + 1].splitlines(), end + 1
+
+
+def latency_ms(asked: Any, answered: float) -> float | None:
+    """Milliseconds from the record after which the request was sent to the answer's record."""
+    if isinstance(asked, (int, float)) and not isinstance(asked, bool) and answered >= asked:
+        return round((answered - asked) * 1000.0, 1)
+    return None
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -294,7 +301,8 @@ class CodexSource(JsonlSource[CodexSession]):
             return
         event = payload.get("type") if kind == "event_msg" else None
         if kind == "token_usage_record":
-            for field in sorted(set(payload["usage"]) - _KNOWN_USAGE if isinstance(payload.get("usage"), dict) else ()):
+            usage = payload.get("usage")
+            for field in sorted(set(usage) - _KNOWN_USAGE) if isinstance(usage, dict) else ():
                 self._radar("usage field", str(field), path)
             self._response(session, payload, extra, when)
         elif kind == "compacted":
@@ -363,7 +371,7 @@ class CodexSource(JsonlSource[CodexSession]):
             "key": f"cx.response:{session.id}:{response_id if isinstance(response_id, str) and response_id else when}",
             "usage": usage,
             "ts": when,
-            "latency_ms": round((when - asked) * 1000.0, 1) if isinstance(asked, (int, float)) and when >= asked else None,
+            "latency_ms": latency_ms(asked, when),
         }
         self._save(session)
         extra["asked_at"] = when  # the next request is sent after this response at the earliest
@@ -396,8 +404,7 @@ class CodexSource(JsonlSource[CodexSession]):
             return
         if extra.get("usage_records"):
             return  # this rollout logs each response: a total without one is no new call
-        asked = extra.get("asked_at")
-        latency = round((when - asked) * 1000.0, 1) if isinstance(asked, (int, float)) and when >= asked else None
+        latency = latency_ms(extra.get("asked_at"), when)
         extra["asked_at"] = when
         self._emit_call(session, f"cx.call:{session.id}:{total_key}", last, when, latency, rate_limits)
 
@@ -448,14 +455,13 @@ class CodexSource(JsonlSource[CodexSession]):
         key = f"cx.failed:{session.id}:{payload.get('turn_id') or when}"
         if kind not in _NOT_MODEL_ERRORS and self.ctx.get_state(key) is None:
             self.ctx.set_state(key, "1")
-            asked = extra.get("asked_at")
             self.ctx.emit(
                 "llm.call",
                 session.id,
                 {
                     "provider": "openai",
                     "model": session.model or "unknown",
-                    "latency_ms": round((when - asked) * 1000.0, 1) if isinstance(asked, (int, float)) and when >= asked else None,
+                    "latency_ms": latency_ms(extra.get("asked_at"), when),
                     "ok": False,
                     "error": error,
                 },
@@ -463,7 +469,6 @@ class CodexSource(JsonlSource[CodexSession]):
             )
         # `error` would read as a terminal state in the console; the session waits for its next prompt.
         self._set_state(session, "idle", f"turn failed: {error}", when)
-
 
     # --- commands -----------------------------------------------------------------------
 

@@ -331,3 +331,14 @@ def test_an_unknown_turn_error_kind_is_a_failed_call_and_on_the_radar(home):
     source.scan()
     assert [c["error"] for c in home.calls()] == ["quota_melted"]
     assert source.format_radar()["turn error:quota_melted"] == 1
+
+
+def test_a_thread_name_is_the_title_cleaned_and_bounded(home):
+    home.append(a_turn())
+    source = home.source()
+    source.scan()
+    name = "\x1b[2Jfix the\tindexer " + "x" * 300
+    (home.root / "session_index.jsonl").write_text(json.dumps({"id": SID, "thread_name": name}) + "\n")
+    source.scan()
+    [session] = source.sessions()
+    assert session.title == ("[2Jfix theindexer " + "x" * 300)[:200]

@@ -323,3 +323,12 @@ def test_each_session_sub_agents_included_has_the_calls_answered_to_it(replay: R
         calls = [c for c in replay.calls(ok=True) if c.session == session]
         answers = [a for a in OK_ANSWERS if a["client"]["x-client-request-id"] == session]
         assert [token_tuple(c.data) for c in calls] == [answer_tuple(a) for a in answers], session
+
+
+def test_the_thread_name_in_codex_session_index_is_the_session_title(replay: Replay) -> None:
+    copy_rollouts(replay.home)
+    replay.scan()
+    [entry] = [json.loads(line) for line in (FIXTURE / "codex-home" / "session_index.jsonl").read_text().splitlines()]
+    titles = {s.id: s.title for s in replay.source.sessions()}
+    assert titles[entry["id"]] == entry["thread_name"] == "Say hello."
+    assert {t for sid, t in titles.items() if sid != entry["id"]} == {None}  # no git branch, no name

@@ -59,6 +59,13 @@ stream_idle_timeout_ms = 5000
 
 [analytics]
 enabled = false
+
+[features]
+# The TUI would start a background app-server daemon that outlives the recording.
+daemon_auto_start = false
+
+[projects."$TMP/work"]
+trust_level = "trusted"  # no "Trust this folder?" dialog in the TUI
 EOF
 git -C "$TMP/work" init -q -b record-codex
 
@@ -87,18 +94,20 @@ run -c model_auto_compact_token_limit=1500 resume "$SID" "Third turn. SERVER-DOW
 
 # The interactive TUI in a pseudo-terminal: a prompt, a manual /compact, another prompt. (The TUI
 # also asks the model for a thread title, in a thread that writes no rollout.)
-(cd "$TMP/work" && CODEX="$CODEX" SERVER_LOG="$TMP/server.jsonl" "$PYTHON" - <<'PY' >>"$TMP/codex.out" 2>&1) || true
-import os, time
+(cd "$TMP/work" && CODEX="$CODEX" SERVER_LOG="$TMP/server.jsonl" "$PYTHON" - <<'PY' >>"$TMP/codex.out") || echo "the TUI session failed" >&2
+import os, re, time
 import pexpect
 
 child = pexpect.spawn(os.environ["CODEX"], ["-s", "workspace-write", "-a", "never"], env=dict(os.environ, TERM="xterm-256color"),
                       dimensions=(40, 120), encoding="utf-8", timeout=30)
 
+screen = []
+
 def pump(seconds):  # keep reading the screen so the TUI never blocks on a full pty
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            child.read_nonblocking(65536, timeout=0.2)
+            screen.append(child.read_nonblocking(65536, timeout=0.2))
         except pexpect.TIMEOUT:
             pass
         except pexpect.EOF:
@@ -108,17 +117,27 @@ def answers():
     with open(os.environ["SERVER_LOG"]) as fh:
         return sum(1 for _ in fh)
 
+def shown():
+    return re.sub(r"\x1b(\[[0-9;?<>=]*[a-zA-Z@~]|\][^\x07]*\x07|.)", " ", "".join(screen))
+
 def submit(text):
-    """Type, then press Enter until the server has answered (the TUI may swallow an early Enter)."""
+    """Type until the composer shows the text, then press Enter until the server has answered
+    (the TUI ignores keys while it is still starting)."""
     before = answers()
-    child.send(text)
-    pump(1)
+    for _ in range(30):
+        mark = len(screen)
+        child.send(text)
+        pump(2)
+        if text in re.sub(r"\x1b(\[[0-9;?<>=]*[a-zA-Z@~]|\][^\x07]*\x07|.)", "", "".join(screen[mark:])):
+            break
+        child.send("\x15")  # ctrl-u: clear whatever part of it arrived
+        pump(1)
     for _ in range(6):
         child.send("\r")
         pump(5)
         if answers() > before:
             return
-    raise SystemExit(f"the TUI did not send {text!r}")
+    raise SystemExit(f"the TUI did not send {text!r}; its screen ended with: {shown()[-600:]!r}")
 
 child.expect("Ask Codex")  # the composer is drawn
 pump(3)
@@ -137,6 +156,7 @@ mkdir -p "$OUT"
     mkdir -p "$OUT/codex-home/$(dirname "$f")"
     sed "s#$TMP#/tmp/heady-record-codex#g" "$f" >"$OUT/codex-home/$f"
 done)
+cp "$CODEX_HOME/session_index.jsonl" "$OUT/codex-home/session_index.jsonl"
 cp "$TMP/server.jsonl" "$OUT/server.jsonl"
 cp "$TMP/schedule.json" "$OUT/schedule.json"
 sed "s#$TMP#/tmp/heady-record-codex#g; s#127.0.0.1:$PORT#127.0.0.1:PORT#" "$CODEX_HOME/config.toml" >"$OUT/config.toml"

@@ -25,7 +25,16 @@ import zstandard
 
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .jsonl import FileCursor, JsonlSession, JsonlSource, as_int, parse_ts, read_complete_lines, walk_jsonl
+from .jsonl import (
+    FileCursor,
+    JsonlSession,
+    JsonlSource,
+    as_int,
+    parse_records,
+    parse_ts,
+    read_complete_lines,
+    walk_jsonl,
+)
 
 _ROLLOUT_ID = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl(\.zst)?$", re.I)
 _SUFFIXES = (".jsonl", ".jsonl.zst")
@@ -40,6 +49,8 @@ _KNOWN_RECORDS = frozenset(
 )
 _KNOWN_USAGE = frozenset(_USAGE_KEYS) | {"cache_write_input_tokens"}
 _RADAR_NAME_MAX = 60
+_TITLE_INDEX = "session_index.jsonl"  # {id, thread_name, updated_at} per line, written by the TUI
+_TITLE_MAX = 200
 # codex_error_info kinds of a turn Codex gave up on (codex-rs protocol `CodexErrorInfo`). All but the
 # last three mean the model request failed; those three fail the turn without a model request.
 _TURN_ERRORS = frozenset({
@@ -232,6 +243,29 @@ class CodexSource(JsonlSource[CodexSession]):
                             rollouts[key] = path
         for path in rollouts.values():
             self._read_file(path)
+        for root in self.roots:
+            self._read_titles(root / _TITLE_INDEX)
+
+    def _read_titles(self, path: Path) -> None:
+        """Thread names Codex keeps in its session index become the titles of known sessions."""
+        key = f"{self.state_prefix}.index:{path}"
+        cursor = FileCursor.load(self.ctx.get_state(key))
+        got = read_complete_lines(path, cursor)
+        if got is None:
+            return
+        lines, cursor.offset = got
+        records, _ = parse_records(lines)
+        with self.ctx.atomic():
+            for record in records:
+                sid, name = record.get("id"), record.get("thread_name")
+                if not isinstance(sid, str) or not isinstance(name, str):
+                    continue
+                title = "".join(ch for ch in name if ch.isprintable()).strip()[:_TITLE_MAX]
+                session = self._load(sid)
+                if session is not None and title and session.title != title:
+                    session.title = title
+                    self._save(session)
+            self.ctx.set_state(key, cursor.dump())
 
     def _cursor_key(self, path: Path) -> str:
         rid = rollout_id(path)

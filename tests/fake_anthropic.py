@@ -12,7 +12,8 @@ Usage is seeded (the same run gives the same figures) and splits cache writes in
 
 Schedule (JSON): {"faults": [{"match": "RETRY-ME", "fault": "429", "times": 1}, ...]}
 `match` is a substring of the request's latest user text; `fault` is one of 429, 500, 529,
-broken (the stream stops after its first text delta), error_event (an `error` event mid-stream);
+broken (the stream stops after its content blocks, before `message_delta`; a non-streaming answer
+stops halfway through its body), error_event (an `error` event after the first text delta);
 a rule applies to its first `times` matching requests that carry tools (the main conversation,
 not side requests), or to any request with "any_request": true.
 
@@ -224,7 +225,7 @@ class FakeAnthropic:
             if body.get("stream"):
                 complete = self._stream(h, message_id, model, usage, content, fault, request_id)
             else:
-                complete = self._whole(h, message_id, model, usage, content, request_id)
+                complete = self._whole(h, message_id, model, usage, content, fault, request_id)
         except (BrokenPipeError, ConnectionResetError):
             complete = False
         self._log({**entry, "status": 200, "ok": complete, "usage": usage, "server_ms": self._ms(started),
@@ -261,8 +262,25 @@ class FakeAnthropic:
         reply = "Done: the tool ran." if answers_tool else f"Answer {rng.randint(1, 9999)}."
         return {"stop_reason": "end_turn", "blocks": [{"type": "text", "text": reply}]}
 
+    @staticmethod
+    def _cut(h: BaseHTTPRequestHandler) -> None:
+        """Drop the connection mid-answer, as a dying proxy or server does."""
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
+
     def _whole(self, h: BaseHTTPRequestHandler, message_id: str, model: str, usage: dict[str, Any],
-               content: dict[str, Any], request_id: str) -> bool:
+               content: dict[str, Any], fault: str | None, request_id: str) -> bool:
+        if fault == "broken":
+            payload = json.dumps({"id": message_id, "type": "message", "model": model, "content": content["blocks"]}).encode()
+            h.send_response(200)
+            h.send_header("content-type", "application/json")
+            h.send_header("content-length", str(len(payload)))
+            h.send_header("request-id", request_id)
+            h.end_headers()
+            h.wfile.write(payload[: len(payload) // 2])
+            h.wfile.flush()
+            self._cut(h)
+            return False
         self._json(h, 200, {"id": message_id, "type": "message", "role": "assistant", "model": model,
                             "content": content["blocks"], "stop_reason": content["stop_reason"],
                             "stop_sequence": None, "usage": usage}, request_id)
@@ -292,10 +310,6 @@ class FakeAnthropic:
                     out.write(sse("content_block_delta", {"type": "content_block_delta", "index": index,
                                                           "delta": {"type": "text_delta", "text": piece}}))
                     out.flush()
-                    if fault == "broken":
-                        h.close_connection = True
-                        h.connection.shutdown(socket.SHUT_RDWR)
-                        return False
                     if fault == "error_event":
                         out.write(sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "injected mid-stream error"}}))
                         out.flush()
@@ -307,6 +321,10 @@ class FakeAnthropic:
                 out.write(sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta":
                                                       {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}))
             out.write(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        if fault == "broken":
+            out.flush()
+            self._cut(h)
+            return False
         out.write(sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": content["stop_reason"], "stop_sequence": None},
                                         "usage": {"output_tokens": usage["output_tokens"]}}))
         out.write(sse("message_stop", {"type": "message_stop"}))

@@ -340,7 +340,7 @@ def test_registry_status_drives_running_idle_and_completed(home, child):
     assert [s.state for s in source.sessions()] == ["running"]
     home.register(child.pid, "waiting")
     source.scan()
-    assert [s.state for s in source.sessions()] == ["idle"]
+    assert [s.state for s in source.sessions()] == ["waiting"]
     entry.unlink()
     source.scan()
     assert [e.data["reason"] for e in home.ctx.events("session.ended")] == ["exited"]

@@ -174,6 +174,11 @@ class WatchedSource(SessionSource, Generic[S]):
         self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
         self._save(session)
 
+    def _reannounce(self, session: S, when: float) -> None:
+        """What the session.started said changed (model, title): say it again; the console keeps the newest values."""
+        self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
+        self._save(session)
+
     def _set_state(self, session: S, state: str, reason: str, when: float) -> None:
         session.state = state
         self.ctx.emit("session.state", session.id, {"state": state, "reason": reason}, ts=when)

@@ -25,6 +25,7 @@ from .common import WatchedSession, WatchedSource
 READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read over several polls)
 RECENT_KEEP = 64  # (uuid, ts) pairs remembered per file across restarts, for latencies
 INACTIVE_AFTER_S = 600.0  # a session with no record for this long has ended
+HELD = "held"  # FileCursor.extra key: what a source read but can only judge once the next line (or a quiet poll) comes
 
 
 @dataclass
@@ -228,6 +229,10 @@ class JsonlSource(WatchedSource[J], ABC):
         cursor = FileCursor.load(self.ctx.get_state(key))
         got = read_complete_lines(path, cursor)
         if got is None:
+            if cursor.extra.get(HELD):
+                with self.ctx.atomic():
+                    if self._unchanged(path, cursor):
+                        self.ctx.set_state(key, cursor.dump())
             return
         lines, new_offset = got
         records, skipped = parse_records(lines)
@@ -240,6 +245,10 @@ class JsonlSource(WatchedSource[J], ABC):
                     cursor.noticed = True
                     self.ctx.notice("warning", f"{self.name}: skipped {skipped} unreadable line(s) in {path}")
             self.ctx.set_state(key, cursor.dump())
+
+    def _unchanged(self, path: Path, cursor: FileCursor) -> bool:
+        """The file did not grow since the last poll while records wait in cursor.extra[HELD]; True if the cursor changed."""
+        return False
 
     @abstractmethod
     def _records(self, path: Path, records: list[dict[str, Any]], cursor: FileCursor) -> None:

@@ -438,3 +438,83 @@ async def test_an_agent_restarted_on_its_journal_streams_each_call_once(tmp_path
     assert calls[0]["seq"] == first["seq"]
     assert [c["data"]["latency_ms"] for c in calls] == [pytest.approx(1000.0), pytest.approx(1000.0)]
     assert [c["session"] for c in calls] == [SID, SID]
+
+
+# --- what a session is called and runs ------------------------------------------------------------
+
+
+def test_a_session_announced_from_the_registry_is_announced_again_with_its_model_and_title(home, child):
+    home.register(child.pid, "busy")
+    source = home.source()
+    source.scan()
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    source.scan()
+    first, update = home.ctx.events("session.started")
+    assert (first.data["model"], first.data["title"]) == (None, None)
+    assert (update.data["model"], update.data["title"]) == ("claude-sonnet-4-5-20250929", "fix/retry-budget")
+
+
+def test_a_detached_head_is_no_title(home):
+    home.append(lines(user("u1", None, T0, gitBranch="HEAD")))
+    home.source().scan()
+    [started] = home.ctx.events("session.started")
+    assert started.data["title"] is None
+
+
+def test_the_generated_title_replaces_the_branch_and_a_rename_replaces_both(home):
+    source = home.source()
+    home.append(lines(user("u1", None, T0)))
+    source.scan()
+    home.append(lines({"type": "ai-title", "aiTitle": "Fix retry budget", "sessionId": SID}))
+    source.scan()
+    home.append(lines({"type": "custom-title", "customTitle": "billing retries", "sessionId": SID},
+                      {"type": "ai-title", "aiTitle": "Retry budget fix", "sessionId": SID}))
+    source.scan()
+    assert [e.data["title"] for e in home.ctx.events("session.started")] == ["fix/retry-budget", "Fix retry budget", "billing retries"]
+
+
+def test_claude_codes_no_response_placeholder_is_not_a_call(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 1, "msg_01"),
+        assistant("a2", "a1", T0 + 2, "5b1f0a44-placeholder", req_id=None, model="<synthetic>", use=usage(0, 0, 0, 0),
+                  isApiErrorMessage=False),
+    ))
+    home.source().scan()
+    assert len(home.calls()) == 1
+
+
+def test_a_partial_response_followed_by_an_error_for_its_request_is_one_failed_call(home):
+    partial = assistant("a1", "u1", T0 + 1, "msg_01", req_id="req_cut", use=usage(out=1))
+    partial["message"]["stop_reason"] = None
+    home.append(lines(
+        user("u1", None, T0), partial,
+        assistant("a2", "a1", T0 + 3, "msg_err", req_id="req_cut", model="<synthetic>", use=usage(0, 0, 0, 0),
+                  isApiErrorMessage=True, error="unknown"),
+    ))
+    home.source().scan()
+    [call] = home.calls()
+    assert (call["ok"], call["error"], call["output_tokens"]) == (False, "unknown", 1)
+
+
+def test_a_partial_response_at_the_end_of_a_transcript_is_judged_after_a_quiet_poll(home):
+    partial = assistant("a1", "u1", T0 + 59, "msg_01", use=usage(out=1))
+    partial["message"]["stop_reason"] = None
+    home.append(lines(user("u1", None, T0 + 58), partial))
+    source = home.source()
+    source.scan()
+    assert home.calls() == []
+    source.scan()
+    [call] = home.calls()
+    assert (call["ok"], call["error"]) == (False, "stream_cut_off")
+
+
+def test_an_error_without_a_real_model_in_the_session_leaves_the_model_empty(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 1, "msg_err", model="<synthetic>", use=usage(0, 0, 0, 0),
+                  isApiErrorMessage=True, error="server_error", apiErrorStatus=500),
+    ))
+    home.source().scan()
+    [call] = home.calls()
+    assert (call["model"], call["ok"]) == ("", False)

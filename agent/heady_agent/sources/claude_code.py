@@ -138,7 +138,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if not isinstance(sid, str) or not sid:
             return
         if kind in ("ai-title", "custom-title"):
-            self._titled(sid, record, kind)
+            self._titled(sid, record, kind, ts if ts is not None else self.ctx.clock.now())
             return
         if kind not in ("user", "assistant", "system"):
             return  # snapshots, attachments and other bookkeeping carry no session activity
@@ -159,39 +159,39 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             trigger = meta.get("trigger") if isinstance(meta, dict) else None
             self._set_state(session, "compacted", trigger if isinstance(trigger, str) else "auto", when)
 
-    def _titled(self, sid: str, record: dict[str, Any], kind: str) -> None:
+    def _titled(self, sid: str, record: dict[str, Any], kind: str, when: float) -> None:
         field_name, rank = ("customTitle", "custom") if kind == "custom-title" else ("aiTitle", "ai")
         title = record.get(field_name)
-        session = self._load(sid)
-        if session is None or not isinstance(title, str) or not title.strip():
-            return
-        if TITLE_RANK[rank] >= TITLE_RANK.get(session.title_from or "", -1):
-            self._describe(session, title=title.strip(), title_from=rank)
+        session = self._session(sid)
+        if isinstance(title, str) and title.strip() and TITLE_RANK[rank] >= TITLE_RANK.get(session.title_from or "", -1):
+            self._describe(session, when, title=title.strip(), title_from=rank)
 
     def _active_session(self, sid: str, record: dict[str, Any], when: float, model_hint: str | None) -> _Session:
         session = self._active(sid, when)
         if session.cwd is None and isinstance(record.get("cwd"), str):
             session.cwd = record["cwd"]
         branch = record.get("gitBranch")
-        if session.title is None and isinstance(branch, str) and branch and branch != DETACHED_BRANCH:
-            session.title, session.title_from = branch, "branch"
-        if session.model is None and model_hint:
-            session.model = model_hint
+        named = session.title is None and isinstance(branch, str) and branch and branch != DETACHED_BRANCH
+        if named or (session.model is None and model_hint):
+            self._describe(session, when, model=session.model or model_hint, title=branch if named else None,
+                           title_from="branch" if named else None)
         self._seen(session, when)
         return session
 
-    def _describe(self, session: _Session, *, model: str | None = None, title: str | None = None, title_from: str | None = None) -> None:
-        """A model or title learnt after the session was announced: announce it again with them."""
+    def _describe(self, session: _Session, when: float, *, model: str | None = None, title: str | None = None,
+                  title_from: str | None = None) -> None:
+        """A model or title learnt: kept, and announced again if the session was announced without it."""
         changed = False
         if model is not None and model != session.model:
             session.model, changed = model, True
         if title is not None and title != session.title:
             session.title, changed = title, True
-        if title_from is not None:
+        if title_from is not None and title_from != session.title_from:
             session.title_from = title_from
+            self._save(session)
         if changed and session.started is not None and not session.ended:
-            self._reannounce(session, self.ctx.clock.now())
-        else:
+            self._reannounce(session, when)
+        elif changed:
             self._save(session)
 
     def _assistant(self, session: _Session, record: dict[str, Any], when: float, started: float | None, calls: dict[str, _Call]) -> None:
@@ -209,7 +209,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
                     call.failure = _error(record)  # the partial response before it and this error are one request
                     return
         elif isinstance(model, str) and model:
-            self._describe(session, model=model)
+            self._describe(session, when, model=model)
         raw_usage = message.get("usage")
         usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
         failed = bool(record.get("isApiErrorMessage"))

@@ -103,7 +103,34 @@ class Home:
 
 
 @pytest.fixture
-def home(tmp_path) -> Home:
+def workdir(tmp_path, monkeypatch) -> Path:
+    """The sessions' working directory, real so a Claude Code process can work in it."""
+    path = tmp_path / "src" / "billing-service"
+    path.mkdir(parents=True)
+    monkeypatch.setattr(sys.modules[__name__], "CWD", str(path))
+    return path
+
+
+def spawn_claude(tmp_path: Path, cwd: Path) -> subprocess.Popen:
+    """A process the system names `claude` (as the native Claude Code binary is), working in `cwd`."""
+    exe = tmp_path / "bin" / "claude"
+    exe.parent.mkdir(exist_ok=True)
+    if not exe.exists():
+        exe.symlink_to(sys.executable)
+    return subprocess.Popen([str(exe), "-c", "import time; time.sleep(300)"], cwd=cwd)
+
+
+@pytest.fixture
+def claude_process(tmp_path, workdir):
+    proc = spawn_claude(tmp_path, workdir)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def home(tmp_path, claude_process) -> Home:
     return Home(tmp_path)
 
 
@@ -438,6 +465,29 @@ async def test_an_agent_restarted_on_its_journal_streams_each_call_once(tmp_path
     assert calls[0]["seq"] == first["seq"]
     assert [c["data"]["latency_ms"] for c in calls] == [pytest.approx(1000.0), pytest.approx(1000.0)]
     assert [c["session"] for c in calls] == [SID, SID]
+
+
+def test_a_session_whose_client_has_exited_ends_without_waiting_ten_minutes(home, claude_process):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    source = home.source()
+    source.scan()
+    assert home.ctx.events("session.ended") == []
+    claude_process.kill()
+    claude_process.wait(timeout=30)
+    source.scan()
+    [ended] = home.ctx.events("session.ended")
+    assert ended.data["reason"] == "exited" and ended.ts == pytest.approx(T0 + 1)
+
+
+async def test_an_agent_restarted_after_a_session_exited_ends_it_at_once(home, claude_process):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    home.source().scan()
+    claude_process.kill()
+    claude_process.wait(timeout=30)
+    restarted = home.source()
+    await restarted.start()
+    await restarted.stop()
+    assert [e.data["reason"] for e in home.ctx.events("session.ended")] == ["exited"]
 
 
 # --- what a session is called and runs ------------------------------------------------------------

@@ -29,6 +29,7 @@ SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's model name for messages it wrot
 # The note Claude Code (2.1.3xx) adds after a response whose stream broke, before asking again.
 CUT_OFF_NOTE = "Your response above was cut off mid-stream"
 DETACHED_BRANCH = "HEAD"  # gitBranch outside a git repository or on a detached head: not a title
+EXITED_GRACE_S = 5.0  # quiet this long with no Claude Code process in its directory: the session has exited
 FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
 UNSTATED_STOP = ""  # transcripts older than stop_reason: finished as far as anyone can tell
@@ -82,9 +83,11 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         cfg = ctx.config.claude_code
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._seen_calls: set[str] = set()
+        self._client_cwds: set[str] | None = None
 
     def scan(self) -> None:
         """Read what is new in every transcript and the registry; emit what changed."""
+        self._client_cwds = None
         self._read_logs()
         self._read_registry()
         self._end_inactive()
@@ -317,9 +320,27 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if changed:
             self._save(session)
 
-    def _quiet(self, session: _Session, now: float) -> bool:
-        """A session the registry lists ends when it leaves the registry, not for want of records."""
-        return not session.in_registry and super()._quiet(session, now)
+    def _quiet(self, session: _Session, now: float) -> str | None:
+        """A session the registry lists ends when it leaves the registry. One it never listed (`claude -p`,
+        or one that came and went between two polls) ends once quiet while no Claude Code process works
+        in its directory, so neither a short session nor a restarted agent keeps finished ones open."""
+        if session.in_registry:
+            return None
+        silence = now - session.last_ts
+        if silence > EXITED_GRACE_S and session.cwd is not None and session.cwd not in self._client_dirs():
+            return "exited"
+        return super()._quiet(session, now)
+
+    def _client_dirs(self) -> set[str]:
+        """The working directories of running Claude Code processes, looked up at most once per scan."""
+        if self._client_cwds is None:
+            found: set[str] = set()
+            for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
+                info = proc.info
+                if _is_claude_code(info.get("name"), info.get("cmdline")) and isinstance(info.get("cwd"), str):
+                    found.add(info["cwd"])
+            self._client_cwds = found
+        return self._client_cwds
 
     # --- commands -----------------------------------------------------------------------
 
@@ -433,6 +454,14 @@ def _error(record: dict[str, Any]) -> str:
     if isinstance(status, int) and not isinstance(status, bool):
         return f"http_{status}"
     return "api_error"
+
+
+def _is_claude_code(name: Any, cmdline: Any) -> bool:
+    """The native `claude` binary, or Node running the npm package's cli."""
+    if name == "claude":
+        return True
+    args = cmdline if isinstance(cmdline, list) else []
+    return any(isinstance(a, str) and ("claude-code" in a or os.path.basename(a) == "claude") for a in args[:2])
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -267,17 +267,18 @@ class JsonlSource(WatchedSource[J], ABC):
         if session.started is None and not session.ended:
             self._announce(session, when)
 
-    def _quiet(self, session: J, now: float) -> bool:
-        """The session has gone without records long enough to have ended."""
-        return now - session.last_ts > INACTIVE_AFTER_S
+    def _quiet(self, session: J, now: float) -> str | None:
+        """Why the session has ended, judged by its records (None while it may go on): here, long silence."""
+        return "inactive" if now - session.last_ts > INACTIVE_AFTER_S else None
 
     def _end_inactive(self) -> None:
         now = self.ctx.clock.now()
         with self.ctx.atomic():
             for sid in sorted(self._live):
                 session = self._sessions.get(sid)
-                if session is not None and self._quiet(session, now):
-                    self._end(session, "inactive", session.last_ts)
+                reason = self._quiet(session, now) if session is not None else None
+                if session is not None and reason is not None:
+                    self._end(session, reason, session.last_ts)
 
     def _end(self, session: J, reason: str, when: float) -> None:
         session.ended_at = when

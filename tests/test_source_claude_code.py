@@ -15,7 +15,7 @@ import pytest
 
 from agentkit import recv_json, recv_until, running_agent, ws_connect
 from heady_agent.clock import ManualClock
-from heady_agent.config import AgentConfig
+from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
 from heady_agent.sources.claude_code import ClaudeCodeSource, resolve_roots
@@ -81,7 +81,7 @@ class Home:
         (self.root / "sessions").mkdir()
         self.transcript = self.project_dir / f"{SID}.jsonl"
         self.clock = ManualClock(T0 + 60)
-        self.config = AgentConfig(sources=["claude-code"], claude_code={"roots": [str(self.root)], "poll_interval_s": 0.05})
+        self.config = AgentConfig(sources=["claude-code"], claude_code=ClaudeCodeConfig(roots=[str(self.root)], poll_interval_s=0.05))
         self.ctx = SqliteSourceContext(tmp_path / "journal.db", self.config, self.clock)
 
     def source(self) -> ClaudeCodeSource:
@@ -144,7 +144,7 @@ def child():
 
 
 def command(action: str, target: str, **args) -> Command:
-    return Command(id="c1", action=action, target=target, args=args)
+    return Command.model_validate({"id": "c1", "action": action, "target": target, "args": args})
 
 
 # --- calls ------------------------------------------------------------------------------------------

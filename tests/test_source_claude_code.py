@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
+from heady_agent.sources.managed import MANAGED_SESSION_ENV
 from heady_agent.sources.claude_code import ClaudeCodeSource, resolve_roots
 from sourcekit import SqliteSourceContext
 
@@ -111,13 +113,13 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def spawn_claude(tmp_path: Path, cwd: Path) -> subprocess.Popen:
+def spawn_claude(tmp_path: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A process the system names `claude` (as the native Claude Code binary is), working in `cwd`."""
     exe = tmp_path / "bin" / "claude"
     exe.parent.mkdir(exist_ok=True)
     if not exe.exists():
         exe.symlink_to(sys.executable)
-    return subprocess.Popen([str(exe), "-c", "import time; time.sleep(300)"], cwd=cwd)
+    return subprocess.Popen([str(exe), "-c", "import time; time.sleep(300)"], cwd=cwd, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture
@@ -488,6 +490,36 @@ async def test_an_agent_restarted_after_a_session_exited_ends_it_at_once(home, c
     await restarted.start()
     await restarted.stop()
     assert [e.data["reason"] for e in home.ctx.events("session.ended")] == ["exited"]
+
+
+# --- a session the agent runs itself ------------------------------------------------------------
+
+
+@pytest.fixture
+def managed_claude(tmp_path, workdir):
+    """Claude Code started by a managed entry: it carries its managed session id in its environment."""
+    proc = spawn_claude(tmp_path, workdir, {MANAGED_SESSION_ENV: "managed:review:3"})
+    yield proc
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def test_claude_run_by_a_managed_session_is_that_session_not_a_second_one(tmp_path, workdir, managed_claude):
+    home = Home(tmp_path)
+    home.append(lines(user("u1", None, T0 + 58), assistant("a1", "u1", T0 + 59, "msg_01")))
+    source = home.source()
+    source.scan()
+    assert home.ctx.events("session.started") == [] and source.sessions() == []
+    assert [e.session for e in home.ctx.events("llm.call")] == ["managed:review:3"]
+
+
+def test_a_registered_claude_run_by_a_managed_session_reports_its_states_there(tmp_path, workdir, managed_claude):
+    home = Home(tmp_path)
+    home.register(managed_claude.pid, "waiting")
+    source = home.source()
+    source.scan()
+    assert [(e.session, e.data["state"]) for e in home.ctx.events("session.state")] == [("managed:review:3", "waiting")]
+    assert not source.owns(SID)
 
 
 # --- what a session is called and runs ------------------------------------------------------------

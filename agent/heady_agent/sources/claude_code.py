@@ -21,6 +21,7 @@ import psutil
 from ..protocol import Command
 from .base import CommandError, SourceContext
 from .common import command_args
+from .managed import MANAGED_SESSION_ENV
 from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
 
 PID_START_SLACK_S = 5.0  # a registry pid whose process started later than this after startedAt was reused
@@ -83,11 +84,11 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         cfg = ctx.config.claude_code
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._seen_calls: set[str] = set()
-        self._client_cwds: set[str] | None = None
+        self._clients: dict[str, list[int]] | None = None
 
     def scan(self) -> None:
         """Read what is new in every transcript and the registry; emit what changed."""
-        self._client_cwds = None
+        self._clients = None
         self._read_logs()
         self._read_registry()
         self._end_inactive()
@@ -254,7 +255,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if failure is not None and data["ok"]:
             data["ok"], data["error"] = False, failure
         session = self._session(call.sid)
-        self.ctx.emit("llm.call", session.id, data, ts=call.when)
+        self.ctx.emit("llm.call", session.managed_as or session.id, data, ts=call.when)
         if session.state == "compacted" and data["ok"]:
             self._set_state(session, "running", "continued after compaction", call.when)
 
@@ -331,16 +332,39 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             return "exited"
         return super()._quiet(session, now)
 
-    def _client_dirs(self) -> set[str]:
-        """The working directories of running Claude Code processes, looked up at most once per scan."""
-        if self._client_cwds is None:
-            found: set[str] = set()
+    def _client_dirs(self) -> dict[str, list[int]]:
+        """The pids of running Claude Code processes by working directory, looked up at most once per scan."""
+        if self._clients is None:
+            found: dict[str, list[int]] = {}
             for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
                 info = proc.info
                 if _is_claude_code(info.get("name"), info.get("cmdline")) and isinstance(info.get("cwd"), str):
-                    found.add(info["cwd"])
-            self._client_cwds = found
-        return self._client_cwds
+                    found.setdefault(info["cwd"], []).append(proc.pid)
+            self._clients = found
+        return self._clients
+
+    def _announce(self, session: _Session, when: float) -> None:
+        if session.managed_as is None:
+            session.managed_as = self._managed_session(session)
+        super()._announce(session, when)
+
+    def _managed_session(self, session: _Session) -> str | None:
+        """The managed session whose process runs this one: named in the environment of its pid, or of
+        the only Claude Code processes working in its directory."""
+        if session.pid is not None:
+            pids = [session.pid]
+        elif session.cwd is not None:
+            pids = self._client_dirs().get(session.cwd, [])
+        else:
+            return None
+        names = set()
+        for pid in pids:
+            try:
+                names.add(psutil.Process(pid).environ().get(MANAGED_SESSION_ENV))
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                names.add(None)
+        found = names.pop() if len(names) == 1 else None
+        return found if isinstance(found, str) and found else None
 
     # --- commands -----------------------------------------------------------------------
 

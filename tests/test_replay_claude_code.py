@@ -209,3 +209,13 @@ def test_a_transcript_read_half_before_a_restart_and_half_after_counts_each_call
         path.write_text(text)
     halves.source().scan()  # a new source on the same journal: the agent restarted
     assert sorted(call_tokens(e.data) + (e.data["ok"],) for e in halves.calls()) == want
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_recorded_formats_hold_nothing_the_radar_does_not_know(version: str, tmp_path: Path) -> None:
+    rep = make_replay(FIXTURES / version, tmp_path)
+    source = rep.source()
+    source.scan()
+    assert source.format_radar() == {"unknown_record_type": 0, "unknown_field": 0, "skipped_line": 0, "unreadable_file": 0}
+    assert rep.ctx.events("agent.notice") == []
+    rep.ctx.close()

@@ -600,3 +600,30 @@ def test_an_error_without_a_real_model_in_the_session_leaves_the_model_empty(hom
     home.source().scan()
     [call] = home.calls()
     assert (call["model"], call["ok"]) == ("", False)
+
+
+# --- the format radar ------------------------------------------------------------------------------
+
+
+def test_a_new_record_type_and_a_new_usage_field_are_counted_and_noticed_once(home):
+    use = usage()
+    use["reasoning_cache_tokens"] = 9
+    home.append(lines(user("u1", None, T0), envelope("telemetry-v9", "t1", "u1", T0 + 1),
+                      assistant("a1", "u1", T0 + 2, "msg_01", use=use),
+                      envelope("telemetry-v9", "t2", "a1", T0 + 3)))
+    source = home.source()
+    source.scan()
+    assert source.format_radar() == {"unknown_record_type": 2, "unknown_field": 1, "skipped_line": 0, "unreadable_file": 0}
+    messages = [e.data["message"] for e in home.ctx.events("agent.notice")]
+    assert messages == ["claude-code: new record type 'telemetry-v9'; its data may be missed",
+                        "claude-code: new field 'message.usage.reasoning_cache_tokens'; its data may be missed"]
+
+
+def test_a_restarted_agent_does_not_notice_the_same_format_change_again(home):
+    home.append(lines(user("u1", None, T0), envelope("telemetry-v9", "t1", "u1", T0 + 1)))
+    home.source().scan()
+    home.append(lines(envelope("telemetry-v9", "t2", "t1", T0 + 2)))
+    restarted = home.source()
+    restarted.scan()
+    assert restarted.format_radar()["unknown_record_type"] == 1
+    assert len(home.ctx.events("agent.notice")) == 1

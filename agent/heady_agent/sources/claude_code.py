@@ -22,8 +22,22 @@ from ..protocol import Command
 from .base import CommandError, SourceContext
 from .common import command_args
 from .managed import MANAGED_SESSION_ENV
+from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE
 from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
 
+# Records that carry no calls nor session activity, as of 2.1.332 (tests/fixtures/real); any other
+# type is counted and noticed by the format radar.
+KNOWN_RECORD_TYPES = frozenset({
+    "user", "assistant", "system", "summary", "file-history-snapshot", "ai-title", "custom-title", "tag",
+    "attachment", "atis-latch", "queue-operation", "last-prompt", "api-request", "api-request-blob",
+    "api-request-shape", "cost-state", "mode", "tools-used",
+})
+# Usage fields read or knowingly ignored (no tokens to price); a new one may be a new token kind.
+KNOWN_USAGE_FIELDS = frozenset({
+    "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation",
+    "speed", "service_tier", "server_tool_use", "output_tokens_details", "inference_geo", "iterations",
+    "fallback_credit",
+})
 PID_START_SLACK_S = 5.0  # a registry pid whose process started later than this after startedAt was reused
 REGISTRY_STATES = {"busy": "running", "idle": "idle", "waiting": "waiting"}
 SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's model name for messages it wrote itself, not the API
@@ -145,6 +159,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             self._titled(sid, record, kind, ts if ts is not None else self.ctx.clock.now())
             return
         if kind not in ("user", "assistant", "system"):
+            if kind not in KNOWN_RECORD_TYPES:
+                self.radar.seen(UNKNOWN_TYPE, str(kind))
             return  # snapshots, attachments and other bookkeeping carry no session activity
         if isinstance(parent, str):
             for call in calls.values():
@@ -216,6 +232,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             self._describe(session, when, model=model)
         raw_usage = message.get("usage")
         usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+        for name in usage.keys() - KNOWN_USAGE_FIELDS:
+            self.radar.seen(UNKNOWN_FIELD, f"message.usage.{name}")
         failed = bool(record.get("isApiErrorMessage"))
         data: dict[str, Any] = {
             "provider": "anthropic",

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 from .base import SourceContext
 from .common import WatchedSession, WatchedSource
+from .radar import SKIPPED_LINE, UNREADABLE_FILE, FormatRadar
 
 READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read over several polls)
 RECENT_KEEP = 64  # (uuid, ts) pairs remembered per file across restarts, for latencies
@@ -70,7 +71,7 @@ class FileCursor:
 
 
 def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK) -> tuple[list[bytes], int] | None:
-    """The complete lines after the cursor and the offset just past them; None if unchanged or unreadable.
+    """The complete lines after the cursor and the offset just past them; None if unchanged or gone.
 
     A file that shrank or was replaced (other inode) is read again from the start.
     """
@@ -86,18 +87,15 @@ def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK)
         cursor.inode = st.st_ino
     if st.st_size == cursor.offset:
         return None
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(cursor.offset)
-            data = fh.read(chunk)
-            # A single line longer than the chunk: keep reading until its end (or the file's).
-            while data and b"\n" not in data:
-                more = fh.read(chunk)
-                if not more:
-                    break
-                data += more
-    except OSError:
-        return None
+    with open(path, "rb") as fh:  # a file that exists but cannot be read raises: the caller counts it
+        fh.seek(cursor.offset)
+        data = fh.read(chunk)
+        # A single line longer than the chunk: keep reading until its end (or the file's).
+        while data and b"\n" not in data:
+            more = fh.read(chunk)
+            if not more:
+                break
+            data += more
     end = data.rfind(b"\n")
     if end < 0:
         return None
@@ -191,12 +189,15 @@ class JsonlSource(WatchedSource[J], ABC):
         super().__init__(ctx)
         self.roots = roots
         self.poll_interval_s = poll_interval_s
-        self._skipped = 0
+        self.radar = FormatRadar(self.name, ctx, self.state_prefix)
 
     @property
     def skipped_lines(self) -> int:
         """Log lines that were not JSON objects, since this source started."""
-        return self._skipped
+        return self.radar.counts[SKIPPED_LINE]
+
+    def format_radar(self) -> dict[str, int]:
+        return self.radar.snapshot()
 
     async def start(self) -> None:
         self._load_live()
@@ -227,7 +228,12 @@ class JsonlSource(WatchedSource[J], ABC):
     def _read_file(self, path: Path) -> None:
         key = f"{self.state_prefix}.file:{path}"
         cursor = FileCursor.load(self.ctx.get_state(key))
-        got = read_complete_lines(path, cursor)
+        try:
+            got = read_complete_lines(path, cursor)
+        except OSError as exc:
+            with self.ctx.atomic():
+                self.radar.seen(UNREADABLE_FILE, str(path), detail=exc.strerror or type(exc).__name__)
+            return
         if got is None:
             if cursor.extra.get(HELD):
                 with self.ctx.atomic():
@@ -240,7 +246,7 @@ class JsonlSource(WatchedSource[J], ABC):
             self._records(path, records, cursor)
             cursor.offset = new_offset
             if skipped:
-                self._skipped += skipped
+                self.radar.counts[SKIPPED_LINE] += skipped  # noticed per file just below, not per name
                 if not cursor.noticed:
                     cursor.noticed = True
                     self.ctx.notice("warning", f"{self.name}: skipped {skipped} unreadable line(s) in {path}")

@@ -103,10 +103,12 @@ class ClaudeCodeSource(JsonlSource[_Session]):
     def scan(self) -> None:
         """Read what is new in every transcript and the registry; emit what changed."""
         self._clients = None
+        super().scan()
+
+    def _poll_once(self) -> None:
         self._read_logs()
         self._read_registry()
         self._end_inactive()
-        self._flush()
 
     # --- transcripts --------------------------------------------------------------------
 
@@ -261,7 +263,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         earlier = calls.get(key)
         if earlier is None or (earlier.stop_reason is None and call.stop_reason is not None):
             calls[key] = call  # a message written block by block: its finished record has the final usage
-        self._save(session)
+        self._touch(session)
 
     def _emit_call(self, call: _Call) -> None:
         if call.key in self._seen_calls:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,7 @@ from .common import WatchedSession, WatchedSource
 from .radar import SKIPPED_LINE, UNREADABLE_FILE, FormatRadar
 
 READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read over several polls)
-RECENT_KEEP = 64  # (uuid, ts) pairs remembered per file across restarts, for latencies
+RECENT_KEEP = 16  # (uuid, ts) pairs remembered per file across restarts, for latencies (a parent is a few records back)
 INACTIVE_AFTER_S = 600.0  # a session with no record for this long has ended
 HELD = "held"  # FileCursor.extra key: what a source read but can only judge once the next line (or a quiet poll) comes
 
@@ -76,7 +77,7 @@ def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK)
     A file that shrank or was replaced (other inode) is read again from the start.
     """
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return None
     if st.st_ino != cursor.inode or st.st_size < cursor.offset:
@@ -87,15 +88,17 @@ def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK)
         cursor.inode = st.st_ino
     if st.st_size == cursor.offset:
         return None
-    with open(path, "rb") as fh:  # a file that exists but cannot be read raises: the caller counts it
-        fh.seek(cursor.offset)
-        data = fh.read(chunk)
+    fd = os.open(path, os.O_RDONLY)  # a file that exists but cannot be read raises: the caller counts it
+    try:
+        data = os.pread(fd, chunk, cursor.offset)
         # A single line longer than the chunk: keep reading until its end (or the file's).
         while data and b"\n" not in data:
-            more = fh.read(chunk)
+            more = os.pread(fd, chunk, cursor.offset + len(data))
             if not more:
                 break
             data += more
+    finally:
+        os.close(fd)
     end = data.rfind(b"\n")
     if end < 0:
         return None
@@ -141,20 +144,44 @@ def parse_ts(value: Any) -> float | None:
     return None
 
 
-def walk_jsonl(root: Path) -> Iterator[Path]:
-    """Every *.jsonl below root; files before folders, so a session's own file precedes its subagents'."""
+@dataclass
+class Listing:
+    mtime_ns: int
+    files: list[Path]
+    folders: list[Path]
+
+
+def walk_jsonl(root: Path, listings: dict[str, Listing] | None = None) -> Iterator[Path]:
+    """Every *.jsonl below root; files before folders, so a session's own file precedes its subagents'.
+
+    With `listings`, a folder whose mtime did not change since the last walk is not listed again
+    (adding or removing an entry changes its folder's mtime).
+    """
     try:
-        entries = sorted(os.scandir(root), key=lambda e: (_is_dir(e), e.name))
+        mtime = os.stat(root).st_mtime_ns
     except OSError:
         return
-    for entry in entries:
+    listing = listings.get(str(root)) if listings is not None else None
+    if listing is None or listing.mtime_ns != mtime:
         try:
-            if entry.is_dir(follow_symlinks=False):
-                yield from walk_jsonl(Path(entry.path))
-            elif entry.name.endswith(".jsonl") and entry.is_file(follow_symlinks=False):
-                yield Path(entry.path)
+            entries = sorted(os.scandir(root), key=lambda e: (_is_dir(e), e.name))
         except OSError:
-            continue
+            return
+        files, folders = [], []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif entry.name.endswith(".jsonl") and entry.is_file(follow_symlinks=False):
+                    files.append(Path(entry.path))
+            except OSError:
+                continue
+        listing = Listing(mtime, files, folders)
+        if listings is not None:
+            listings[str(root)] = listing
+    yield from listing.files
+    for folder in listing.folders:
+        yield from walk_jsonl(folder, listings)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -190,6 +217,10 @@ class JsonlSource(WatchedSource[J], ABC):
         self.roots = roots
         self.poll_interval_s = poll_interval_s
         self.radar = FormatRadar(self.name, ctx, self.state_prefix)
+        self._cursors: dict[str, FileCursor] = {}  # state key -> the cursor as last committed
+        self._listings: dict[str, Listing] = {}  # folder -> its entries, while its mtime stays
+        self._touched: set[str] = set()
+        self._isolated = False
 
     @property
     def skipped_lines(self) -> int:
@@ -213,21 +244,57 @@ class JsonlSource(WatchedSource[J], ABC):
                 logging.getLogger(type(self).__module__).exception("%s scan failed", self.name)
 
     def scan(self) -> None:
-        """Read what is new in every log; emit what changed."""
+        """Read what is new in every log; emit what changed.
+
+        One poll is one commit (events, cursors and session records together), which keeps a busy
+        node's write cost per poll, not per file. After a poll failed, each file commits on its own,
+        so one file that keeps failing cannot hold back the others.
+        """
+        try:
+            with nullcontext() if self._isolated else self.ctx.atomic():
+                self._poll_once()
+                self._write_touched()
+        except Exception:
+            self._isolated = True
+            self._forget()  # what this poll changed in memory was rolled back in the journal
+            raise
+        self._flush()
+
+    def _poll_once(self) -> None:
         self._read_logs()
         self._end_inactive()
-        self._flush()
+
+    def _touch(self, session: J) -> None:
+        """The session's record changed in a way only a restart needs (its latest record time): saved once per poll."""
+        self._touched.add(session.id)
+
+    def _write_touched(self) -> None:
+        for sid in sorted(self._touched):
+            session = self._sessions.get(sid)
+            if session is not None:
+                self._save(session)
+        self._touched.clear()
+
+    def _forget(self) -> None:
+        self._cursors.clear()
+        self._listings.clear()
+        self._touched.clear()
+        self._sessions.clear()
+        self._live.clear()
+        self._load_live()
 
     def _read_logs(self) -> None:
         for root in self.roots:
             for folder in self.log_folders:
                 if (root / folder).is_dir():
-                    for path in walk_jsonl(root / folder):
+                    for path in walk_jsonl(root / folder, self._listings):
                         self._read_file(path)
 
     def _read_file(self, path: Path) -> None:
         key = f"{self.state_prefix}.file:{path}"
-        cursor = FileCursor.load(self.ctx.get_state(key))
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors[key] = FileCursor.load(self.ctx.get_state(key))
         try:
             got = read_complete_lines(path, cursor)
         except OSError as exc:

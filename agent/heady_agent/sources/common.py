@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from ..aio import cancel_and_wait
@@ -147,7 +147,8 @@ class WatchedSource(SessionSource, Generic[S]):
         return session
 
     def _save(self, session: S) -> None:
-        self.ctx.set_state(f"{self.state_prefix}.session:{session.id}", json.dumps(asdict(session)))
+        # Session records are flat (str, number, bool, None): vars() is the dict asdict() would build, at a fraction of its cost.
+        self.ctx.set_state(f"{self.state_prefix}.session:{session.id}", json.dumps(vars(session)))
         if (session.id in self._live) == session.ended:
             if session.ended:
                 self._live.discard(session.id)

@@ -27,6 +27,7 @@ from .radar import SKIPPED_LINE, UNREADABLE_FILE, FormatRadar
 READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read over several polls)
 RECENT_KEEP = 16  # (uuid, ts) pairs remembered per file across restarts, for latencies (a parent is a few records back)
 INACTIVE_AFTER_S = 600.0  # a session with no record for this long has ended
+TOUCHED_EVERY_S = 30.0  # how stale a restarted agent may find a session's latest record time (ending needs 600 s)
 HELD = "held"  # FileCursor.extra key: what a source read but can only judge once the next line (or a quiet poll) comes
 
 
@@ -220,6 +221,7 @@ class JsonlSource(WatchedSource[J], ABC):
         self._cursors: dict[str, FileCursor] = {}  # state key -> the cursor as last committed
         self._listings: dict[str, Listing] = {}  # folder -> its entries, while its mtime stays
         self._touched: set[str] = set()
+        self._touched_at = float("-inf")
         self._isolated = False
 
     @property
@@ -265,15 +267,21 @@ class JsonlSource(WatchedSource[J], ABC):
         self._end_inactive()
 
     def _touch(self, session: J) -> None:
-        """The session's record changed in a way only a restart needs (its latest record time): saved once per poll."""
+        """The session's record changed in a way only a restart needs (its latest record time): saved every TOUCHED_EVERY_S."""
         self._touched.add(session.id)
 
     def _write_touched(self) -> None:
+        now = self.ctx.clock.now()
+        if now - self._touched_at < TOUCHED_EVERY_S:
+            return
+        self._touched_at = now
+        changed = self._changed
         for sid in sorted(self._touched):
             session = self._sessions.get(sid)
             if session is not None:
                 self._save(session)
         self._touched.clear()
+        self._changed = changed  # nothing the sessions list shows changed: no fresh list to push
 
     def _forget(self) -> None:
         self._cursors.clear()

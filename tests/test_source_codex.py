@@ -240,9 +240,9 @@ def test_an_unknown_record_type_is_counted_and_noticed_once(home):
     source.scan()
     home.append(lines(rec(T0 + 10, "turn_summary\x1b[31m", text="again")))
     source.scan()
-    assert source.format_radar()["record:turn_summary[31m"] == 2
+    assert source.format_radar()["unknown_record_type"] == 2
     notices = [e.data["message"] for e in home.ctx.events("agent.notice")]
-    assert notices == ["codex: unknown record 'turn_summary[31m' in " + home.rollout.name + ": its format may have changed"]
+    assert notices == [f"codex: new record type 'turn_summary?[31m' ({home.rollout.name}); its data may be missed"]
 
 
 def test_an_unknown_usage_field_is_counted(home):
@@ -251,7 +251,10 @@ def test_an_unknown_usage_field_is_counted(home):
                       rec(T0 + 2, "token_usage_record", response_id="resp_1", usage=usage_fields)))
     source = home.source()
     source.scan()
-    assert source.format_radar() == {"usage field:audio_input_tokens": 1, "skipped_lines": 0, "unreadable_files": 0}
+    assert source.format_radar()["unknown_field"] == 1
+    assert [e.data["message"] for e in home.ctx.events("agent.notice")] == [
+        f"codex: new field 'usage.audio_input_tokens' ({home.rollout.name}); its data may be missed"
+    ]
 
 
 def test_a_compressed_rollout_that_is_not_zstd_is_counted_once_and_skipped(home):
@@ -261,10 +264,9 @@ def test_a_compressed_rollout_that_is_not_zstd_is_counted_once_and_skipped(home)
     source = home.source()
     source.scan()
     source.scan()
-    assert source.format_radar()["unreadable_files"] == 1
-    assert [e.data["message"] for e in home.ctx.events("agent.notice")] == [
-        f"codex: cannot decompress {home.rollout.name}.zst"
-    ]
+    assert source.format_radar()["unreadable_file"] == 1
+    [notice] = [e.data["message"] for e in home.ctx.events("agent.notice")]
+    assert notice.startswith(f"codex: cannot read '{home.rollout.name}.zst' (zstd: ")
     assert home.ctx.events("session.started") == []
 
 
@@ -299,7 +301,7 @@ def test_a_compressed_rollout_already_read_is_not_decompressed_again_while_uncha
         fh.write(b"\0" * packed.stat().st_size)
     source.scan()
     assert len(home.calls()) == 2
-    assert source.format_radar()["unreadable_files"] == 0
+    assert source.format_radar()["unreadable_file"] == 0
 
 
 def failed_turn(t: float, info) -> str:
@@ -330,7 +332,7 @@ def test_an_unknown_turn_error_kind_is_a_failed_call_and_on_the_radar(home):
     source = home.source()
     source.scan()
     assert [c["error"] for c in home.calls()] == ["quota_melted"]
-    assert source.format_radar()["turn error:quota_melted"] == 1
+    assert source.format_radar()["unknown_record_type"] == 1
 
 
 def test_a_thread_name_is_the_title_cleaned_and_bounded(home):

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import zstandard
 
 from ..protocol import Command
 from .base import CommandError, SourceContext
+from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE
 from .jsonl import (
     FileCursor,
     JsonlSession,
@@ -81,7 +81,7 @@ def read_compressed_lines(path: Path, cursor: FileCursor) -> tuple[list[bytes], 
 
     Codex compresses only finished rollouts, so the file is read once; the cursor remembers which
     compressed file it has read (inode and size) so later polls do not decompress it again.
-    Raises zstandard.ZstdError for a file that is not zstd.
+    Raises OSError for a file that cannot be read, zstandard.ZstdError for one that is not zstd.
     """
     try:
         st = path.stat()
@@ -89,11 +89,8 @@ def read_compressed_lines(path: Path, cursor: FileCursor) -> tuple[list[bytes], 
         return None
     if cursor.extra.get("zst") == [st.st_ino, st.st_size]:
         return None
-    try:
-        with open(path, "rb") as fh:
-            data = zstandard.ZstdDecompressor().stream_reader(fh).read()
-    except OSError:
-        return None
+    with open(path, "rb") as fh:  # a file that exists but cannot be read raises: the caller counts it
+        data = zstandard.ZstdDecompressor().stream_reader(fh).read()
     if len(data) < cursor.offset:  # not the text the cursor was counting: read it all again
         cursor.offset = 0
         cursor.recent.clear()
@@ -207,27 +204,7 @@ class CodexSource(JsonlSource[CodexSession]):
     def __init__(self, ctx: SourceContext) -> None:
         cfg = ctx.config.codex
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
-        self._unknown: Counter[str] = Counter()  # "record:<type>" / "usage field:<name>" -> times seen
         self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
-        self._unreadable: set[str] = set()  # .zst files that did not decompress
-
-    def format_radar(self) -> dict[str, int]:
-        """What this source could not read since it started: unknown record types and usage fields
-        (by name), skipped lines and unreadable files; for the format radar."""
-        return {**self._unknown, "skipped_lines": self.skipped_lines, "unreadable_files": len(self._unreadable)}
-
-    def _radar(self, what: str, name: str, path: Path) -> None:
-        """Count something unknown; the first time it is ever seen on this node, one notice names it."""
-        name = _printable(name)
-        key = f"{what}:{name}"
-        self._unknown[key] += 1
-        self._notice_once(key, f"codex: unknown {what} {name!r} in {path.name}: its format may have changed")
-
-    def _notice_once(self, key: str, message: str) -> None:
-        state_key = f"{self.state_prefix}.radar:{key}"
-        if self.ctx.get_state(state_key) is None:
-            self.ctx.set_state(state_key, "1")
-            self.ctx.notice("warning", message)
 
     # --- rollouts -----------------------------------------------------------------------
 
@@ -236,7 +213,7 @@ class CodexSource(JsonlSource[CodexSession]):
         for root in self.roots:
             for folder in self.log_folders:
                 if (root / folder).is_dir():
-                    for path in walk_jsonl(root / folder, _SUFFIXES):
+                    for path in walk_jsonl(root / folder, self._listings, _SUFFIXES):
                         key = rollout_id(path) or str(path)
                         # While both exist, the plain file is the one Codex may still append to.
                         if key not in rollouts or rollouts[key].name.endswith(".zst"):
@@ -249,7 +226,9 @@ class CodexSource(JsonlSource[CodexSession]):
     def _read_titles(self, path: Path) -> None:
         """Thread names Codex keeps in its session index become the titles of known sessions."""
         key = f"{self.state_prefix}.index:{path}"
-        cursor = FileCursor.load(self.ctx.get_state(key))
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors[key] = FileCursor.load(self.ctx.get_state(key))
         got = read_complete_lines(path, cursor)
         if got is None:
             return
@@ -264,7 +243,11 @@ class CodexSource(JsonlSource[CodexSession]):
                 session = self._load(sid)
                 if session is not None and title and session.title != title:
                     session.title = title
-                    self._save(session)
+                    if session.started is not None and not session.ended:
+                        updated = parse_ts(record.get("updated_at"))
+                        self._reannounce(session, updated if updated is not None else self.ctx.clock.now())
+                    else:
+                        self._save(session)
             self.ctx.set_state(key, cursor.dump())
 
     def _cursor_key(self, path: Path) -> str:
@@ -285,9 +268,9 @@ class CodexSource(JsonlSource[CodexSession]):
             self._decompressed[str(path)] = identity
             try:
                 return read_compressed_lines(path, cursor)
-            except zstandard.ZstdError:
-                self._unreadable.add(str(path))
-                self._notice_once(f"unreadable:{path.name}", f"codex: cannot decompress {path.name}")
+            except zstandard.ZstdError as exc:
+                with self.ctx.atomic():
+                    self.radar.seen(UNREADABLE_FILE, path.name, detail=f"zstd: {exc}")
                 return None
         cursor.extra.pop("zst", None)
         return read_complete_lines(path, cursor, by_inode=rollout_id(path) is None)
@@ -318,7 +301,7 @@ class CodexSource(JsonlSource[CodexSession]):
         if kind == "turn_context":
             if isinstance(payload.get("model"), str) and payload["model"]:
                 extra["model"] = payload["model"]
-                self._update_model(extra)
+                self._update_model(extra, when)
             if isinstance(payload.get("cwd"), str):
                 extra.setdefault("cwd", payload["cwd"])
             return
@@ -327,7 +310,7 @@ class CodexSource(JsonlSource[CodexSession]):
                 extra["asked_at"] = when
             return
         if kind not in _KNOWN_RECORDS:
-            self._radar("record", str(kind), path)
+            self.radar.seen(UNKNOWN_TYPE, str(kind), detail=path.name)
         if kind not in ("event_msg", "compacted", "token_usage_record"):
             return
         session = self._rollout_session(path, extra, when)
@@ -337,7 +320,7 @@ class CodexSource(JsonlSource[CodexSession]):
         if kind == "token_usage_record":
             usage = payload.get("usage")
             for field in sorted(set(usage) - _KNOWN_USAGE) if isinstance(usage, dict) else ():
-                self._radar("usage field", str(field), path)
+                self.radar.seen(UNKNOWN_FIELD, f"usage.{field}", detail=path.name)
             self._response(session, payload, extra, when)
         elif kind == "compacted":
             self._flush_response(session)
@@ -382,13 +365,13 @@ class CodexSource(JsonlSource[CodexSession]):
         self._seen(session, when)
         return session
 
-    def _update_model(self, extra: dict[str, Any]) -> None:
-        """A model named after the session was announced reaches the console with the next `sessions` list."""
+    def _update_model(self, extra: dict[str, Any], when: float) -> None:
+        """A model named after the session was announced (or a new one) is announced again."""
         sid = extra.get("session")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
-        if session is not None and session.started is not None and session.model != extra["model"]:
+        if session is not None and session.started is not None and not session.ended and session.model != extra["model"]:
             session.model = extra["model"]
-            self._save(session)
+            self._reannounce(session, when)
 
     # --- calls --------------------------------------------------------------------------
 
@@ -485,7 +468,7 @@ class CodexSource(JsonlSource[CodexSession]):
         and the session waits for input."""
         kind, error = turn_error(payload.get("error"))
         if kind not in _TURN_ERRORS:
-            self._radar("turn error", kind, path)
+            self.radar.seen(UNKNOWN_TYPE, f"turn error {kind}", detail=path.name)
         key = f"cx.failed:{session.id}:{payload.get('turn_id') or when}"
         if kind not in _NOT_MODEL_ERRORS and self.ctx.get_state(key) is None:
             self.ctx.set_state(key, "1")

@@ -11,6 +11,7 @@ Facts: shared/SOURCES.md "Codex CLI"; docs/sources.md "codex".
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -72,7 +73,12 @@ def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Pat
 
 def rollout_id(path: Path) -> str | None:
     """The session uuid a rollout's file name ends with, whatever folder or compression it is in."""
-    match = _ROLLOUT_ID.search(path.name)
+    return _id_in_name(path.name)
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every rollout on every poll
+def _id_in_name(name: str) -> str | None:
+    match = _ROLLOUT_ID.search(name)
     return match.group(1).lower() if match else None
 
 
@@ -255,9 +261,10 @@ class CodexSource(JsonlSource[CodexSession]):
         if rid is None:
             return super()._cursor_key(path)
         key = f"{self.state_prefix}.rollout:{rid}"
-        legacy = super()._cursor_key(path)  # positions were kept by path before rollouts were compressed
-        if self.ctx.get_state(key) is None and (saved := self.ctx.get_state(legacy)) is not None:
-            self.ctx.set_state(key, saved)
+        if key not in self._cursors and self.ctx.get_state(key) is None:
+            legacy = super()._cursor_key(path)  # positions were kept by path before rollouts were compressed
+            if (saved := self.ctx.get_state(legacy)) is not None:
+                self.ctx.set_state(key, saved)
         return key
 
     def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
@@ -363,6 +370,7 @@ class CodexSource(JsonlSource[CodexSession]):
         if isinstance(extra.get("model"), str):
             session.model = extra["model"]
         self._seen(session, when)
+        self._touch(session)
         return session
 
     def _update_model(self, extra: dict[str, Any], when: float) -> None:
@@ -399,6 +407,7 @@ class CodexSource(JsonlSource[CodexSession]):
             self._emit_call(
                 session, str(pending["key"]), pending["usage"], float(pending["ts"]), pending["latency_ms"], rate_limits
             )
+            self._save(session)  # no longer pending, in the commit that moves the cursor past its token_count
 
     def _end(self, session: CodexSession, reason: str, when: float) -> None:
         self._flush_response(session)  # Codex stopped before logging the token_count
@@ -458,8 +467,6 @@ class CodexSource(JsonlSource[CodexSession]):
         )
         if session.state != "running":
             self._set_state(session, "running", "model call", when)
-        else:
-            self._save(session)
 
     def _failed_turn(
         self, path: Path, session: CodexSession, payload: dict[str, Any], extra: dict[str, Any], when: float

@@ -11,7 +11,7 @@ Usage is seeded: answer N of a server started with seed S always has the same to
 server time. A prompt containing `RUN: <command>` is answered with a shell tool call first and a
 text answer once the tool's output comes back; `SPAWN: <task>` starts a Codex sub-agent with that
 task, waits for it, then answers. Faults come from a schedule file
-(`{"rules": [{"match": "TEXT", "fault": "429"|"500"|"broken", "times": N|null, "retry_after": "1"|null}]}`):
+(`{"rules": [{"match": "TEXT", "fault": "400"|"429"|"500"|"broken", "times": N|null, "retry_after": "1"|null}]}`):
 a request whose latest user text contains TEXT gets the fault, `times` times (null: always); a 429
 carries `Retry-After: <retry_after>` (1 s unless the rule says null: no hint).
 
@@ -48,7 +48,7 @@ CLIENT_HEADERS = ("x-client-request-id", "session_id", "conversation_id", "x-req
 @dataclass
 class Rule:
     match: str
-    fault: str  # "429", "500" or "broken"
+    fault: str  # "400", "429", "500" or "broken"
     times: int | None  # None: every matching request
     retry_after: str | None = "1"  # Retry-After header (seconds) of a 429; None: no hint
     used: int = 0
@@ -272,9 +272,9 @@ class Handler(BaseHTTPRequestHandler):
             "client": {h: self.headers[h] for h in CLIENT_HEADERS if self.headers.get(h)},
         }
         time.sleep(usage.server_ms / 1000.0)
-        if fault in ("429", "500"):
+        if fault in ("400", "429", "500"):
             status = int(fault)
-            kind = "rate_limit_exceeded" if status == 429 else "server_error"
+            kind = {400: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
             hint = rule.retry_after if rule and status == 429 else None
             self._json(status, {"error": {"message": f"injected {status}", "type": kind, "code": kind}},
                        {"retry-after": hint} if hint else None)

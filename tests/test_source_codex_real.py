@@ -309,7 +309,7 @@ def test_only_the_tui_title_request_is_in_no_rollout() -> None:
     assert [(a["ok"], a["client"]["user-agent"].split("/")[0]) for a in unlogged] == [(True, "codex-tui")]
 
 
-def test_a_manual_compact_in_the_tui_is_a_manual_compaction(replay: Replay) -> None:
+def test_tui_turns_a_manual_compact_and_an_interrupted_tool_come_in_order(replay: Replay) -> None:
     copy_rollouts(replay.home)
     replay.scan()
     tui = next(a for a in ANSWERS if a["client"]["user-agent"].startswith("codex-tui"))["client"]["x-client-request-id"]
@@ -318,7 +318,12 @@ def test_a_manual_compact_in_the_tui_is_a_manual_compaction(replay: Replay) -> N
         ("idle", "task complete"),
         ("running", "task started"), ("compacted", "manual"), ("idle", "task complete"),
         ("running", "task started"), ("idle", "task complete"),
+        ("running", "task started"), ("idle", "turn aborted: interrupted"),  # Esc while `sleep` ran
     ]
+    # The interrupted turn's one response (the tool call) is one ok call.
+    interrupted = [a for a in OK_ANSWERS if a["client"]["x-client-request-id"] == tui][-1]
+    assert interrupted["tool_call"] == "exec_command"
+    assert token_tuple([c for c in replay.calls() if c.session == tui][-1].data) == answer_tuple(interrupted)
 
 
 def test_each_session_sub_agents_included_has_the_calls_answered_to_it(replay: Replay) -> None:

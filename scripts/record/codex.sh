@@ -92,7 +92,8 @@ SID="$(last_session "$TMP/mark")"
 run -c model_auto_compact_token_limit=1500 resume "$SID" "Second turn."
 run -c model_auto_compact_token_limit=1500 resume "$SID" "Third turn. SERVER-DOWN"
 
-# The interactive TUI in a pseudo-terminal: a prompt, a manual /compact, another prompt. (The TUI
+# The interactive TUI in a pseudo-terminal: a prompt, a manual /compact, another prompt, a prompt
+# whose tool call is interrupted with Esc. (The TUI
 # also asks the model for a thread title, in a thread that writes no rollout.)
 (cd "$TMP/work" && CODEX="$CODEX" SERVER_LOG="$TMP/server.jsonl" "$PYTHON" - <<'PY' >>"$TMP/codex.out") || echo "the TUI session failed" >&2
 import os, re, time
@@ -141,8 +142,10 @@ def submit(text):
 
 child.expect("Ask Codex")  # the composer is drawn
 pump(3)
-for text in ("Say hello.", "/compact", "Say more."):
+for text in ("Say hello.", "/compact", "Say more.", "Wait for it. RUN: sleep 8"):
     submit(text)
+child.send("\x1b")  # Esc while the tool runs: the turn is interrupted
+pump(4)
 child.send("/quit")
 pump(1)
 child.send("\r")

@@ -93,9 +93,9 @@ run -c model_auto_compact_token_limit=1500 resume "$SID" "Second turn."
 run -c model_auto_compact_token_limit=1500 resume "$SID" "Third turn. SERVER-DOWN"
 
 # The interactive TUI in a pseudo-terminal: a prompt, a manual /compact, another prompt, a prompt
-# whose tool call is interrupted with Esc. (The TUI
-# also asks the model for a thread title, in a thread that writes no rollout.)
-(cd "$TMP/work" && CODEX="$CODEX" SERVER_LOG="$TMP/server.jsonl" "$PYTHON" - <<'PY' >>"$TMP/codex.out") || echo "the TUI session failed" >&2
+# whose tool call is interrupted with Esc. (The TUI also asks the model for a thread title, in a
+# thread that writes no rollout.)
+(cd "$TMP/work" && CODEX="$CODEX" SERVER_LOG="$TMP/server.jsonl" "$PYTHON" - <<'PY' >>"$TMP/codex.out")
 import os, re, time
 import pexpect
 
@@ -118,8 +118,8 @@ def answers():
     with open(os.environ["SERVER_LOG"]) as fh:
         return sum(1 for _ in fh)
 
-def shown():
-    return re.sub(r"\x1b(\[[0-9;?<>=]*[a-zA-Z@~]|\][^\x07]*\x07|.)", " ", "".join(screen))
+def plain(chunks):  # what the terminal output says, without its escape sequences
+    return re.sub(r"\x1b(\[[0-9;?<>=]*[a-zA-Z@~]|\][^\x07]*\x07|.)", "", "".join(chunks))
 
 def submit(text):
     """Type until the composer shows the text, then press Enter until the server has answered
@@ -129,7 +129,7 @@ def submit(text):
         mark = len(screen)
         child.send(text)
         pump(2)
-        if text in re.sub(r"\x1b(\[[0-9;?<>=]*[a-zA-Z@~]|\][^\x07]*\x07|.)", "", "".join(screen[mark:])):
+        if text in plain(screen[mark:]):
             break
         child.send("\x15")  # ctrl-u: clear whatever part of it arrived
         pump(1)
@@ -138,7 +138,7 @@ def submit(text):
         pump(5)
         if answers() > before:
             return
-    raise SystemExit(f"the TUI did not send {text!r}; its screen ended with: {shown()[-600:]!r}")
+    raise SystemExit(f"the TUI did not send {text!r}; its screen ended with: {plain(screen)[-600:]!r}")
 
 child.expect("Ask Codex")  # the composer is drawn
 pump(3)

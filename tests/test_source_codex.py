@@ -344,3 +344,21 @@ def test_a_thread_name_is_the_title_cleaned_and_bounded(home):
     source.scan()
     [session] = source.sessions()
     assert session.title == ("[2Jfix theindexer " + "x" * 300)[:200]
+
+
+def test_a_compressed_rollout_read_in_a_poll_that_failed_is_read_again(home, monkeypatch):
+    archive = home.root / "archived_sessions"
+    archive.mkdir()
+    (archive / (home.rollout.name + ".zst")).write_bytes(zstandard.ZstdCompressor().compress(a_turn().encode()))
+    source = home.source()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the disk went away mid-poll")
+
+    monkeypatch.setattr(source, "_end_inactive", fail)  # the poll fails after reading the rollout
+    with pytest.raises(RuntimeError):
+        source.scan()
+    assert home.calls() == []  # rolled back
+    monkeypatch.undo()
+    source.scan()
+    assert len(home.calls()) == 2

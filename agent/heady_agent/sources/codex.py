@@ -267,6 +267,10 @@ class CodexSource(JsonlSource[CodexSession]):
                 self.ctx.set_state(key, saved)
         return key
 
+    def _forget(self) -> None:
+        super()._forget()
+        self._decompressed.clear()  # a failed poll rolled back what it read from them
+
     def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
         if path.name.endswith(".zst"):
             identity = _identity(path)

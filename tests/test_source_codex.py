@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from heady_agent.clock import ManualClock
-from heady_agent.config import AgentConfig
+from heady_agent.config import AgentConfig, CodexConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
 from heady_agent.sources.codex import CodexSource, resolve_roots
@@ -64,7 +64,7 @@ class CodexHome:
         day.mkdir(parents=True)
         self.rollout = day / f"rollout-2026-09-21T10-00-00-{SID}.jsonl"
         self.clock = ManualClock(T0 + 60)
-        config = AgentConfig(sources=["codex"], codex={"roots": [str(self.root)], "poll_interval_s": 0.05})
+        config = AgentConfig(sources=["codex"], codex=CodexConfig(roots=[str(self.root)], poll_interval_s=0.05))
         self.ctx = SqliteSourceContext(tmp_path / "journal.db", config, self.clock)
 
     def source(self) -> CodexSource:

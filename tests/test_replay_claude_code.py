@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from heady_agent.clock import ManualClock
@@ -218,4 +221,54 @@ def test_the_recorded_formats_hold_nothing_the_radar_does_not_know(version: str,
     source.scan()
     assert source.format_radar() == {"unknown_record_type": 0, "unknown_field": 0, "skipped_line": 0, "unreadable_file": 0}
     assert rep.ctx.events("agent.notice") == []
+    rep.ctx.close()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process to stand in for the recorded client, whose pid is long gone."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+REGISTRY_VERSIONS = [v for v in VERSIONS if (FIXTURES / v / "registry.jsonl").exists()]
+
+
+@pytest.mark.parametrize("version", REGISTRY_VERSIONS)
+def test_the_recorded_registry_drives_running_idle_and_waiting_then_the_session_ends(
+        version: str, tmp_path: Path, stand_in: subprocess.Popen[bytes]) -> None:
+    rep = make_replay(FIXTURES / version, tmp_path)
+    sid = rep.sessions["interactive"]
+    entries = [json.loads(line)["entry"] for line in (FIXTURES / version / "registry.jsonl").read_text().splitlines()]
+    folder = rep.root / "sessions"
+    folder.mkdir()
+    path = folder / f"{stand_in.pid}.json"
+    started_ms = int(psutil.Process(stand_in.pid).create_time() * 1000)
+    source = rep.source()
+    for entry in entries:
+        path.write_text(json.dumps({**entry, "pid": stand_in.pid, "startedAt": started_ms}))
+        source.scan()
+    path.unlink()
+    source.scan()
+    mapped = {"busy": "running", "idle": "idle", "waiting": "waiting"}
+    expected: list[str] = []
+    for entry in entries:
+        state = mapped.get(entry.get("status", ""))
+        if state is not None and (not expected or expected[-1] != state):
+            expected.append(state)
+    states = [e.data["state"] for e in rep.ctx.events("session.state") if e.session == sid]
+    assert "waiting" in expected and states == expected
+    assert [e.data["reason"] for e in rep.ctx.events("session.ended") if e.session == sid] == ["exited"]
+    rep.ctx.close()
+
+
+@pytest.mark.parametrize("version", REGISTRY_VERSIONS)
+def test_a_renamed_session_is_announced_again_with_its_new_title(version: str, tmp_path: Path) -> None:
+    rep = make_replay(FIXTURES / version, tmp_path)
+    rep.source().scan()
+    sid = rep.sessions["interactive"]
+    announced = [e.data for e in rep.ctx.events("session.started") if e.session == sid]
+    assert announced[-1]["title"] == "billing retries" and announced[-1]["model"] == "claude-sonnet-4-5-20250929"
     rep.ctx.close()

@@ -30,7 +30,7 @@ from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
 KNOWN_RECORD_TYPES = frozenset({
     "user", "assistant", "system", "summary", "file-history-snapshot", "ai-title", "custom-title", "tag",
     "attachment", "atis-latch", "queue-operation", "last-prompt", "api-request", "api-request-blob",
-    "api-request-shape", "cost-state", "mode", "tools-used",
+    "api-request-shape", "cost-state", "mode", "tools-used", "permission-mode", "agent-name",
 })
 # Usage fields read or knowingly ignored (no tokens to price); a new one may be a new token kind.
 KNOWN_USAGE_FIELDS = frozenset({
@@ -330,6 +330,9 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         session.last_ts = max(session.last_ts, now)
         if session.started is None:
             self._announce(session, started_at or now)
+        name = entry.get("name")
+        if entry.get("nameSource") == "user" and isinstance(name, str) and name.strip():
+            self._describe(session, now, title=name.strip(), title_from="custom")  # a /rename, before the transcript says it
         status = entry.get("status")
         if isinstance(status, str) and status != session.registry_status:
             session.registry_status = status

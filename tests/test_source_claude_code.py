@@ -627,3 +627,36 @@ def test_a_restarted_agent_does_not_notice_the_same_format_change_again(home):
     restarted.scan()
     assert restarted.format_radar()["unknown_record_type"] == 1
     assert len(home.ctx.events("agent.notice")) == 1
+
+
+async def test_an_agent_shows_a_managed_claude_as_one_session_with_its_calls(tmp_path, workdir, monkeypatch):
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    root = tmp_path / "claude"
+    transcript = root / "projects" / "-src-billing-service" / f"{SID}.jsonl"
+    transcript.parent.mkdir(parents=True)
+    exe = tmp_path / "bin" / "claude"
+    exe.parent.mkdir()
+    exe.symlink_to(sys.executable)
+    # The managed command is Claude Code as far as the system can tell: named `claude`, writing a transcript.
+    script = (f"import json, time; open({str(transcript)!r}, 'a').write({lines(user('u1', None, T0), assistant('a1', 'u1', T0 + 1, 'msg_01'))!r}); "
+              "time.sleep(300)")
+    entry = {"name": "reviewer", "command": [str(exe), "-c", script], "cwd": str(workdir), "instances": 1}
+    extra = {"claude_code": {"roots": [str(root)], "poll_interval_s": 0.05}}
+    async with running_agent(tmp_path, sources=("managed", "claude-code"), managed=[entry], extra=extra) as agent:
+        async with ws_connect(agent.url, agent.token) as ws:
+            await recv_json(ws)
+            await ws.send('{"type":"subscribe","since":0}')
+            call, _ = await recv_until(ws, lambda f: f.get("kind") == "llm.call")
+            listed = [info for source in agent.server.sources for info in source.sessions()]
+    assert call["session"] == "managed:reviewer:1"
+    assert [(s.id, s.source) for s in listed] == [("managed:reviewer:1", "managed")]
+
+
+def test_a_transcript_added_to_a_folder_already_read_is_picked_up(home):
+    home.append(lines(user("u1", None, T0)))
+    source = home.source()
+    source.scan()
+    other = "9d2e7c41-5b8a-4f0e-b1c3-7a6d5e4f3c2b"
+    home.append(lines(user("v1", None, T0 + 1, sid=other)), home.project_dir / f"{other}.jsonl")
+    source.scan()
+    assert sorted(e.session for e in home.ctx.events("session.started")) == sorted([SID, other])

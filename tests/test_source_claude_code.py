@@ -660,3 +660,10 @@ def test_a_transcript_added_to_a_folder_already_read_is_picked_up(home):
     home.append(lines(user("v1", None, T0 + 1, sid=other)), home.project_dir / f"{other}.jsonl")
     source.scan()
     assert sorted(e.session for e in home.ctx.events("session.started")) == sorted([SID, other])
+
+
+def test_a_title_is_stored_without_control_characters_and_bounded(home):
+    home.append(lines(user("u1", None, T0), {"type": "custom-title", "customTitle": "\x1b[31mred\x07 " + "x" * 500, "sessionId": SID}))
+    home.source().scan()
+    title = home.ctx.events("session.started")[-1].data["title"]
+    assert title.startswith("[31mred x") and len(title) == 200 and title.isprintable()

@@ -20,7 +20,7 @@ import psutil
 
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .common import command_args
+from .common import TITLE_CHARS, command_args, plain_text
 from .managed import MANAGED_SESSION_ENV
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE
 from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
@@ -155,14 +155,14 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         kind = record.get("type")
         if kind == "api-request" and isinstance(record.get("id"), str) and ts is not None:
             cursor.remember(record["id"], ts)  # the request's start: latency runs from here
+        if kind not in KNOWN_RECORD_TYPES:
+            self.radar.seen(UNKNOWN_TYPE, str(kind))
         if not isinstance(sid, str) or not sid:
             return
         if kind in ("ai-title", "custom-title"):
             self._titled(sid, record, kind, ts if ts is not None else self.ctx.clock.now())
             return
         if kind not in ("user", "assistant", "system"):
-            if kind not in KNOWN_RECORD_TYPES:
-                self.radar.seen(UNKNOWN_TYPE, str(kind))
             return  # snapshots, attachments and other bookkeeping carry no session activity
         if isinstance(parent, str):
             for call in calls.values():
@@ -206,7 +206,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         changed = False
         if model is not None and model != session.model:
             session.model, changed = model, True
-        if title is not None and title != session.title:
+        title = plain_text(title, TITLE_CHARS) if title is not None else None
+        if title and title != session.title:
             session.title, changed = title, True
         if title_from is not None and title_from != session.title_from:
             session.title_from = title_from

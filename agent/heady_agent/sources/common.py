@@ -40,6 +40,14 @@ class SessionLike(Protocol):
     def nice(self) -> int | None: ...
 
 
+TITLE_CHARS = 200  # a session title, as a watched program wrote it, is cut here
+
+
+def plain_text(text: str, limit: int) -> str:
+    """Text from a watched program's files, fit to store and show: control characters dropped, bounded."""
+    return "".join(ch for ch in text if ch.isprintable()).strip()[:limit]
+
+
 def started_data(source: str, session: SessionLike, **extra: Any) -> dict[str, Any]:
     """The `session.started` event's data for a session."""
     return {

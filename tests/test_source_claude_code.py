@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -667,3 +668,16 @@ def test_a_title_is_stored_without_control_characters_and_bounded(home):
     home.source().scan()
     title = home.ctx.events("session.started")[-1].data["title"]
     assert title.startswith("[31mred x") and len(title) == 200 and title.isprintable()
+
+
+def test_a_poll_whose_commit_failed_is_read_again_and_counted_once(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01"),
+                      user("u2", "a1", T0 + 2), assistant("a2", "u2", T0 + 3, "msg_02")))
+    source = home.source()
+    home.ctx.journal.db.execute("PRAGMA query_only = ON")  # the journal refuses writes, as a full disk does
+    with pytest.raises(sqlite3.OperationalError):
+        source.scan()
+    home.ctx.journal.db.execute("PRAGMA query_only = OFF")
+    source.scan()
+    source.scan()
+    assert len(home.calls()) == 2 and len(home.ctx.events("session.started")) == 1

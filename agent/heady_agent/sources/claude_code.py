@@ -105,6 +105,10 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         self._clients = None
         super().scan()
 
+    def _forget(self) -> None:
+        super()._forget()
+        self._seen_calls.clear()
+
     def _poll_once(self) -> None:
         self._read_logs()
         self._read_registry()

@@ -289,6 +289,8 @@ class JsonlSource(WatchedSource[J], ABC):
         self._changed = changed  # nothing the sessions list shows changed: no fresh list to push
 
     def _forget(self) -> None:
+        """Drop what memory holds beyond the journal: a failed poll's changes were rolled back there."""
+        self.radar.forget()
         self._cursors.clear()
         self._listings.clear()
         self._touched.clear()

@@ -51,6 +51,10 @@ class FormatRadar:
         suffix = f" ({clean_name(detail)})" if detail else ""
         self.ctx.notice("warning", f"{self.source}: {_WHAT[kind]} {clean_name(name)!r}{suffix}; its data may be missed")
 
+    def forget(self) -> None:
+        """Re-read the names noticed from the source state (a rolled-back poll's notices were not sent)."""
+        self._noticed = None
+
     def snapshot(self) -> dict[str, int]:
         return dict(self.counts)
 

@@ -45,6 +45,7 @@ SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's model name for messages it wrot
 CUT_OFF_NOTE = "Your response above was cut off mid-stream"
 DETACHED_BRANCH = "HEAD"  # gitBranch outside a git repository or on a detached head: not a title
 EXITED_GRACE_S = 5.0  # quiet this long with no Claude Code process in its directory: the session has exited
+UNKNOWN_DIR = ""  # _client_dirs() key of Claude Code processes whose working directory cannot be read
 FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
 UNSTATED_STOP = ""  # transcripts older than stop_reason: finished as far as anyone can tell
@@ -356,7 +357,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if session.in_registry:
             return None
         silence = now - session.last_ts
-        if silence > EXITED_GRACE_S and session.cwd is not None and session.cwd not in self._client_dirs():
+        clients = self._client_dirs()
+        if silence > EXITED_GRACE_S and session.cwd is not None and session.cwd not in clients and UNKNOWN_DIR not in clients:
             return "exited"
         return super()._quiet(session, now)
 
@@ -366,8 +368,10 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             found: dict[str, list[int]] = {}
             for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
                 info = proc.info
-                if _is_claude_code(info.get("name"), info.get("cmdline")) and isinstance(info.get("cwd"), str):
-                    found.setdefault(info["cwd"], []).append(proc.pid)
+                if _is_claude_code(info.get("name"), info.get("cmdline")):
+                    # Another user's process hides its directory: then no session can be said to have exited.
+                    cwd = info.get("cwd") if isinstance(info.get("cwd"), str) else UNKNOWN_DIR
+                    found.setdefault(cwd, []).append(proc.pid)
             self._clients = found
         return self._clients
 

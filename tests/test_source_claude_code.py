@@ -681,3 +681,40 @@ def test_a_poll_whose_commit_failed_is_read_again_and_counted_once(home):
     source.scan()
     source.scan()
     assert len(home.calls()) == 2 and len(home.ctx.events("session.started")) == 1
+
+
+def cost_state(t: float, inp: int, out: int, write_5m: int, write_1h: int, read: int) -> dict:
+    usage = {"inputTokens": inp, "outputTokens": out, "cacheReadInputTokens": read, "cacheCreationInputTokens": write_5m + write_1h,
+             "cacheCreationEphemeral5mInputTokens": write_5m, "cacheCreationEphemeral1hInputTokens": write_1h, "costUSD": 0.5}
+    return {"type": "cost-state", "sessionId": SID, "startTime": int(T0 * 1000), "timestamp": iso(t),
+            "modelUsage": {"claude-sonnet-4-5-20250929": usage}}
+
+
+def test_what_cost_state_totals_beyond_the_responses_written_is_one_more_call(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01", use=usage(12, 340, 2048, 18000, split=(2048, 0))),
+                      cost_state(T0 + 5, 12 + 50, 340 + 70, 2048 + 100, 300, 18000 + 9000)))
+    home.source().scan()
+    written, summaries = home.calls()
+    assert (written["input_tokens"], written["output_tokens"]) == (12, 340)
+    assert {k: summaries[k] for k in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+                                      "cache_creation_5m_tokens", "cache_creation_1h_tokens", "ok", "latency_ms")} == {
+        "input_tokens": 50, "output_tokens": 70, "cache_creation_tokens": 400, "cache_read_tokens": 9000,
+        "cache_creation_5m_tokens": 100, "cache_creation_1h_tokens": 300, "ok": True, "latency_ms": None}
+
+
+def test_cost_state_that_matches_the_responses_adds_nothing_however_often_it_is_written(home):
+    source = home.source()
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01", use=usage(12, 340, 2048, 18000, split=(2048, 0))),
+                      cost_state(T0 + 5, 12, 342, 2048, 0, 18000)))
+    source.scan()
+    home.append(lines(cost_state(T0 + 6, 12, 342, 2048, 0, 18000)))
+    source.scan()
+    assert len(home.calls()) == 1  # two more output tokens alone are a cut-off stream's tally, not a request
+
+
+def test_a_session_an_older_agent_had_half_read_takes_no_call_from_cost_state(home):
+    home.ctx.set_state(f"cc.session:{SID}", json.dumps({"id": SID, "cwd": CWD, "started": T0, "last_ts": T0}))
+    home.ctx.set_state("cc.live", json.dumps([SID]))
+    home.append(lines(cost_state(T0 + 5, 500, 700, 0, 0, 9000)))
+    home.source().scan()
+    assert home.calls() == []

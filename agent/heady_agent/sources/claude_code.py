@@ -12,7 +12,7 @@ import json
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,12 @@ SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's model name for messages it wrot
 CUT_OFF_NOTE = "Your response above was cut off mid-stream"
 DETACHED_BRANCH = "HEAD"  # gitBranch outside a git repository or on a detached head: not a title
 EXITED_GRACE_S = 5.0  # quiet this long with no Claude Code process in its directory: the session has exited
+# Token kinds as LlmCallData names them, and as Claude Code's `cost-state` modelUsage does.
+USAGE_KINDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+               "cache_creation_5m_tokens", "cache_creation_1h_tokens")
+COST_STATE_KINDS = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "cacheReadInputTokens",
+                    "cacheCreationEphemeral5mInputTokens", "cacheCreationEphemeral1hInputTokens")
+UNWRITTEN_ERROR = None  # the calls found in cost-state succeeded (Claude Code totals answers only)
 UNKNOWN_DIR = ""  # _client_dirs() key of Claude Code processes whose working directory cannot be read
 FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
@@ -66,6 +72,11 @@ class _Session(JsonlSession):
     registry_status: str | None = None
     registry_started: float | None = None
     title_from: str | None = None  # a TITLE_RANK key
+    # Tokens of the calls counted, per model (USAGE_KINDS order), to find what Claude Code's
+    # cumulative `cost-state` holds that no response record showed; only trusted for sessions this
+    # agent read from their first record (not ones an older agent had half read).
+    usage: dict[str, list[int]] = field(default_factory=dict)
+    counted_from_start: bool = False
 
 
 @dataclass
@@ -100,6 +111,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._seen_calls: set[str] = set()
         self._clients: dict[str, list[int]] | None = None
+        self._pending_costs: list[tuple[str, dict[str, Any], float]] = []  # cost-state records read this poll
+        self._usage_changed: set[str] = set()
 
     def scan(self) -> None:
         """Read what is new in every transcript and the registry; emit what changed."""
@@ -109,9 +122,12 @@ class ClaudeCodeSource(JsonlSource[_Session]):
     def _forget(self) -> None:
         super()._forget()
         self._seen_calls.clear()
+        self._pending_costs.clear()
+        self._usage_changed.clear()
 
     def _poll_once(self) -> None:
         self._read_logs()
+        self._cost_states()
         self._read_registry()
         self._end_inactive()
 
@@ -166,6 +182,11 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             return
         if kind in ("ai-title", "custom-title"):
             self._titled(sid, record, kind, ts if ts is not None else self.ctx.clock.now())
+            return
+        if kind == "cost-state":
+            session = self._load(sid)
+            when = ts if ts is not None else (session.last_ts if session is not None and session.last_ts else self.ctx.clock.now())
+            self._pending_costs.append((sid, record, when))
             return
         if kind not in ("user", "assistant", "system"):
             return  # snapshots, attachments and other bookkeeping carry no session activity
@@ -281,9 +302,50 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if failure is not None and data["ok"]:
             data["ok"], data["error"] = False, failure
         session = self._session(call.sid)
-        self.ctx.emit("llm.call", session.managed_as or session.id, data, ts=call.when)
+        self._emit_counted(session, data, call.when)
         if session.state == "compacted" and data["ok"]:
             self._set_state(session, "running", "continued after compaction", call.when)
+
+    def _emit_counted(self, session: _Session, data: dict[str, Any], when: float) -> None:
+        self.ctx.emit("llm.call", session.managed_as or session.id, data, ts=when)
+        counted = session.usage.setdefault(data["model"], [0] * len(USAGE_KINDS))
+        for i, kind in enumerate(USAGE_KINDS):
+            counted[i] += data.get(kind) or 0
+        self._usage_changed.add(session.id)
+
+    def _cost_states(self) -> None:
+        """Requests Claude Code answered but wrote no response record for (the summaries `/compact`
+        and auto-compaction ask for): its cumulative `cost-state` per model, less what was counted,
+        is one more ok call. Run after every file of the poll is read, subagents' included."""
+        latest = {sid: (record, when) for sid, record, when in self._pending_costs}  # totals: the last one holds the rest
+        for sid, (record, when) in sorted(latest.items()):
+            session = self._load(sid)
+            usage = record.get("modelUsage")
+            if session is None or not session.counted_from_start or not isinstance(usage, dict):
+                continue
+            for model, totals in sorted(usage.items()):
+                if not isinstance(model, str) or not isinstance(totals, dict) or model == SYNTHETIC_MODEL:
+                    continue
+                counted = session.usage.get(model, [0] * len(USAGE_KINDS))
+                unseen = [max(0, as_int(totals.get(name)) - counted[i]) for i, name in enumerate(COST_STATE_KINDS)]
+                if unseen[0] + unseen[2] + unseen[3] == 0:
+                    continue  # every request sends input: output alone is a cut-off stream's tally, not a request
+                data: dict[str, Any] = {"provider": "anthropic", "model": model, "cost_usd": None, "latency_ms": None,
+                                        "ok": True, "error": UNWRITTEN_ERROR}
+                data.update(zip(USAGE_KINDS, unseen))
+                self._emit_counted(session, data, when)
+        self._pending_costs.clear()
+        for sid in sorted(self._usage_changed):
+            session = self._sessions.get(sid)
+            if session is not None:
+                self._save(session)
+        self._usage_changed.clear()
+
+    def _session(self, sid: str) -> _Session:
+        session = self._load(sid)
+        if session is None:
+            session = self._sessions[sid] = _Session(id=sid, counted_from_start=True)
+        return session
 
     def _end(self, session: _Session, reason: str, when: float) -> None:
         session.in_registry = False

@@ -21,7 +21,7 @@ from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
 from heady_agent.sources.managed import MANAGED_SESSION_ENV
-from heady_agent.sources.claude_code import ClaudeCodeSource, resolve_roots
+from heady_agent.sources.claude_code import CLIENT_SCAN_EVERY_S, ClaudeCodeSource, resolve_roots
 from sourcekit import SqliteSourceContext
 
 T0 = 1_790_000_000.0  # the transcripts' time; the clock starts a minute later
@@ -477,6 +477,7 @@ def test_a_session_whose_client_has_exited_ends_without_waiting_ten_minutes(home
     assert home.ctx.events("session.ended") == []
     claude_process.kill()
     claude_process.wait(timeout=30)
+    home.clock.advance(CLIENT_SCAN_EVERY_S)
     source.scan()
     [ended] = home.ctx.events("session.ended")
     assert ended.data["reason"] == "exited" and ended.ts == pytest.approx(T0 + 1)

@@ -51,6 +51,7 @@ USAGE_KINDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_
 COST_STATE_KINDS = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "cacheReadInputTokens",
                     "cacheCreationEphemeral5mInputTokens", "cacheCreationEphemeral1hInputTokens")
 UNWRITTEN_ERROR = None  # the calls found in cost-state succeeded (Claude Code totals answers only)
+CLIENT_SCAN_EVERY_S = 10.0  # how old the list of running Claude Code processes may be
 UNKNOWN_DIR = ""  # _client_dirs() key of Claude Code processes whose working directory cannot be read
 FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
@@ -111,13 +112,9 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._seen_calls: set[str] = set()
         self._clients: dict[str, list[int]] | None = None
+        self._clients_at = float("-inf")
         self._pending_costs: list[tuple[str, dict[str, Any], float]] = []  # cost-state records read this poll
         self._usage_changed: set[str] = set()
-
-    def scan(self) -> None:
-        """Read what is new in every transcript and the registry; emit what changed."""
-        self._clients = None
-        super().scan()
 
     def _forget(self) -> None:
         super()._forget()
@@ -419,14 +416,18 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if session.in_registry:
             return None
         silence = now - session.last_ts
-        clients = self._client_dirs()
-        if silence > EXITED_GRACE_S and session.cwd is not None and session.cwd not in clients and UNKNOWN_DIR not in clients:
-            return "exited"
+        if silence > EXITED_GRACE_S and session.cwd is not None:
+            clients = self._client_dirs()  # a process scan: only for sessions gone quiet
+            if session.cwd not in clients and UNKNOWN_DIR not in clients:
+                return "exited"
         return super()._quiet(session, now)
 
-    def _client_dirs(self) -> dict[str, list[int]]:
-        """The pids of running Claude Code processes by working directory, looked up at most once per scan."""
-        if self._clients is None:
+    def _client_dirs(self, fresh: bool = False) -> dict[str, list[int]]:
+        """The pids of running Claude Code processes by working directory, looked up at most every
+        CLIENT_SCAN_EVERY_S (walking every process costs milliseconds), or now when `fresh`."""
+        now = self.ctx.clock.now()
+        if self._clients is None or fresh or now - self._clients_at >= CLIENT_SCAN_EVERY_S:
+            self._clients_at = now
             found: dict[str, list[int]] = {}
             for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
                 info = proc.info
@@ -448,7 +449,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if session.pid is not None:
             pids = [session.pid]
         elif session.cwd is not None:
-            pids = self._client_dirs().get(session.cwd, [])
+            pids = self._client_dirs().get(session.cwd) or self._client_dirs(fresh=True).get(session.cwd, [])
         else:
             return None
         names = set()

@@ -12,7 +12,7 @@ import json
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ USAGE_KINDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_
                "cache_creation_5m_tokens", "cache_creation_1h_tokens")
 COST_STATE_KINDS = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "cacheReadInputTokens",
                     "cacheCreationEphemeral5mInputTokens", "cacheCreationEphemeral1hInputTokens")
+COUNTED = "counted"  # FileCursor.extra key: {session: {model: tokens counted from this file, USAGE_KINDS order}}
 UNWRITTEN_ERROR = None  # the calls found in cost-state succeeded (Claude Code totals answers only)
 CLIENT_SCAN_EVERY_S = 10.0  # how old the list of running Claude Code processes may be
 UNKNOWN_DIR = ""  # _client_dirs() key of Claude Code processes whose working directory cannot be read
@@ -73,10 +74,8 @@ class _Session(JsonlSession):
     registry_status: str | None = None
     registry_started: float | None = None
     title_from: str | None = None  # a TITLE_RANK key
-    # Tokens of the calls counted, per model (USAGE_KINDS order), to find what Claude Code's
-    # cumulative `cost-state` holds that no response record showed; only trusted for sessions this
-    # agent read from their first record (not ones an older agent had half read).
-    usage: dict[str, list[int]] = field(default_factory=dict)
+    # Read from its first record by an agent that tallies counted tokens (COUNTED in each file's
+    # cursor); only then can Claude Code's `cost-state` be compared with them.
     counted_from_start: bool = False
 
 
@@ -113,14 +112,14 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         self._seen_calls: set[str] = set()
         self._clients: dict[str, list[int]] | None = None
         self._clients_at = float("-inf")
-        self._pending_costs: list[tuple[str, dict[str, Any], float]] = []  # cost-state records read this poll
-        self._usage_changed: set[str] = set()
+        # cost-state records read this poll, with their file and its cursor
+        self._pending_costs: list[tuple[str, dict[str, Any], float, Path, FileCursor]] = []
+        self._reading: Path | None = None  # the file _records is reading
 
     def _forget(self) -> None:
         super()._forget()
         self._seen_calls.clear()
         self._pending_costs.clear()
-        self._usage_changed.clear()
 
     def _poll_once(self) -> None:
         self._read_logs()
@@ -138,19 +137,20 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             if model is not None and isinstance(sid, str):
                 models.setdefault(sid, model)
         calls = {call.key: call for call in _held(cursor)}
+        self._reading = path
         for record in records:
             self._record(record, cursor, models, calls)
-            self._settle(calls, None)  # in order: a call before the state change that follows it
+            self._settle(calls, cursor, None)  # in order: a call before the state change that follows it
         # What is left waits for its verdict in the next record: the next read, or the next quiet poll.
-        self._settle(calls, self.ctx.clock.now())
+        self._settle(calls, cursor, self.ctx.clock.now())
         cursor.extra[HELD] = [asdict(call) for call in calls.values()]
 
-    def _settle(self, calls: dict[str, _Call], now: float | None) -> None:
+    def _settle(self, calls: dict[str, _Call], cursor: FileCursor, now: float | None) -> None:
         """Emit the calls whose outcome is known (or, given `now`, that waited HOLD_S for it) and forget them."""
         for key, call in list(calls.items()):
             waited = now is not None and now - call.when >= HOLD_S
             if not call.suspect or call.followed or call.failure is not None or waited:
-                self._emit_call(call)
+                self._emit_call(call, cursor)
                 del calls[key]
 
     def _unchanged(self, path: Path, cursor: FileCursor) -> bool:
@@ -158,7 +158,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if not cursor.extra.get(HELD):
             return False
         for call in _held(cursor):
-            self._emit_call(call)
+            self._emit_call(call, cursor)
         cursor.extra[HELD] = []
         return True
 
@@ -183,7 +183,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if kind == "cost-state":
             session = self._load(sid)
             when = ts if ts is not None else (session.last_ts if session is not None and session.last_ts else self.ctx.clock.now())
-            self._pending_costs.append((sid, record, when))
+            if self._reading is not None:
+                self._pending_costs.append((sid, record, when, self._reading, cursor))
             return
         if kind not in ("user", "assistant", "system"):
             return  # snapshots, attachments and other bookkeeping carry no session activity
@@ -289,7 +290,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             calls[key] = call  # a message written block by block: its finished record has the final usage
         self._touch(session)
 
-    def _emit_call(self, call: _Call) -> None:
+    def _emit_call(self, call: _Call, cursor: FileCursor) -> None:
         if call.key in self._seen_calls:
             return
         self._seen_calls.add(call.key)
@@ -299,23 +300,34 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if failure is not None and data["ok"]:
             data["ok"], data["error"] = False, failure
         session = self._session(call.sid)
-        self._emit_counted(session, data, call.when)
+        self._emit_counted(session, data, call.when, cursor)
         if session.state == "compacted" and data["ok"]:
             self._set_state(session, "running", "continued after compaction", call.when)
 
-    def _emit_counted(self, session: _Session, data: dict[str, Any], when: float) -> None:
+    def _emit_counted(self, session: _Session, data: dict[str, Any], when: float, cursor: FileCursor) -> None:
+        """Emit a call and add its tokens to the file's tally (saved with the cursor, in the same commit)."""
         self.ctx.emit("llm.call", session.managed_as or session.id, data, ts=when)
-        counted = session.usage.setdefault(data["model"], [0] * len(USAGE_KINDS))
+        tally = cursor.extra.setdefault(COUNTED, {}).setdefault(session.id, {})
+        counted = tally.setdefault(data["model"], [0] * len(USAGE_KINDS))
         for i, kind in enumerate(USAGE_KINDS):
             counted[i] += data.get(kind) or 0
-        self._usage_changed.add(session.id)
+
+    def _counted(self, sid: str, model: str) -> list[int]:
+        """The tokens counted for a session and model over all its files (every cursor is loaded by now)."""
+        total = [0] * len(USAGE_KINDS)
+        for cursor in self._cursors.values():
+            counted = cursor.extra.get(COUNTED, {}).get(sid, {}).get(model)
+            if isinstance(counted, list) and len(counted) == len(USAGE_KINDS):
+                total = [t + as_int(c) for t, c in zip(total, counted)]
+        return total
 
     def _cost_states(self) -> None:
         """Requests Claude Code answered but wrote no response record for (the summaries `/compact`
         and auto-compaction ask for): its cumulative `cost-state` per model, less what was counted,
         is one more ok call. Run after every file of the poll is read, subagents' included."""
-        latest = {sid: (record, when) for sid, record, when in self._pending_costs}  # totals: the last one holds the rest
-        for sid, (record, when) in sorted(latest.items()):
+        latest = {sid: (record, when, path, cursor) for sid, record, when, path, cursor in self._pending_costs}  # the last holds the rest
+        self._pending_costs.clear()
+        for sid, (record, when, path, cursor) in sorted(latest.items()):
             session = self._load(sid)
             usage = record.get("modelUsage")
             if session is None or not session.counted_from_start or not isinstance(usage, dict):
@@ -323,20 +335,15 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             for model, totals in sorted(usage.items()):
                 if not isinstance(model, str) or not isinstance(totals, dict) or model == SYNTHETIC_MODEL:
                     continue
-                counted = session.usage.get(model, [0] * len(USAGE_KINDS))
+                counted = self._counted(sid, model)
                 unseen = [max(0, as_int(totals.get(name)) - counted[i]) for i, name in enumerate(COST_STATE_KINDS)]
                 if unseen[0] + unseen[2] + unseen[3] == 0:
                     continue  # every request sends input: output alone is a cut-off stream's tally, not a request
                 data: dict[str, Any] = {"provider": "anthropic", "model": model, "cost_usd": None, "latency_ms": None,
                                         "ok": True, "error": UNWRITTEN_ERROR}
                 data.update(zip(USAGE_KINDS, unseen))
-                self._emit_counted(session, data, when)
-        self._pending_costs.clear()
-        for sid in sorted(self._usage_changed):
-            session = self._sessions.get(sid)
-            if session is not None:
-                self._save(session)
-        self._usage_changed.clear()
+                self._emit_counted(session, data, when, cursor)
+                self.ctx.set_state(self._cursor_key(path), cursor.dump())
 
     def _session(self, sid: str) -> _Session:
         session = self._load(sid)

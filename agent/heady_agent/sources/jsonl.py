@@ -305,8 +305,12 @@ class JsonlSource(WatchedSource[J], ABC):
                     for path in walk_jsonl(root / folder, self._listings):
                         self._read_file(path)
 
+    def _cursor_key(self, path: Path) -> str:
+        """Where the file's cursor is kept in the source state (and in memory)."""
+        return f"{self.state_prefix}.file:{path}"
+
     def _read_file(self, path: Path) -> None:
-        key = f"{self.state_prefix}.file:{path}"
+        key = self._cursor_key(path)
         cursor = self._cursors.get(key)
         if cursor is None:
             cursor = self._cursors[key] = FileCursor.load(self.ctx.get_state(key))

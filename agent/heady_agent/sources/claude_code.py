@@ -112,6 +112,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         self._seen_calls: set[str] = set()
         self._clients: dict[str, list[int]] | None = None
         self._clients_at = float("-inf")
+        self._clients_poll = -1  # the poll the process list was walked in
+        self._polls = 0
         # cost-state records read this poll, with their file and its cursor
         self._pending_costs: list[tuple[str, dict[str, Any], float, Path, FileCursor]] = []
         self._reading: Path | None = None  # the file _records is reading
@@ -122,6 +124,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         self._pending_costs.clear()
 
     def _poll_once(self) -> None:
+        self._polls += 1
         self._read_logs()
         self._cost_states()
         self._read_registry()
@@ -431,10 +434,11 @@ class ClaudeCodeSource(JsonlSource[_Session]):
 
     def _client_dirs(self, fresh: bool = False) -> dict[str, list[int]]:
         """The pids of running Claude Code processes by working directory, looked up at most every
-        CLIENT_SCAN_EVERY_S (walking every process costs milliseconds), or now when `fresh`."""
+        CLIENT_SCAN_EVERY_S (walking every process costs milliseconds), or, when `fresh`, once in this poll."""
         now = self.ctx.clock.now()
-        if self._clients is None or fresh or now - self._clients_at >= CLIENT_SCAN_EVERY_S:
-            self._clients_at = now
+        stale = now - self._clients_at >= CLIENT_SCAN_EVERY_S or (fresh and self._clients_poll != self._polls)
+        if self._clients is None or stale:
+            self._clients_at, self._clients_poll = now, self._polls
             found: dict[str, list[int]] = {}
             for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
                 info = proc.info

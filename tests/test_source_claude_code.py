@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentkit import recv_json, recv_until, running_agent, ws_connect
+from agentkit import recv_json, recv_until, running_agent, wait_until, ws_connect
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.protocol import Command
@@ -392,9 +392,10 @@ async def test_pause_resume_renice_and_kill_act_on_the_registered_process(home, 
     source = home.source()
     source.scan()
     assert (await source.command(command("session.pause", SID)))["state"] == "paused"
-    assert psutil.Process(child.pid).status() == psutil.STATUS_STOPPED
+    # A signal is delivered when the kernel next schedules the process: wait for it to take effect.
+    await wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_STOPPED, what="the process stopped")
     assert (await source.command(command("session.resume", SID)))["state"] == "running"
-    assert psutil.Process(child.pid).status() != psutil.STATUS_STOPPED
+    await wait_until(lambda: psutil.Process(child.pid).status() != psutil.STATUS_STOPPED, what="the process continued")
     assert (await source.command(command("session.renice", SID, nice=10)))["nice"] == 10
     assert psutil.Process(child.pid).nice() == 10
     detail = await source.command(command("session.kill", SID))

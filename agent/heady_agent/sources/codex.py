@@ -25,6 +25,7 @@ import zstandard
 
 from ..protocol import Command
 from .base import CommandError, SourceContext
+from .common import plain_text
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE
 from .jsonl import (
     FileCursor,
@@ -49,7 +50,7 @@ _KNOWN_RECORDS = frozenset(
     {"session_meta", "turn_context", "response_item", "event_msg", "compacted", "token_usage_record", "world_state"}
 )
 _KNOWN_USAGE = frozenset(_USAGE_KEYS) | {"cache_write_input_tokens"}
-_RADAR_NAME_MAX = 60
+_ERROR_KIND_MAX = 60
 _TITLE_INDEX = "session_index.jsonl"  # {id, thread_name, updated_at} per line, written by the TUI
 _TITLE_MAX = 200
 # codex_error_info kinds of a turn Codex gave up on (codex-rs protocol `CodexErrorInfo`). All but the
@@ -166,21 +167,17 @@ def turn_error(error: Any) -> tuple[str, str]:
     `http_<status>` before it when Codex names the status."""
     info = error.get("codex_error_info") if isinstance(error, dict) else None
     if isinstance(info, str) and info:
-        kind = _printable(info)
+        kind = plain_text(info, _ERROR_KIND_MAX)
         return kind, kind
     if isinstance(info, dict) and info:
         key = next(iter(info))
-        kind = _printable(str(key))
+        kind = plain_text(str(key), _ERROR_KIND_MAX)
         detail = info[key]
         status = detail.get("http_status_code") if isinstance(detail, dict) else None
         if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
             return kind, f"http_{status} {kind}"
         return kind, kind
     return "other", "other"
-
-
-def _printable(text: str) -> str:
-    return "".join(ch for ch in text if ch.isprintable())[:_RADAR_NAME_MAX]
 
 
 def _first_model(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -245,7 +242,7 @@ class CodexSource(JsonlSource[CodexSession]):
                 sid, name = record.get("id"), record.get("thread_name")
                 if not isinstance(sid, str) or not isinstance(name, str):
                     continue
-                title = "".join(ch for ch in name if ch.isprintable()).strip()[:_TITLE_MAX]
+                title = plain_text(name, _TITLE_MAX)
                 session = self._load(sid)
                 if session is not None and title and session.title != title:
                     session.title = title

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read ove
 RECENT_KEEP = 16  # (uuid, ts) pairs remembered per file across restarts, for latencies (a parent is a few records back)
 INACTIVE_AFTER_S = 600.0  # a session with no record for this long has ended
 TOUCHED_EVERY_S = 30.0  # how stale a restarted agent may find a session's latest record time (ending needs 600 s)
+LISTING_SETTLE_NS = 2_000_000_000  # a folder whose mtime is younger than this is listed on every walk
 HELD = "held"  # FileCursor.extra key: what a source read but can only judge once the next line (or a quiet poll) comes
 
 
@@ -169,7 +171,10 @@ def walk_jsonl(
     except OSError:
         return
     listing = listings.get(str(root)) if listings is not None else None
-    if listing is None or listing.mtime_ns != mtime:
+    # A folder changed within the file system's timestamp granularity of the last listing may have
+    # changed again without its mtime moving: list it until its mtime has settled (file-system time).
+    settled = time.time_ns() - mtime > LISTING_SETTLE_NS
+    if listing is None or listing.mtime_ns != mtime or not settled:
         try:
             entries = sorted(os.scandir(root), key=lambda e: (_is_dir(e), e.name))
         except OSError:
@@ -290,6 +295,8 @@ class JsonlSource(WatchedSource[J], ABC):
         self._changed = changed  # nothing the sessions list shows changed: no fresh list to push
 
     def _forget(self) -> None:
+        """Drop what memory holds beyond the journal: a failed poll's changes were rolled back there."""
+        self.radar.forget()
         self._cursors.clear()
         self._listings.clear()
         self._touched.clear()
@@ -305,7 +312,7 @@ class JsonlSource(WatchedSource[J], ABC):
                         self._read_file(path)
 
     def _cursor_key(self, path: Path) -> str:
-        """The source-state key of the file's read position."""
+        """Where the file's cursor is kept in the source state (and in memory)."""
         return f"{self.state_prefix}.file:{path}"
 
     def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:

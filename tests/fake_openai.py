@@ -10,7 +10,7 @@ replaying real clients (Codex CLI: Responses API; opencode: Chat Completions).
 Usage is seeded: answer N of a server started with seed S always has the same token counts and
 server time. A prompt containing `RUN: <command>` is answered with a shell tool call first and a
 text answer once the tool's output comes back. Faults come from a schedule file
-(`{"rules": [{"match": "TEXT", "fault": "429"|"500"|"broken", "times": N|null}]}`): a request whose
+(`{"rules": [{"match": "TEXT", "fault": "400"|"429"|"500"|"broken", "times": N|null}]}`): a request whose
 latest user text contains TEXT gets the fault, `times` times (null: always).
 
 Responses answers carry Codex's account rate-limit headers (`x-codex-primary-*`, `x-codex-secondary-*`).
@@ -43,7 +43,7 @@ CLIENT_HEADERS = ("x-client-request-id", "session_id", "conversation_id", "x-req
 @dataclass
 class Rule:
     match: str
-    fault: str  # "429", "500" or "broken"
+    fault: str  # "400", "429", "500" or "broken"
     times: int | None  # None: every matching request
     used: int = 0
 
@@ -205,9 +205,9 @@ class Handler(BaseHTTPRequestHandler):
             "client": {h: self.headers[h] for h in CLIENT_HEADERS if self.headers.get(h)},
         }
         time.sleep(usage.server_ms / 1000.0)
-        if fault in ("429", "500"):
+        if fault in ("400", "429", "500"):
             status = int(fault)
-            kind = "rate_limit_exceeded" if status == 429 else "server_error"
+            kind = {400: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
             self._json(status, {"error": {"message": f"injected {status}", "type": kind, "code": kind}},
                        {"retry-after-ms": "100"} if status == 429 else None)
             fake.log({**entry, "status": status, "ok": False, "usage": None, "server_ms": _ms(received)})

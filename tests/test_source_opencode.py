@@ -1,8 +1,10 @@
-"""The ingest source against a local HTTP server speaking opencode's API (SSE `/event`, REST)."""
+"""The opencode source against a local HTTP server speaking opencode's API (SSE `/global/event`, REST).
+Replays of real opencode output are in test_source_opencode_real.py."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
-from heady_agent.sources.ingest import IngestSource, parse_sse
+from heady_agent.sources.opencode import OpencodeSource, parse_sse
 from sourcekit import SqliteSourceContext
 
 SID = "ses_6f1b2a3c4d5e6f7a8b9c0d1e2f"
@@ -22,11 +24,15 @@ WAIT_S = 30.0
 
 
 class FakeOpencode:
-    """`opencode serve` as far as the source uses it: GET /session, GET /event, POST abort / prompt_async."""
+    """`opencode serve` as far as the source uses it: GET /experimental/session, /session/status,
+    /session/{id}/message, /global/event; POST abort / prompt_async; basic auth when `password` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
+        self.password = password
         self.streams: list[asyncio.Queue[str | None]] = []
         self.posts: list[tuple[str, dict | None]] = []
+        self.headers: list[dict[str, str]] = []
+        self.busy: dict[str, dict] = {}
         self.sessions = [{"id": SID, "title": "Fix the login form", "directory": DIRECTORY,
                           "time": {"created": 1_790_000_000_000, "updated": 1_790_000_000_000}}]
         self.server: asyncio.Server | None = None
@@ -48,8 +54,9 @@ class FakeOpencode:
         return f"http://127.0.0.1:{self.port}"
 
     def send(self, event: dict) -> None:
+        wrapped = {"directory": DIRECTORY, "project": "global", "payload": event}
         for queue in self.streams:
-            queue.put_nowait(f"data: {json.dumps(event)}\n\n")
+            queue.put_nowait(f"data: {json.dumps(wrapped)}\n\n")
 
     def send_raw(self, text: str) -> None:
         for queue in self.streams:
@@ -63,18 +70,27 @@ class FakeOpencode:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await reader.readline()
-            method, path, _ = request.decode().split(" ", 2)
-            length = 0
+            method, target, _ = request.decode().split(" ", 2)
+            path = target.split("?")[0]
+            headers: dict[str, str] = {}
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
+                headers[name.strip().lower()] = value.strip()
+            self.headers.append(headers)
+            length = int(headers.get("content-length", "0"))
             body = json.loads(await reader.readexactly(length)) if length else None
-            if method == "GET" and path == "/event":
+            expected = "Basic " + base64.b64encode(f"opencode:{self.password}".encode()).decode()
+            if self.password is not None and headers.get("authorization") != expected:
+                self._respond(writer, 401, "")
+            elif method == "GET" and path == "/global/event":
                 await self._stream(writer)
                 return
-            if method == "GET" and path == "/session":
+            elif method == "GET" and path == "/experimental/session":
                 self._respond(writer, 200, json.dumps(self.sessions))
+            elif method == "GET" and path == "/session/status":
+                self._respond(writer, 200, json.dumps(self.busy))
+            elif method == "GET" and path.startswith("/session/") and path.endswith("/message"):
+                self._respond(writer, 200, "[]")
             elif method == "POST" and path.startswith("/session/"):
                 self.posts.append((path, body))
                 self._respond(writer, 200 if path.endswith("/abort") else 204, "true" if path.endswith("/abort") else "")
@@ -98,7 +114,7 @@ class FakeOpencode:
         # Chunked, as opencode's server sends its stream; a chunk may end mid-line.
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")
-        first = f"data: {json.dumps({'type': 'server.connected', 'properties': {}})}\n\n"
+        first = f"data: {json.dumps({'payload': {'type': 'server.connected', 'properties': {}}})}\n\n"
         self._chunk(writer, first[:10])
         self._chunk(writer, first[10:])
         await writer.drain()
@@ -140,8 +156,13 @@ async def opencode():
 
 @pytest.fixture
 def ctx(tmp_path: Path, opencode: FakeOpencode) -> SqliteSourceContext:
-    config = AgentConfig(sources=["ingest"], ingest={"opencode_url": opencode.url, "reconnect_max_s": 0.2})
-    return SqliteSourceContext(tmp_path / "journal.db", config, ManualClock())
+    return SqliteSourceContext(tmp_path / "journal.db", source_config(tmp_path, opencode.url), ManualClock())
+
+
+def source_config(tmp_path: Path, url: str, **extra: object) -> AgentConfig:
+    """No password, and a db path with no opencode.db: only the server is read."""
+    return AgentConfig(sources=["opencode"], opencode={"opencode_url": url, "reconnect_max_s": 0.2, "password_env": None,
+                                                       "db_path": str(tmp_path / "absent" / "opencode.db"), **extra})
 
 
 async def until(condition, what: str) -> None:
@@ -155,9 +176,9 @@ async def until(condition, what: str) -> None:
 
 @pytest.fixture
 async def source(ctx, opencode):
-    src = IngestSource(ctx)
+    src = OpencodeSource(ctx)
     await src.start()
-    await until(lambda: opencode.streams and src.connected, "connection to /event")
+    await until(lambda: opencode.streams and src.connected, "connection to /global/event")
     yield src
     await src.stop()
 
@@ -191,17 +212,78 @@ async def test_a_failed_message_is_a_failed_call_and_an_aborted_one_is_not_a_cal
     opencode.send(assistant("msg_2", error={"name": "MessageAbortedError", "data": {}}))
     opencode.send(status("idle"))
     await until(lambda: ctx.events("session.state"), "idle state")
-    assert [(e.data["ok"], e.data["error"]) for e in ctx.events("llm.call")] == [(False, "APIError")]
+    assert [(e.data["ok"], e.data["error"]) for e in ctx.events("llm.call")] == [(False, "APIError 429")]
 
 
-async def test_compaction_and_deletion(source, opencode, ctx):
+async def test_a_manual_compaction_reads_manual_from_the_compaction_parts_auto_flag(source, opencode, ctx):
     opencode.send(status("busy"))
+    opencode.send({"type": "message.part.updated", "properties": {"part": {
+        "id": "prt_1", "messageID": "msg_user", "sessionID": SID, "type": "compaction", "auto": False}}})
+    summary = assistant("msg_summary")
+    summary["properties"]["info"]["summary"] = True
+    opencode.send(summary)
     opencode.send({"type": "session.compacted", "properties": {"sessionID": SID}})
+    opencode.send(status("idle"))
+    await until(lambda: len(ctx.events("session.state")) == 2, "compacted, then idle")
+    assert [(e.data["state"], e.data["reason"]) for e in ctx.events("session.state")] == [
+        ("compacted", "manual"), ("idle", "opencode idle")]
+
+
+async def test_a_deleted_session_ends(source, opencode, ctx):
+    opencode.send(status("busy"))
     opencode.send({"type": "session.deleted", "properties": {"info": opencode.sessions[0]}})
     await until(lambda: ctx.events("session.ended"), "session.ended")
-    assert [e.data["state"] for e in ctx.events("session.state")] == ["compacted"]
     assert ctx.events("session.ended")[0].data == {"exit_code": None, "reason": "deleted"}
     assert source.sessions() == []
+
+
+def session_event(kind: str, title: str) -> dict:
+    return {"type": kind, "properties": {"sessionID": SID, "info": {
+        "id": SID, "title": title, "directory": DIRECTORY, "time": {"created": 1_790_000_000_000}}}}
+
+
+async def test_a_new_unprompted_session_is_idle(source, opencode, ctx):
+    opencode.send(session_event("session.created", "New session - 2026-12-05T08:34:11.093Z"))
+    await until(lambda: ctx.events("session.started"), "session.started")
+    assert [s.state for s in source.sessions()] == ["idle"]
+
+
+async def test_the_placeholder_title_is_not_announced_and_the_real_title_follows(source, opencode, ctx):
+    opencode.send(session_event("session.created", "New session - 2026-12-05T08:34:11.093Z"))
+    await until(lambda: ctx.events("session.started"), "session.started")
+    opencode.send(session_event("session.updated", "Fix the login form"))
+    await until(lambda: source.sessions()[0].title == "Fix the login form", "the real title")
+    assert ctx.events("session.started")[0].data["title"] is None
+
+
+async def test_a_session_busy_when_the_stream_dropped_is_idle_after_reconnect_when_the_server_says_so(
+        source, opencode, ctx):
+    opencode.send(status("busy"))
+    await until(lambda: [s.state for s in source.sessions()] == ["running"], "running")
+    opencode.drop_streams()  # opencode restarted: the session's turn died with it
+    await until(lambda: [s.state for s in source.sessions()] == ["idle"], "idle after the re-check")
+    assert ctx.events("session.state")[-1].data == {"state": "idle", "reason": "opencode not busy after reconnect"}
+
+
+async def test_a_password_protected_server_is_read_with_basic_auth_and_the_host_header_names_only_the_host(
+        tmp_path, monkeypatch):
+    server = FakeOpencode(password="s3cret")
+    await server.start()
+    monkeypatch.setenv("HEADY_TEST_OPENCODE_PASSWORD", "s3cret")
+    config = source_config(tmp_path, server.url, password_env="HEADY_TEST_OPENCODE_PASSWORD")
+    src = OpencodeSource(SqliteSourceContext(tmp_path / "journal.db", config, ManualClock()))
+    await src.start()
+    try:
+        await until(lambda: src.connected, "connected with the password")
+        assert {h["host"] for h in server.headers} == {f"127.0.0.1:{server.port}"}
+    finally:
+        await src.stop()
+        await server.stop()
+
+
+def test_a_url_with_credentials_is_refused_with_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="must not carry credentials; use password_env or password_file"):
+        source_config(tmp_path, "http://opencode:s3cret@127.0.0.1:4096")
 
 
 async def test_malformed_events_are_skipped_and_the_stream_goes_on(source, opencode, ctx):
@@ -247,9 +329,8 @@ async def test_commands_opencode_cannot_do_are_refused(source, opencode, ctx):
 
 async def test_an_unreachable_server_is_noticed_once_and_retried(tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    config = AgentConfig(sources=["ingest"], ingest={"opencode_url": closed, "reconnect_max_s": 0.1})
-    ctx = SqliteSourceContext(tmp_path / "journal.db", config, ManualClock())
-    src = IngestSource(ctx)
+    ctx = SqliteSourceContext(tmp_path / "journal.db", source_config(tmp_path, closed), ManualClock())
+    src = OpencodeSource(ctx)
     await src.start()
     try:
         await until(lambda: ctx.events("agent.notice"), "a notice")

@@ -14,6 +14,7 @@ from agentkit import free_port
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig
 from heady_agent.protocol import Command
+from heady_agent.sources import load_source
 from heady_agent.sources.base import CommandError
 from heady_agent.sources.opencode import OpencodeSource, parse_sse
 from sourcekit import SqliteSourceContext
@@ -33,6 +34,7 @@ class FakeOpencode:
         self.posts: list[tuple[str, dict | None]] = []
         self.headers: list[dict[str, str]] = []
         self.busy: dict[str, dict] = {}
+        self.messages: dict[str, list] = {}
         self.sessions = [{"id": SID, "title": "Fix the login form", "directory": DIRECTORY,
                           "time": {"created": 1_790_000_000_000, "updated": 1_790_000_000_000}}]
         self.server: asyncio.Server | None = None
@@ -90,7 +92,7 @@ class FakeOpencode:
             elif method == "GET" and path == "/session/status":
                 self._respond(writer, 200, json.dumps(self.busy))
             elif method == "GET" and path.startswith("/session/") and path.endswith("/message"):
-                self._respond(writer, 200, "[]")
+                self._respond(writer, 200, json.dumps(self.messages.get(path.split("/")[2], [])))
             elif method == "POST" and path.startswith("/session/"):
                 self.posts.append((path, body))
                 self._respond(writer, 200 if path.endswith("/abort") else 204, "true" if path.endswith("/abort") else "")
@@ -161,8 +163,9 @@ def ctx(tmp_path: Path, opencode: FakeOpencode) -> SqliteSourceContext:
 
 def source_config(tmp_path: Path, url: str, **extra: object) -> AgentConfig:
     """No password, and a db path with no opencode.db: only the server is read."""
-    return AgentConfig(sources=["opencode"], opencode={"opencode_url": url, "reconnect_max_s": 0.2, "password_env": None,
-                                                       "db_path": str(tmp_path / "absent" / "opencode.db"), **extra})
+    return AgentConfig.model_validate({"sources": ["opencode"], "opencode": {
+        "opencode_url": url, "reconnect_max_s": 0.2, "password_env": None,
+        "db_path": str(tmp_path / "absent" / "opencode.db"), **extra}})
 
 
 async def until(condition, what: str) -> None:
@@ -279,6 +282,17 @@ async def test_a_password_protected_server_is_read_with_basic_auth_and_the_host_
     finally:
         await src.stop()
         await server.stop()
+
+
+def test_the_old_ingest_name_and_section_still_configure_the_opencode_source():
+    config = AgentConfig.model_validate({"sources": ["ingest"], "ingest": {"opencode_url": "http://127.0.0.1:4097"}})
+    assert load_source("ingest") is OpencodeSource
+    assert config.opencode.opencode_url == "http://127.0.0.1:4097"
+
+
+def test_listing_both_names_of_the_opencode_source_is_refused():
+    with pytest.raises(ValueError, match="'ingest' is the old name of 'opencode'"):
+        AgentConfig.model_validate({"sources": ["opencode", "ingest"]})
 
 
 def test_a_url_with_credentials_is_refused_with_a_clear_error(tmp_path):

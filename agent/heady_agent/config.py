@@ -135,6 +135,8 @@ class AgentConfig(_Section):
         for name in value:
             if name not in SOURCE_NAMES:
                 raise ValueError(f"unknown source {name!r} (known: {', '.join(SOURCE_NAMES)})")
+        if "opencode" in value and "ingest" in value:
+            raise ValueError("sources: 'ingest' is the old name of 'opencode'; list it once")
         return value
 
     @field_validator("listen")

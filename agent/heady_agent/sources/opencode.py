@@ -396,7 +396,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         elif not any(counts.values()) and finish in (None, "unknown"):
             if retrying is not None:
                 # Every attempt failed and opencode was stopped while retrying.
-                failure = f"gave up after {retrying.attempts} retries: {retrying.message}"
+                failure = f"gave up after {retrying.attempts} failed attempts: {retrying.message}"
             elif finish == "unknown":
                 failure = "stream ended before the response completed"
             else:
@@ -528,7 +528,7 @@ def read_db(path: Path, since: float) -> DbRows | None:
                 "SELECT id, directory, title, time_updated FROM session WHERE time_updated >= ? ORDER BY time_updated",
                 (since,))
         ]
-        messages: list[tuple[dict[str, Any], list[tuple[dict[str, Any], float | None]]]]  # info, (part, created) = []
+        messages: list[tuple[dict[str, Any], list[tuple[dict[str, Any], float | None]]]] = []
         watermark = max([since] + [s["time"]["updated"] for s in sessions])
         for msg_id, sid, updated, data in db.execute(
             "SELECT id, session_id, time_updated, data FROM message WHERE time_updated >= ? ORDER BY time_created, id",
@@ -541,7 +541,7 @@ def read_db(path: Path, since: float) -> DbRows | None:
             if not isinstance(info, dict):
                 continue
             info.update(id=msg_id, sessionID=sid)
-            parts = []
+            parts: list[tuple[dict[str, Any], float | None]] = []
             for part_data, part_created in db.execute(
                 "SELECT data, time_created FROM part WHERE message_id = ? ORDER BY id", (msg_id,)):
                 try:

@@ -60,9 +60,13 @@ def replay_db(source: OpencodeSource, tmp_path: Path, since: float = 0.0) -> Non
     source.apply_db(rows)
 
 
+RECORDED_AT = ANSWERS[-1]["received_at"]  # the clock reads the recording's time: nothing is old yet
+
+
 @pytest.fixture
 def ctx(tmp_path: Path) -> SqliteSourceContext:
-    return SqliteSourceContext(tmp_path / "journal.db", source_config(tmp_path, "http://127.0.0.1:9"), ManualClock())
+    return SqliteSourceContext(tmp_path / "journal.db", source_config(tmp_path, "http://127.0.0.1:9"),
+                               ManualClock(start=RECORDED_AT))
 
 
 @pytest.fixture
@@ -123,8 +127,8 @@ def test_an_unprompted_session_is_idle_and_no_session_starts_with_the_placeholde
     replay_stream(source)
     assert {s.id: s.state for s in source.sessions()}[META["unprompted"]] == "idle"
     assert all(not (e.data["title"] or "").startswith("New session") for e in ctx.events("session.started"))
-    titled = {s.id: s.title for s in source.sessions()}
-    assert titled[META["clean"]] and not titled[META["clean"]].startswith("New session")
+    titles = [e.data["title"] for e in ctx.events("session.started") if e.session == META["clean"]]
+    assert titles == [None, "Answer 1."]  # announced untitled, then again once opencode's title request answered
 
 
 def test_the_db_after_the_stream_adds_only_what_the_stream_could_not_see(source, ctx, tmp_path):
@@ -148,6 +152,15 @@ def test_the_db_alone_on_a_cold_start_counts_every_recorded_answer_once(source, 
     # Without the live stream's retry statuses, the 5xx opencode was stopped retrying looks like a
     # turn the user stopped: not counted (see docs/sources.md).
     assert failed == ["APIError 400", "stream ended before the response completed"]
+
+
+def test_a_cold_start_long_after_the_sessions_counts_their_calls_and_lists_none_as_live(ctx, tmp_path):
+    ctx.clock = ManualClock(start=RECORDED_AT + 3600)
+    source = OpencodeSource(ctx)
+    replay_db(source, tmp_path)
+    assert len([c for c in calls(ctx) if c["ok"]]) == len(OK_ANSWERS) - 1
+    assert source.sessions() == []
+    assert {e.data["reason"] for e in ctx.events("session.ended")} == {"inactive"}
 
 
 def call_key_of_cut_off() -> tuple[int, int, int]:

@@ -32,7 +32,7 @@ import httpx
 from ..aio import cancel_and_wait
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .common import WatchedSession, WatchedSource, command_args
+from .common import WatchedSession, WatchedSource, command_args, started_data
 from .jsonl import as_int
 
 HEARTBEAT_GRACE_S = 35.0  # opencode sends server.heartbeat every 10 s; silence this long is a dead stream
@@ -44,6 +44,10 @@ ABORTED = "MessageAbortedError"  # the user stopped the turn: not a provider fai
 # title request answers; that is no title.
 PLACEHOLDER_TITLE = re.compile(r"^(New|Child) session - \d{4}-\d\d-\d\dT")
 MAX_TITLE = 200
+# A session read back (server backfill, opencode.db) last updated this long ago is over: opencode
+# has no end of a session, and a cold start must not list every session the machine ever ran as
+# live. New activity opens it again.
+STALE_AFTER_S = 600.0
 # Events the source does not read; the rest of opencode's stream (file watcher, LSP, `sync` copies of the
 # same events, ...) is known and not needed. `session.compacted` follows the summary message,
 # which is what marks the compaction here (the same way in the stream, the backfill and the db).
@@ -145,6 +149,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         self._retrying: dict[str, Retrying] = {}  # by session id
         self._unknown_events: dict[str, int] = {}
         self._skipped = 0
+        self._unreadable_db = 0
         self._connected = False
         self._db_task: asyncio.Task[None] | None = None
 
@@ -161,6 +166,11 @@ class OpencodeSource(WatchedSource[WatchedSession]):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    def format_radar(self) -> dict[str, int]:
+        """What this source met from opencode and did not know, by kind (the format radar's kinds)."""
+        return {"unknown_record_type": sum(self._unknown_events.values()), "unknown_field": 0,
+                "skipped_line": self._skipped, "unreadable_file": self._unreadable_db}
 
     async def start(self) -> None:
         self._load_live()
@@ -241,6 +251,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
                     for part in entry.get("parts") or []:
                         self._part(_dict(part), None)  # the server gives no part times
                     self._message(_dict(entry.get("info")), stored=True)
+                self._end_if_stale(info)
                 self.ctx.set_state(f"oc.updated:{sid}", repr(updated))
         busy: set[str] = set()
         for directory in sorted(directories | {s.cwd or "" for s in self._live_sessions()}):
@@ -255,6 +266,14 @@ class OpencodeSource(WatchedSource[WatchedSession]):
                     # Cut off while busy (the server died or the agent was away): it is not busy now.
                     self._set_state(session, "idle", "opencode not busy after reconnect", now)
         self._flush()
+
+    def _end_if_stale(self, info: dict[str, Any]) -> None:
+        sid = info.get("id")
+        session = self._sessions.get(sid) if isinstance(sid, str) and sid in self._live else None
+        updated = _ms(_dict(info.get("time")).get("updated"))
+        now = self.ctx.clock.now()
+        if session is not None and updated is not None and updated / 1000.0 < now - STALE_AFTER_S:
+            self._end(session, "inactive", now)
 
     def _live_sessions(self) -> list[WatchedSession]:
         return [self._sessions[sid] for sid in sorted(self._live) if sid in self._sessions]
@@ -337,21 +356,23 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         if created or (session is not None and not session.ended):
             # A new session has not been prompted yet: it is idle until opencode says busy.
             session = self._active(sid, now, state="idle" if created else "running")
-        if session is not None:
+        if session is not None and session.started is not None and not session.ended:
             title = real_title(info.get("title"))
             if title is not None and title != session.title:
-                session.title = title  # the real title, once opencode's title request answered
+                # opencode's title request answered: say session.started again with the real title
+                # (the console keeps the newest values).
+                session.title = title
+                self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=now)
                 self._save(session)
 
     def _active(self, sid: str, now: float, state: str = "running") -> WatchedSession:
         """The session, started (event emitted) on its first activity."""
         session = self._session(sid)
         info = self._known.get(sid, {})
-        if isinstance(info.get("directory"), str):
-            session.cwd = info["directory"]
-        if session.title is None:
-            session.title = real_title(info.get("title"))
         if session.started is None or session.ended:
+            if isinstance(info.get("directory"), str):
+                session.cwd = info["directory"][:4096]
+            session.title = real_title(info.get("title"))
             self._reopen(session)
             session.state = state
             self._announce(session, now)
@@ -438,6 +459,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             try:
                 rows = await asyncio.to_thread(read_db, self.db_path, self._db_watermark())
             except (sqlite3.Error, OSError) as exc:
+                self._unreadable_db += 1
                 if not failing:
                     failing = True
                     self.ctx.notice("warning", f"opencode: cannot read {self.db_path}: {exc}")
@@ -462,6 +484,8 @@ class OpencodeSource(WatchedSource[WatchedSession]):
                 for part, at in parts:
                     self._part(part, at)
                 self._message(info, stored=True)
+            for info in rows.sessions:
+                self._end_if_stale(info)
             if rows.watermark > self._db_watermark():
                 self.ctx.set_state("oc.db_updated", repr(rows.watermark))
         self._flush()

@@ -28,8 +28,9 @@ class FakeOpencode:
     """`opencode serve` as far as the source uses it: GET /experimental/session, /session/status,
     /session/{id}/message, /global/event; POST abort / prompt_async; basic auth when `password` is set."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, *, experimental: bool = True) -> None:
         self.password = password
+        self.experimental = experimental  # serves GET /experimental/session (all directories)
         self.streams: list[asyncio.Queue[str | None]] = []
         self.posts: list[tuple[str, dict | None]] = []
         self.headers: list[dict[str, str]] = []
@@ -87,7 +88,7 @@ class FakeOpencode:
             elif method == "GET" and path == "/global/event":
                 await self._stream(writer)
                 return
-            elif method == "GET" and path == "/experimental/session":
+            elif method == "GET" and (path == "/session" or path == "/experimental/session" and self.experimental):
                 self._respond(writer, 200, json.dumps(self.sessions))
             elif method == "GET" and path == "/session/status":
                 self._respond(writer, 200, json.dumps(self.busy))
@@ -282,6 +283,40 @@ async def test_a_password_protected_server_is_read_with_basic_auth_and_the_host_
     finally:
         await src.stop()
         await server.stop()
+
+
+async def test_a_server_without_the_all_directories_list_is_backfilled_from_its_own(tmp_path):
+    server = FakeOpencode(experimental=False)
+    server.messages = {SID: [{"info": assistant("msg_1")["properties"]["info"], "parts": []}]}
+    await server.start()
+    ctx = SqliteSourceContext(tmp_path / "journal.db", source_config(tmp_path, server.url), ManualClock())
+    src = OpencodeSource(ctx)
+    await src.start()
+    try:
+        await until(lambda: src.connected, "connected")
+        assert [e.session for e in ctx.events("llm.call")] == [SID]
+    finally:
+        await src.stop()
+        await server.stop()
+
+
+async def test_a_turn_stopped_while_opencode_retried_is_one_failed_call(source, opencode, ctx):
+    opencode.send({"type": "session.status", "properties": {"sessionID": SID, "status": {
+        "type": "retry", "attempt": 3, "message": "Overloaded", "next": 1_790_000_011_000}}})
+    stopped = assistant("msg_1", error={"name": "MessageAbortedError", "data": {}}, cost=0.0)
+    stopped["properties"]["info"]["tokens"] = {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+    opencode.send(stopped)
+    opencode.send(status("idle"))
+    await until(lambda: ctx.events("llm.call"), "the failed call")
+    assert [(e.data["ok"], e.data["error"]) for e in ctx.events("llm.call")] == [
+        (False, "gave up after 3 failed attempts: Overloaded")]
+
+
+def test_the_password_file_wins_over_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "pw").write_text("from-file\n")
+    monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "from-env")
+    config = AgentConfig.model_validate({"opencode": {"password_file": str(tmp_path / "pw")}})
+    assert config.opencode.resolve_password() == "from-file"
 
 
 def test_the_old_ingest_name_and_section_still_configure_the_opencode_source():

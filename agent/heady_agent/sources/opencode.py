@@ -48,16 +48,19 @@ MAX_TITLE = 200
 # has no end of a session, and a cold start must not list every session the machine ever ran as
 # live. New activity opens it again.
 STALE_AFTER_S = 600.0
-# Events the source does not read; the rest of opencode's stream (file watcher, LSP, `sync` copies of the
-# same events, ...) is known and not needed. `session.compacted` follows the summary message,
-# which is what marks the compaction here (the same way in the stream, the backfill and the db).
+MAX_PENDING_MESSAGES = 10_000  # part times kept for messages not complete yet (cut-off ones never are)
+DB_BATCH = 2_000  # messages read from opencode.db per poll, so a cold start on a long history is bounded
+# Stream events the source does not need (file watcher, LSP, `sync` copies of the same events...);
+# any other type it does not read counts as unknown. `session.compacted` follows the summary
+# message, which is what marks the compaction here (the same in the stream, the backfill and the db).
 KNOWN_IGNORED = frozenset({
-    "server.connected", "server.heartbeat", "sync", "session.compacted", "plugin.added", "catalog.updated", "project.updated",
-    "reference.updated", "integration.updated", "session.diff", "session.idle", "message.part.delta",
-    "message.part.removed", "message.removed", "file.edited", "file.watcher.updated", "lsp.updated",
-    "lsp.client.diagnostics", "installation.updated", "installation.update-available", "todo.updated",
-    "permission.updated", "permission.asked", "permission.replied", "command.executed", "tui.toast.show",
-    "vcs.branch.updated", "pty.created", "pty.updated", "pty.exited", "pty.deleted", "mcp.tools.changed",
+    "server.connected", "server.heartbeat", "sync", "session.compacted", "plugin.added", "catalog.updated",
+    "project.updated", "reference.updated", "integration.updated", "session.diff", "session.idle",
+    "message.part.delta", "message.part.removed", "message.removed", "file.edited", "file.watcher.updated",
+    "lsp.updated", "lsp.client.diagnostics", "installation.updated", "installation.update-available",
+    "todo.updated", "permission.updated", "permission.asked", "permission.replied", "command.executed",
+    "tui.toast.show", "vcs.branch.updated", "pty.created", "pty.updated", "pty.exited", "pty.deleted",
+    "mcp.tools.changed",
 })
 
 
@@ -230,7 +233,12 @@ class OpencodeSource(WatchedSource[WatchedSession]):
 
     async def _backfill(self, client: httpx.AsyncClient) -> None:
         """Sessions and messages the server has that were not seen, then which sessions are busy."""
-        listed = await self._get_json(client, "/experimental/session")
+        try:
+            listed = await self._get_json(client, "/experimental/session")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            listed = await self._get_json(client, "/session")  # an opencode without it: its own directory
         directories: set[str] = set()
         for info in listed if isinstance(listed, list) else []:
             if not isinstance(info, dict) or not isinstance(info.get("id"), str):
@@ -324,10 +332,12 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             self._unknown_events[etype] = self._unknown_events.get(etype, 0) + 1
 
     def _part(self, part: dict[str, Any], at: float | None) -> None:
-        msg_id, sid = part.get("messageID"), part.get("sessionID")
-        if isinstance(msg_id, str):
+        msg_id, sid, kind = part.get("messageID"), part.get("sessionID"), part.get("type")
+        if kind in ("step-finish", "tool") and isinstance(msg_id, str):
+            if msg_id not in self._times and len(self._times) >= MAX_PENDING_MESSAGES:
+                del self._times[next(iter(self._times))]
             self._times.setdefault(msg_id, MessageTimes()).add_part(part, at)
-        if part.get("type") == "compaction" and isinstance(sid, str):
+        elif kind == "compaction" and isinstance(sid, str):
             self._compaction_auto[sid] = part.get("auto") is True
 
     def _status(self, sid: str, status: dict[str, Any], now: float) -> None:
@@ -409,19 +419,19 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             "cache_read_tokens": as_int(cache.get("read")),
         }
         finish = info.get("finish")
-        if error is not None and error.get("name") == ABORTED and retrying is None:
-            return  # stopped by the user: not a call that failed
+        aborted = error is not None and error.get("name") == ABORTED
         failure: str | None = None
-        if error is not None:
+        if retrying is not None and not any(counts.values()) and (error is None or aborted):
+            # Every attempt failed, and opencode was stopped while it retried.
+            failure = f"gave up after {retrying.attempts} failed attempts: {retrying.message}"
+        elif aborted:
+            return  # stopped by the user: not a call that failed
+        elif error is not None:
             failure = error_text(error)
-        elif not any(counts.values()) and finish in (None, "unknown"):
-            if retrying is not None:
-                # Every attempt failed and opencode was stopped while retrying.
-                failure = f"gave up after {retrying.attempts} failed attempts: {retrying.message}"
-            elif finish == "unknown":
-                failure = "stream ended before the response completed"
-            else:
-                return  # stopped by the user before any answer
+        elif not any(counts.values()) and finish == "unknown":
+            failure = "stream ended before the response completed"
+        elif not any(counts.values()) and finish is None:
+            return  # stopped by the user before any answer
         now = self.ctx.clock.now()
         session = self._active(sid, now)
         if isinstance(info.get("modelID"), str):
@@ -555,8 +565,8 @@ def read_db(path: Path, since: float) -> DbRows | None:
         messages: list[tuple[dict[str, Any], list[tuple[dict[str, Any], float | None]]]] = []
         watermark = max([since] + [s["time"]["updated"] for s in sessions])
         for msg_id, sid, updated, data in db.execute(
-            "SELECT id, session_id, time_updated, data FROM message WHERE time_updated >= ? ORDER BY time_created, id",
-            (since,)):
+            "SELECT id, session_id, time_updated, data FROM message WHERE time_updated >= ? "
+            "ORDER BY time_updated, id LIMIT ?", (since, DB_BATCH)):
             watermark = max(watermark, float(updated))
             try:
                 info = json.loads(data)
@@ -565,16 +575,21 @@ def read_db(path: Path, since: float) -> DbRows | None:
             if not isinstance(info, dict):
                 continue
             info.update(id=msg_id, sessionID=sid)
+            # A summary message's `auto` flag is on the compaction part of the message it answers.
+            owners = [msg_id]
+            if info.get("summary") is True and isinstance(info.get("parentID"), str):
+                owners.append(info["parentID"])
             parts: list[tuple[dict[str, Any], float | None]] = []
-            for part_data, part_created in db.execute(
-                "SELECT data, time_created FROM part WHERE message_id = ? ORDER BY id", (msg_id,)):
-                try:
-                    part = json.loads(part_data)
-                except ValueError:
-                    continue
-                if isinstance(part, dict):
-                    part.update(messageID=msg_id, sessionID=sid)
-                    parts.append((part, _ms(part_created)))
+            for owner in owners:
+                for part_data, part_created in db.execute(
+                    "SELECT data, time_created FROM part WHERE message_id = ? ORDER BY id", (owner,)):
+                    try:
+                        part = json.loads(part_data)
+                    except ValueError:
+                        continue
+                    if isinstance(part, dict):
+                        part.update(messageID=owner, sessionID=sid)
+                        parts.append((part, _ms(part_created)))
             messages.append((info, parts))
         return DbRows(sessions, messages, watermark)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,9 +16,10 @@ import pytest
 
 from agentkit import recv_json, recv_until, running_agent, ws_connect
 from heady_agent.clock import ManualClock
-from heady_agent.config import AgentConfig
+from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
+from heady_agent.sources.managed import MANAGED_SESSION_ENV
 from heady_agent.sources.claude_code import ClaudeCodeSource, resolve_roots
 from sourcekit import SqliteSourceContext
 
@@ -81,7 +83,7 @@ class Home:
         (self.root / "sessions").mkdir()
         self.transcript = self.project_dir / f"{SID}.jsonl"
         self.clock = ManualClock(T0 + 60)
-        self.config = AgentConfig(sources=["claude-code"], claude_code={"roots": [str(self.root)], "poll_interval_s": 0.05})
+        self.config = AgentConfig(sources=["claude-code"], claude_code=ClaudeCodeConfig(roots=[str(self.root)], poll_interval_s=0.05))
         self.ctx = SqliteSourceContext(tmp_path / "journal.db", self.config, self.clock)
 
     def source(self) -> ClaudeCodeSource:
@@ -103,7 +105,34 @@ class Home:
 
 
 @pytest.fixture
-def home(tmp_path) -> Home:
+def workdir(tmp_path, monkeypatch) -> Path:
+    """The sessions' working directory, real so a Claude Code process can work in it."""
+    path = tmp_path / "src" / "billing-service"
+    path.mkdir(parents=True)
+    monkeypatch.setattr(sys.modules[__name__], "CWD", str(path))
+    return path
+
+
+def spawn_claude(tmp_path: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A process the system names `claude` (as the native Claude Code binary is), working in `cwd`."""
+    exe = tmp_path / "bin" / "claude"
+    exe.parent.mkdir(exist_ok=True)
+    if not exe.exists():
+        exe.symlink_to(sys.executable)
+    return subprocess.Popen([str(exe), "-c", "import time; time.sleep(300)"], cwd=cwd, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def claude_process(tmp_path, workdir):
+    proc = spawn_claude(tmp_path, workdir)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def home(tmp_path, claude_process) -> Home:
     return Home(tmp_path)
 
 
@@ -117,7 +146,7 @@ def child():
 
 
 def command(action: str, target: str, **args) -> Command:
-    return Command(id="c1", action=action, target=target, args=args)
+    return Command.model_validate({"id": "c1", "action": action, "target": target, "args": args})
 
 
 # --- calls ------------------------------------------------------------------------------------------
@@ -340,7 +369,7 @@ def test_registry_status_drives_running_idle_and_completed(home, child):
     assert [s.state for s in source.sessions()] == ["running"]
     home.register(child.pid, "waiting")
     source.scan()
-    assert [s.state for s in source.sessions()] == ["idle"]
+    assert [s.state for s in source.sessions()] == ["waiting"]
     entry.unlink()
     source.scan()
     assert [e.data["reason"] for e in home.ctx.events("session.ended")] == ["exited"]
@@ -438,3 +467,163 @@ async def test_an_agent_restarted_on_its_journal_streams_each_call_once(tmp_path
     assert calls[0]["seq"] == first["seq"]
     assert [c["data"]["latency_ms"] for c in calls] == [pytest.approx(1000.0), pytest.approx(1000.0)]
     assert [c["session"] for c in calls] == [SID, SID]
+
+
+def test_a_session_whose_client_has_exited_ends_without_waiting_ten_minutes(home, claude_process):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    source = home.source()
+    source.scan()
+    assert home.ctx.events("session.ended") == []
+    claude_process.kill()
+    claude_process.wait(timeout=30)
+    source.scan()
+    [ended] = home.ctx.events("session.ended")
+    assert ended.data["reason"] == "exited" and ended.ts == pytest.approx(T0 + 1)
+
+
+async def test_an_agent_restarted_after_a_session_exited_ends_it_at_once(home, claude_process):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    home.source().scan()
+    claude_process.kill()
+    claude_process.wait(timeout=30)
+    restarted = home.source()
+    await restarted.start()
+    await restarted.stop()
+    assert [e.data["reason"] for e in home.ctx.events("session.ended")] == ["exited"]
+
+
+# --- a session the agent runs itself ------------------------------------------------------------
+
+
+@pytest.fixture
+def managed_claude(tmp_path, workdir):
+    """Claude Code started by a managed entry: it carries its managed session id in its environment."""
+    proc = spawn_claude(tmp_path, workdir, {MANAGED_SESSION_ENV: "managed:review:3"})
+    yield proc
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def test_claude_run_by_a_managed_session_is_that_session_not_a_second_one(tmp_path, workdir, managed_claude):
+    home = Home(tmp_path)
+    home.append(lines(user("u1", None, T0 + 58), assistant("a1", "u1", T0 + 59, "msg_01")))
+    source = home.source()
+    source.scan()
+    assert home.ctx.events("session.started") == [] and source.sessions() == []
+    assert [e.session for e in home.ctx.events("llm.call")] == ["managed:review:3"]
+
+
+def test_a_registered_claude_run_by_a_managed_session_reports_its_states_there(tmp_path, workdir, managed_claude):
+    home = Home(tmp_path)
+    home.register(managed_claude.pid, "waiting")
+    source = home.source()
+    source.scan()
+    assert [(e.session, e.data["state"]) for e in home.ctx.events("session.state")] == [("managed:review:3", "waiting")]
+    assert not source.owns(SID)
+
+
+# --- what a session is called and runs ------------------------------------------------------------
+
+
+def test_a_session_announced_from_the_registry_is_announced_again_with_its_model_and_title(home, child):
+    home.register(child.pid, "busy")
+    source = home.source()
+    source.scan()
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01")))
+    source.scan()
+    first, update = home.ctx.events("session.started")
+    assert (first.data["model"], first.data["title"]) == (None, None)
+    assert (update.data["model"], update.data["title"]) == ("claude-sonnet-4-5-20250929", "fix/retry-budget")
+
+
+def test_a_detached_head_is_no_title(home):
+    home.append(lines(user("u1", None, T0, gitBranch="HEAD")))
+    home.source().scan()
+    [started] = home.ctx.events("session.started")
+    assert started.data["title"] is None
+
+
+def test_the_generated_title_replaces_the_branch_and_a_rename_replaces_both(home):
+    source = home.source()
+    home.append(lines(user("u1", None, T0)))
+    source.scan()
+    home.append(lines({"type": "ai-title", "aiTitle": "Fix retry budget", "sessionId": SID}))
+    source.scan()
+    home.append(lines({"type": "custom-title", "customTitle": "billing retries", "sessionId": SID},
+                      {"type": "ai-title", "aiTitle": "Retry budget fix", "sessionId": SID}))
+    source.scan()
+    assert [e.data["title"] for e in home.ctx.events("session.started")] == ["fix/retry-budget", "Fix retry budget", "billing retries"]
+
+
+def test_claude_codes_no_response_placeholder_is_not_a_call(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 1, "msg_01"),
+        assistant("a2", "a1", T0 + 2, "5b1f0a44-placeholder", req_id=None, model="<synthetic>", use=usage(0, 0, 0, 0),
+                  isApiErrorMessage=False),
+    ))
+    home.source().scan()
+    assert len(home.calls()) == 1
+
+
+def test_a_partial_response_followed_by_an_error_for_its_request_is_one_failed_call(home):
+    partial = assistant("a1", "u1", T0 + 1, "msg_01", req_id="req_cut", use=usage(out=1))
+    partial["message"]["stop_reason"] = None
+    home.append(lines(
+        user("u1", None, T0), partial,
+        assistant("a2", "a1", T0 + 3, "msg_err", req_id="req_cut", model="<synthetic>", use=usage(0, 0, 0, 0),
+                  isApiErrorMessage=True, error="unknown"),
+    ))
+    home.source().scan()
+    [call] = home.calls()
+    assert (call["ok"], call["error"], call["output_tokens"]) == (False, "unknown", 1)
+
+
+def test_a_partial_response_at_the_end_of_a_transcript_is_judged_after_a_quiet_poll(home):
+    partial = assistant("a1", "u1", T0 + 59, "msg_01", use=usage(out=1))
+    partial["message"]["stop_reason"] = None
+    home.append(lines(user("u1", None, T0 + 58), partial))
+    source = home.source()
+    source.scan()
+    assert home.calls() == []
+    source.scan()
+    [call] = home.calls()
+    assert (call["ok"], call["error"]) == (False, "stream_cut_off")
+
+
+def test_an_error_without_a_real_model_in_the_session_leaves_the_model_empty(home):
+    home.append(lines(
+        user("u1", None, T0),
+        assistant("a1", "u1", T0 + 1, "msg_err", model="<synthetic>", use=usage(0, 0, 0, 0),
+                  isApiErrorMessage=True, error="server_error", apiErrorStatus=500),
+    ))
+    home.source().scan()
+    [call] = home.calls()
+    assert (call["model"], call["ok"]) == ("", False)
+
+
+# --- the format radar ------------------------------------------------------------------------------
+
+
+def test_a_new_record_type_and_a_new_usage_field_are_counted_and_noticed_once(home):
+    use = usage()
+    use["reasoning_cache_tokens"] = 9
+    home.append(lines(user("u1", None, T0), envelope("telemetry-v9", "t1", "u1", T0 + 1),
+                      assistant("a1", "u1", T0 + 2, "msg_01", use=use),
+                      envelope("telemetry-v9", "t2", "a1", T0 + 3)))
+    source = home.source()
+    source.scan()
+    assert source.format_radar() == {"unknown_record_type": 2, "unknown_field": 1, "skipped_line": 0, "unreadable_file": 0}
+    messages = [e.data["message"] for e in home.ctx.events("agent.notice")]
+    assert messages == ["claude-code: new record type 'telemetry-v9'; its data may be missed",
+                        "claude-code: new field 'message.usage.reasoning_cache_tokens'; its data may be missed"]
+
+
+def test_a_restarted_agent_does_not_notice_the_same_format_change_again(home):
+    home.append(lines(user("u1", None, T0), envelope("telemetry-v9", "t1", "u1", T0 + 1)))
+    home.source().scan()
+    home.append(lines(envelope("telemetry-v9", "t2", "t1", T0 + 2)))
+    restarted = home.source()
+    restarted.scan()
+    assert restarted.format_radar()["unknown_record_type"] == 1
+    assert len(home.ctx.events("agent.notice")) == 1

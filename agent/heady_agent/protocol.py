@@ -25,7 +25,7 @@ EVENT_KINDS = (
 EventKind = Literal["session.started", "session.state", "llm.call", "session.ended", "agent.notice"]
 
 SESSION_STATES = ("running", "idle", "compacted", "paused", "error", "completed")
-SessionState = Literal["running", "idle", "compacted", "paused", "error", "completed"]
+SessionState = Literal["running", "idle", "waiting", "compacted", "paused", "error", "completed"]
 
 ACTIONS = (
     "session.kill",

@@ -80,6 +80,10 @@ class SessionSource:
     def queue_depth(self) -> int:
         return 0
 
+    def format_radar(self) -> dict[str, int]:
+        """What this source met in its client's files and did not know, by kind (sources/radar.py)."""
+        return {}
+
     def host_metrics(self) -> dict[str, Any] | None:
         """Replacement values for host metrics fields (simulated nodes only), else None."""
         return None

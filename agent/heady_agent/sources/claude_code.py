@@ -12,7 +12,7 @@ import json
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,34 @@ import psutil
 from ..protocol import Command
 from .base import CommandError, SourceContext
 from .common import command_args
-from .jsonl import FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
+from .managed import MANAGED_SESSION_ENV
+from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE
+from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
 
+# Records that carry no calls nor session activity, as of 2.1.332 (tests/fixtures/real); any other
+# type is counted and noticed by the format radar.
+KNOWN_RECORD_TYPES = frozenset({
+    "user", "assistant", "system", "summary", "file-history-snapshot", "ai-title", "custom-title", "tag",
+    "attachment", "atis-latch", "queue-operation", "last-prompt", "api-request", "api-request-blob",
+    "api-request-shape", "cost-state", "mode", "tools-used",
+})
+# Usage fields read or knowingly ignored (no tokens to price); a new one may be a new token kind.
+KNOWN_USAGE_FIELDS = frozenset({
+    "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation",
+    "speed", "service_tier", "server_tool_use", "output_tokens_details", "inference_geo", "iterations",
+    "fallback_credit",
+})
 PID_START_SLACK_S = 5.0  # a registry pid whose process started later than this after startedAt was reused
-REGISTRY_STATES = {"busy": "running", "idle": "idle", "waiting": "idle"}
-SYNTHETIC_MODEL = "<synthetic>"
+REGISTRY_STATES = {"busy": "running", "idle": "idle", "waiting": "waiting"}
+SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's model name for messages it wrote itself, not the API
+# The note Claude Code (2.1.3xx) adds after a response whose stream broke, before asking again.
+CUT_OFF_NOTE = "Your response above was cut off mid-stream"
+DETACHED_BRANCH = "HEAD"  # gitBranch outside a git repository or on a detached head: not a title
+EXITED_GRACE_S = 5.0  # quiet this long with no Claude Code process in its directory: the session has exited
+FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
+HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
+UNSTATED_STOP = ""  # transcripts older than stop_reason: finished as far as anyone can tell
+TITLE_RANK = {"branch": 0, "ai": 1, "custom": 2}  # a user's rename beats the generated title beats the branch
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -41,6 +64,27 @@ class _Session(JsonlSession):
     in_registry: bool = False
     registry_status: str | None = None
     registry_started: float | None = None
+    title_from: str | None = None  # a TITLE_RANK key
+
+
+@dataclass
+class _Call:
+    """One API response read from a transcript, kept until the records after it say whether it finished."""
+
+    key: str
+    sid: str
+    when: float
+    data: dict[str, Any]
+    request_id: str | None
+    uuid: str | None
+    stop_reason: str | None
+    failure: str | None = None  # set when a later record says the request failed
+    followed: bool = False  # a later record continues from this one
+
+    @property
+    def suspect(self) -> bool:
+        """A partial message looks like this: no stop reason, or only message_start's one output token."""
+        return bool(self.data["ok"]) and (self.stop_reason is None or self.data["output_tokens"] <= 1)
 
 
 class ClaudeCodeSource(JsonlSource[_Session]):
@@ -54,85 +98,154 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         cfg = ctx.config.claude_code
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._seen_calls: set[str] = set()
+        self._clients: dict[str, list[int]] | None = None
 
     def scan(self) -> None:
         """Read what is new in every transcript and the registry; emit what changed."""
+        self._clients = None
+        super().scan()
+
+    def _poll_once(self) -> None:
         self._read_logs()
         self._read_registry()
         self._end_inactive()
-        self._flush()
 
     # --- transcripts --------------------------------------------------------------------
 
     def _records(self, path: Path, records: list[dict[str, Any]], cursor: FileCursor) -> None:
         models: dict[str, str] = {}
         for record in records:
-            if record.get("type") == "assistant":
-                model = _message(record).get("model")
-                sid = record.get("sessionId")
-                if isinstance(model, str) and model != SYNTHETIC_MODEL and isinstance(sid, str):
-                    models.setdefault(sid, model)
+            sid = record.get("sessionId")
+            model = _real_model(record)
+            if model is not None and isinstance(sid, str):
+                models.setdefault(sid, model)
+        calls = {call.key: call for call in _held(cursor)}
         for record in records:
-            self._record(record, cursor, models)
+            self._record(record, cursor, models, calls)
+            self._settle(calls, None)  # in order: a call before the state change that follows it
+        # What is left waits for its verdict in the next record: the next read, or the next quiet poll.
+        self._settle(calls, self.ctx.clock.now())
+        cursor.extra[HELD] = [asdict(call) for call in calls.values()]
 
-    def _record(self, record: dict[str, Any], cursor: FileCursor, models: dict[str, str]) -> None:
+    def _settle(self, calls: dict[str, _Call], now: float | None) -> None:
+        """Emit the calls whose outcome is known (or, given `now`, that waited HOLD_S for it) and forget them."""
+        for key, call in list(calls.items()):
+            waited = now is not None and now - call.when >= HOLD_S
+            if not call.suspect or call.followed or call.failure is not None or waited:
+                self._emit_call(call)
+                del calls[key]
+
+    def _unchanged(self, path: Path, cursor: FileCursor) -> bool:
+        """Nothing followed a partial-looking response for a whole poll: it is what it says."""
+        if not cursor.extra.get(HELD):
+            return False
+        for call in _held(cursor):
+            self._emit_call(call)
+        cursor.extra[HELD] = []
+        return True
+
+    def _record(self, record: dict[str, Any], cursor: FileCursor, models: dict[str, str], calls: dict[str, _Call]) -> None:
         ts = parse_ts(record.get("timestamp"))
         uuid = record.get("uuid")
-        parent_ts = cursor.recent.get(record.get("parentUuid")) if isinstance(record.get("parentUuid"), str) else None
+        parent = record.get("parentUuid")
+        parent_ts = cursor.recent.get(parent) if isinstance(parent, str) else None
         if isinstance(uuid, str) and ts is not None:
             cursor.remember(uuid, ts)
         sid = record.get("sessionId")
         kind = record.get("type")
-        if not isinstance(sid, str) or not sid or kind not in ("user", "assistant", "system"):
-            return  # summaries, snapshots and other bookkeeping records carry no session activity
+        if kind == "api-request" and isinstance(record.get("id"), str) and ts is not None:
+            cursor.remember(record["id"], ts)  # the request's start: latency runs from here
+        if not isinstance(sid, str) or not sid:
+            return
+        if kind in ("ai-title", "custom-title"):
+            self._titled(sid, record, kind, ts if ts is not None else self.ctx.clock.now())
+            return
+        if kind not in ("user", "assistant", "system"):
+            if kind not in KNOWN_RECORD_TYPES:
+                self.radar.seen(UNKNOWN_TYPE, str(kind))
+            return  # snapshots, attachments and other bookkeeping carry no session activity
+        if isinstance(parent, str):
+            for call in calls.values():
+                if call.uuid == parent and (call.key != _call_key(record)):
+                    call.followed = True
+                    if kind == "user" and _cut_off_note(record):
+                        call.failure = "stream_cut_off"
         when = ts if ts is not None else self.ctx.clock.now()
         session = self._active_session(sid, record, when, models.get(sid))
         if kind == "assistant":
-            self._assistant(session, record, when, parent_ts)
+            self._assistant(session, record, when, _request_start(record, cursor, parent_ts), calls)
+        elif kind == "system" and record.get("subtype") == "api_error" and ts is not None:
+            cursor.remember(f"{FAILED_ATTEMPT}{sid}", ts)
         elif kind == "system" and record.get("subtype") == "compact_boundary":
             meta = record.get("compactMetadata")
             trigger = meta.get("trigger") if isinstance(meta, dict) else None
             self._set_state(session, "compacted", trigger if isinstance(trigger, str) else "auto", when)
 
+    def _titled(self, sid: str, record: dict[str, Any], kind: str, when: float) -> None:
+        field_name, rank = ("customTitle", "custom") if kind == "custom-title" else ("aiTitle", "ai")
+        title = record.get(field_name)
+        session = self._session(sid)
+        if isinstance(title, str) and title.strip() and TITLE_RANK[rank] >= TITLE_RANK.get(session.title_from or "", -1):
+            self._describe(session, when, title=title.strip(), title_from=rank)
+
     def _active_session(self, sid: str, record: dict[str, Any], when: float, model_hint: str | None) -> _Session:
         session = self._active(sid, when)
         if session.cwd is None and isinstance(record.get("cwd"), str):
             session.cwd = record["cwd"]
-        if session.title is None and isinstance(record.get("gitBranch"), str) and record["gitBranch"]:
-            session.title = record["gitBranch"]
-        if session.model is None and model_hint:
-            session.model = model_hint
+        branch = record.get("gitBranch")
+        named = session.title is None and isinstance(branch, str) and branch and branch != DETACHED_BRANCH
+        if named or (session.model is None and model_hint):
+            self._describe(session, when, model=session.model or model_hint, title=branch if named else None,
+                           title_from="branch" if named else None)
         self._seen(session, when)
         return session
 
-    def _assistant(self, session: _Session, record: dict[str, Any], when: float, parent_ts: float | None) -> None:
+    def _describe(self, session: _Session, when: float, *, model: str | None = None, title: str | None = None,
+                  title_from: str | None = None) -> None:
+        """A model or title learnt: kept, and announced again if the session was announced without it."""
+        changed = False
+        if model is not None and model != session.model:
+            session.model, changed = model, True
+        if title is not None and title != session.title:
+            session.title, changed = title, True
+        if title_from is not None and title_from != session.title_from:
+            session.title_from = title_from
+            self._save(session)
+        if changed and session.started is not None and not session.ended:
+            self._reannounce(session, when)
+        elif changed:
+            self._save(session)
+
+    def _assistant(self, session: _Session, record: dict[str, Any], when: float, started: float | None, calls: dict[str, _Call]) -> None:
         message = _message(record)
-        message_id = message.get("id")
-        request_id = record.get("requestId")
-        if isinstance(message_id, str) and message_id:
-            key = f"{message_id}:{request_id}" if isinstance(request_id, str) and request_id else message_id
-        elif isinstance(record.get("uuid"), str):
-            key = record["uuid"]
-        else:
+        key = _call_key(record)
+        if key is None or key in self._seen_calls or self.ctx.get_state(f"cc.call:{key}") is not None:
             return
-        if key in self._seen_calls or self.ctx.get_state(f"cc.call:{key}") is not None:
-            return
-        self._seen_calls.add(key)
-        self.ctx.set_state(f"cc.call:{key}", "1")
+        request_id = record.get("requestId") if isinstance(record.get("requestId"), str) else None
         model = message.get("model")
-        if isinstance(model, str) and model != SYNTHETIC_MODEL:
-            session.model = model
-        usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+        if model == SYNTHETIC_MODEL:
+            if not record.get("isApiErrorMessage"):
+                return  # Claude Code's own placeholder ("No response requested."): no request was made
+            for call in calls.values():
+                if request_id is not None and call.request_id == request_id and call.suspect:
+                    call.failure = _error(record)  # the partial response before it and this error are one request
+                    return
+        elif isinstance(model, str) and model:
+            self._describe(session, when, model=model)
+        raw_usage = message.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+        for name in usage.keys() - KNOWN_USAGE_FIELDS:
+            self.radar.seen(UNKNOWN_FIELD, f"message.usage.{name}")
         failed = bool(record.get("isApiErrorMessage"))
         data: dict[str, Any] = {
             "provider": "anthropic",
-            "model": session.model or (model if isinstance(model, str) else "unknown"),
+            "model": session.model or "",
             "input_tokens": as_int(usage.get("input_tokens")),
             "output_tokens": as_int(usage.get("output_tokens")),
             "cache_creation_tokens": as_int(usage.get("cache_creation_input_tokens")),
             "cache_read_tokens": as_int(usage.get("cache_read_input_tokens")),
             "cost_usd": _cost(record),
-            "latency_ms": round((when - parent_ts) * 1000.0, 1) if parent_ts is not None and when >= parent_ts else None,
+            "latency_ms": round((when - started) * 1000.0, 1) if started is not None and when >= started else None,
             "ok": not failed,
             "error": _error(record) if failed else None,
         }
@@ -142,11 +255,29 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             data["cache_creation_1h_tokens"] = as_int(split.get("ephemeral_1h_input_tokens"))
         if isinstance(usage.get("speed"), str):
             data["speed"] = usage["speed"]
-        self.ctx.emit("llm.call", session.id, data, ts=when)
-        if session.state == "compacted" and not failed:
-            self._set_state(session, "running", "continued after compaction", when)
-        else:
-            self._save(session)
+        stop = message.get("stop_reason", UNSTATED_STOP)  # an explicit null is a stream that never finished
+        if failed:
+            stop = "error"
+        call = _Call(key, session.id, when, data, request_id, record.get("uuid") if isinstance(record.get("uuid"), str) else None,
+                     stop if isinstance(stop, str) else None)
+        earlier = calls.get(key)
+        if earlier is None or (earlier.stop_reason is None and call.stop_reason is not None):
+            calls[key] = call  # a message written block by block: its finished record has the final usage
+        self._touch(session)
+
+    def _emit_call(self, call: _Call) -> None:
+        if call.key in self._seen_calls:
+            return
+        self._seen_calls.add(call.key)
+        self.ctx.set_state(f"cc.call:{call.key}", "1")
+        data = dict(call.data)
+        failure = call.failure or (None if call.stop_reason is not None else "stream_cut_off")
+        if failure is not None and data["ok"]:
+            data["ok"], data["error"] = False, failure
+        session = self._session(call.sid)
+        self.ctx.emit("llm.call", session.managed_as or session.id, data, ts=call.when)
+        if session.state == "compacted" and data["ok"]:
+            self._set_state(session, "running", "continued after compaction", call.when)
 
     def _end(self, session: _Session, reason: str, when: float) -> None:
         session.in_registry = False
@@ -210,9 +341,50 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if changed:
             self._save(session)
 
-    def _quiet(self, session: _Session, now: float) -> bool:
-        """A session the registry lists ends when it leaves the registry, not for want of records."""
-        return not session.in_registry and super()._quiet(session, now)
+    def _quiet(self, session: _Session, now: float) -> str | None:
+        """A session the registry lists ends when it leaves the registry. One it never listed (`claude -p`,
+        or one that came and went between two polls) ends once quiet while no Claude Code process works
+        in its directory, so neither a short session nor a restarted agent keeps finished ones open."""
+        if session.in_registry:
+            return None
+        silence = now - session.last_ts
+        if silence > EXITED_GRACE_S and session.cwd is not None and session.cwd not in self._client_dirs():
+            return "exited"
+        return super()._quiet(session, now)
+
+    def _client_dirs(self) -> dict[str, list[int]]:
+        """The pids of running Claude Code processes by working directory, looked up at most once per scan."""
+        if self._clients is None:
+            found: dict[str, list[int]] = {}
+            for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
+                info = proc.info
+                if _is_claude_code(info.get("name"), info.get("cmdline")) and isinstance(info.get("cwd"), str):
+                    found.setdefault(info["cwd"], []).append(proc.pid)
+            self._clients = found
+        return self._clients
+
+    def _announce(self, session: _Session, when: float) -> None:
+        if session.managed_as is None:
+            session.managed_as = self._managed_session(session)
+        super()._announce(session, when)
+
+    def _managed_session(self, session: _Session) -> str | None:
+        """The managed session whose process runs this one: named in the environment of its pid, or of
+        the only Claude Code processes working in its directory."""
+        if session.pid is not None:
+            pids = [session.pid]
+        elif session.cwd is not None:
+            pids = self._client_dirs().get(session.cwd, [])
+        else:
+            return None
+        names = set()
+        for pid in pids:
+            try:
+                names.add(psutil.Process(pid).environ().get(MANAGED_SESSION_ENV))
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                names.add(None)
+        found = names.pop() if len(names) == 1 else None
+        return found if isinstance(found, str) and found else None
 
     # --- commands -----------------------------------------------------------------------
 
@@ -254,6 +426,58 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         return {"session": session.id, "pid": pid, "state": session.state}
 
 
+def _real_model(record: dict[str, Any]) -> str | None:
+    """The model an assistant record or an api-request record names, unless Claude Code made the message up."""
+    if record.get("type") == "assistant":
+        model = _message(record).get("model")
+    elif record.get("type") == "api-request" and isinstance(record.get("params"), dict):
+        model = record["params"].get("model")
+    else:
+        return None
+    return model if isinstance(model, str) and model and model != SYNTHETIC_MODEL else None
+
+
+def _request_start(record: dict[str, Any], cursor: FileCursor, parent_ts: float | None) -> float | None:
+    """When the request this response answers was made.
+
+    The record the response follows (the prompt or tool result) precedes the request by Claude Code's
+    preparation, so the span is never shorter than the server's. After a failed attempt that record
+    would add the retry back-off: the successful attempt's own `api-request` record (2.1.2xx on) is
+    the start then, else the failed attempt's error record.
+    """
+    failed_at = cursor.recent.get(f"{FAILED_ATTEMPT}{record.get('sessionId')}")
+    if parent_ts is not None and (failed_at is None or failed_at < parent_ts):
+        return parent_ts
+    ref = record.get("requestRef")
+    attempt = cursor.recent.get(ref) if isinstance(ref, str) else None
+    return attempt if attempt is not None else failed_at
+
+
+def _call_key(record: dict[str, Any]) -> str | None:
+    """A response's identity: its message id and request id (one message is written as several records)."""
+    message_id = _message(record).get("id")
+    request_id = record.get("requestId")
+    if isinstance(message_id, str) and message_id:
+        return f"{message_id}:{request_id}" if isinstance(request_id, str) and request_id else message_id
+    uuid = record.get("uuid")
+    return uuid if isinstance(uuid, str) and uuid else None
+
+
+def _cut_off_note(record: dict[str, Any]) -> bool:
+    content = _message(record).get("content")
+    return bool(record.get("isMeta")) and isinstance(content, str) and content.startswith(CUT_OFF_NOTE)
+
+
+def _held(cursor: FileCursor) -> list[_Call]:
+    calls = []
+    for raw in cursor.extra.get(HELD) or []:
+        try:
+            calls.append(_Call(**raw))
+        except TypeError:
+            continue  # a cursor written by an older agent: nothing of it can be trusted
+    return calls
+
+
 def _message(record: dict[str, Any]) -> dict[str, Any]:
     message = record.get("message")
     return message if isinstance(message, dict) else {}
@@ -274,6 +498,14 @@ def _error(record: dict[str, Any]) -> str:
     if isinstance(status, int) and not isinstance(status, bool):
         return f"http_{status}"
     return "api_error"
+
+
+def _is_claude_code(name: Any, cmdline: Any) -> bool:
+    """The native `claude` binary, or Node running the npm package's cli."""
+    if name == "claude":
+        return True
+    args = cmdline if isinstance(cmdline, list) else []
+    return any(isinstance(a, str) and ("claude-code" in a or os.path.basename(a) == "claude") for a in args[:2])
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from ..aio import cancel_and_wait
@@ -89,6 +89,9 @@ class WatchedSession:
     state: str = "running"
     started: float | None = None
     ended: bool = False
+    # The managed session (managed.py) whose process runs this one: one session, so its events go
+    # there, the managed source announces and ends it, and only that row is listed.
+    managed_as: str | None = None
 
     @property
     def project(self) -> str | None:
@@ -144,7 +147,8 @@ class WatchedSource(SessionSource, Generic[S]):
         return session
 
     def _save(self, session: S) -> None:
-        self.ctx.set_state(f"{self.state_prefix}.session:{session.id}", json.dumps(asdict(session)))
+        # Session records are flat (str, number, bool, None): vars() is the dict asdict() would build, at a fraction of its cost.
+        self.ctx.set_state(f"{self.state_prefix}.session:{session.id}", json.dumps(vars(session)))
         if (session.id in self._live) == session.ended:
             if session.ended:
                 self._live.discard(session.id)
@@ -171,32 +175,41 @@ class WatchedSource(SessionSource, Generic[S]):
 
     def _announce(self, session: S, when: float) -> None:
         session.started = when
-        self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
+        if session.managed_as is None:
+            self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
+        self._save(session)
+
+    def _reannounce(self, session: S, when: float) -> None:
+        """What the session.started said changed (model, title): say it again; the console keeps the newest values."""
+        if session.managed_as is None:
+            self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
         self._save(session)
 
     def _set_state(self, session: S, state: str, reason: str, when: float) -> None:
         session.state = state
-        self.ctx.emit("session.state", session.id, {"state": state, "reason": reason}, ts=when)
+        self.ctx.emit("session.state", session.managed_as or session.id, {"state": state, "reason": reason}, ts=when)
         self._save(session)
 
     def _end(self, session: S, reason: str, when: float) -> None:
         session.ended = True
         session.state = "completed"
-        self.ctx.emit("session.ended", session.id, {"exit_code": None, "reason": reason}, ts=when)
+        if session.managed_as is None:
+            self.ctx.emit("session.ended", session.id, {"exit_code": None, "reason": reason}, ts=when)
         self._save(session)
 
     # --- what the agent reads and asks ----------------------------------------------------------
 
     def sessions(self) -> list[SessionInfo]:
-        return [session_info(self.name, self._sessions[sid]) for sid in sorted(self._live)]
+        return [session_info(self.name, self._sessions[sid]) for sid in sorted(self._live) if self._sessions[sid].managed_as is None]
 
     def owns(self, session_id: str) -> bool:
-        return session_id in self._live
+        session = self._sessions.get(session_id) if session_id in self._live else None
+        return session is not None and session.managed_as is None
 
     def _target(self, cmd: Command) -> S:
         """The live session a session.* command names, or the unknown_session refusal."""
         session = self._sessions.get(cmd.target or "") if cmd.target in self._live else None
-        if session is None:
+        if session is None or session.managed_as is not None:
             raise CommandError("unknown_session", f"no {self.watches} session {cmd.target!r} on this node")
         return session
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,10 +22,13 @@ from typing import Any, ClassVar, TypeVar
 
 from .base import SourceContext
 from .common import WatchedSession, WatchedSource
+from .radar import SKIPPED_LINE, UNREADABLE_FILE, FormatRadar
 
 READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read over several polls)
-RECENT_KEEP = 64  # (uuid, ts) pairs remembered per file across restarts, for latencies
+RECENT_KEEP = 16  # (uuid, ts) pairs remembered per file across restarts, for latencies (a parent is a few records back)
 INACTIVE_AFTER_S = 600.0  # a session with no record for this long has ended
+TOUCHED_EVERY_S = 30.0  # how stale a restarted agent may find a session's latest record time (ending needs 600 s)
+HELD = "held"  # FileCursor.extra key: what a source read but can only judge once the next line (or a quiet poll) comes
 
 
 @dataclass
@@ -69,12 +73,12 @@ class FileCursor:
 
 
 def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK) -> tuple[list[bytes], int] | None:
-    """The complete lines after the cursor and the offset just past them; None if unchanged or unreadable.
+    """The complete lines after the cursor and the offset just past them; None if unchanged or gone.
 
     A file that shrank or was replaced (other inode) is read again from the start.
     """
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return None
     if st.st_ino != cursor.inode or st.st_size < cursor.offset:
@@ -85,18 +89,17 @@ def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK)
         cursor.inode = st.st_ino
     if st.st_size == cursor.offset:
         return None
+    fd = os.open(path, os.O_RDONLY)  # a file that exists but cannot be read raises: the caller counts it
     try:
-        with open(path, "rb") as fh:
-            fh.seek(cursor.offset)
-            data = fh.read(chunk)
-            # A single line longer than the chunk: keep reading until its end (or the file's).
-            while data and b"\n" not in data:
-                more = fh.read(chunk)
-                if not more:
-                    break
-                data += more
-    except OSError:
-        return None
+        data = os.pread(fd, chunk, cursor.offset)
+        # A single line longer than the chunk: keep reading until its end (or the file's).
+        while data and b"\n" not in data:
+            more = os.pread(fd, chunk, cursor.offset + len(data))
+            if not more:
+                break
+            data += more
+    finally:
+        os.close(fd)
     end = data.rfind(b"\n")
     if end < 0:
         return None
@@ -142,20 +145,44 @@ def parse_ts(value: Any) -> float | None:
     return None
 
 
-def walk_jsonl(root: Path) -> Iterator[Path]:
-    """Every *.jsonl below root; files before folders, so a session's own file precedes its subagents'."""
+@dataclass
+class Listing:
+    mtime_ns: int
+    files: list[Path]
+    folders: list[Path]
+
+
+def walk_jsonl(root: Path, listings: dict[str, Listing] | None = None) -> Iterator[Path]:
+    """Every *.jsonl below root; files before folders, so a session's own file precedes its subagents'.
+
+    With `listings`, a folder whose mtime did not change since the last walk is not listed again
+    (adding or removing an entry changes its folder's mtime).
+    """
     try:
-        entries = sorted(os.scandir(root), key=lambda e: (_is_dir(e), e.name))
+        mtime = os.stat(root).st_mtime_ns
     except OSError:
         return
-    for entry in entries:
+    listing = listings.get(str(root)) if listings is not None else None
+    if listing is None or listing.mtime_ns != mtime:
         try:
-            if entry.is_dir(follow_symlinks=False):
-                yield from walk_jsonl(Path(entry.path))
-            elif entry.name.endswith(".jsonl") and entry.is_file(follow_symlinks=False):
-                yield Path(entry.path)
+            entries = sorted(os.scandir(root), key=lambda e: (_is_dir(e), e.name))
         except OSError:
-            continue
+            return
+        files, folders = [], []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif entry.name.endswith(".jsonl") and entry.is_file(follow_symlinks=False):
+                    files.append(Path(entry.path))
+            except OSError:
+                continue
+        listing = Listing(mtime, files, folders)
+        if listings is not None:
+            listings[str(root)] = listing
+    yield from listing.files
+    for folder in listing.folders:
+        yield from walk_jsonl(folder, listings)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -190,12 +217,20 @@ class JsonlSource(WatchedSource[J], ABC):
         super().__init__(ctx)
         self.roots = roots
         self.poll_interval_s = poll_interval_s
-        self._skipped = 0
+        self.radar = FormatRadar(self.name, ctx, self.state_prefix)
+        self._cursors: dict[str, FileCursor] = {}  # state key -> the cursor as last committed
+        self._listings: dict[str, Listing] = {}  # folder -> its entries, while its mtime stays
+        self._touched: set[str] = set()
+        self._touched_at = float("-inf")
+        self._isolated = False
 
     @property
     def skipped_lines(self) -> int:
         """Log lines that were not JSON objects, since this source started."""
-        return self._skipped
+        return self.radar.counts[SKIPPED_LINE]
+
+    def format_radar(self) -> dict[str, int]:
+        return self.radar.snapshot()
 
     async def start(self) -> None:
         self._load_live()
@@ -211,23 +246,74 @@ class JsonlSource(WatchedSource[J], ABC):
                 logging.getLogger(type(self).__module__).exception("%s scan failed", self.name)
 
     def scan(self) -> None:
-        """Read what is new in every log; emit what changed."""
+        """Read what is new in every log; emit what changed.
+
+        One poll is one commit (events, cursors and session records together), which keeps a busy
+        node's write cost per poll, not per file. After a poll failed, each file commits on its own,
+        so one file that keeps failing cannot hold back the others.
+        """
+        try:
+            with nullcontext() if self._isolated else self.ctx.atomic():
+                self._poll_once()
+                self._write_touched()
+        except Exception:
+            self._isolated = True
+            self._forget()  # what this poll changed in memory was rolled back in the journal
+            raise
+        self._flush()
+
+    def _poll_once(self) -> None:
         self._read_logs()
         self._end_inactive()
-        self._flush()
+
+    def _touch(self, session: J) -> None:
+        """The session's record changed in a way only a restart needs (its latest record time): saved every TOUCHED_EVERY_S."""
+        self._touched.add(session.id)
+
+    def _write_touched(self) -> None:
+        now = self.ctx.clock.now()
+        if now - self._touched_at < TOUCHED_EVERY_S:
+            return
+        self._touched_at = now
+        changed = self._changed
+        for sid in sorted(self._touched):
+            session = self._sessions.get(sid)
+            if session is not None:
+                self._save(session)
+        self._touched.clear()
+        self._changed = changed  # nothing the sessions list shows changed: no fresh list to push
+
+    def _forget(self) -> None:
+        self._cursors.clear()
+        self._listings.clear()
+        self._touched.clear()
+        self._sessions.clear()
+        self._live.clear()
+        self._load_live()
 
     def _read_logs(self) -> None:
         for root in self.roots:
             for folder in self.log_folders:
                 if (root / folder).is_dir():
-                    for path in walk_jsonl(root / folder):
+                    for path in walk_jsonl(root / folder, self._listings):
                         self._read_file(path)
 
     def _read_file(self, path: Path) -> None:
         key = f"{self.state_prefix}.file:{path}"
-        cursor = FileCursor.load(self.ctx.get_state(key))
-        got = read_complete_lines(path, cursor)
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors[key] = FileCursor.load(self.ctx.get_state(key))
+        try:
+            got = read_complete_lines(path, cursor)
+        except OSError as exc:
+            with self.ctx.atomic():
+                self.radar.seen(UNREADABLE_FILE, str(path), detail=exc.strerror or type(exc).__name__)
+            return
         if got is None:
+            if cursor.extra.get(HELD):
+                with self.ctx.atomic():
+                    if self._unchanged(path, cursor):
+                        self.ctx.set_state(key, cursor.dump())
             return
         lines, new_offset = got
         records, skipped = parse_records(lines)
@@ -235,11 +321,15 @@ class JsonlSource(WatchedSource[J], ABC):
             self._records(path, records, cursor)
             cursor.offset = new_offset
             if skipped:
-                self._skipped += skipped
+                self.radar.counts[SKIPPED_LINE] += skipped  # noticed per file just below, not per name
                 if not cursor.noticed:
                     cursor.noticed = True
                     self.ctx.notice("warning", f"{self.name}: skipped {skipped} unreadable line(s) in {path}")
             self.ctx.set_state(key, cursor.dump())
+
+    def _unchanged(self, path: Path, cursor: FileCursor) -> bool:
+        """The file did not grow since the last poll while records wait in cursor.extra[HELD]; True if the cursor changed."""
+        return False
 
     @abstractmethod
     def _records(self, path: Path, records: list[dict[str, Any]], cursor: FileCursor) -> None:
@@ -258,17 +348,18 @@ class JsonlSource(WatchedSource[J], ABC):
         if session.started is None and not session.ended:
             self._announce(session, when)
 
-    def _quiet(self, session: J, now: float) -> bool:
-        """The session has gone without records long enough to have ended."""
-        return now - session.last_ts > INACTIVE_AFTER_S
+    def _quiet(self, session: J, now: float) -> str | None:
+        """Why the session has ended, judged by its records (None while it may go on): here, long silence."""
+        return "inactive" if now - session.last_ts > INACTIVE_AFTER_S else None
 
     def _end_inactive(self) -> None:
         now = self.ctx.clock.now()
         with self.ctx.atomic():
             for sid in sorted(self._live):
                 session = self._sessions.get(sid)
-                if session is not None and self._quiet(session, now):
-                    self._end(session, "inactive", session.last_ts)
+                reason = self._quiet(session, now) if session is not None else None
+                if session is not None and reason is not None:
+                    self._end(session, reason, session.last_ts)
 
     def _end(self, session: J, reason: str, when: float) -> None:
         session.ended_at = when

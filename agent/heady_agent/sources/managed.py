@@ -31,6 +31,7 @@ PROMPT_TIMEOUT_S = 120.0
 PROMPT_OUTPUT_BYTES = 4096
 MAX_ITEM_ARGS = 64
 MAX_ARG_CHARS = 8192
+MANAGED_SESSION_ENV = "HEADY_MANAGED_SESSION"  # the managed session id, in its process's environment
 _QUEUE_KEY = "managed.queue"
 _COUNTER_KEY = "managed.counter"
 
@@ -168,11 +169,12 @@ class ManagedSource(SessionSource):
         d = self._defs[name]
         argv = [*d.command, *args]
         cwd = str(Path(d.cwd).expanduser()) if d.cwd else None
+        sid = session_id or self._next_session_id(name)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
-                env={**os.environ, **d.env},
+                env={**os.environ, **d.env, MANAGED_SESSION_ENV: sid},  # lets watching sources find their session
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
@@ -182,7 +184,6 @@ class ManagedSource(SessionSource):
             self.ctx.notice("warning", f"managed {name}: cannot start {argv[0]!r}: {exc.strerror or exc}")
             return False
         with self.ctx.atomic():
-            sid = session_id or self._next_session_id(name)
             run = _Run(sid, name, list(args), proc, self.ctx.clock.now(), cwd)
             self._runs[sid] = run
             self._save_queue()

@@ -335,6 +335,21 @@ def test_a_url_with_credentials_is_refused_with_a_clear_error(tmp_path):
         source_config(tmp_path, "http://opencode:s3cret@127.0.0.1:4096")
 
 
+async def test_an_unknown_event_type_and_token_field_are_counted_and_noticed_once(source, opencode, ctx):
+    opencode.send({"type": "session.teleported", "properties": {}})
+    opencode.send({"type": "session.teleported", "properties": {}})
+    message = assistant("msg_1")
+    message["properties"]["info"]["tokens"]["cache"]["write_1h"] = 500
+    opencode.send(message)
+    await until(lambda: ctx.events("llm.call"), "the call")
+    assert source.format_radar()["unknown_record_type"] == 2
+    assert source.format_radar()["unknown_field"] == 1
+    notices = [e.data["message"] for e in ctx.events("agent.notice")]
+    assert [n for n in notices if "session.teleported" in n] == [
+        "opencode: new record type 'session.teleported'; its data may be missed"]
+    assert any("tokens.cache.write_1h" in n for n in notices)
+
+
 async def test_malformed_events_are_skipped_and_the_stream_goes_on(source, opencode, ctx):
     opencode.send_raw("data: {broken\n\n: keep-alive comment\n\n")
     opencode.send({"type": "server.heartbeat", "properties": {}})

@@ -127,8 +127,9 @@ def test_an_unprompted_session_is_idle_and_no_session_starts_with_the_placeholde
     replay_stream(source)
     assert {s.id: s.state for s in source.sessions()}[META["unprompted"]] == "idle"
     assert all(not (e.data["title"] or "").startswith("New session") for e in ctx.events("session.started"))
-    titles = [e.data["title"] for e in ctx.events("session.started") if e.session == META["clean"]]
-    assert titles == [None, "Answer 1."]  # announced untitled, then again once opencode's title request answered
+    started = [e.data for e in ctx.events("session.started") if e.session == META["clean"]]
+    # Announced untitled, then again with the real title and the model once opencode has them.
+    assert (started[0]["title"], started[-1]["title"], started[-1]["model"]) == (None, "Answer 1.", "gpt-5")
 
 
 def test_the_db_after_the_stream_adds_only_what_the_stream_could_not_see(source, ctx, tmp_path):

@@ -32,8 +32,9 @@ import httpx
 from ..aio import cancel_and_wait
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .common import WatchedSession, WatchedSource, command_args, started_data
+from .common import WatchedSession, WatchedSource, command_args
 from .jsonl import as_int
+from .radar import SKIPPED_LINE, UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE, FormatRadar
 
 HEARTBEAT_GRACE_S = 35.0  # opencode sends server.heartbeat every 10 s; silence this long is a dead stream
 REQUEST_TIMEOUT_S = 10.0
@@ -48,6 +49,9 @@ MAX_TITLE = 200
 # has no end of a session, and a cold start must not list every session the machine ever ran as
 # live. New activity opens it again.
 STALE_AFTER_S = 600.0
+# The token counts of an assistant message; another field would be a format change to read.
+TOKEN_FIELDS = frozenset({"total", "input", "output", "reasoning", "cache"})
+CACHE_FIELDS = frozenset({"read", "write"})
 MAX_PENDING_MESSAGES = 10_000  # part times kept for messages not complete yet (cut-off ones never are)
 DB_BATCH = 2_000  # messages read from opencode.db per poll, so a cold start on a long history is bounded
 # Stream events the source does not need (file watcher, LSP, `sync` copies of the same events...);
@@ -150,30 +154,21 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         self._times: dict[str, MessageTimes] = {}  # by message id, until the message is counted
         self._compaction_auto: dict[str, bool] = {}  # by session: the `auto` flag of its latest compaction part
         self._retrying: dict[str, Retrying] = {}  # by session id
-        self._unknown_events: dict[str, int] = {}
-        self._skipped = 0
-        self._unreadable_db = 0
+        self.radar = FormatRadar(self.name, ctx, self.state_prefix)
         self._connected = False
         self._db_task: asyncio.Task[None] | None = None
 
     @property
     def skipped_events(self) -> int:
         """Stream events that were not JSON objects."""
-        return self._skipped
-
-    @property
-    def unknown_events(self) -> dict[str, int]:
-        """Stream event types this source does not know, with their counts."""
-        return dict(self._unknown_events)
+        return self.radar.counts[SKIPPED_LINE]
 
     @property
     def connected(self) -> bool:
         return self._connected
 
     def format_radar(self) -> dict[str, int]:
-        """What this source met from opencode and did not know, by kind (the format radar's kinds)."""
-        return {"unknown_record_type": sum(self._unknown_events.values()), "unknown_field": 0,
-                "skipped_line": self._skipped, "unreadable_file": self._unreadable_db}
+        return self.radar.snapshot()
 
     async def start(self) -> None:
         self._load_live()
@@ -293,7 +288,8 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         except ValueError:
             event = None
         if not isinstance(event, dict):
-            self._skipped += 1
+            with self.ctx.atomic():
+                self.radar.seen(SKIPPED_LINE, f"{self.base_url}/global/event")
             return
         # /global/event wraps each event with the directory it happened in; /event does not.
         payload = _dict(event["payload"]) if "payload" in event else event
@@ -327,9 +323,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             if error.get("name") != ABORTED:
                 self.ctx.notice("warning", f"opencode: session {sid}: {error_text(error)}")
         elif isinstance(etype, str) and etype not in KNOWN_IGNORED:
-            if etype not in self._unknown_events:
-                self.ctx.notice("info", f"opencode: unknown event type {etype!r} (a newer opencode?)")
-            self._unknown_events[etype] = self._unknown_events.get(etype, 0) + 1
+            self.radar.seen(UNKNOWN_TYPE, etype)
 
     def _part(self, part: dict[str, Any], at: float | None) -> None:
         msg_id, sid, kind = part.get("messageID"), part.get("sessionID"), part.get("type")
@@ -372,8 +366,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
                 # opencode's title request answered: say session.started again with the real title
                 # (the console keeps the newest values).
                 session.title = title
-                self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=now)
-                self._save(session)
+                self._reannounce(session, now)
 
     def _active(self, sid: str, now: float, state: str = "running") -> WatchedSession:
         """The session, started (event emitted) on its first activity."""
@@ -411,6 +404,10 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         retrying = self._retrying.pop(sid, None)
         tokens = _dict(info.get("tokens"))
         cache = _dict(tokens.get("cache"))
+        for name in tokens.keys() - TOKEN_FIELDS:
+            self.radar.seen(UNKNOWN_FIELD, f"tokens.{name}")
+        for name in cache.keys() - CACHE_FIELDS:
+            self.radar.seen(UNKNOWN_FIELD, f"tokens.cache.{name}")
         counts = {
             "input_tokens": as_int(tokens.get("input")),
             # opencode counts reasoning apart from output; it is billed as output.
@@ -434,8 +431,10 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             return  # stopped by the user before any answer
         now = self.ctx.clock.now()
         session = self._active(sid, now)
-        if isinstance(info.get("modelID"), str):
-            session.model = info["modelID"][:MAX_TITLE]
+        model = info.get("modelID")
+        if isinstance(model, str) and model[:MAX_TITLE] != session.model:
+            session.model = model[:MAX_TITLE]
+            self._reannounce(session, now)  # announced before its first answer named the model
         cost = info.get("cost")
         self.ctx.emit(
             "llm.call",
@@ -464,17 +463,13 @@ class OpencodeSource(WatchedSource[WatchedSession]):
     # --- opencode.db ------------------------------------------------------------------------
 
     async def _poll_db(self) -> None:
-        failing = False
         while True:
             try:
                 rows = await asyncio.to_thread(read_db, self.db_path, self._db_watermark())
             except (sqlite3.Error, OSError) as exc:
-                self._unreadable_db += 1
-                if not failing:
-                    failing = True
-                    self.ctx.notice("warning", f"opencode: cannot read {self.db_path}: {exc}")
+                with self.ctx.atomic():
+                    self.radar.seen(UNREADABLE_FILE, str(self.db_path), detail=str(exc))
             else:
-                failing = False
                 if rows is not None:
                     self.apply_db(rows)
             await asyncio.sleep(self.db_poll_interval_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from collections import Counter
 from pathlib import Path
 
@@ -26,21 +27,54 @@ from test_source_opencode import FakeOpencode, source_config, until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real" / "opencode-1.18.33"
 META = json.loads((FIXTURE / "meta.json").read_text())
-ANSWERS = [json.loads(line) for line in (FIXTURE / "server-log.jsonl").read_text().splitlines()]
 TITLE_MODEL = "gpt-5-mini"  # the recording's small_model: opencode's title requests
-SESSION_ANSWERS = [a for a in ANSWERS if a["model"] != TITLE_MODEL]
 
 
-def answer_key(usage: dict) -> tuple[int, int, int]:
-    """(uncached input, cache read, output with reasoning) as opencode splits the server's usage."""
-    return usage["input_tokens"] - usage["cached_tokens"], usage["cached_tokens"], usage["output_tokens"]
+@dataclass(frozen=True)
+class Answer:
+    """One answer of a fake server, in opencode's token split."""
+
+    model: str
+    ok: bool
+    server_ms: float
+    key: tuple[int, int, int]  # (uncached input, cache read, output with reasoning)
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+
+    def price(self, table: PricingTable) -> float:
+        return table.cost(LlmCallData(
+            provider="fake", model=self.model, input_tokens=self.key[0], cache_read_tokens=self.key[1],
+            output_tokens=self.key[2], cache_creation_tokens=self.cache_write_5m + self.cache_write_1h,
+            cache_creation_5m_tokens=self.cache_write_5m, cache_creation_1h_tokens=self.cache_write_1h))[0]
+
+
+def openai_answer(a: dict) -> Answer:
+    u = a["usage"] or {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0}
+    return Answer(a["model"], a["ok"], a["server_ms"],
+                  (u["input_tokens"] - u["cached_tokens"], u["cached_tokens"], u["output_tokens"]))
+
+
+def anthropic_answer(a: dict) -> Answer:
+    u = a["usage"]
+    split = u["cache_creation"]
+    return Answer(a["model"], a["ok"], a["server_ms"],
+                  (u["input_tokens"], u["cache_read_input_tokens"], u["output_tokens"]),
+                  split["ephemeral_5m_input_tokens"], split["ephemeral_1h_input_tokens"])
+
+
+def log(name: str) -> list[dict]:
+    return [json.loads(line) for line in (FIXTURE / name).read_text().splitlines()]
+
+
+OPENAI_LOG = log("server-log.jsonl")
+SESSION_ANSWERS = [openai_answer(a) for a in OPENAI_LOG if a["model"] != TITLE_MODEL]
+ANTHROPIC_ANSWERS = [anthropic_answer(a) for a in log("anthropic-server-log.jsonl")]
+OK_ANSWERS = {a.key: a for a in SESSION_ANSWERS + ANTHROPIC_ANSWERS if a.ok}
+CUT_OFF = [a for a in SESSION_ANSWERS if a.ok][-1]  # the last answer: its tool was running when the server died
 
 
 def call_key(call: dict) -> tuple[int, int, int]:
     return call["input_tokens"], call["cache_read_tokens"], call["output_tokens"]
-
-
-OK_ANSWERS = {answer_key(a["usage"]): a for a in SESSION_ANSWERS if a["ok"]}
 
 
 def replay_stream(source: OpencodeSource) -> None:
@@ -60,7 +94,7 @@ def replay_db(source: OpencodeSource, tmp_path: Path, since: float = 0.0) -> Non
     source.apply_db(rows)
 
 
-RECORDED_AT = ANSWERS[-1]["received_at"]  # the clock reads the recording's time: nothing is old yet
+RECORDED_AT = OPENAI_LOG[-1]["received_at"]  # the clock reads the recording's time: nothing is old yet
 
 
 @pytest.fixture
@@ -85,7 +119,8 @@ def test_the_stream_counts_each_successful_answer_once_with_its_model_and_every_
     assert all(n == 1 for n in matched.values())
     for call in ok:
         answer = OK_ANSWERS[call_key(call)]
-        assert (call["model"], call["provider"], call["cache_creation_tokens"]) == (answer["model"], "fake", 0)
+        assert call["model"] == answer.model
+        assert call["cache_creation_tokens"] == answer.cache_write_5m + answer.cache_write_1h
     # Not in this server's stream: the standalone `opencode run` (its own server) and the answer
     # whose tool was running when the server was killed (opencode never completed that message).
     assert len(OK_ANSWERS) - len(ok) == 2
@@ -106,7 +141,7 @@ def test_latency_is_never_shorter_than_the_servers_time_and_leaves_out_tool_time
     replay_stream(source)
     for call in calls(ctx):
         if call["ok"]:
-            assert call["latency_ms"] >= OK_ANSWERS[call_key(call)]["server_ms"]
+            assert call["latency_ms"] >= OK_ANSWERS[call_key(call)].server_ms
     rows = read_db(FIXTURE / "opencode.db", 0.0)
     assert rows is not None
     [(message, parts)] = [(m, p) for m, p in rows.messages if m.get("finish") == "tool-calls"]
@@ -145,10 +180,9 @@ def test_the_db_after_the_stream_adds_only_what_the_stream_could_not_see(source,
 def test_the_db_alone_on_a_cold_start_counts_every_recorded_answer_once(source, ctx, tmp_path):
     replay_db(source, tmp_path)
     ok = [c for c in calls(ctx) if c["ok"]]
-    assert sorted(call_key(c) for c in ok) == sorted(k for k, a in OK_ANSWERS.items()
-                                                    if a is not OK_ANSWERS.get(call_key_of_cut_off()))
+    assert sorted(call_key(c) for c in ok) == sorted(k for k in OK_ANSWERS if k != CUT_OFF.key)
     for call in ok:
-        assert call["latency_ms"] >= OK_ANSWERS[call_key(call)]["server_ms"]
+        assert call["latency_ms"] >= OK_ANSWERS[call_key(call)].server_ms
     failed = sorted(e.data["error"] for e in ctx.events("llm.call") if not e.data["ok"])
     # Without the live stream's retry statuses, the 5xx opencode was stopped retrying looks like a
     # turn the user stopped: not counted (see docs/sources.md).
@@ -164,25 +198,33 @@ def test_a_cold_start_long_after_the_sessions_counts_their_calls_and_lists_none_
     assert {e.data["reason"] for e in ctx.events("session.ended")} == {"inactive"}
 
 
-def call_key_of_cut_off() -> tuple[int, int, int]:
-    """The answer of the session cut off by the server's death: opencode recorded no usage for it."""
-    last = [a for a in SESSION_ANSWERS if a["ok"]][-1]
-    return answer_key(last["usage"])
-
-
 def test_the_cost_is_opencodes_and_equals_the_servers_answers_priced_with_our_table_to_the_cent(source, ctx, tmp_path):
     replay_stream(source)
     replay_db(source, tmp_path)
     table = PricingTable.load(CostConfig())
-    ok = [c for c in calls(ctx) if c["ok"]]
+    ok = [c for c in calls(ctx) if c["ok"] and c["provider"] == "fake"]
     reported = sum(c["cost_usd"] for c in ok)
     priced = sum(table.cost(LlmCallData(**{**c, "cost_usd": None}))[0] for c in ok)
-    def answer_price(a: dict) -> float:
-        u = a["usage"]
-        return table.cost(LlmCallData(provider="fake", model=a["model"], input_tokens=u["input_tokens"] - u["cached_tokens"],
-                                      output_tokens=u["output_tokens"], cache_read_tokens=u["cached_tokens"]))[0]
-    served = sum(answer_price(OK_ANSWERS[call_key(c)]) for c in ok)
+    served = sum(OK_ANSWERS[call_key(c)].price(table) for c in ok)
     assert round(reported, 2) == round(priced, 2) == round(served, 2)
+
+
+def test_opencode_prices_one_hour_cache_writes_at_the_five_minute_rate_and_keeps_no_split(source, ctx, tmp_path):
+    replay_db(source, tmp_path)
+    table = PricingTable.load(CostConfig())
+    anthropic = calls(ctx, META["anthropic"])
+    assert len(anthropic) == len(ANTHROPIC_ANSWERS) and all(c["provider"] == "anthropic" for c in anthropic)
+    for call in anthropic:
+        answer = OK_ANSWERS[call_key(call)]
+        # opencode records the cache-write total only: no split is sent, and the table prices it
+        # all at the 5-minute rate, as opencode does.
+        assert (call.get("cache_creation_5m_tokens"), call.get("cache_creation_1h_tokens")) == (None, None)
+        assert round(call["cost_usd"], 6) == round(table.cost(LlmCallData(**{**call, "cost_usd": None}))[0], 6)
+        price = table.match(answer.model).price
+        assert price is not None
+        missing = answer.cache_write_1h * (price.cache_write_1h - price.cache_write_5m) / 1e6
+        assert round(answer.price(table) - call["cost_usd"], 6) == round(missing, 6)
+    assert any(OK_ANSWERS[call_key(c)].cache_write_1h for c in anthropic)  # the recording has 1-hour writes
 
 
 async def test_after_the_server_restarts_the_cut_off_session_is_idle_and_the_backfill_adds_nothing(

@@ -34,8 +34,12 @@ JSON
 cp "$TMP/schedule.json" "$OUT/schedule.json"
 "$PY" tests/fake_openai.py --port-file "$TMP/fake.port" --log "$OUT/server-log.jsonl" --schedule "$TMP/schedule.json" --seed 7 &
 echo $! > "$TMP/fake.pid"
-for _ in $(seq 100); do [ -s "$TMP/fake.port" ] && break; sleep 0.1; done
+# Anthropic answers carry 5-minute / 1-hour cache-write splits, which opencode does not keep.
+"$PY" tests/fake_anthropic.py --port-file "$TMP/anthropic.port" --log "$OUT/anthropic-server-log.jsonl" --seed 3 &
+echo $! >> "$TMP/fake.pid"
+for _ in $(seq 100); do [ -s "$TMP/fake.port" ] && [ -s "$TMP/anthropic.port" ] && break; sleep 0.1; done
 FAKE_PORT="$(cat "$TMP/fake.port")"
+ANTHROPIC_PORT="$(cat "$TMP/anthropic.port")"
 
 # The title model differs from the session model so the server log tells title requests apart
 # (opencode records no message for them).
@@ -44,13 +48,15 @@ cat > "$XDG_CONFIG_HOME/opencode/opencode.json" <<JSON
  "provider": {"fake": {"npm": "@ai-sdk/openai-compatible", "name": "Fake OpenAI",
    "options": {"baseURL": "http://127.0.0.1:$FAKE_PORT/v1", "apiKey": "not-a-key"},
    "models": {"gpt-5": {"name": "gpt-5", "cost": {"input": 1.25, "output": 10, "cache_read": 0.125}},
-              "gpt-5-mini": {"name": "gpt-5-mini", "cost": {"input": 0.25, "output": 2, "cache_read": 0.025}}}}},
+              "gpt-5-mini": {"name": "gpt-5-mini", "cost": {"input": 0.25, "output": 2, "cache_read": 0.025}}}},
+   "anthropic": {"options": {"baseURL": "http://127.0.0.1:$ANTHROPIC_PORT/v1", "apiKey": "not-a-key"}}},
  "model": "fake/gpt-5", "small_model": "fake/gpt-5-mini"}
 JSON
 
 SERVE_PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$PY" scripts/record/opencode_sessions.py --opencode "$OPENCODE" --work "$TMP/work" --out "$OUT" \
-  --port "$SERVE_PORT" --provider fake --model gpt-5 --db "$XDG_DATA_HOME/opencode/opencode.db"
+  --port "$SERVE_PORT" --provider fake --model gpt-5 --anthropic-model claude-sonnet-4-5 \
+  --db "$XDG_DATA_HOME/opencode/opencode.db"
 
 # Absolute temporary paths are the only thing rewritten.
 grep -rlF "$TMP" "$OUT" --exclude=opencode.db | while read -r f; do sed -i "s#$TMP#/tmp/REC#g" "$f"; done

@@ -8,6 +8,7 @@ server's behaviour from the schedule the shell script writes):
 - an unprompted session (created, never used);
 - a clean turn, then a manual compaction (`/summarize` with auto=false);
 - a tool call (`RUN: ...`) in a second directory of the same server;
+- three turns on opencode's anthropic provider (tests/fake_anthropic.py: 5 m / 1 h cache writes);
 - a 429 then success; a 5xx that never succeeds (aborted after opencode's retries); a broken stream;
   a 400 (not retried);
 - a standalone `opencode run` (its own server: only opencode.db sees it);
@@ -81,10 +82,11 @@ def new_session(serve: Serve, directory: Path) -> str:
     return str(answer.json()["id"])
 
 
-def prompt(serve: Serve, sid: str, directory: Path, text: str) -> None:
-    answer = serve.client.post(f"/session/{sid}/message", params={"directory": str(directory)},
-                               json={"parts": [{"type": "text", "text": text}]})
-    answer.raise_for_status()
+def prompt(serve: Serve, sid: str, directory: Path, text: str, model: dict[str, str] | None = None) -> None:
+    body: dict[str, Any] = {"parts": [{"type": "text", "text": text}]}
+    if model is not None:
+        body["model"] = model
+    serve.client.post(f"/session/{sid}/message", params={"directory": str(directory)}, json=body).raise_for_status()
 
 
 def prompt_async(serve: Serve, sid: str, directory: Path, text: str) -> None:
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--provider", required=True)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--anthropic-model", required=True, help="a model of opencode's anthropic provider")
     parser.add_argument("--db", type=Path, required=True, help="opencode.db under the temporary data dir")
     args = parser.parse_args()
     password = "recording-only-password"
@@ -158,6 +161,9 @@ def main() -> None:
     serve.client.post(f"/session/{sid}/abort", params={"directory": str(alpha)}).raise_for_status()
     wait_until("the aborted session to go idle", lambda: status_of(serve, alpha, sid) == "idle")
 
+    meta["anthropic"] = sid = new_session(serve, alpha)
+    for turn in range(3):
+        prompt(serve, sid, alpha, f"turn {turn}", {"providerID": "anthropic", "modelID": args.anthropic_model})
     meta["bad_request"] = sid = new_session(serve, alpha)
     prompt(serve, sid, alpha, "hi")
     prompt(serve, sid, alpha, "BADREQUEST always")

@@ -350,6 +350,17 @@ async def test_an_unknown_event_type_and_token_field_are_counted_and_noticed_onc
     assert any("tokens.cache.write_1h" in n for n in notices)
 
 
+async def test_titles_models_and_errors_from_opencode_lose_control_characters(source, opencode, ctx):
+    opencode.send(session_event("session.created", "Fix\x1b[31m the form\x07"))
+    message = assistant("msg_1", error={"name": "API\x1b]0;Error", "data": {"statusCode": 500}})
+    message["properties"]["info"]["modelID"] = "claude\x00-sonnet"
+    opencode.send(message)
+    await until(lambda: ctx.events("llm.call"), "the call")
+    [call] = [e.data for e in ctx.events("llm.call")]
+    assert (call["model"], call["error"]) == ("claude-sonnet", "API]0;Error 500")
+    assert ctx.events("session.started")[0].data["title"] == "Fix[31m the form"
+
+
 async def test_malformed_events_are_skipped_and_the_stream_goes_on(source, opencode, ctx):
     opencode.send_raw("data: {broken\n\n: keep-alive comment\n\n")
     opencode.send({"type": "server.heartbeat", "properties": {}})

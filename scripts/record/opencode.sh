@@ -2,7 +2,8 @@
 # Record real opencode sessions against the fake OpenAI server (Chat Completions) on loopback and
 # save them as replay fixtures in tests/fixtures/real/opencode-<version>/.
 #   scripts/record/opencode.sh [version]      (default: the pinned version below)
-# Needs npm and the repo's .venv (httpx). Everything opencode writes stays in a temporary HOME.
+# Needs npm and the repo's .venv (httpx). Everything opencode writes stays in a temporary HOME,
+# removed at the end (KEEP_TMP=1 keeps it, e.g. to read opencode's own log).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VERSION="${1:-1.18.33}"
@@ -59,7 +60,7 @@ SERVE_PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
   --db "$XDG_DATA_HOME/opencode/opencode.db"
 
 # Absolute temporary paths are the only thing rewritten.
-grep -rlF "$TMP" "$OUT" --exclude=opencode.db | while read -r f; do sed -i "s#$TMP#/tmp/REC#g" "$f"; done
+{ grep -rlF "$TMP" "$OUT" --exclude=opencode.db || true; } | while read -r f; do sed -i "s#$TMP#/tmp/REC#g" "$f"; done
 "$PY" - "$OUT/opencode.db" "$TMP" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])

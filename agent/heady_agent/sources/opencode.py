@@ -24,10 +24,8 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from ..aio import cancel_and_wait
 from ..protocol import Command
@@ -35,6 +33,12 @@ from .base import CommandError, SourceContext
 from .common import WatchedSession, WatchedSource, command_args
 from .jsonl import as_int
 from .radar import SKIPPED_LINE, UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE, FormatRadar
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx is imported where it is used, not with this module: when click, pygments and rich are
+# installed (as next to the console), `import httpx` loads its command-line client and rich with it.
 
 HEARTBEAT_GRACE_S = 35.0  # opencode sends server.heartbeat every 10 s; silence this long is a dead stream
 REQUEST_TIMEOUT_S = 10.0
@@ -44,7 +48,7 @@ ABORTED = "MessageAbortedError"  # the user stopped the turn: not a provider fai
 # opencode names a session "New session - <ISO time>" (a child "Child session - ...") until its
 # title request answers; that is no title.
 PLACEHOLDER_TITLE = re.compile(r"^(New|Child) session - \d{4}-\d\d-\d\dT")
-MAX_TITLE = 200
+MAX_TEXT = 200  # titles, model names, error texts from opencode
 # A session read back (server backfill, opencode.db) last updated this long ago is over: opencode
 # has no end of a session, and a cold start must not list every session the machine ever ran as
 # live. New activity opens it again.
@@ -95,16 +99,21 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def plain(value: Any, limit: int = MAX_TEXT) -> str:
+    """Text from opencode, fit to store and show: printable characters only, bounded."""
+    return "".join(ch for ch in str(value) if ch.isprintable())[:limit]
+
+
 def real_title(value: Any) -> str | None:
     """The session's title, or None while it is opencode's placeholder."""
     if not isinstance(value, str) or not value.strip() or PLACEHOLDER_TITLE.match(value):
         return None
-    return "".join(ch for ch in value if ch.isprintable())[:MAX_TITLE]
+    return plain(value)
 
 
 def error_text(error: dict[str, Any]) -> str:
     """opencode's error as a call's error: its name, and the HTTP status when the provider gave one."""
-    name = str(error.get("name") or "error")[:MAX_TITLE]
+    name = plain(error.get("name") or "error")
     status = as_int(_dict(error.get("data")).get("statusCode"))
     return f"{name} {status}" if status else name
 
@@ -142,6 +151,8 @@ class OpencodeSource(WatchedSource[WatchedSession]):
     session_type = WatchedSession
 
     def __init__(self, ctx: SourceContext) -> None:
+        import httpx
+
         super().__init__(ctx)
         cfg = ctx.config.opencode
         self.base_url = cfg.opencode_url.rstrip("/")
@@ -181,12 +192,16 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         await super().stop()
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx
+
         return httpx.AsyncClient(base_url=self.base_url, auth=self._auth, timeout=REQUEST_TIMEOUT_S,
                                  trust_env=False)
 
     # --- the server ---------------------------------------------------------------------
 
     async def _follow(self) -> None:
+        import httpx
+
         backoff = FIRST_BACKOFF_S
         failing = False
         while True:
@@ -220,6 +235,8 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             backoff = min(backoff * 2, self.reconnect_max_s)
 
     async def _get_json(self, client: httpx.AsyncClient, path: str, **params: str) -> Any:
+        import httpx
+
         response = await client.get(path, params=params)
         if response.status_code != 200:
             raise httpx.HTTPStatusError(f"GET {path} answered {response.status_code}",
@@ -228,6 +245,8 @@ class OpencodeSource(WatchedSource[WatchedSession]):
 
     async def _backfill(self, client: httpx.AsyncClient) -> None:
         """Sessions and messages the server has that were not seen, then which sessions are busy."""
+        import httpx
+
         try:
             listed = await self._get_json(client, "/experimental/session")
         except httpx.HTTPStatusError as exc:
@@ -342,7 +361,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         if kind == "retry":
             retrying = self._retrying.setdefault(sid, Retrying())
             retrying.attempts = max(retrying.attempts, as_int(status.get("attempt")))
-            retrying.message = str(status.get("message") or "")[:MAX_TITLE]
+            retrying.message = plain(status.get("message") or "")
             retrying.next_ms = _ms(status.get("next"))
         session = self._active(sid, now)
         if session.state != state:
@@ -374,7 +393,7 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         info = self._known.get(sid, {})
         if session.started is None or session.ended:
             if isinstance(info.get("directory"), str):
-                session.cwd = info["directory"][:4096]
+                session.cwd = plain(info["directory"], 4096)
             session.title = real_title(info.get("title"))
             self._reopen(session)
             session.state = state
@@ -432,15 +451,15 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         now = self.ctx.clock.now()
         session = self._active(sid, now)
         model = info.get("modelID")
-        if isinstance(model, str) and model[:MAX_TITLE] != session.model:
-            session.model = model[:MAX_TITLE]
+        if isinstance(model, str) and plain(model) != session.model:
+            session.model = plain(model)
             self._reannounce(session, now)  # announced before its first answer named the model
         cost = info.get("cost")
         self.ctx.emit(
             "llm.call",
             sid,
             {
-                "provider": info["providerID"][:MAX_TITLE] if isinstance(info.get("providerID"), str) else "unknown",
+                "provider": plain(info["providerID"]) if isinstance(info.get("providerID"), str) else "unknown",
                 "model": session.model or "unknown",
                 **counts,
                 "cost_usd": float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool)
@@ -498,6 +517,8 @@ class OpencodeSource(WatchedSource[WatchedSession]):
     # --- commands -----------------------------------------------------------------------
 
     async def command(self, cmd: Command) -> dict[str, Any]:
+        import httpx
+
         args = command_args(cmd)
         sid = self._target(cmd).id
         body: dict[str, Any] | None = None

@@ -177,6 +177,15 @@ def test_the_db_after_the_stream_adds_only_what_the_stream_could_not_see(source,
     assert len(calls(ctx)) == seen + 1
 
 
+def test_a_restarted_agent_reading_the_db_again_counts_nothing_twice(source, ctx, tmp_path):
+    replay_stream(source)
+    replay_db(source, tmp_path)
+    counted = len(calls(ctx))
+    restarted = OpencodeSource(ctx)  # the same journal: the counted message ids are persisted
+    replay_db(restarted, tmp_path)
+    assert len(calls(ctx)) == counted
+
+
 def test_the_db_alone_on_a_cold_start_counts_every_recorded_answer_once(source, ctx, tmp_path):
     replay_db(source, tmp_path)
     ok = [c for c in calls(ctx) if c["ok"]]

@@ -312,6 +312,13 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             return
         # /global/event wraps each event with the directory it happened in; /event does not.
         payload = _dict(event["payload"]) if "payload" in event else event
+        etype = payload.get("type")
+        if etype in KNOWN_IGNORED:
+            return
+        if etype == "message.part.updated":  # streamed many times a turn; only remembered
+            props = _dict(payload.get("properties"))
+            self._part(_dict(props.get("part")), _ms(props.get("time")))
+            return
         with self.ctx.atomic():
             self._handle(payload)
         self._flush()
@@ -330,9 +337,6 @@ class OpencodeSource(WatchedSource[WatchedSession]):
             return
         if etype == "message.updated":
             self._message(_dict(props.get("info")), stored=False)
-            return
-        if etype == "message.part.updated":
-            self._part(_dict(props.get("part")), _ms(props.get("time")))
             return
         sid = props.get("sessionID")
         if etype == "session.status" and isinstance(sid, str):

@@ -9,9 +9,11 @@ replaying real clients (Codex CLI: Responses API; opencode: Chat Completions).
 
 Usage is seeded: answer N of a server started with seed S always has the same token counts and
 server time. A prompt containing `RUN: <command>` is answered with a shell tool call first and a
-text answer once the tool's output comes back. Faults come from a schedule file
-(`{"rules": [{"match": "TEXT", "fault": "400"|"429"|"500"|"broken", "times": N|null}]}`): a request whose
-latest user text contains TEXT gets the fault, `times` times (null: always).
+text answer once the tool's output comes back; `SPAWN: <task>` starts a Codex sub-agent with that
+task, waits for it, then answers. Faults come from a schedule file
+(`{"rules": [{"match": "TEXT", "fault": "400"|"429"|"500"|"broken", "times": N|null, "retry_after": "1"|null}]}`):
+a request whose latest user text contains TEXT gets the fault, `times` times (null: always); a 429
+carries `Retry-After: <retry_after>` (1 s unless the rule says null: no hint).
 
 Responses answers carry Codex's account rate-limit headers (`x-codex-primary-*`, `x-codex-secondary-*`).
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +39,8 @@ from typing import Any
 
 MODELS = ("gpt-5-codex", "gpt-5", "gpt-5-mini")
 RUN_MARKER = "RUN: "
+SPAWN_MARKER = "SPAWN: "
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 # Headers a client uses to name its request or session, copied into the log.
 CLIENT_HEADERS = ("x-client-request-id", "session_id", "conversation_id", "x-request-id", "user-agent")
 
@@ -45,6 +50,7 @@ class Rule:
     match: str
     fault: str  # "400", "429", "500" or "broken"
     times: int | None  # None: every matching request
+    retry_after: str | None = "1"  # Retry-After header (seconds) of a 429; None: no hint
     used: int = 0
 
 
@@ -88,14 +94,14 @@ class FakeOpenAI:
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def next_answer(self, text: str) -> tuple[int, str | None]:
-        """The answer's number and the fault it carries (None: a good answer)."""
+    def next_answer(self, text: str) -> tuple[int, Rule | None]:
+        """The answer's number and the fault rule it follows (None: a good answer)."""
         with self._lock:
             self._count += 1
             for rule in self.rules:
                 if rule.match in text and (rule.times is None or rule.used < rule.times):
                     rule.used += 1
-                    return self._count, rule.fault
+                    return self._count, rule
             return self._count, None
 
     def log(self, entry: dict[str, Any]) -> None:
@@ -119,7 +125,10 @@ def load_rules(path: Path | None) -> list[Rule]:
     if path is None:
         return []
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return [Rule(match=str(r["match"]), fault=str(r["fault"]), times=r.get("times")) for r in raw.get("rules", [])]
+    return [
+        Rule(match=str(r["match"]), fault=str(r["fault"]), times=r.get("times"), retry_after=r.get("retry_after", "1"))
+        for r in raw.get("rules", [])
+    ]
 
 
 def _text_of(content: Any) -> str:
@@ -137,16 +146,73 @@ def _latest_user_text(items: list[Any]) -> str:
     return ""
 
 
-def _command_in(text: str) -> str | None:
-    at = text.rfind(RUN_MARKER)
+def _directive(text: str, marker: str) -> str | None:
+    at = text.rfind(marker)
     if at < 0:
         return None
-    return text[at + len(RUN_MARKER) :].splitlines()[0].strip() or None
+    return text[at + len(marker) :].splitlines()[0].strip() or None
 
 
-def _shell_call(tools: list[Any], command: str) -> tuple[str, str] | None:
+def _agent_id(output: Any) -> str | None:
+    """The id of the agent a spawn_agent call started, from the tool's output."""
+    text = output if isinstance(output, str) else json.dumps(output)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        for key in ("agent_id", "id", "target"):
+            if isinstance(parsed.get(key), str):
+                return str(parsed[key])
+    match = _UUID.search(text)
+    return match.group(0) if match else None
+
+
+def _tool_names(tools: list[Any]) -> dict[str, str | None]:
+    """The tools a request offers: name -> the namespace it is in (Codex groups some), or None."""
+    names: dict[str, str | None] = {}
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "namespace":
+            for inner in tool.get("tools") or []:
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    names[inner["name"]] = str(tool.get("name"))
+        name = tool.get("name") or (tool.get("function") or {}).get("name")
+        if isinstance(name, str):
+            names.setdefault(name, None)
+    return names
+
+
+def _next_tool_call(tools: list[Any], items: list[Any], text: str, n: int) -> tuple[str, str, str, str | None] | None:
+    """(tool name, JSON arguments, call id, namespace) the answer calls, or None for a text answer.
+
+    `RUN: <command>` runs it with the client's shell tool; `SPAWN: <task>` starts a sub-agent
+    (Codex `spawn_agent`) with that task and then waits for it (`wait_agent`). Once the tool's
+    output is back, the answer is text.
+    """
+    names = _tool_names(tools)
+    last = items[-1] if items else {}
+    if isinstance(last, dict) and last.get("role") == "tool":
+        return None
+    if isinstance(last, dict) and last.get("type") in ("function_call_output", "custom_tool_call_output"):
+        if str(last.get("call_id") or "").startswith("call_spawn_") and "wait_agent" in names:
+            agent = _agent_id(last.get("output"))
+            if agent is not None:
+                return "wait_agent", json.dumps({"targets": [agent], "timeout_ms": 30000}), f"call_wait_{n}", names["wait_agent"]
+        return None
+    command = _directive(text, RUN_MARKER)
+    shell = _shell_call(names, command) if command else None
+    if shell is not None:
+        return shell[0], shell[1], f"call_{n}", names[shell[0]]
+    task = _directive(text, SPAWN_MARKER)
+    if task and "spawn_agent" in names:
+        return "spawn_agent", json.dumps({"message": task}), f"call_spawn_{n}", names["spawn_agent"]
+    return None
+
+
+def _shell_call(names: dict[str, str | None], command: str) -> tuple[str, str] | None:
     """(tool name, JSON arguments) running `command` with a shell tool the client offers."""
-    names = {t.get("name") or (t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)}
     if "exec_command" in names:
         return "exec_command", json.dumps({"cmd": command})
     if "shell_command" in names:
@@ -191,7 +257,8 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self, api: str, body: dict[str, Any], items: list[Any], received: float) -> None:
         fake = self.server.fake
         text = _latest_user_text(items)
-        n, fault = fake.next_answer(text)
+        n, rule = fake.next_answer(text)
+        fault = rule.fault if rule else None
         usage = seeded_usage(fake.seed, n)
         model = str(body.get("model") or "")
         response_id = f"resp_{fake.seed}_{n:04d}" if api == "responses" else f"chatcmpl-{fake.seed}-{n:04d}"
@@ -208,16 +275,12 @@ class Handler(BaseHTTPRequestHandler):
         if fault in ("400", "429", "500"):
             status = int(fault)
             kind = {400: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
+            hint = rule.retry_after if rule and status == 429 else None
             self._json(status, {"error": {"message": f"injected {status}", "type": kind, "code": kind}},
-                       {"retry-after-ms": "100"} if status == 429 else None)
+                       {"retry-after": hint} if hint else None)
             fake.log({**entry, "status": status, "ok": False, "usage": None, "server_ms": _ms(received)})
             return
-        last = items[-1] if items else {}
-        answered_tool = isinstance(last, dict) and (
-            last.get("type") in ("function_call_output", "custom_tool_call_output") or last.get("role") == "tool"
-        )
-        command = None if answered_tool else _command_in(text)
-        call = _shell_call(body.get("tools") or [], command) if command else None
+        call = _next_tool_call(body.get("tools") or [], items, text, n)
         reply = f"Answer {n}." if call is None else None
         self._start_stream(rate_limit_headers(fake.started_at, n) if api == "responses" else {})
         broken = fault == "broken"
@@ -238,13 +301,15 @@ class Handler(BaseHTTPRequestHandler):
     # --- Responses API ---------------------------------------------------------------------
 
     def _responses_stream(self, rid: str, model: str, usage: Usage, reply: str | None,
-                          call: tuple[str, str] | None, n: int, broken: bool) -> None:
+                          call: tuple[str, str, str, str | None] | None, n: int, broken: bool) -> None:
         base = {"id": rid, "object": "response", "created_at": int(time.time()), "model": model, "status": "in_progress"}
         self._event("response.created", {"type": "response.created", "response": base})
         self._event("response.in_progress", {"type": "response.in_progress", "response": base})
         if call is not None:
-            item: dict[str, Any] = {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}",
+            item: dict[str, Any] = {"type": "function_call", "id": f"fc_{n}", "call_id": call[2],
                                     "name": call[0], "arguments": call[1], "status": "completed"}
+            if call[3]:
+                item["namespace"] = call[3]
             self._event("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
                                                         "item": {**item, "arguments": "", "status": "in_progress"}})
             if broken:
@@ -274,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- Chat Completions -------------------------------------------------------------------
 
-    def _chat_stream(self, cid: str, model: str, usage: Usage, reply: str | None, call: tuple[str, str] | None,
+    def _chat_stream(self, cid: str, model: str, usage: Usage, reply: str | None, call: tuple[str, str, str, str | None] | None,
                      n: int, broken: bool, body: dict[str, Any]) -> None:
         created = int(time.time())
 
@@ -284,7 +349,7 @@ class Handler(BaseHTTPRequestHandler):
 
         chunk({"role": "assistant", "content": ""})
         if call is not None:
-            chunk({"tool_calls": [{"index": 0, "id": f"call_{n}", "type": "function",
+            chunk({"tool_calls": [{"index": 0, "id": call[2], "type": "function",
                                    "function": {"name": call[0], "arguments": ""}}]})
             if broken:
                 return

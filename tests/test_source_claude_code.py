@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,13 +15,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentkit import recv_json, recv_until, running_agent, ws_connect
+from agentkit import recv_json, recv_until, running_agent, wait_until, ws_connect
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
 from heady_agent.sources.managed import MANAGED_SESSION_ENV
-from heady_agent.sources.claude_code import ClaudeCodeSource, resolve_roots
+from heady_agent.sources.claude_code import CLIENT_SCAN_EVERY_S, ClaudeCodeSource, resolve_roots
 from sourcekit import SqliteSourceContext
 
 T0 = 1_790_000_000.0  # the transcripts' time; the clock starts a minute later
@@ -391,9 +392,10 @@ async def test_pause_resume_renice_and_kill_act_on_the_registered_process(home, 
     source = home.source()
     source.scan()
     assert (await source.command(command("session.pause", SID)))["state"] == "paused"
-    assert psutil.Process(child.pid).status() == psutil.STATUS_STOPPED
+    # A signal is delivered when the kernel next schedules the process: wait for it to take effect.
+    await wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_STOPPED, what="the process stopped")
     assert (await source.command(command("session.resume", SID)))["state"] == "running"
-    assert psutil.Process(child.pid).status() != psutil.STATUS_STOPPED
+    await wait_until(lambda: psutil.Process(child.pid).status() != psutil.STATUS_STOPPED, what="the process continued")
     assert (await source.command(command("session.renice", SID, nice=10)))["nice"] == 10
     assert psutil.Process(child.pid).nice() == 10
     detail = await source.command(command("session.kill", SID))
@@ -476,6 +478,7 @@ def test_a_session_whose_client_has_exited_ends_without_waiting_ten_minutes(home
     assert home.ctx.events("session.ended") == []
     claude_process.kill()
     claude_process.wait(timeout=30)
+    home.clock.advance(CLIENT_SCAN_EVERY_S)
     source.scan()
     [ended] = home.ctx.events("session.ended")
     assert ended.data["reason"] == "exited" and ended.ts == pytest.approx(T0 + 1)
@@ -627,3 +630,93 @@ def test_a_restarted_agent_does_not_notice_the_same_format_change_again(home):
     restarted.scan()
     assert restarted.format_radar()["unknown_record_type"] == 1
     assert len(home.ctx.events("agent.notice")) == 1
+
+
+async def test_an_agent_shows_a_managed_claude_as_one_session_with_its_calls(tmp_path, workdir, monkeypatch):
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    root = tmp_path / "claude"
+    transcript = root / "projects" / "-src-billing-service" / f"{SID}.jsonl"
+    transcript.parent.mkdir(parents=True)
+    exe = tmp_path / "bin" / "claude"
+    exe.parent.mkdir()
+    exe.symlink_to(sys.executable)
+    # The managed command is Claude Code as far as the system can tell: named `claude`, writing a transcript.
+    script = (f"import json, time; open({str(transcript)!r}, 'a').write({lines(user('u1', None, T0), assistant('a1', 'u1', T0 + 1, 'msg_01'))!r}); "
+              "time.sleep(300)")
+    entry = {"name": "reviewer", "command": [str(exe), "-c", script], "cwd": str(workdir), "instances": 1}
+    extra = {"claude_code": {"roots": [str(root)], "poll_interval_s": 0.05}}
+    async with running_agent(tmp_path, sources=("managed", "claude-code"), managed=[entry], extra=extra) as agent:
+        async with ws_connect(agent.url, agent.token) as ws:
+            await recv_json(ws)
+            await ws.send('{"type":"subscribe","since":0}')
+            call, _ = await recv_until(ws, lambda f: f.get("kind") == "llm.call")
+            listed = [info for source in agent.server.sources for info in source.sessions()]
+    assert call["session"] == "managed:reviewer:1"
+    assert [(s.id, s.source) for s in listed] == [("managed:reviewer:1", "managed")]
+
+
+def test_a_transcript_added_to_a_folder_already_read_is_picked_up(home):
+    home.append(lines(user("u1", None, T0)))
+    source = home.source()
+    source.scan()
+    other = "9d2e7c41-5b8a-4f0e-b1c3-7a6d5e4f3c2b"
+    home.append(lines(user("v1", None, T0 + 1, sid=other)), home.project_dir / f"{other}.jsonl")
+    source.scan()
+    assert sorted(e.session for e in home.ctx.events("session.started")) == sorted([SID, other])
+
+
+def test_a_title_is_stored_without_control_characters_and_bounded(home):
+    home.append(lines(user("u1", None, T0), {"type": "custom-title", "customTitle": "\x1b[31mred\x07 " + "x" * 500, "sessionId": SID}))
+    home.source().scan()
+    title = home.ctx.events("session.started")[-1].data["title"]
+    assert title.startswith("[31mred x") and len(title) == 200 and title.isprintable()
+
+
+def test_a_poll_whose_commit_failed_is_read_again_and_counted_once(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01"),
+                      user("u2", "a1", T0 + 2), assistant("a2", "u2", T0 + 3, "msg_02")))
+    source = home.source()
+    home.ctx.journal.db.execute("PRAGMA query_only = ON")  # the journal refuses writes, as a full disk does
+    with pytest.raises(sqlite3.OperationalError):
+        source.scan()
+    home.ctx.journal.db.execute("PRAGMA query_only = OFF")
+    source.scan()
+    source.scan()
+    assert len(home.calls()) == 2 and len(home.ctx.events("session.started")) == 1
+
+
+def cost_state(t: float, inp: int, out: int, write_5m: int, write_1h: int, read: int) -> dict:
+    usage = {"inputTokens": inp, "outputTokens": out, "cacheReadInputTokens": read, "cacheCreationInputTokens": write_5m + write_1h,
+             "cacheCreationEphemeral5mInputTokens": write_5m, "cacheCreationEphemeral1hInputTokens": write_1h, "costUSD": 0.5}
+    return {"type": "cost-state", "sessionId": SID, "startTime": int(T0 * 1000), "timestamp": iso(t),
+            "modelUsage": {"claude-sonnet-4-5-20250929": usage}}
+
+
+def test_what_cost_state_totals_beyond_the_responses_written_is_one_more_call(home):
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01", use=usage(12, 340, 2048, 18000, split=(2048, 0))),
+                      cost_state(T0 + 5, 12 + 50, 340 + 70, 2048 + 100, 300, 18000 + 9000)))
+    home.source().scan()
+    written, summaries = home.calls()
+    assert (written["input_tokens"], written["output_tokens"]) == (12, 340)
+    assert {k: summaries[k] for k in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+                                      "cache_creation_5m_tokens", "cache_creation_1h_tokens", "ok", "latency_ms")} == {
+        "input_tokens": 50, "output_tokens": 70, "cache_creation_tokens": 400, "cache_read_tokens": 9000,
+        "cache_creation_5m_tokens": 100, "cache_creation_1h_tokens": 300, "ok": True, "latency_ms": None}
+
+
+def test_cost_state_that_matches_the_responses_adds_nothing_however_often_it_is_written(home):
+    source = home.source()
+    home.append(lines(user("u1", None, T0), assistant("a1", "u1", T0 + 1, "msg_01", use=usage(12, 340, 2048, 18000, split=(2048, 0))),
+                      cost_state(T0 + 5, 12, 342, 2048, 0, 18000)))
+    source.scan()
+    home.append(lines(cost_state(T0 + 6, 12, 342, 2048, 0, 18000)))
+    source.scan()
+    assert len(home.calls()) == 1  # two more output tokens alone are a cut-off stream's tally, not a request
+
+
+def test_a_session_an_older_agent_had_half_read_takes_no_call_from_cost_state(home):
+    home.ctx.set_state(f"cc.session:{SID}", json.dumps({"id": SID, "cwd": CWD, "started": T0, "last_ts": T0}))
+    home.ctx.set_state("cc.live", json.dumps([SID]))
+    home.append(lines(cost_state(T0 + 5, 500, 700, 0, 0, 9000)))
+    home.source().scan()
+    assert home.calls() == []

@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from heady_agent.clock import ManualClock
-from heady_agent.config import AgentConfig
+from heady_agent.config import AgentConfig, CodexConfig
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
 from heady_agent.sources.codex import CodexSource, resolve_roots
@@ -63,7 +64,7 @@ class CodexHome:
         day.mkdir(parents=True)
         self.rollout = day / f"rollout-2026-09-21T10-00-00-{SID}.jsonl"
         self.clock = ManualClock(T0 + 60)
-        config = AgentConfig(sources=["codex"], codex={"roots": [str(self.root)], "poll_interval_s": 0.05})
+        config = AgentConfig(sources=["codex"], codex=CodexConfig(roots=[str(self.root)], poll_interval_s=0.05))
         self.ctx = SqliteSourceContext(tmp_path / "journal.db", config, self.clock)
 
     def source(self) -> CodexSource:
@@ -231,3 +232,133 @@ async def test_lines_appended_while_the_source_runs_are_picked_up(home):
         assert len(home.calls()) == 2
     finally:
         await source.stop()
+
+
+def test_an_unknown_record_type_is_counted_and_noticed_once(home):
+    home.append(a_turn() + lines(rec(T0 + 9, "turn_summary\x1b[31m", text="new in a later Codex")))
+    source = home.source()
+    source.scan()
+    home.append(lines(rec(T0 + 10, "turn_summary\x1b[31m", text="again")))
+    source.scan()
+    assert source.format_radar()["unknown_record_type"] == 2
+    [notice] = [e.data["message"] for e in home.ctx.events("agent.notice")]
+    assert notice.startswith("codex: new record type 'turn_summary") and "\x1b" not in notice
+
+
+def test_an_unknown_usage_field_is_counted(home):
+    usage_fields = {**FIRST, "cache_write_input_tokens": 0, "audio_input_tokens": 5}
+    home.append(lines(meta(T0), context(T0 + 0.1), event(T0 + 1, "task_started"),
+                      rec(T0 + 2, "token_usage_record", response_id="resp_1", usage=usage_fields)))
+    source = home.source()
+    source.scan()
+    assert source.format_radar()["unknown_field"] == 1
+    assert [e.data["message"] for e in home.ctx.events("agent.notice")] == [
+        f"codex: new field 'usage.audio_input_tokens' ({home.rollout.name}); its data may be missed"
+    ]
+
+
+def test_a_compressed_rollout_that_is_not_zstd_is_counted_once_and_skipped(home):
+    archive = home.root / "archived_sessions"
+    archive.mkdir()
+    (archive / (home.rollout.name + ".zst")).write_bytes(b"not zstd at all\n")
+    source = home.source()
+    source.scan()
+    source.scan()
+    assert source.format_radar()["unreadable_file"] == 1
+    [notice] = [e.data["message"] for e in home.ctx.events("agent.notice")]
+    assert notice.startswith(f"codex: cannot read '{home.rollout.name}.zst' (zstd: ")
+    assert home.ctx.events("session.started") == []
+
+
+def test_a_read_position_kept_by_path_is_taken_over_by_the_rollout_id(home):
+    home.append(a_turn())
+    position = {"offset": home.rollout.stat().st_size, "inode": home.rollout.stat().st_ino,
+                "recent": [], "noticed": False, "extra": {"session": SID}}
+    home.ctx.set_state(f"cx.file:{home.rollout}", json.dumps(position))  # what an earlier agent kept
+    home.source().scan()
+    assert home.ctx.events() == []
+
+
+def test_rate_limits_of_an_older_codex_are_carried_with_reset_times_and_bad_windows_dropped(home):
+    limits = {"primary": {"used_percent": 42.0, "window_minutes": 300, "resets_in_seconds": 600},
+              "secondary": {"used_percent": 250.0, "window_minutes": 10080, "resets_in_seconds": 9000}}
+    count = event(T0 + 4, "token_count", info={"last_token_usage": FIRST, "total_token_usage": TOTAL_1},
+                  rate_limits=limits)
+    home.append(lines(meta(T0), context(T0 + 0.1), event(T0 + 1, "task_started"), count))
+    home.source().scan()
+    [call] = home.calls()
+    assert call["rate_limits"] == {"primary": {"used_percent": 42.0, "window_minutes": 300, "resets_at": T0 + 604}}
+
+
+def test_a_compressed_rollout_already_read_is_not_decompressed_again_while_unchanged(home):
+    archive = home.root / "archived_sessions"
+    archive.mkdir()
+    packed = archive / (home.rollout.name + ".zst")
+    packed.write_bytes(zstandard.ZstdCompressor().compress(a_turn().encode()))
+    source = home.source()
+    source.scan()
+    with open(packed, "r+b") as fh:  # same inode and size, no longer zstd: only a decompression would see it
+        fh.write(b"\0" * packed.stat().st_size)
+    source.scan()
+    assert len(home.calls()) == 2
+    assert source.format_radar()["unreadable_file"] == 0
+
+
+def failed_turn(t: float, info) -> str:
+    return lines(meta(T0), context(T0 + 0.1), event(T0 + 1, "task_started", turn_id="turn-1"),
+                 event(T0 + 1, "user_message", message="go"),
+                 event(t, "task_complete", turn_id="turn-1", last_agent_message=None,
+                       error={"message": "it failed", "codex_error_info": info}))
+
+
+def test_a_turn_whose_model_request_failed_is_one_failed_call_and_an_idle_session(home):
+    home.append(failed_turn(T0 + 3, {"response_stream_disconnected": {"http_status_code": 502}}))
+    home.source().scan()
+    [call] = home.calls()
+    assert (call["ok"], call["error"], call["model"]) == (False, "http_502 response_stream_disconnected", "gpt-5-codex")
+    assert call["latency_ms"] == pytest.approx(2000.0)
+    assert home.states() == [("idle", "turn failed: http_502 response_stream_disconnected")]
+
+
+def test_a_turn_that_failed_without_a_model_request_is_no_call(home):
+    home.append(failed_turn(T0 + 3, "sandbox_error"))
+    home.source().scan()
+    assert home.calls() == []
+    assert home.states() == [("idle", "turn failed: sandbox_error")]
+
+
+def test_an_unknown_turn_error_kind_is_a_failed_call_and_on_the_radar(home):
+    home.append(failed_turn(T0 + 3, "quota_melted"))
+    source = home.source()
+    source.scan()
+    assert [c["error"] for c in home.calls()] == ["quota_melted"]
+    assert source.format_radar()["unknown_record_type"] == 1
+
+
+def test_a_thread_name_is_the_title_cleaned_and_bounded(home):
+    home.append(a_turn())
+    source = home.source()
+    source.scan()
+    name = "\x1b[2Jfix the\tindexer " + "x" * 300
+    (home.root / "session_index.jsonl").write_text(json.dumps({"id": SID, "thread_name": name}) + "\n")
+    source.scan()
+    [session] = source.sessions()
+    assert session.title == ("[2Jfix theindexer " + "x" * 300)[:200]
+
+
+def test_a_compressed_rollout_read_in_a_poll_that_failed_is_read_again(home, monkeypatch):
+    archive = home.root / "archived_sessions"
+    archive.mkdir()
+    (archive / (home.rollout.name + ".zst")).write_bytes(zstandard.ZstdCompressor().compress(a_turn().encode()))
+    source = home.source()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the disk went away mid-poll")
+
+    monkeypatch.setattr(source, "_end_inactive", fail)  # the poll fails after reading the rollout
+    with pytest.raises(RuntimeError):
+        source.scan()
+    assert home.calls() == []  # rolled back
+    monkeypatch.undo()
+    source.scan()
+    assert len(home.calls()) == 2

@@ -233,6 +233,19 @@ class SessionStateData(_Frame):
     reason: str | None = None
 
 
+class RateLimitWindow(_Frame):
+    """One window of the account's rate limit as the client last heard it (Codex: 5 h and weekly)."""
+
+    used_percent: float = Field(ge=0, le=100)
+    window_minutes: int | None = Field(default=None, ge=0)
+    resets_at: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # epoch seconds
+
+
+class RateLimits(_Frame):
+    primary: RateLimitWindow | None = None
+    secondary: RateLimitWindow | None = None
+
+
 class LlmCallData(_Frame):
     provider: str
     model: str
@@ -248,6 +261,8 @@ class LlmCallData(_Frame):
     latency_ms: float | None = None
     ok: bool = True
     error: str | None = None
+    # The account's limits reported with this response, when the client logs them (Codex).
+    rate_limits: RateLimits | None = None
 
 
 class SessionEndedData(_Frame):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Record real Claude Code sessions against tests/fake_anthropic.py and save them as replay fixtures.
 # Usage: scripts/record/claude.sh [version]   (default: the pinned version below)
-# Writes tests/fixtures/real/claude-code-<version>/: the transcripts and registry files Claude Code
-# wrote (temp paths replaced by /rec), the fake server's answer log, and sessions.json naming
-# what each recorded session exercises. Needs npm and network access to the npm registry only;
+# Writes tests/fixtures/real/claude-code-<version>/: the transcripts Claude Code wrote (gzipped, temp
+# paths replaced by /rec), every distinct registry entry of one interactive session in order
+# (registry.jsonl), the fake server's answer log, and sessions.json naming what each session exercises. Needs npm and network access to the npm registry only;
 # the client talks to 127.0.0.1 and nothing else.
 set -euo pipefail
 
@@ -57,6 +57,18 @@ COMPACT="$(run "$WORK/work" -p 'a turn to compact later')"
 run "$WORK/work" -p --resume "$COMPACT" '/compact' >/dev/null
 run "$WORK/work" -p --resume "$COMPACT" 'after the compaction' >/dev/null
 CASES[compact]="$COMPACT"
+
+# One interactive session: its live registry (busy / idle / waiting on a permission prompt) and a rename.
+cat > "$WORK/cfg/.claude.json" <<JSON
+{"hasCompletedOnboarding": true, "theme": "dark", "customApiKeyResponses": {"approved": ["any"], "rejected": []},
+ "projects": {"$WORK/work": {"hasTrustDialogAccepted": true, "allowedTools": []}}}
+JSON
+"$PY" -c 'import json, sys; print(json.dumps({"PATH": "/usr/bin:/bin", "HOME": sys.argv[1], "CLAUDE_CONFIG_DIR": sys.argv[2],
+  "ANTHROPIC_BASE_URL": sys.argv[3], "ANTHROPIC_API_KEY": "any", "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
+  "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "TERM": "xterm-256color"}))' \
+  "$WORK/home" "$WORK/cfg" "http://127.0.0.1:$PORT" >"$WORK/interactive-env.json"
+CASES[interactive]="$("$PY" "$REPO/scripts/record/claude_interactive.py" "$CLAUDE" --cwd "$WORK/work" \
+  --env "$WORK/interactive-env.json" --config-dir "$WORK/cfg" --model "$MODEL" --out "$WORK/registry.jsonl" || true)"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -64,6 +76,7 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 (cd "$WORK/cfg" && find projects sessions -type f \( -name '*.jsonl' -o -name '*.json' \) 2>/dev/null | while read -r f; do
   mkdir -p "$OUT/claude/$(dirname "$f")"; sed "s#$WORK#/rec#g" "$f" | gzip -9n >"$OUT/claude/$f.gz"; done)
 sed "s#$WORK#/rec#g" "$WORK/answers.jsonl" >"$OUT/answers.jsonl"
+[ -s "$WORK/registry.jsonl" ] && sed "s#$WORK#/rec#g" "$WORK/registry.jsonl" >"$OUT/registry.jsonl"
 cp "$WORK/schedule.json" "$OUT/schedule.json"
 { echo "{"; first=1; for k in "${!CASES[@]}"; do [ $first = 1 ] || echo ","; first=0; printf '  "%s": "%s"' "$k" "${CASES[$k]}"; done; echo; echo "}"; } >"$OUT/sessions.json"
 echo "recorded $(ls "$OUT"/claude/projects/*/*.jsonl.gz | wc -l) transcripts into $OUT ($(du -sh "$OUT" | cut -f1))"

@@ -25,10 +25,12 @@ echo "installing @openai/codex@$VERSION" >&2
 npm install --silent --no-audit --no-fund --prefix "$TMP/npm" "@openai/codex@$VERSION" >&2
 CODEX="$TMP/npm/node_modules/.bin/codex"
 
-# Faults by prompt text: one 429 then success, a 500 on every attempt, one broken stream then success.
+# Faults by prompt text: one 429 (Retry-After: 1) then success, a 429 without a retry hint, a 500
+# on every attempt, one broken stream then success.
 cat >"$TMP/schedule.json" <<'EOF'
 {"rules": [
   {"match": "RATE-LIMITED-ONCE", "fault": "429", "times": 1},
+  {"match": "RATE-LIMITED-NO-HINT", "fault": "429", "times": null, "retry_after": null},
   {"match": "SERVER-DOWN", "fault": "500", "times": null},
   {"match": "STREAM-BREAKS-ONCE", "fault": "broken", "times": 1}
 ]}
@@ -57,6 +59,13 @@ stream_idle_timeout_ms = 5000
 
 [analytics]
 enabled = false
+
+[features]
+# The TUI would start a background app-server daemon that outlives the recording.
+daemon_auto_start = false
+
+[projects."$TMP/work"]
+trust_level = "trusted"  # no "Trust this folder?" dialog in the TUI
 EOF
 git -C "$TMP/work" init -q -b record-codex
 
@@ -70,15 +79,79 @@ last_session() {
 echo "recording sessions" >&2
 run "Say hello."                                        # one clean call
 run "Show the date. RUN: echo hello"                    # a tool call and the answer after it
-run "Try again. RATE-LIMITED-ONCE"                      # 429, retried, then success
+run "Delegate. SPAWN: Count to three."                  # a sub-agent (its own rollout), waited for
+run "Try again. RATE-LIMITED-ONCE"                      # 429 with Retry-After, retried, then success
+run "Give up. RATE-LIMITED-NO-HINT"                     # 429 without a hint: Codex 0.171 gives up
 run "This will fail. SERVER-DOWN"                       # 500 on every attempt: a failed turn
 run "Stream this. STREAM-BREAKS-ONCE"                   # broken stream, retried, then success
 touch "$TMP/mark"
-run -c model_auto_compact_token_limit=6000 "First turn of a long session. RUN: echo one"
+run -c model_auto_compact_token_limit=1500 "First turn of a long session. RUN: echo one"
 SID="$(last_session "$TMP/mark")"
-# Second and third turns of the same session: past the limit, Codex compacts before answering.
-run -c model_auto_compact_token_limit=6000 resume "$SID" "Second turn."
-run -c model_auto_compact_token_limit=6000 resume "$SID" "Third turn. SERVER-DOWN"
+# Second and third turns of the same session: every answer is past the limit, so Codex compacts
+# (within the first turn and before the second).
+run -c model_auto_compact_token_limit=1500 resume "$SID" "Second turn."
+run -c model_auto_compact_token_limit=1500 resume "$SID" "Third turn. SERVER-DOWN"
+
+# The interactive TUI in a pseudo-terminal: a prompt, a manual /compact, another prompt, a prompt
+# whose tool call is interrupted with Esc. (The TUI also asks the model for a thread title, in a
+# thread that writes no rollout.)
+(cd "$TMP/work" && CODEX="$CODEX" SERVER_LOG="$TMP/server.jsonl" "$PYTHON" - <<'PY' >>"$TMP/codex.out")
+import os, re, time
+import pexpect
+
+child = pexpect.spawn(os.environ["CODEX"], ["-s", "workspace-write", "-a", "never"], env=dict(os.environ, TERM="xterm-256color"),
+                      dimensions=(40, 120), encoding="utf-8", timeout=30)
+
+screen = []
+
+def pump(seconds):  # keep reading the screen so the TUI never blocks on a full pty
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            screen.append(child.read_nonblocking(65536, timeout=0.2))
+        except pexpect.TIMEOUT:
+            pass
+        except pexpect.EOF:
+            return
+
+def answers():
+    with open(os.environ["SERVER_LOG"]) as fh:
+        return sum(1 for _ in fh)
+
+def plain(chunks):  # what the terminal output says, without its escape sequences
+    return re.sub(r"\x1b(\[[0-9;?<>=]*[a-zA-Z@~]|\][^\x07]*\x07|.)", "", "".join(chunks))
+
+def submit(text):
+    """Type until the composer shows the text, then press Enter until the server has answered
+    (the TUI ignores keys while it is still starting)."""
+    before = answers()
+    for _ in range(30):
+        mark = len(screen)
+        child.send(text)
+        pump(2)
+        if text in plain(screen[mark:]):
+            break
+        child.send("\x15")  # ctrl-u: clear whatever part of it arrived
+        pump(1)
+    for _ in range(6):
+        child.send("\r")
+        pump(5)
+        if answers() > before:
+            return
+    raise SystemExit(f"the TUI did not send {text!r}; its screen ended with: {plain(screen)[-600:]!r}")
+
+child.expect("Ask Codex")  # the composer is drawn
+pump(3)
+for text in ("Say hello.", "/compact", "Say more.", "Wait for it. RUN: sleep 8"):
+    submit(text)
+child.send("\x1b")  # Esc while the tool runs: the turn is interrupted
+pump(4)
+child.send("/quit")
+pump(1)
+child.send("\r")
+pump(2)
+child.terminate(force=True)
+PY
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -86,6 +159,7 @@ mkdir -p "$OUT"
     mkdir -p "$OUT/codex-home/$(dirname "$f")"
     sed "s#$TMP#/tmp/heady-record-codex#g" "$f" >"$OUT/codex-home/$f"
 done)
+cp "$CODEX_HOME/session_index.jsonl" "$OUT/codex-home/session_index.jsonl"
 cp "$TMP/server.jsonl" "$OUT/server.jsonl"
 cp "$TMP/schedule.json" "$OUT/schedule.json"
 sed "s#$TMP#/tmp/heady-record-codex#g; s#127.0.0.1:$PORT#127.0.0.1:PORT#" "$CODEX_HOME/config.toml" >"$OUT/config.toml"

@@ -20,7 +20,7 @@ import psutil
 
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .common import command_args
+from .common import TITLE_CHARS, command_args, plain_text
 from .managed import MANAGED_SESSION_ENV
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE
 from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
@@ -30,7 +30,7 @@ from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
 KNOWN_RECORD_TYPES = frozenset({
     "user", "assistant", "system", "summary", "file-history-snapshot", "ai-title", "custom-title", "tag",
     "attachment", "atis-latch", "queue-operation", "last-prompt", "api-request", "api-request-blob",
-    "api-request-shape", "cost-state", "mode", "tools-used",
+    "api-request-shape", "cost-state", "mode", "tools-used", "permission-mode", "agent-name",
 })
 # Usage fields read or knowingly ignored (no tokens to price); a new one may be a new token kind.
 KNOWN_USAGE_FIELDS = frozenset({
@@ -45,6 +45,15 @@ SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's model name for messages it wrot
 CUT_OFF_NOTE = "Your response above was cut off mid-stream"
 DETACHED_BRANCH = "HEAD"  # gitBranch outside a git repository or on a detached head: not a title
 EXITED_GRACE_S = 5.0  # quiet this long with no Claude Code process in its directory: the session has exited
+# Token kinds as LlmCallData names them, and as Claude Code's `cost-state` modelUsage does.
+USAGE_KINDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+               "cache_creation_5m_tokens", "cache_creation_1h_tokens")
+COST_STATE_KINDS = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "cacheReadInputTokens",
+                    "cacheCreationEphemeral5mInputTokens", "cacheCreationEphemeral1hInputTokens")
+COUNTED = "counted"  # FileCursor.extra key: {session: {model: tokens counted from this file, USAGE_KINDS order}}
+UNWRITTEN_ERROR = None  # the calls found in cost-state succeeded (Claude Code totals answers only)
+CLIENT_SCAN_EVERY_S = 10.0  # how old the list of running Claude Code processes may be
+UNKNOWN_DIR = ""  # _client_dirs() key of Claude Code processes whose working directory cannot be read
 FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
 UNSTATED_STOP = ""  # transcripts older than stop_reason: finished as far as anyone can tell
@@ -65,6 +74,9 @@ class _Session(JsonlSession):
     registry_status: str | None = None
     registry_started: float | None = None
     title_from: str | None = None  # a TITLE_RANK key
+    # Read from its first record by an agent that tallies counted tokens (COUNTED in each file's
+    # cursor); only then can Claude Code's `cost-state` be compared with them.
+    counted_from_start: bool = False
 
 
 @dataclass
@@ -99,14 +111,22 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._seen_calls: set[str] = set()
         self._clients: dict[str, list[int]] | None = None
+        self._clients_at = float("-inf")
+        self._clients_poll = -1  # the poll the process list was walked in
+        self._polls = 0
+        # cost-state records read this poll, with their file and its cursor
+        self._pending_costs: list[tuple[str, dict[str, Any], float, Path, FileCursor]] = []
+        self._reading: Path | None = None  # the file _records is reading
 
-    def scan(self) -> None:
-        """Read what is new in every transcript and the registry; emit what changed."""
-        self._clients = None
-        super().scan()
+    def _forget(self) -> None:
+        super()._forget()
+        self._seen_calls.clear()
+        self._pending_costs.clear()
 
     def _poll_once(self) -> None:
+        self._polls += 1
         self._read_logs()
+        self._cost_states()
         self._read_registry()
         self._end_inactive()
 
@@ -120,19 +140,20 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             if model is not None and isinstance(sid, str):
                 models.setdefault(sid, model)
         calls = {call.key: call for call in _held(cursor)}
+        self._reading = path
         for record in records:
             self._record(record, cursor, models, calls)
-            self._settle(calls, None)  # in order: a call before the state change that follows it
+            self._settle(calls, cursor, None)  # in order: a call before the state change that follows it
         # What is left waits for its verdict in the next record: the next read, or the next quiet poll.
-        self._settle(calls, self.ctx.clock.now())
+        self._settle(calls, cursor, self.ctx.clock.now())
         cursor.extra[HELD] = [asdict(call) for call in calls.values()]
 
-    def _settle(self, calls: dict[str, _Call], now: float | None) -> None:
+    def _settle(self, calls: dict[str, _Call], cursor: FileCursor, now: float | None) -> None:
         """Emit the calls whose outcome is known (or, given `now`, that waited HOLD_S for it) and forget them."""
         for key, call in list(calls.items()):
             waited = now is not None and now - call.when >= HOLD_S
             if not call.suspect or call.followed or call.failure is not None or waited:
-                self._emit_call(call)
+                self._emit_call(call, cursor)
                 del calls[key]
 
     def _unchanged(self, path: Path, cursor: FileCursor) -> bool:
@@ -140,7 +161,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if not cursor.extra.get(HELD):
             return False
         for call in _held(cursor):
-            self._emit_call(call)
+            self._emit_call(call, cursor)
         cursor.extra[HELD] = []
         return True
 
@@ -155,14 +176,20 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         kind = record.get("type")
         if kind == "api-request" and isinstance(record.get("id"), str) and ts is not None:
             cursor.remember(record["id"], ts)  # the request's start: latency runs from here
+        if kind not in KNOWN_RECORD_TYPES:
+            self.radar.seen(UNKNOWN_TYPE, str(kind))
         if not isinstance(sid, str) or not sid:
             return
         if kind in ("ai-title", "custom-title"):
             self._titled(sid, record, kind, ts if ts is not None else self.ctx.clock.now())
             return
+        if kind == "cost-state":
+            session = self._load(sid)
+            when = ts if ts is not None else (session.last_ts if session is not None and session.last_ts else self.ctx.clock.now())
+            if self._reading is not None:
+                self._pending_costs.append((sid, record, when, self._reading, cursor))
+            return
         if kind not in ("user", "assistant", "system"):
-            if kind not in KNOWN_RECORD_TYPES:
-                self.radar.seen(UNKNOWN_TYPE, str(kind))
             return  # snapshots, attachments and other bookkeeping carry no session activity
         if isinstance(parent, str):
             for call in calls.values():
@@ -206,7 +233,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         changed = False
         if model is not None and model != session.model:
             session.model, changed = model, True
-        if title is not None and title != session.title:
+        title = plain_text(title, TITLE_CHARS) if title is not None else None
+        if title and title != session.title:
             session.title, changed = title, True
         if title_from is not None and title_from != session.title_from:
             session.title_from = title_from
@@ -265,7 +293,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             calls[key] = call  # a message written block by block: its finished record has the final usage
         self._touch(session)
 
-    def _emit_call(self, call: _Call) -> None:
+    def _emit_call(self, call: _Call, cursor: FileCursor) -> None:
         if call.key in self._seen_calls:
             return
         self._seen_calls.add(call.key)
@@ -275,9 +303,56 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if failure is not None and data["ok"]:
             data["ok"], data["error"] = False, failure
         session = self._session(call.sid)
-        self.ctx.emit("llm.call", session.managed_as or session.id, data, ts=call.when)
+        self._emit_counted(session, data, call.when, cursor)
         if session.state == "compacted" and data["ok"]:
             self._set_state(session, "running", "continued after compaction", call.when)
+
+    def _emit_counted(self, session: _Session, data: dict[str, Any], when: float, cursor: FileCursor) -> None:
+        """Emit a call and add its tokens to the file's tally (saved with the cursor, in the same commit)."""
+        self.ctx.emit("llm.call", session.managed_as or session.id, data, ts=when)
+        tally = cursor.extra.setdefault(COUNTED, {}).setdefault(session.id, {})
+        counted = tally.setdefault(data["model"], [0] * len(USAGE_KINDS))
+        for i, kind in enumerate(USAGE_KINDS):
+            counted[i] += data.get(kind) or 0
+
+    def _counted(self, sid: str, model: str) -> list[int]:
+        """The tokens counted for a session and model over all its files (every cursor is loaded by now)."""
+        total = [0] * len(USAGE_KINDS)
+        for cursor in self._cursors.values():
+            counted = cursor.extra.get(COUNTED, {}).get(sid, {}).get(model)
+            if isinstance(counted, list) and len(counted) == len(USAGE_KINDS):
+                total = [t + as_int(c) for t, c in zip(total, counted)]
+        return total
+
+    def _cost_states(self) -> None:
+        """Requests Claude Code answered but wrote no response record for (the summaries `/compact`
+        and auto-compaction ask for): its cumulative `cost-state` per model, less what was counted,
+        is one more ok call. Run after every file of the poll is read, subagents' included."""
+        latest = {sid: (record, when, path, cursor) for sid, record, when, path, cursor in self._pending_costs}  # the last holds the rest
+        self._pending_costs.clear()
+        for sid, (record, when, path, cursor) in sorted(latest.items()):
+            session = self._load(sid)
+            usage = record.get("modelUsage")
+            if session is None or not session.counted_from_start or not isinstance(usage, dict):
+                continue
+            for model, totals in sorted(usage.items()):
+                if not isinstance(model, str) or not isinstance(totals, dict) or model == SYNTHETIC_MODEL:
+                    continue
+                counted = self._counted(sid, model)
+                unseen = [max(0, as_int(totals.get(name)) - counted[i]) for i, name in enumerate(COST_STATE_KINDS)]
+                if unseen[0] + unseen[2] + unseen[3] == 0:
+                    continue  # every request sends input: output alone is a cut-off stream's tally, not a request
+                data: dict[str, Any] = {"provider": "anthropic", "model": model, "cost_usd": None, "latency_ms": None,
+                                        "ok": True, "error": UNWRITTEN_ERROR}
+                data.update(zip(USAGE_KINDS, unseen))
+                self._emit_counted(session, data, when, cursor)
+                self.ctx.set_state(self._cursor_key(path), cursor.dump())
+
+    def _session(self, sid: str) -> _Session:
+        session = self._load(sid)
+        if session is None:
+            session = self._sessions[sid] = _Session(id=sid, counted_from_start=True)
+        return session
 
     def _end(self, session: _Session, reason: str, when: float) -> None:
         session.in_registry = False
@@ -330,6 +405,9 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         session.last_ts = max(session.last_ts, now)
         if session.started is None:
             self._announce(session, started_at or now)
+        name = entry.get("name")
+        if entry.get("nameSource") == "user" and isinstance(name, str) and name.strip():
+            self._describe(session, now, title=name.strip(), title_from="custom")  # a /rename, before the transcript says it
         status = entry.get("status")
         if isinstance(status, str) and status != session.registry_status:
             session.registry_status = status
@@ -348,18 +426,26 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if session.in_registry:
             return None
         silence = now - session.last_ts
-        if silence > EXITED_GRACE_S and session.cwd is not None and session.cwd not in self._client_dirs():
-            return "exited"
+        if silence > EXITED_GRACE_S and session.cwd is not None:
+            clients = self._client_dirs()  # a process scan: only for sessions gone quiet
+            if session.cwd not in clients and UNKNOWN_DIR not in clients:
+                return "exited"
         return super()._quiet(session, now)
 
-    def _client_dirs(self) -> dict[str, list[int]]:
-        """The pids of running Claude Code processes by working directory, looked up at most once per scan."""
-        if self._clients is None:
+    def _client_dirs(self, fresh: bool = False) -> dict[str, list[int]]:
+        """The pids of running Claude Code processes by working directory, looked up at most every
+        CLIENT_SCAN_EVERY_S (walking every process costs milliseconds), or, when `fresh`, once in this poll."""
+        now = self.ctx.clock.now()
+        stale = now - self._clients_at >= CLIENT_SCAN_EVERY_S or (fresh and self._clients_poll != self._polls)
+        if self._clients is None or stale:
+            self._clients_at, self._clients_poll = now, self._polls
             found: dict[str, list[int]] = {}
             for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
                 info = proc.info
-                if _is_claude_code(info.get("name"), info.get("cmdline")) and isinstance(info.get("cwd"), str):
-                    found.setdefault(info["cwd"], []).append(proc.pid)
+                if _is_claude_code(info.get("name"), info.get("cmdline")):
+                    # Another user's process hides its directory: then no session can be said to have exited.
+                    cwd = info.get("cwd") if isinstance(info.get("cwd"), str) else UNKNOWN_DIR
+                    found.setdefault(cwd, []).append(proc.pid)
             self._clients = found
         return self._clients
 
@@ -374,7 +460,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if session.pid is not None:
             pids = [session.pid]
         elif session.cwd is not None:
-            pids = self._client_dirs().get(session.cwd, [])
+            pids = self._client_dirs().get(session.cwd) or self._client_dirs(fresh=True).get(session.cwd, [])
         else:
             return None
         names = set()

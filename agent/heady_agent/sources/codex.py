@@ -1,29 +1,67 @@
 """Codex CLI sessions on this machine, from its rollout files (one file per session).
 
-Rollouts under `sessions/YYYY/MM/DD/` and `archived_sessions/` are tailed with persisted offsets.
-Each new `token_count` is one `llm.call` (a repeat of the same cumulative total is skipped, and
-the total also keys the call, so a rollout moved to the archive is not counted twice).
-Facts: shared/SOURCES.md "Codex CLI".
+Rollouts under `sessions/YYYY/MM/DD/` and `archived_sessions/`, plain (`.jsonl`) or compressed
+(`.jsonl.zst`), are tailed with a read position kept per rollout id, so a rollout that is moved to
+the archive or compressed is not read again. Each response is one `llm.call`: Codex >= 0.171 logs a
+`token_usage_record` (with `response_id`) right after the response and a `token_count` (with the
+cumulative total and the account's rate limits) later, after any tool output; older versions only
+the `token_count`. A turn Codex gives up on because its model request failed is one failed call.
+Facts: shared/SOURCES.md "Codex CLI"; docs/sources.md "codex".
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .jsonl import FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
+from .common import plain_text
+from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE
+from .jsonl import (
+    FileCursor,
+    JsonlSession,
+    JsonlSource,
+    as_int,
+    parse_records,
+    parse_ts,
+    read_complete_lines,
+    walk_jsonl,
+)
 
-_ROLLOUT_ID = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$", re.I)
-# Records after which the model is asked again: the time from the latest of these to the next
-# token_count is that call's latency.
-_REQUEST_EVENTS = ("task_started", "user_message", "token_count")
+_ROLLOUT_ID = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl(\.zst)?$", re.I)
+_SUFFIXES = (".jsonl", ".jsonl.zst")
+# Records after which Codex asks the model: the latest one before a response starts its latency.
+_REQUEST_EVENTS = ("task_started", "user_message")
 _REQUEST_ITEMS = ("function_call_output", "custom_tool_call_output", "local_shell_call_output")
+_USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens", "total_tokens")
+# Rollout record types this source knows (reads or deliberately ignores), and usage fields that are
+# counted or known to be none of our business; anything else is a format change worth a notice.
+_KNOWN_RECORDS = frozenset(
+    {"session_meta", "turn_context", "response_item", "event_msg", "compacted", "token_usage_record", "world_state"}
+)
+_KNOWN_USAGE = frozenset(_USAGE_KEYS) | {"cache_write_input_tokens"}
+_ERROR_KIND_MAX = 60
+_TITLE_INDEX = "session_index.jsonl"  # {id, thread_name, updated_at} per line, written by the TUI
+_TITLE_MAX = 200
+# codex_error_info kinds of a turn Codex gave up on (codex-rs protocol `CodexErrorInfo`). All but the
+# last three mean the model request failed; those three fail the turn without a model request.
+_TURN_ERRORS = frozenset({
+    "context_window_exceeded", "usage_limit_exceeded", "server_overloaded", "cyber_policy",
+    "http_connection_failed", "response_stream_connection_failed", "internal_server_error", "unauthorized",
+    "bad_request", "response_stream_disconnected", "response_too_many_failed_attempts", "other",
+    "sandbox_error", "active_turn_not_steerable", "thread_rollback_failed",
+})
+_NOT_MODEL_ERRORS = frozenset({"sandbox_error", "active_turn_not_steerable", "thread_rollback_failed"})
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -34,26 +72,229 @@ def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Pat
     return [Path(p).expanduser() for p in configured]
 
 
-class CodexSource(JsonlSource[JsonlSession]):
+def rollout_id(path: Path) -> str | None:
+    """The session uuid a rollout's file name ends with, whatever folder or compression it is in."""
+    return _id_in_name(path.name)
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every rollout on every poll
+def _id_in_name(name: str) -> str | None:
+    match = _ROLLOUT_ID.search(name)
+    return match.group(1).lower() if match else None
+
+
+def read_compressed_lines(path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
+    """The complete lines of a `.jsonl.zst` after the cursor (an offset in the uncompressed text).
+
+    Codex compresses only finished rollouts, so the file is read once; the cursor remembers which
+    compressed file it has read (inode and size) so later polls do not decompress it again.
+    Raises OSError for a file that cannot be read, zstandard.ZstdError for one that is not zstd.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if cursor.extra.get("zst") == [st.st_ino, st.st_size]:
+        return None
+    with open(path, "rb") as fh:  # a file that exists but cannot be read raises: the caller counts it
+        data = zstandard.ZstdDecompressor().stream_reader(fh).read()
+    if len(data) < cursor.offset:  # not the text the cursor was counting: read it all again
+        cursor.offset = 0
+        cursor.recent.clear()
+        cursor.extra.clear()
+    cursor.extra["zst"] = [st.st_ino, st.st_size]
+    end = data.rfind(b"\n")
+    if end < cursor.offset:
+        return None
+    return data[cursor.offset : end + 1].splitlines(), end + 1
+
+
+def latency_ms(asked: Any, answered: float) -> float | None:
+    """Milliseconds from the record after which the request was sent to the answer's record."""
+    if isinstance(asked, (int, float)) and not isinstance(asked, bool) and answered >= asked:
+        return round((answered - asked) * 1000.0, 1)
+    return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size
+
+
+def usage_of(raw: Any) -> dict[str, int] | None:
+    """A Codex usage object as token counts (non-negative ints), None if it is not one."""
+    if not isinstance(raw, dict):
+        return None
+    return {k: as_int(raw.get(k)) for k in _USAGE_KEYS}
+
+
+def rate_limits_of(raw: Any, when: float) -> dict[str, Any] | None:
+    """`rate_limits` of a token_count as `llm.call` data: windows with a valid used_percent only."""
+    if not isinstance(raw, dict):
+        return None
+    limits: dict[str, Any] = {}
+    for name in ("primary", "secondary"):
+        window = raw.get(name)
+        if not isinstance(window, dict):
+            continue
+        used = _finite(window.get("used_percent"))
+        if used is None or not 0.0 <= used <= 100.0:
+            continue
+        minutes = _finite(window.get("window_minutes"))
+        resets_at = _finite(window.get("resets_at"))
+        resets_in = _finite(window.get("resets_in_seconds"))  # before Codex reported resets_at
+        if resets_at is None and resets_in is not None:
+            resets_at = when + resets_in
+        limits[name] = {
+            "used_percent": used,
+            "window_minutes": int(minutes) if minutes is not None and minutes >= 0 else None,
+            "resets_at": resets_at if resets_at is not None and resets_at >= 0 else None,
+        }
+    return limits or None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def turn_error(error: Any) -> tuple[str, str]:
+    """A failed turn's (kind, error as `llm.call` names it): Codex's `codex_error_info` kind, with
+    `http_<status>` before it when Codex names the status."""
+    info = error.get("codex_error_info") if isinstance(error, dict) else None
+    if isinstance(info, str) and info:
+        kind = plain_text(info, _ERROR_KIND_MAX)
+        return kind, kind
+    if isinstance(info, dict) and info:
+        key = next(iter(info))
+        kind = plain_text(str(key), _ERROR_KIND_MAX)
+        detail = info[key]
+        status = detail.get("http_status_code") if isinstance(detail, dict) else None
+        if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+            return kind, f"http_{status} {kind}"
+        return kind, kind
+    return "other", "other"
+
+
+def _first_model(records: list[dict[str, Any]]) -> dict[str, str]:
+    for record in records:
+        payload = record.get("payload")
+        if record.get("type") == "turn_context" and isinstance(payload, dict):
+            model = payload.get("model")
+            if isinstance(model, str) and model:
+                return {"model": model}
+    return {}
+
+
+@dataclass
+class CodexSession(JsonlSession):
+    # A response whose call waits for the token_count that brings its rate limits (persisted with
+    # the session, so neither a restart nor the session's end loses it).
+    pending_response: dict[str, Any] | None = None
+
+
+class CodexSource(JsonlSource[CodexSession]):
     name = "codex"
     watches = "codex"
     state_prefix = "cx"
-    session_type = JsonlSession
+    session_type = CodexSession
     log_folders = ("sessions", "archived_sessions")
 
     def __init__(self, ctx: SourceContext) -> None:
         cfg = ctx.config.codex
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
+        self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
 
     # --- rollouts -----------------------------------------------------------------------
 
+    def _read_logs(self) -> None:
+        rollouts: dict[str, Path] = {}
+        for root in self.roots:
+            for folder in self.log_folders:
+                if (root / folder).is_dir():
+                    for path in walk_jsonl(root / folder, self._listings, _SUFFIXES):
+                        key = rollout_id(path) or str(path)
+                        # While both exist, the plain file is the one Codex may still append to.
+                        if key not in rollouts or rollouts[key].name.endswith(".zst"):
+                            rollouts[key] = path
+        for path in rollouts.values():
+            self._read_file(path)
+        for root in self.roots:
+            self._read_titles(root / _TITLE_INDEX)
+
+    def _read_titles(self, path: Path) -> None:
+        """Thread names Codex keeps in its session index become the titles of known sessions."""
+        key = f"{self.state_prefix}.index:{path}"
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors[key] = FileCursor.load(self.ctx.get_state(key))
+        got = read_complete_lines(path, cursor)
+        if got is None:
+            return
+        lines, cursor.offset = got
+        records, _ = parse_records(lines)
+        with self.ctx.atomic():
+            for record in records:
+                sid, name = record.get("id"), record.get("thread_name")
+                if not isinstance(sid, str) or not isinstance(name, str):
+                    continue
+                title = plain_text(name, _TITLE_MAX)
+                session = self._load(sid)
+                if session is not None and title and session.title != title:
+                    session.title = title
+                    if session.started is not None and not session.ended:
+                        updated = parse_ts(record.get("updated_at"))
+                        self._reannounce(session, updated if updated is not None else self.ctx.clock.now())
+                    else:
+                        self._save(session)
+            self.ctx.set_state(key, cursor.dump())
+
+    def _cursor_key(self, path: Path) -> str:
+        rid = rollout_id(path)
+        if rid is None:
+            return super()._cursor_key(path)
+        key = f"{self.state_prefix}.rollout:{rid}"
+        if key not in self._cursors and self.ctx.get_state(key) is None:
+            legacy = super()._cursor_key(path)  # positions were kept by path before rollouts were compressed
+            if (saved := self.ctx.get_state(legacy)) is not None:
+                self.ctx.set_state(key, saved)
+        return key
+
+    def _forget(self) -> None:
+        super()._forget()
+        self._decompressed.clear()  # a failed poll rolled back what it read from them
+
+    def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
+        if path.name.endswith(".zst"):
+            identity = _identity(path)
+            if identity is None or self._decompressed.get(str(path)) == identity:
+                return None  # gone, or already read as it is now: not decompressed again each poll
+            self._decompressed[str(path)] = identity
+            try:
+                return read_compressed_lines(path, cursor)
+            except zstandard.ZstdError as exc:
+                with self.ctx.atomic():
+                    self.radar.seen(UNREADABLE_FILE, path.name, detail=f"zstd: {exc}")
+                return None
+        cursor.extra.pop("zst", None)
+        return read_complete_lines(path, cursor, by_inode=rollout_id(path) is None)
+
     def _records(self, path: Path, records: list[dict[str, Any]], cursor: FileCursor) -> None:
+        extra = cursor.extra
+        if "model" not in extra:
+            # turn_context follows task_started: a session first read here is announced with its model.
+            extra.update(_first_model(records))
         for record in records:
-            self._record(path, record, cursor.extra)
+            self._record(path, record, extra)
 
     def _record(self, path: Path, record: dict[str, Any], extra: dict[str, Any]) -> None:
         kind = record.get("type")
-        payload = record.get("payload") if isinstance(record.get("payload"), dict) else {}
+        raw = record.get("payload")
+        payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
         ts = parse_ts(record.get("timestamp"))
         when = ts if ts is not None else self.ctx.clock.now()
         if kind == "session_meta":
@@ -66,89 +307,193 @@ class CodexSource(JsonlSource[JsonlSession]):
                 extra["branch"] = git["branch"]
             return
         if kind == "turn_context":
-            if isinstance(payload.get("model"), str):
+            if isinstance(payload.get("model"), str) and payload["model"]:
                 extra["model"] = payload["model"]
+                self._update_model(extra, when)
             if isinstance(payload.get("cwd"), str):
                 extra.setdefault("cwd", payload["cwd"])
             return
-        event = payload.get("type") if kind == "event_msg" else None
-        if kind == "response_item" and payload.get("type") in _REQUEST_ITEMS:
-            extra["asked_at"] = when
+        if kind == "response_item":
+            if payload.get("type") in _REQUEST_ITEMS or (payload.get("type") == "message" and payload.get("role") == "user"):
+                extra["asked_at"] = when
             return
-        if kind not in ("event_msg", "compacted"):
+        if kind not in _KNOWN_RECORDS:
+            self.radar.seen(UNKNOWN_TYPE, str(kind), detail=path.name)
+        if kind not in ("event_msg", "compacted", "token_usage_record"):
             return
         session = self._rollout_session(path, extra, when)
         if session is None:
             return
-        if kind == "compacted":
-            self._set_state(session, "compacted", "auto", when)
+        event = payload.get("type") if kind == "event_msg" else None
+        if kind == "token_usage_record":
+            usage = payload.get("usage")
+            for field in sorted(set(usage) - _KNOWN_USAGE) if isinstance(usage, dict) else ():
+                self.radar.seen(UNKNOWN_FIELD, f"usage.{field}", detail=path.name)
+            self._response(session, payload, extra, when)
+        elif kind == "compacted":
+            self._flush_response(session)
+            self._set_state(session, "compacted", "manual" if extra.get("compact_task") else "auto", when)
+            extra["asked_at"] = when
         elif event == "token_count":
             self._token_count(session, payload, extra, when)
         elif event == "task_started":
+            # Codex >= 0.171 attributes each turn a user or `codex exec` starts (`turn_attribution`);
+            # the task `/compact` starts has none. Older rollouts attribute nothing: compactions are auto.
+            attributed = isinstance(payload.get("turn_attribution"), dict)
+            extra["compact_task"] = not attributed and bool(extra.get("attributed"))
+            extra["attributed"] = bool(extra.get("attributed")) or attributed
             if session.state != "running":
                 self._set_state(session, "running", "task started", when)
         elif event == "task_complete":
-            self._set_state(session, "idle", "task complete", when)
+            self._flush_response(session)
+            if isinstance(payload.get("error"), dict):
+                self._failed_turn(path, session, payload, extra, when)
+            else:
+                self._set_state(session, "idle", "task complete", when)
         elif event == "turn_aborted":
+            self._flush_response(session)
             reason = payload.get("reason")
             # An aborted turn leaves the session waiting for input; `error` would read as terminal.
             self._set_state(session, "idle", f"turn aborted: {reason}" if isinstance(reason, str) else "turn aborted", when)
         if event in _REQUEST_EVENTS:
             extra["asked_at"] = when
 
-    def _rollout_session(self, path: Path, extra: dict[str, Any], when: float) -> JsonlSession | None:
+    def _rollout_session(self, path: Path, extra: dict[str, Any], when: float) -> CodexSession | None:
         sid = extra.get("session")
         if not isinstance(sid, str):
-            match = _ROLLOUT_ID.search(path.name)
-            if match is None:
+            rid = rollout_id(path)
+            if rid is None:
                 return None
-            sid = extra["session"] = match.group(1)
+            sid = extra["session"] = rid
         session = self._active(sid, when)  # an ended one runs again after `codex resume`
         session.cwd = session.cwd or extra.get("cwd")
         session.title = session.title or extra.get("branch")
         if isinstance(extra.get("model"), str):
             session.model = extra["model"]
         self._seen(session, when)
+        self._touch(session)
         return session
 
-    def _token_count(self, session: JsonlSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
+    def _update_model(self, extra: dict[str, Any], when: float) -> None:
+        """A model named after the session was announced (or a new one) is announced again."""
+        sid = extra.get("session")
+        session = self._sessions.get(sid) if isinstance(sid, str) else None
+        if session is not None and session.started is not None and not session.ended and session.model != extra["model"]:
+            session.model = extra["model"]
+            self._reannounce(session, when)
+
+    # --- calls --------------------------------------------------------------------------
+
+    def _response(self, session: CodexSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
+        """A response completed; its call is sent with the token_count that follows (and its rate limits)."""
+        self._flush_response(session)
+        usage = usage_of(payload.get("usage"))
+        if usage is None:
+            return
+        asked = extra.get("asked_at")
+        extra["usage_records"] = True
+        response_id = payload.get("response_id")
+        session.pending_response = {
+            "key": f"cx.response:{session.id}:{response_id if isinstance(response_id, str) and response_id else when}",
+            "usage": usage,
+            "ts": when,
+            "latency_ms": latency_ms(asked, when),
+        }
+        self._save(session)
+        extra["asked_at"] = when  # the next request is sent after this response at the earliest
+
+    def _flush_response(self, session: CodexSession, rate_limits: dict[str, Any] | None = None) -> None:
+        pending, session.pending_response = session.pending_response, None
+        if pending is not None:
+            self._emit_call(
+                session, str(pending["key"]), pending["usage"], float(pending["ts"]), pending["latency_ms"], rate_limits
+            )
+            self._save(session)  # no longer pending, in the commit that moves the cursor past its token_count
+
+    def _end(self, session: CodexSession, reason: str, when: float) -> None:
+        self._flush_response(session)  # Codex stopped before logging the token_count
+        super()._end(session, reason, when)
+
+    def _token_count(self, session: CodexSession, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
         info = payload.get("info")
         if not isinstance(info, dict):
             return  # rate-limit-only updates carry no usage
-        last, total = info.get("last_token_usage"), info.get("total_token_usage")
-        if not isinstance(last, dict) or not isinstance(total, dict):
+        last, total = usage_of(info.get("last_token_usage")), info.get("total_token_usage")
+        if last is None or not isinstance(total, dict):
             return
         total_key = json.dumps({k: as_int(v) for k, v in sorted(total.items())}, separators=(",", ":"))
         if total_key == extra.get("last_total"):
             return  # the same cumulative usage repeated: no new call
         extra["last_total"] = total_key
-        call_key = f"cx.call:{session.id}:{total_key}"
-        if self.ctx.get_state(call_key) is not None:
+        rate_limits = rate_limits_of(payload.get("rate_limits"), when)
+        if session.pending_response is not None:
+            self._flush_response(session, rate_limits)
+            return
+        if extra.get("usage_records"):
+            return  # this rollout logs each response: a total without one is no new call
+        latency = latency_ms(extra.get("asked_at"), when)
+        extra["asked_at"] = when
+        self._emit_call(session, f"cx.call:{session.id}:{total_key}", last, when, latency, rate_limits)
+
+    def _emit_call(
+        self,
+        session: CodexSession,
+        key: str,
+        usage: dict[str, Any],
+        when: float,
+        latency_ms: Any,
+        rate_limits: dict[str, Any] | None,
+    ) -> None:
+        if self.ctx.get_state(key) is not None:
             return  # already counted from another copy of this rollout
-        self.ctx.set_state(call_key, "1")
-        cached = as_int(last.get("cached_input_tokens"))
-        asked = extra.get("asked_at")
+        self.ctx.set_state(key, "1")
+        cached = as_int(usage.get("cached_input_tokens"))
         self.ctx.emit(
             "llm.call",
             session.id,
             {
                 "provider": "openai",
                 "model": session.model or "unknown",
-                "input_tokens": max(0, as_int(last.get("input_tokens")) - cached),
-                "output_tokens": as_int(last.get("output_tokens")),
+                "input_tokens": max(0, as_int(usage.get("input_tokens")) - cached),
+                "output_tokens": as_int(usage.get("output_tokens")),
                 "cache_creation_tokens": 0,
                 "cache_read_tokens": cached,
                 "cost_usd": None,
-                "latency_ms": round((when - asked) * 1000.0, 1) if isinstance(asked, (int, float)) and when >= asked else None,
+                "latency_ms": latency_ms if isinstance(latency_ms, (int, float)) else None,
                 "ok": True,
                 "error": None,
+                "rate_limits": rate_limits,
             },
             ts=when,
         )
         if session.state != "running":
             self._set_state(session, "running", "model call", when)
-        else:
-            self._save(session)
+
+    def _failed_turn(
+        self, path: Path, session: CodexSession, payload: dict[str, Any], extra: dict[str, Any], when: float
+    ) -> None:
+        """A turn Codex gave up on: one failed call when its model request failed (retries exhausted),
+        and the session waits for input."""
+        kind, error = turn_error(payload.get("error"))
+        if kind not in _TURN_ERRORS:
+            self.radar.seen(UNKNOWN_TYPE, f"turn error {kind}", detail=path.name)
+        key = f"cx.failed:{session.id}:{payload.get('turn_id') or when}"
+        if kind not in _NOT_MODEL_ERRORS and self.ctx.get_state(key) is None:
+            self.ctx.set_state(key, "1")
+            self.ctx.emit(
+                "llm.call",
+                session.id,
+                {
+                    "provider": "openai",
+                    "model": session.model or "unknown",
+                    "latency_ms": latency_ms(extra.get("asked_at"), when),
+                    "ok": False,
+                    "error": error,
+                },
+                ts=when,
+            )
+        # `error` would read as a terminal state in the console; the session waits for its next prompt.
+        self._set_state(session, "idle", f"turn failed: {error}", when)
 
     # --- commands -----------------------------------------------------------------------
 

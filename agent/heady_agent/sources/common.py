@@ -40,6 +40,14 @@ class SessionLike(Protocol):
     def nice(self) -> int | None: ...
 
 
+TITLE_CHARS = 200  # a session title, as a watched program wrote it, is cut here
+
+
+def plain_text(text: str, limit: int) -> str:
+    """Text from a watched program's files, fit to store and show: control characters dropped, bounded."""
+    return "".join(ch for ch in text if ch.isprintable()).strip()[:limit]
+
+
 def started_data(source: str, session: SessionLike, **extra: Any) -> dict[str, Any]:
     """The `session.started` event's data for a session."""
     return {
@@ -147,7 +155,7 @@ class WatchedSource(SessionSource, Generic[S]):
         return session
 
     def _save(self, session: S) -> None:
-        # Session records are flat (str, number, bool, None): vars() is the dict asdict() would build, at a fraction of its cost.
+        # Session records hold plain JSON values, no nested dataclasses: vars() is what asdict() would build, far cheaper.
         self.ctx.set_state(f"{self.state_prefix}.session:{session.id}", json.dumps(vars(session)))
         if (session.id in self._live) == session.ended:
             if session.ended:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ READ_CHUNK = 1 << 20  # bytes read per file per poll (a long backlog is read ove
 RECENT_KEEP = 16  # (uuid, ts) pairs remembered per file across restarts, for latencies (a parent is a few records back)
 INACTIVE_AFTER_S = 600.0  # a session with no record for this long has ended
 TOUCHED_EVERY_S = 30.0  # how stale a restarted agent may find a session's latest record time (ending needs 600 s)
+LISTING_SETTLE_NS = 2_000_000_000  # a folder whose mtime is younger than this is listed on every walk
 HELD = "held"  # FileCursor.extra key: what a source read but can only judge once the next line (or a quiet poll) comes
 
 
@@ -72,16 +74,19 @@ class FileCursor:
             return cls()
 
 
-def read_complete_lines(path: Path, cursor: FileCursor, chunk: int = READ_CHUNK) -> tuple[list[bytes], int] | None:
+def read_complete_lines(
+    path: Path, cursor: FileCursor, chunk: int = READ_CHUNK, *, by_inode: bool = True
+) -> tuple[list[bytes], int] | None:
     """The complete lines after the cursor and the offset just past them; None if unchanged or gone.
 
-    A file that shrank or was replaced (other inode) is read again from the start.
+    A file that shrank, or was replaced (other inode) when `by_inode`, is read again from the start.
+    Without `by_inode` the cursor follows the content (a log identified by name, copied elsewhere).
     """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    if st.st_ino != cursor.inode or st.st_size < cursor.offset:
+    if (by_inode and st.st_ino != cursor.inode) or st.st_size < cursor.offset:
         if cursor.inode or cursor.offset:
             cursor.offset = 0
             cursor.recent.clear()
@@ -152,18 +157,24 @@ class Listing:
     folders: list[Path]
 
 
-def walk_jsonl(root: Path, listings: dict[str, Listing] | None = None) -> Iterator[Path]:
-    """Every *.jsonl below root; files before folders, so a session's own file precedes its subagents'.
+def walk_jsonl(
+    root: Path, listings: dict[str, Listing] | None = None, suffixes: tuple[str, ...] = (".jsonl",)
+) -> Iterator[Path]:
+    """Every file below root whose name ends in one of `suffixes` (*.jsonl); files before folders,
+    so a session's own file precedes its subagents'.
 
     With `listings`, a folder whose mtime did not change since the last walk is not listed again
-    (adding or removing an entry changes its folder's mtime).
+    (adding or removing an entry changes its folder's mtime). One `listings` serves one `suffixes`.
     """
     try:
         mtime = os.stat(root).st_mtime_ns
     except OSError:
         return
     listing = listings.get(str(root)) if listings is not None else None
-    if listing is None or listing.mtime_ns != mtime:
+    # A folder changed within the file system's timestamp granularity of the last listing may have
+    # changed again without its mtime moving: list it until its mtime has settled (file-system time).
+    settled = time.time_ns() - mtime > LISTING_SETTLE_NS
+    if listing is None or listing.mtime_ns != mtime or not settled:
         try:
             entries = sorted(os.scandir(root), key=lambda e: (_is_dir(e), e.name))
         except OSError:
@@ -173,7 +184,7 @@ def walk_jsonl(root: Path, listings: dict[str, Listing] | None = None) -> Iterat
             try:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(Path(entry.path))
-                elif entry.name.endswith(".jsonl") and entry.is_file(follow_symlinks=False):
+                elif entry.name.endswith(suffixes) and entry.is_file(follow_symlinks=False):
                     files.append(Path(entry.path))
             except OSError:
                 continue
@@ -182,7 +193,7 @@ def walk_jsonl(root: Path, listings: dict[str, Listing] | None = None) -> Iterat
             listings[str(root)] = listing
     yield from listing.files
     for folder in listing.folders:
-        yield from walk_jsonl(folder, listings)
+        yield from walk_jsonl(folder, listings, suffixes)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -284,6 +295,8 @@ class JsonlSource(WatchedSource[J], ABC):
         self._changed = changed  # nothing the sessions list shows changed: no fresh list to push
 
     def _forget(self) -> None:
+        """Drop what memory holds beyond the journal: a failed poll's changes were rolled back there."""
+        self.radar.forget()
         self._cursors.clear()
         self._listings.clear()
         self._touched.clear()
@@ -298,13 +311,21 @@ class JsonlSource(WatchedSource[J], ABC):
                     for path in walk_jsonl(root / folder, self._listings):
                         self._read_file(path)
 
+    def _cursor_key(self, path: Path) -> str:
+        """Where the file's cursor is kept in the source state (and in memory)."""
+        return f"{self.state_prefix}.file:{path}"
+
+    def _new_lines(self, path: Path, cursor: FileCursor) -> tuple[list[bytes], int] | None:
+        """The complete lines after the cursor and the offset past them (None: nothing new)."""
+        return read_complete_lines(path, cursor)
+
     def _read_file(self, path: Path) -> None:
-        key = f"{self.state_prefix}.file:{path}"
+        key = self._cursor_key(path)
         cursor = self._cursors.get(key)
         if cursor is None:
             cursor = self._cursors[key] = FileCursor.load(self.ctx.get_state(key))
         try:
-            got = read_complete_lines(path, cursor)
+            got = self._new_lines(path, cursor)
         except OSError as exc:
             with self.ctx.atomic():
                 self.radar.seen(UNREADABLE_FILE, str(path), detail=exc.strerror or type(exc).__name__)

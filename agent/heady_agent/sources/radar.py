@@ -13,6 +13,7 @@ import json
 from collections import Counter
 
 from .base import SourceContext
+from .common import plain_text
 
 UNKNOWN_TYPE = "unknown_record_type"
 UNKNOWN_FIELD = "unknown_field"
@@ -27,7 +28,7 @@ _WHAT = {UNKNOWN_TYPE: "new record type", UNKNOWN_FIELD: "new field", SKIPPED_LI
 
 def clean_name(name: str) -> str:
     """A name from an untrusted file, fit for a one-line notice: printable, bounded."""
-    return "".join(ch if ch.isprintable() else "?" for ch in name)[:NAME_CHARS]
+    return plain_text(name, NAME_CHARS)
 
 
 class FormatRadar:
@@ -49,6 +50,10 @@ class FormatRadar:
         self.ctx.set_state(self._key, json.dumps(sorted(noticed)))
         suffix = f" ({clean_name(detail)})" if detail else ""
         self.ctx.notice("warning", f"{self.source}: {_WHAT[kind]} {clean_name(name)!r}{suffix}; its data may be missed")
+
+    def forget(self) -> None:
+        """Re-read the names noticed from the source state (a rolled-back poll's notices were not sent)."""
+        self._noticed = None
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.counts)

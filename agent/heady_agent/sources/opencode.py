@@ -30,7 +30,7 @@ from urllib.parse import quote
 from ..aio import cancel_and_wait
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .common import WatchedSession, WatchedSource, command_args
+from .common import WatchedSession, WatchedSource, command_args, plain_text
 from .jsonl import as_int
 from .radar import SKIPPED_LINE, UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE, FormatRadar
 
@@ -100,8 +100,7 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def plain(value: Any, limit: int = MAX_TEXT) -> str:
-    """Text from opencode, fit to store and show: printable characters only, bounded."""
-    return "".join(ch for ch in str(value) if ch.isprintable())[:limit]
+    return plain_text(str(value), limit)
 
 
 def real_title(value: Any) -> str | None:

@@ -6,12 +6,13 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 APP_NAME = "heady"
-SOURCE_NAMES = ("claude-code", "codex", "managed", "synthetic", "ingest")
+SOURCE_NAMES = ("claude-code", "codex", "opencode", "managed", "synthetic", "ingest")  # "ingest": old name of "opencode"
 SCENARIOS = (
     "calm",
     "queue-overflow",
@@ -56,9 +57,35 @@ class ManagedConfig(_Section):
     model: str | None = None
 
 
-class IngestConfig(_Section):
+class OpencodeConfig(_Section):
     opencode_url: str = Field(default="http://127.0.0.1:4096", pattern=r"^https?://")  # `opencode serve`
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    # HTTP basic auth for a server started with OPENCODE_SERVER_PASSWORD (never in the URL).
+    username: str = Field(default="opencode", min_length=1)
+    password_env: str | None = "OPENCODE_SERVER_PASSWORD"
+    password_file: str | None = None
+    # opencode's SQLite store (opencode >= 1.2); default: $XDG_DATA_HOME/opencode/opencode.db.
+    # It holds every session, also `opencode run` and the TUI, which run their own server.
+    db_path: str | None = None
+    db_poll_interval_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("opencode_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str) -> str:
+        if "@" in urlsplit(value).netloc:
+            raise ValueError("opencode_url must not carry credentials; use password_env or password_file")
+        return value
+
+    def resolve_password(self) -> str | None:
+        """The server password: the file's first line, else the environment variable (unset: none)."""
+        return read_token(None, self.password_file, self.password_env, where="agent.opencode.password",
+                          env_required=False)
+
+    def resolve_db_path(self) -> Path:
+        if self.db_path:
+            return Path(self.db_path).expanduser()
+        data_home = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+        return Path(data_home) / "opencode" / "opencode.db"
 
 
 class SyntheticConfig(_Section):
@@ -98,7 +125,9 @@ class AgentConfig(_Section):
     codex: CodexConfig = Field(default_factory=CodexConfig)
     managed: list[ManagedConfig] = Field(default_factory=list)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    # `[agent.ingest]` is the section's old name, still read.
+    opencode: OpencodeConfig = Field(default_factory=OpencodeConfig,
+                                     validation_alias=AliasChoices("opencode", "ingest"))
 
     @field_validator("sources")
     @classmethod
@@ -106,6 +135,8 @@ class AgentConfig(_Section):
         for name in value:
             if name not in SOURCE_NAMES:
                 raise ValueError(f"unknown source {name!r} (known: {', '.join(SOURCE_NAMES)})")
+        if "opencode" in value and "ingest" in value:
+            raise ValueError("sources: 'ingest' is the old name of 'opencode'; list it once")
         return value
 
     @field_validator("listen")

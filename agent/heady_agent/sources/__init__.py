@@ -11,7 +11,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "codex": ("codex", "CodexSource"),
     "managed": ("managed", "ManagedSource"),
     "synthetic": ("synthetic", "SyntheticSource"),
-    "ingest": ("ingest", "IngestSource"),
+    "opencode": ("opencode", "OpencodeSource"),
+    "ingest": ("opencode", "OpencodeSource"),  # the old name of "opencode"
 }
 
 

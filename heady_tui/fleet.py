@@ -28,7 +28,9 @@ from heady_agent.protocol import (
 
 from .ledger import (
     TERMINAL_STATES,
+    UNPRICED,
     CallPricer,
+    PricedCall,
     SessionRecord,
     apply_call,
     apply_ended,
@@ -146,7 +148,8 @@ class Fleet:
         self.sessions: dict[tuple[str, str], SessionRecord] = {}
         # The same records per node, so per-node reads stay cheap with thousands of sessions.
         self._node_sessions: dict[str, dict[str, SessionRecord]] = {}
-        self.pricing = pricing  # only for a fleet fed without a store; the store prices the console's calls
+        # Only for a fleet fed events without a store; the store prices the console's calls.
+        self.pricing: CallPricer = pricing or UNPRICED
         self.version = 0
 
     # --- writes -----------------------------------------------------------------------
@@ -181,13 +184,18 @@ class Fleet:
         state.journal = hello.journal.id
         self.version += 1
 
-    def apply_frames(self, node_id: str, frames: Iterable[Metrics | Event]) -> None:
+    def apply_frames(self, node_id: str, frames: Iterable[Metrics | Event]) -> list[PricedCall]:
+        """Frames without a store (see apply_frame); returns the calls among them, priced."""
+        calls = []
         for frame in frames:
-            self.apply_frame(node_id, frame)
+            call = self.apply_frame(node_id, frame)
+            if call is not None:
+                calls.append(call)
+        return calls
 
-    def apply_frame(self, node_id: str, frame: Metrics | Event) -> Any:
+    def apply_frame(self, node_id: str, frame: Metrics | Event) -> PricedCall | None:
         """Apply one frame without a store: its node part, and an event with the ledger's rules.
-        Returns an event's data as validated (LlmCallData, ...), else None."""
+        Returns the call an llm.call event made, priced, else None."""
         state = self.apply_node_frame(node_id, frame)
         if isinstance(frame, Metrics):
             return None
@@ -238,7 +246,7 @@ class Fleet:
         state.queue.push(float(m.queue_depth))
         state.sample_ts.push(m.ts)
 
-    def _apply_event(self, state: NodeState, ev: Event) -> Any:
+    def _apply_event(self, state: NodeState, ev: Event) -> PricedCall | None:
         if ev.kind == "agent.notice" or ev.session is None:
             return None
         try:
@@ -254,11 +262,11 @@ class Fleet:
         elif isinstance(data, SessionEndedData):
             apply_ended(rec, ev.ts, data)
         elif isinstance(data, LlmCallData):
-            if self.pricing is None:
-                raise RuntimeError("a fleet fed llm.calls without a store needs a pricing table")
-            apply_call(rec, price_call(self.pricing, data, node=state.id, journal=ev.journal or "", seq=ev.seq,
-                                       session=ev.session, project=rec.project, ts=ev.ts))  # fmt: skip
-        return data
+            call = price_call(self.pricing, data, node=state.id, journal=ev.journal or "", seq=ev.seq, session=ev.session,
+                              project=rec.project, ts=ev.ts)  # fmt: skip
+            apply_call(rec, call)
+            return call
+        return None
 
     def _session(self, node_id: str, session_id: str) -> SessionRecord:
         key = (node_id, session_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Protocol
 
 from heady_agent.protocol import LlmCallData, SessionEndedData, SessionInfo, SessionStartedData, SessionStateData
@@ -24,6 +25,23 @@ class CallPricer(Protocol):
     def version(self) -> str: ...
 
     def cost(self, call: LlmCallData) -> tuple[float, bool]: ...
+
+
+class _Unpriced:
+    """No pricing table: every call costs 0 and is flagged (`heady costs reprice` prices them later)."""
+
+    version = "unpriced"
+
+    def cost(self, call: LlmCallData) -> tuple[float, bool]:
+        return 0.0, False
+
+
+UNPRICED = _Unpriced()
+
+
+def day_of(ts: float) -> str:
+    """The UTC day of a moment, as costs are grouped."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)

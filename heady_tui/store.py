@@ -34,10 +34,9 @@ from heady_agent.protocol import (
     parse_event_data,
 )
 
-from .config import CostConfig
-from .engine.cost import PricingTable, day_of
 from .ledger import (
     TERMINAL_STATES,
+    UNPRICED,
     CallPricer,
     PricedCall,
     SessionRecord,
@@ -46,6 +45,7 @@ from .ledger import (
     apply_snapshot,
     apply_started,
     apply_state,
+    day_of,
     price_call,
 )
 
@@ -264,7 +264,6 @@ class IngestResult:
     top: int  # the highest seq now stored for the stream: what the console may ack
     sessions: list[SessionRecord]  # the ledger rows this batch changed, as committed
     calls: list[PricedCall]  # the calls this batch stored, priced
-    data: dict[int, Any]  # seq -> an event's validated data (LlmCallData, ...), for events stored now
     bad_events: int  # events stored whose data did not validate: in no session
 
 
@@ -339,12 +338,21 @@ def _call_from_row(journal: str, seq: int, row: Sequence[Any]) -> PricedCall:
 
 
 class Store:
-    def __init__(self, path: Path, db: aiosqlite.Connection, *, metric_rollup_s: int = 10, pricing: CallPricer | None = None) -> None:
+    """`db` is the one writer connection (autocommit; `transaction()` serialises writes). Reads go
+    through `read()` on a second, query-only connection: each read is its own snapshot of what is
+    committed, so it never sees rows of a transaction another task has open on the writer."""
+
+    def __init__(
+        self, path: Path, db: aiosqlite.Connection, reader: aiosqlite.Connection, *, metric_rollup_s: int = 10,
+        pricing: CallPricer | None = None,
+    ) -> None:  # fmt: skip
         self.path = path
         self.db = db
+        # Prices each llm.call as it is stored. The console passes its configured table; a store
+        # opened only to read (the CLI, reports) has none, and what it would ingest stays unpriced.
+        self.pricing: CallPricer = pricing or UNPRICED
+        self.reader = reader
         self.metric_rollup_s = metric_rollup_s
-        # Prices each llm.call as it is stored; the shipped table unless the console passes its configured one.
-        self.pricing: CallPricer = pricing or PricingTable.load(CostConfig())
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -356,25 +364,30 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{path.parent}: cannot create the data directory: {exc.strerror}") from None
+        opened: list[aiosqlite.Connection] = []
         try:
             db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
-        except sqlite3.Error as exc:
-            raise StoreError(_explain(path, exc)) from None
-        store = cls(path, db, metric_rollup_s=metric_rollup_s, pricing=pricing)
-        try:
+            opened.append(db)
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA temp_store = MEMORY")
+            reader = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
+            opened.append(reader)
+            await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            await reader.execute("PRAGMA query_only = ON")
+            store = cls(path, db, reader, metric_rollup_s=metric_rollup_s, pricing=pricing)
             await store.apply_migrations(CORE, CORE_MIGRATIONS)
         except (sqlite3.Error, StoreError) as exc:
-            await db.close()
+            for conn in opened:
+                await conn.close()
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(_explain(path, exc)) from None
         return store
 
     async def close(self) -> None:
+        await self.reader.close()
         await self.db.close()
 
     # --- transactions and migrations --------------------------------------------------
@@ -412,8 +425,9 @@ class Store:
         await self.db.execute(
             "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
         )
-        rows = await self.db.execute_fetchall("SELECT version FROM schema_versions WHERE component = ?", (component,))
-        return rows[0][0] if rows else 0
+        async with self.db.execute("SELECT version FROM schema_versions WHERE component = ?", (component,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def apply_migrations(self, component: str, migrations: Sequence[str]) -> int:
         """Run the migrations this database has not seen yet, each in its own transaction.
@@ -429,27 +443,18 @@ class Store:
             )
         for version in range(current + 1, len(migrations) + 1):
             try:
-                await self.db._execute(self._migrate_sync, component, version, migrations[version - 1])
+                async with self.transaction() as db:
+                    for statement in _split_sql(migrations[version - 1]):
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_versions VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                        (component, version),
+                    )
             except sqlite3.Error as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
                     raise StoreError(_explain(self.path, exc)) from None
                 raise StoreError(f"{self.path}: migration {component} v{version} failed: {exc}") from None
         return len(migrations)
-
-    def _migrate_sync(self, component: str, version: int, sql: str) -> None:
-        conn = self.db._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _split_sql(sql):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_versions VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (component, version),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # --- ingest -------------------------------------------------------------------------
 
@@ -465,96 +470,97 @@ class Store:
         this stream: what the console may ack.
         """
         batch = sorted(frames, key=lambda f: f.seq)
-        async with self._lock:
-            try:
-                return await self.db._execute(self._store_batch_sync, node, journal, batch)
-            except sqlite3.Error as exc:
-                raise StoreError(_explain(self.path, exc)) from None
-
-    def _store_batch_sync(self, node: str, journal: str, batch: list[Metrics | Event]) -> IngestResult:
-        conn = self.db._conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT id, last_seq FROM streams WHERE node = ? AND journal = ?", (node, journal)).fetchone()
-            if row is None:
-                first_ts = batch[0].ts if batch else 0.0
-                stream = conn.execute(
-                    "INSERT INTO streams (node, journal, first_seen, last_seq) VALUES (?, ?, ?, 0)",
-                    (node, journal, first_ts),
-                ).lastrowid
-                last = 0
+            async with self.transaction() as db:
+                return await self._store_batch_in(db, node, journal, batch)
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+
+    async def _store_batch_in(self, db: aiosqlite.Connection, node: str, journal: str, batch: list[Metrics | Event]) -> IngestResult:
+        async with db.execute("SELECT id, last_seq FROM streams WHERE node = ? AND journal = ?", (node, journal)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            first_ts = batch[0].ts if batch else 0.0
+            async with db.execute(
+                "INSERT INTO streams (node, journal, first_seen, last_seq) VALUES (?, ?, ?, 0)", (node, journal, first_ts),
+            ) as cur:  # fmt: skip
+                stream = cur.lastrowid
+            assert stream is not None  # an INSERT into a rowid table always has one
+            last = 0
+        else:
+            stream, last = row
+        metric_rows = []
+        event_rows = []
+        new_events: list[Event] = []
+        rollups: dict[int, list[float]] = {}
+        top = last
+        late: list[Metrics | Event] = []
+        for frame in batch:
+            if frame.seq <= top:
+                if frame.seq <= last:
+                    late.append(frame)
+                continue  # a repeat within this batch
+            top = frame.seq
+            if isinstance(frame, Metrics):
+                metric_rows.append(metrics_row(stream, frame))
+                self._roll_up(rollups, frame)
             else:
-                stream, last = row
-            metric_rows = []
-            event_rows = []
-            new_events: list[Event] = []
-            rollups: dict[int, list[float]] = {}
-            top = last
-            late: list[Metrics | Event] = []
-            for frame in batch:
-                if frame.seq <= top:
-                    if frame.seq <= last:
-                        late.append(frame)
-                    continue  # a repeat within this batch
-                top = frame.seq
-                if frame.type == "metrics":
-                    metric_rows.append(metrics_row(stream, frame))
+                event_rows.append(event_row(stream, frame))
+                new_events.append(frame)
+        stored = 0
+        if metric_rows:
+            stored += (await db.executemany(_METRICS_INSERT, metric_rows)).rowcount
+        if event_rows:
+            stored += (await db.executemany(_EVENTS_INSERT, event_rows)).rowcount
+        # At or below the stream's high-water mark: normally a replay of stored rows. One by one,
+        # so a row that really was missing is stored (and rolled up) rather than dropped.
+        for frame in late:
+            if isinstance(frame, Metrics):
+                inserted = (await db.execute(_METRICS_INSERT, metrics_row(stream, frame))).rowcount
+                if inserted:
                     self._roll_up(rollups, frame)
-                else:
-                    event_rows.append(event_row(stream, frame))
+            else:
+                inserted = (await db.execute(_EVENTS_INSERT, event_row(stream, frame))).rowcount
+                if inserted:
                     new_events.append(frame)
-            stored = 0
-            if metric_rows:
-                stored += conn.executemany(_METRICS_INSERT, metric_rows).rowcount
-            if event_rows:
-                stored += conn.executemany(_EVENTS_INSERT, event_rows).rowcount
-            # At or below the stream's high-water mark: normally a replay of stored rows. One by one,
-            # so a row that really was missing is stored (and rolled up) rather than dropped.
-            for frame in late:
-                if frame.type == "metrics":
-                    inserted = conn.execute(_METRICS_INSERT, metrics_row(stream, frame)).rowcount
-                    if inserted:
-                        self._roll_up(rollups, frame)
-                else:
-                    inserted = conn.execute(_EVENTS_INSERT, event_row(stream, frame)).rowcount
-                    if inserted:
-                        new_events.append(frame)
-                stored += inserted
-            if rollups:
-                conn.executemany(_ROLLUP_UPSERT, [(node, b, *agg) for b, agg in rollups.items()])
-            if top != last:
-                conn.execute("UPDATE streams SET last_seq = ? WHERE id = ?", (top, stream))
-            conn.execute(
-                "INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET journal = excluded.journal, seq = excluded.seq",
-                (node, journal, top),
-            )
-            new_events.sort(key=lambda ev: ev.seq)
-            result = self._ledger_sync(conn, node, journal, stream, new_events)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            stored += inserted
+        if rollups:
+            await db.executemany(_ROLLUP_UPSERT, [(node, b, *agg) for b, agg in rollups.items()])
+        if top != last:
+            await db.execute("UPDATE streams SET last_seq = ? WHERE id = ?", (top, stream))
+        await db.execute(
+            "INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET journal = excluded.journal, seq = excluded.seq",
+            (node, journal, top),
+        )
+        new_events.sort(key=lambda ev: ev.seq)
+        result = await self._ledger_in(db, node, journal, stream, new_events)
         result.stored, result.duplicates, result.top = stored, len(batch) - stored, top
         return result
 
-    def _load_sessions_sync(self, conn: sqlite3.Connection, node: str, ids: Iterable[str]) -> dict[str, SessionRecord]:
-        wanted = sorted(set(ids))
+    @staticmethod
+    async def _load_sessions_in(db: aiosqlite.Connection, node: str, ids: Iterable[str], where: str = "") -> dict[str, SessionRecord]:
+        """Ledger rows of one node: those named, and those matching `where` (SQL, no parameters)."""
         out: dict[str, SessionRecord] = {}
+        if where:
+            for row in await db.execute_fetchall(f"{_SESSION_SELECT} WHERE node = ? AND {where}", (node,)):
+                rec = _session_from_row(row)
+                out[rec.id] = rec
+        wanted = sorted(set(ids) - set(out))
         for start in range(0, len(wanted), 500):  # below SQLite's bound-parameter limit
             chunk = wanted[start : start + 500]
             sql = f"{_SESSION_SELECT} WHERE node = ? AND id IN ({','.join('?' * len(chunk))})"
-            for row in conn.execute(sql, (node, *chunk)):
+            for row in await db.execute_fetchall(sql, (node, *chunk)):
                 rec = _session_from_row(row)
                 out[rec.id] = rec
         return out
 
-    def _ledger_sync(self, conn: sqlite3.Connection, node: str, journal: str, stream: int, events: list[Event]) -> IngestResult:
+    async def _ledger_in(self, db: aiosqlite.Connection, node: str, journal: str, stream: int, events: list[Event]) -> IngestResult:
         """Apply newly stored events to the session ledger: validate, price calls, update sessions and daily costs."""
-        result = IngestResult(0, 0, 0, [], [], {}, 0)
+        result = IngestResult(0, 0, 0, [], [], 0)
         ids = [ev.session for ev in events if ev.session is not None and ev.kind != "agent.notice"]
         if not ids:
             return result
-        sessions = self._load_sessions_sync(conn, node, ids)
+        sessions = await self._load_sessions_in(db, node, ids)
         changed: dict[str, SessionRecord] = {}
         days: dict[tuple[str, str, str], list[float]] = {}
         call_rows = []
@@ -566,7 +572,6 @@ class Store:
             except FrameError:
                 result.bad_events += 1  # stored as received, counted, and in no session
                 continue
-            result.data[ev.seq] = data
             rec = sessions.get(ev.session)
             if rec is None:
                 rec = sessions[ev.session] = SessionRecord(node=node, id=ev.session)
@@ -588,28 +593,22 @@ class Store:
                 agg[1] += 0 if call.priced else 1
                 agg[2] += call.cost_usd
         if call_rows:
-            conn.executemany(_CALL_INSERT, call_rows)
-            conn.executemany(_COST_DAY_UPSERT, [(day, node, project, model, *agg) for (day, project, model), agg in days.items()])
-        conn.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed.values()])
+            await db.executemany(_CALL_INSERT, call_rows)
+            await db.executemany(_COST_DAY_UPSERT, [(day, node, project, model, *agg) for (day, project, model), agg in days.items()])
+        await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed.values()])
         result.sessions = list(changed.values())
         return result
 
     async def apply_sessions(self, node: str, infos: Sequence[SessionInfo], now: float) -> list[SessionRecord]:
         """The agent's list of its current sessions into the ledger (one transaction); returns the rows changed."""
-        async with self.transaction() as db:
-            listed = [info.id for info in infos]
-            terminal = ",".join("?" * len(TERMINAL_STATES))
-            rows = await db.execute_fetchall(
-                f"{_SESSION_SELECT} WHERE node = ? AND ended IS NULL AND state NOT IN ({terminal})", (node, *TERMINAL_STATES)
-            )
-            node_sessions = {rec.id: rec for rec in map(_session_from_row, rows)}
-            missing = [sid for sid in listed if sid not in node_sessions]
-            for start in range(0, len(missing), 500):
-                chunk = missing[start : start + 500]
-                more = await db.execute_fetchall(f"{_SESSION_SELECT} WHERE node = ? AND id IN ({','.join('?' * len(chunk))})", (node, *chunk))
-                node_sessions.update((rec.id, rec) for rec in map(_session_from_row, more))
-            changed = apply_snapshot(node_sessions, node, infos, now)
-            await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed])
+        live = f"ended IS NULL AND state NOT IN ({', '.join(repr(s) for s in TERMINAL_STATES)})"
+        try:
+            async with self.transaction() as db:
+                node_sessions = await self._load_sessions_in(db, node, [info.id for info in infos], where=live)
+                changed = apply_snapshot(node_sessions, node, infos, now)
+                await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed])
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from None
         return changed
 
     def _roll_up(self, rollups: dict[int, list[float]], m: Metrics) -> None:
@@ -666,21 +665,22 @@ class Store:
 
     # --- queries ------------------------------------------------------------------------
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one query on the reader: committed data only (see the class doc)."""
         try:
-            return list(await self.db.execute_fetchall(sql, params))
+            return list(await self.reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise StoreError(_explain(self.path, exc)) from None
 
     async def cursor(self, node: str) -> tuple[str, int] | None:
-        rows = await self._rows("SELECT journal, seq FROM cursors WHERE node = ?", (node,))
+        rows = await self.read("SELECT journal, seq FROM cursors WHERE node = ?", (node,))
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def cursors(self) -> dict[str, tuple[str, int]]:
-        return {n: (j, s) for n, j, s in await self._rows("SELECT node, journal, seq FROM cursors")}
+        return {n: (j, s) for n, j, s in await self.read("SELECT node, journal, seq FROM cursors")}
 
     async def nodes(self) -> list[dict[str, Any]]:
-        rows = await self._rows("SELECT id, hostname, info, simulated, first_seen, last_seen FROM nodes ORDER BY id")
+        rows = await self.read("SELECT id, hostname, info, simulated, first_seen, last_seen FROM nodes ORDER BY id")
         return [
             {"id": i, "hostname": h, "info": json.loads(info), "simulated": bool(s), "first_seen": f, "last_seen": last}
             for i, h, info, s, f, last in rows
@@ -721,7 +721,7 @@ class Store:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = await self._rows(sql, params)
+        rows = await self.read(sql, params)
         return [StoredEvent(n, j, seq, ts, k, sess, json.loads(d)) for n, j, seq, ts, k, sess, d in rows]
 
     async def calls(self, since: float | None = None, until: float | None = None, *, node: str | None = None) -> list[StoredEvent]:
@@ -730,7 +730,7 @@ class Store:
     async def metrics(self, node: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         sql = """SELECT m.ts, m.cpu, m.mem, m.load1, m.queue_depth, m.seq FROM metrics m JOIN streams s ON s.id = m.stream
                  WHERE s.node = ? AND m.ts >= ? AND m.ts < ? ORDER BY m.ts"""
-        rows = await self._rows(sql, (node, since if since is not None else float("-inf"), until if until is not None else float("inf")))
+        rows = await self.read(sql, (node, since if since is not None else float("-inf"), until if until is not None else float("inf")))
         return [{"ts": t, "cpu": c, "mem": m, "load1": lo, "queue_depth": q, "seq": s} for t, c, m, lo, q, s in rows]
 
     async def rollups(self, since: float | None = None, until: float | None = None, *, node: str | None = None) -> list[dict[str, Any]]:
@@ -744,7 +744,7 @@ class Store:
         return [
             {"node": nd, "bucket": b, "samples": n, "cpu_avg": cs / n, "cpu_max": cm, "mem_avg": ms / n, "mem_max": mm,
              "load_avg": ls / n, "load_max": lm, "queue_avg": qs / n, "queue_max": qm}  # fmt: skip
-            for nd, b, n, cs, cm, ms, mm, ls, lm, qs, qm in await self._rows(sql, params)
+            for nd, b, n, cs, cm, ms, mm, ls, lm, qs, qm in await self.read(sql, params)
         ]
 
     async def node_counts(self) -> list[NodeCount]:
@@ -758,7 +758,7 @@ class Store:
                s.last_seq
         FROM streams s ORDER BY s.node, s.id"""
         out = []
-        for node, journal, n_metrics, n_events, first, last in await self._rows(sql):
+        for node, journal, n_metrics, n_events, first, last in await self.read(sql):
             frames = n_metrics + n_events
             span = last - first + 1 if frames else 0
             out.append(NodeCount(node, journal, first if frames else 0, last, frames, n_events, max(0, span - frames)))
@@ -769,7 +769,7 @@ class Store:
         sql = """SELECT seq FROM metrics WHERE stream = (SELECT id FROM streams WHERE node = ? AND journal = ?)
                  UNION ALL SELECT seq FROM events WHERE stream = (SELECT id FROM streams WHERE node = ? AND journal = ?)
                  ORDER BY seq"""
-        return [r[0] for r in await self._rows(sql, (node, journal, node, journal))]
+        return [r[0] for r in await self.read(sql, (node, journal, node, journal))]
 
     # --- the session ledger ---------------------------------------------------------------
 
@@ -793,10 +793,10 @@ class Store:
             where.append("coalesce(first_activity, last_activity) < ?")
             params.append(until)
         sql = _SESSION_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY last_activity, node, id"
-        return [_session_from_row(row) for row in await self._rows(sql, params)]
+        return [_session_from_row(row) for row in await self.read(sql, params)]
 
     async def session(self, node: str, session_id: str) -> SessionRecord | None:
-        rows = await self._rows(f"{_SESSION_SELECT} WHERE node = ? AND id = ?", (node, session_id))
+        rows = await self.read(f"{_SESSION_SELECT} WHERE node = ? AND id = ?", (node, session_id))
         return _session_from_row(rows[0]) if rows else None
 
     async def priced_calls(
@@ -813,12 +813,12 @@ class Store:
             params.append(session)
         columns = ", ".join(f"c.{c.strip()}" for c in _CALL_COLUMNS.split(","))
         sql = f"SELECT s.journal, c.seq, {columns} FROM calls c JOIN streams s ON s.id = c.stream WHERE {' AND '.join(where)} ORDER BY c.ts, c.node, c.seq"
-        return [_call_from_row(row[0], row[1], row[2:]) for row in await self._rows(sql, params)]
+        return [_call_from_row(row[0], row[1], row[2:]) for row in await self.read(sql, params)]
 
     async def cost_days(self, since_day: str = "", until_day: str = "\uffff") -> list[CostDay]:
         """Daily cost rollups (UTC days) in [since_day, until_day)."""
         sql = "SELECT day, node, project, model, calls, unpriced_calls, cost_usd FROM cost_days WHERE day >= ? AND day < ? ORDER BY day, node, project, model"
-        return [CostDay(d, n, p or None, m, c, u, usd) for d, n, p, m, c, u, usd in await self._rows(sql, (since_day, until_day))]
+        return [CostDay(d, n, p or None, m, c, u, usd) for d, n, p, m, c, u, usd in await self.read(sql, (since_day, until_day))]
 
     async def ingest_errors(self, limit: int = 100, node: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT ts, node, code, message FROM ingest_errors"
@@ -828,7 +828,7 @@ class Store:
             params.append(node)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [{"ts": t, "node": n, "code": c, "message": m} for t, n, c, m in await self._rows(sql, params)]
+        return [{"ts": t, "node": n, "code": c, "message": m} for t, n, c, m in await self.read(sql, params)]
 
 
 def _call_values(call: PricedCall) -> tuple[Any, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -232,7 +232,7 @@ class Supervisor:
 
         return unsubscribe
 
-    def publish(self, name: str, **details: Any) -> HeadyEvent:
+    def publish(self, name: str, **details: object) -> HeadyEvent:
         event = HeadyEvent(name, self.clock.now(), details)
         for callback in list(self._subscribers):
             try:
@@ -257,7 +257,7 @@ class Supervisor:
     # --- commands in --------------------------------------------------------------------
 
     async def command(
-        self, node: str, action: str, target: str | None = None, args: dict[str, Any] | None = None,
+        self, node: str, action: str, target: str | None = None, args: Mapping[str, object] | None = None,
         *, timeout: float | None = None,
     ) -> Result:  # fmt: skip
         link = self.links.get(node)
@@ -265,7 +265,15 @@ class Supervisor:
             return Result(id="-", ok=False, error="unknown_node", detail={"message": f"no node named {node!r}"})
         if action not in ACTIONS:
             return Result(id="-", ok=False, error="unknown_action", detail={"message": f"unknown action {action!r}"})
-        return await link.send_command(action, target, args, timeout)
+        return await link.send_command(action, target, dict(args) if args is not None else None, timeout)
+
+    async def reconnect(self, node: str) -> None:
+        """Drop a node's link that is not online and dial again at once (no backoff wait)."""
+        link = self.links.get(node)
+        if link is not None and link.status != "online":
+            link.backoff.reset()
+            await link.stop()
+            link.start()
 
     def focus(self, node: str, on: bool) -> None:
         link = self.links.get(node)
@@ -308,6 +316,11 @@ class Supervisor:
         counts.duplicates += result.duplicates
         if result.sessions or result.bad_events:
             self.fleet.apply_ledger(result.sessions, bad_events={node: result.bad_events} if result.bad_events else None)
+        if self.brain is not None:
+            try:
+                self.brain.on_calls(result.calls)
+            except Exception:
+                log.exception("the brain failed on calls from %s", node)
         key = (node, journal)
         applied = self._applied.get(key, 0)
         fresh = [f for f in frames if f.seq > applied]
@@ -316,14 +329,13 @@ class Supervisor:
             brain = self.brain
             for frame in fresh:
                 # The frame is stored; a failure to show or judge it is logged, never a reason to refetch it.
-                data = result.data.get(frame.seq) if isinstance(frame, Event) else None  # validated by the store
                 try:
                     self.fleet.apply_node_frame(node, frame)
                 except Exception:
                     log.exception("the fleet could not apply a frame from %s (seq %d)", node, frame.seq)
                 if brain is not None:
                     try:
-                        brain.on_frame(node, frame, data)
+                        brain.on_frame(node, frame)
                     except Exception:
                         log.exception("the brain failed on a frame from %s (seq %d)", node, frame.seq)
             self.changed()

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from heady_tui.commands._engine_store import StoreError, with_records
-from heady_tui.engine.consent import grantor
+from heady_tui.operator import RecordsOperator
 
 
 def run(args: Any) -> int:
@@ -15,7 +15,7 @@ def run(args: Any) -> int:
         if args.node and known and args.node not in known:
             print(f"heady: error: no node named {args.node!r} in the config (known: {', '.join(sorted(known))})", file=sys.stderr)
             return 1
-        await records.notify_deploy(clock.now(), args.node, "cli", grantor())
+        await RecordsOperator(records, config, clock).notify_deploy(args.node)
         print(f"deploy noted for {args.node or 'all nodes'}; the healing loop runs a full cycle at its next tick")
         return 0
 

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from heady_tui.commands._engine_store import StoreError, with_records
-from heady_tui.engine.consent import ConsentError, grantor, new_grant
+from heady_tui.engine.consent import ConsentError
+from heady_tui.operator import RecordsOperator
 
 
 def _when(ts: float | None) -> str:
@@ -44,9 +45,7 @@ def _list(args: Any) -> Any:
 
 def _grant(args: Any) -> Any:
     async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
-        now = clock.now()
-        g = new_grant(args.scope, now=now, config=config.consent, reason=args.reason, by=grantor())
-        await records.add_grant(g, actor=g.grantor, now=now)
+        g = await RecordsOperator(records, config, clock).grant(args.scope, args.reason)
         print(f"granted {g.id} ({g.scope}, expires {_when(g.expires)}) by {g.grantor}")
         return 0
 
@@ -55,7 +54,7 @@ def _grant(args: Any) -> Any:
 
 def _revoke(args: Any) -> Any:
     async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
-        g = await records.revoke_grant(args.id, actor=grantor(), now=clock.now())
+        g = await RecordsOperator(records, config, clock).revoke_grant(args.id)
         print(f"revoked {g.id} ({g.scope})")
         return 0
 

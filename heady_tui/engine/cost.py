@@ -20,7 +20,7 @@ from typing import Any
 from heady_agent.config import ConfigError
 from heady_agent.protocol import LlmCallData
 from heady_tui.config import CostConfig
-from heady_tui.ledger import cache_write_split
+from heady_tui.ledger import cache_write_split, day_of
 
 PRICING_RESOURCE = "pricing-2026-11-01.json"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -153,10 +153,6 @@ def _model_price(key: str, p: dict[str, Any]) -> ModelPrice:
         cache_read=float(p.get("cache_read", base_in)),
         long_context={k: float(v) for k, v in p["long_context"].items()} if p.get("long_context") else None,
     )
-
-
-def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def month_of(ts: float) -> str:
@@ -365,6 +361,10 @@ class CostTracker:
                     node, _, session = key.partition("/")
                     over.append(BurnNotice("session", node, session, rate, self.max_session_burn_usd_per_h))
         return sorted(over, key=lambda n: -n.rate_usd_per_h)
+
+    def over_burn(self, now: float) -> list[BurnNotice]:
+        """Sessions and the fleet over their $/h limit now, fastest first."""
+        return self._over(self._rates(now))
 
     def burn_notices(self, now: float) -> list[BurnNotice]:
         """Sessions and the fleet that went over their $/h limit since the last call: once per crossing."""

@@ -33,6 +33,7 @@ from heady_agent.config import ConfigError
 
 from ..config import Config, Paths
 from ..events import HeadyEvent
+from ..operator import ConsoleOperator
 from ..providers import fetch_provider_costs
 from ..report import ReportError, export_report, parse_time
 from ..store import Store
@@ -145,6 +146,7 @@ class HeadyApp(App[int]):
         # The app starts and stops the supervisor unless its caller owns it (tests, benchmarks).
         self.manage_supervisor = manage_supervisor
         self.reader = FleetReader(supervisor, config)
+        self.operator = ConsoleOperator(supervisor, "ui")  # every action the operator takes goes through it
         self.frozen = False
         self.ascii_only = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8"
         self.compact = True
@@ -374,7 +376,7 @@ class HeadyApp(App[int]):
 
     async def _decided(self, request_id: str, decision: str) -> None:
         try:
-            await self.supervisor.brain.decide_consent(request_id, decision)
+            await self.operator.decide_consent(request_id, decision)
         except Exception as exc:  # the decision did not take: say so, the request stays pending
             self._consent_seen.discard(request_id)
             self.notify(f"consent {decision} failed: {exc}", severity="error", markup=False)
@@ -553,7 +555,11 @@ class HeadyApp(App[int]):
         if self.read_only:
             self.notify("read-only console: nothing was sent", severity="warning")
             return False
-        result = await self.supervisor.command(node, action, target, args or {})
+        try:
+            result = await self.operator.command(node, action, target, args)
+        except ValueError as exc:  # the console is still starting, or not an operator action
+            self.notify(str(exc), severity="error", markup=False)
+            return False
         self.command_results.append((node, action, target, result))
         what = f"{action} {target or node}"
         for log in self._event_logs():

@@ -219,7 +219,16 @@ class CostSummary:
     pricing_date: str
 
 
-FLEET = ""  # the burn-rate key of the whole fleet
+SessionKey = tuple[str, str]  # (node, session id; "-" for calls outside a session)
+
+
+@dataclass(frozen=True)
+class BurnRates:
+    """$/h now: per session with calls in the window, per node, and the fleet's."""
+
+    fleet: float
+    by_node: dict[str, float]
+    by_session: dict[SessionKey, float]
 
 
 @dataclass
@@ -245,13 +254,13 @@ class CostTracker:
     unknown_models: set[str] = field(default_factory=set)
     calls: int = 0
     notices_sent: set[tuple[str, str, int]] = field(default_factory=set)
-    # The burn window: (ts, node, session key, usd) oldest first, with running sums per key so a
-    # rate is not a rescan of the window. Keys: FLEET, a node, or "node/session".
-    _recent: deque[tuple[float, str, str, float]] = field(default_factory=deque)
-    _window_usd: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    _window_calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    _first_seen: dict[str, float] = field(default_factory=dict)  # a key's first activity: how long it has burnt
-    _burning: set[str] = field(default_factory=set)  # keys over their limit, noticed once per crossing
+    # The burn window: (ts, "node/session", usd) oldest first, with running sums per session so a
+    # rate is not a rescan of the window.
+    _recent: deque[tuple[float, SessionKey, float]] = field(default_factory=deque)
+    _window_usd: dict[SessionKey, float] = field(default_factory=lambda: defaultdict(float))
+    _window_calls: dict[SessionKey, int] = field(default_factory=lambda: defaultdict(int))
+    _first_seen: dict[SessionKey, float] = field(default_factory=dict)  # a session's first activity: how long it has burnt
+    _burning: set[str] = field(default_factory=set)  # subjects over their limit, noticed once per crossing
     # The UTC day that holds the last call added, with its day and month keys: formatting a date
     # for every call cost more than the rest of the bookkeeping.
     _day_span: tuple[float, float, str, str] = (0.0, 0.0, "", "")
@@ -284,20 +293,19 @@ class CostTracker:
 
     def add_session(self, node: str, session: str, cost_usd: float, first_activity: float | None) -> None:
         """A stored session's cost so far and when it began (its burn rate counts from then)."""
-        key = f"{node}/{session}"
-        self.by_session[key] = cost_usd
+        self.by_session[f"{node}/{session}"] = cost_usd
         if first_activity is not None:
-            for k in (key, node, FLEET):
-                self._first_seen[k] = min(self._first_seen.get(k, first_activity), first_activity)
+            key = (node, session)
+            self._first_seen[key] = min(self._first_seen.get(key, first_activity), first_activity)
 
     def add_recent(self, *, ts: float, node: str, session: str | None, cost_usd: float) -> None:
         """A call inside the burn window (its totals already counted)."""
-        self._recent.append((ts, node, f"{node}/{session or '-'}", cost_usd))
-        for key in (FLEET, node, f"{node}/{session or '-'}"):
-            self._window_usd[key] += cost_usd
-            self._window_calls[key] += 1
-            if key not in self._first_seen or ts < self._first_seen[key]:
-                self._first_seen[key] = ts
+        key = (node, session or "-")
+        self._recent.append((ts, key, cost_usd))
+        self._window_usd[key] += cost_usd
+        self._window_calls[key] += 1
+        if key not in self._first_seen or ts < self._first_seen[key]:
+            self._first_seen[key] = ts
 
     def add(self, *, ts: float, node: str, session: str | None, project: str | None, model: str, cost_usd: float, known: bool) -> None:
         """A call just stored: its totals and the burn window."""
@@ -311,36 +319,37 @@ class CostTracker:
         recent = self._recent
         cutoff = now - self.burn_window_s
         while recent and recent[0][0] < cutoff:
-            _, node, session_key, usd = recent.popleft()
-            for key in (FLEET, node, session_key):
-                self._window_calls[key] -= 1
-                if self._window_calls[key]:
-                    self._window_usd[key] -= usd
-                else:  # no float drift carried over from calls long gone
-                    del self._window_calls[key], self._window_usd[key]
+            _, key, usd = recent.popleft()
+            self._window_calls[key] -= 1
+            if self._window_calls[key]:
+                self._window_usd[key] -= usd
+            else:  # no float drift carried over from calls long gone
+                del self._window_calls[key], self._window_usd[key]
 
-    def _rates(self, now: float) -> dict[str, float]:
-        """$/h per key with calls in the window: spend in the window over the time the key has been
-        burning within it (at least MIN_BURN_SPAN_S), so a session that began a minute ago is not
-        averaged over ten."""
+    def rates(self, now: float) -> BurnRates:
+        """$/h per session, node and fleet. A session's rate is its spend in the window over the time
+        it has been burning within it (at least MIN_BURN_SPAN_S), so a session that began a minute
+        ago is not averaged over the whole window; a node's and the fleet's are their sessions' sums.
+        """
         self._expire(now)
         spent = dict(self._window_usd)
         # Calls stamped after `now` (a node's clock ahead) are not burnt yet; they arrive last.
-        for ts, node, session_key, usd in reversed(self._recent):
+        for ts, key, usd in reversed(self._recent):
             if ts <= now:
                 break
-            for key in (FLEET, node, session_key):
-                spent[key] -= usd
-        rates = {}
+            spent[key] -= usd
+        by_session: dict[SessionKey, float] = {}
+        by_node: dict[str, float] = {}
         for key, usd in spent.items():
             began = self._first_seen.get(key, now - self.burn_window_s)
             span = min(self.burn_window_s, max(MIN_BURN_SPAN_S, now - began))
-            rates[key] = max(0.0, usd) * 3600.0 / span
-        return rates
+            rate = by_session[key] = max(0.0, usd) * 3600.0 / span
+            by_node[key[0]] = by_node.get(key[0], 0.0) + rate
+        return BurnRates(sum(by_session.values()), by_node, by_session)
 
     def burn_rate(self, now: float) -> float:
-        """The fleet's $/h over the burn window."""
-        return self._rates(now).get(FLEET, 0.0)
+        """The fleet's $/h."""
+        return self.rates(now).fleet
 
     def projected_today(self, now: float) -> float:
         """Today's spend plus the burn rate over the hours left in the UTC day."""
@@ -350,25 +359,23 @@ class CostTracker:
         day = day_of(now)
         return {node: usd for (d, node), usd in self.by_day_node.items() if d == day}
 
-    def _over(self, rates: dict[str, float]) -> list[BurnNotice]:
+    def _over(self, rates: BurnRates) -> list[BurnNotice]:
         over = []
-        fleet = rates.get(FLEET, 0.0)
-        if self.max_burn_usd_per_h is not None and fleet >= self.max_burn_usd_per_h:
-            over.append(BurnNotice("fleet", None, None, fleet, self.max_burn_usd_per_h))
+        if self.max_burn_usd_per_h is not None and rates.fleet >= self.max_burn_usd_per_h:
+            over.append(BurnNotice("fleet", None, None, rates.fleet, self.max_burn_usd_per_h))
         if self.max_session_burn_usd_per_h is not None:
-            for key, rate in rates.items():
-                if "/" in key and rate >= self.max_session_burn_usd_per_h:
-                    node, _, session = key.partition("/")
+            for (node, session), rate in rates.by_session.items():
+                if rate >= self.max_session_burn_usd_per_h:
                     over.append(BurnNotice("session", node, session, rate, self.max_session_burn_usd_per_h))
         return sorted(over, key=lambda n: -n.rate_usd_per_h)
 
     def over_burn(self, now: float) -> list[BurnNotice]:
         """Sessions and the fleet over their $/h limit now, fastest first."""
-        return self._over(self._rates(now))
+        return self._over(self.rates(now))
 
     def burn_notices(self, now: float) -> list[BurnNotice]:
         """Sessions and the fleet that went over their $/h limit since the last call: once per crossing."""
-        over = self._over(self._rates(now))
+        over = self._over(self.rates(now))
         keys = {n.subject for n in over}
         due = [n for n in over if n.subject not in self._burning]
         self._burning = keys
@@ -377,8 +384,8 @@ class CostTracker:
     def summary(self, now: float) -> CostSummary:
         today = self.by_day.get(day_of(now), 0.0)
         month = self.by_month.get(month_of(now), 0.0)
-        rates = self._rates(now)
-        burn = rates.get(FLEET, 0.0)
+        rates = self.rates(now)
+        burn = rates.fleet
         return CostSummary(
             today_usd=today,
             month_usd=month,
@@ -394,8 +401,8 @@ class CostTracker:
             by_day=dict(sorted(self.by_day.items())),
             by_session=dict(self.by_session),
             today_by_node=self.today_by_node(now),
-            burn_by_node={k: v for k, v in rates.items() if k and "/" not in k},
-            burn_by_session={k: v for k, v in rates.items() if "/" in k},
+            burn_by_node=rates.by_node,
+            burn_by_session={f"{node}/{session}": rate for (node, session), rate in rates.by_session.items()},
             over_burn=self._over(rates),
             unknown_models=sorted(self.unknown_models),
             calls=self.calls,

@@ -724,9 +724,6 @@ class Store:
         rows = await self.read(sql, params)
         return [StoredEvent(n, j, seq, ts, k, sess, json.loads(d)) for n, j, seq, ts, k, sess, d in rows]
 
-    async def calls(self, since: float | None = None, until: float | None = None, *, node: str | None = None) -> list[StoredEvent]:
-        return await self.events(since, until, kinds=("llm.call",), node=node)
-
     async def metrics(self, node: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         sql = """SELECT m.ts, m.cpu, m.mem, m.load1, m.queue_depth, m.seq FROM metrics m JOIN streams s ON s.id = m.stream
                  WHERE s.node = ? AND m.ts >= ? AND m.ts < ? ORDER BY m.ts"""

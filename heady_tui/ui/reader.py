@@ -171,7 +171,7 @@ class FleetReader:
                 (f"  burn {fmt.money(summary.burn_rate_usd_per_h)}/h over {fmt.duration(summary.burn_window_s)}",
                  "critical" if summary.over_burn else None),
             ],
-            [(f"projected end of day {fmt.money(summary.projected_today_usd)}", None)],
+            [(f"projected end of day {fmt.money(summary.projected_today_usd)}, of month {fmt.money(summary.projected_month_usd)}", None)],
             budget_line("day  ", summary.today_usd, summary.daily_budget_usd, bar_width, ascii_only),
             budget_line("month", summary.month_usd, summary.monthly_budget_usd, bar_width, ascii_only),
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Protocol
 
 from heady_agent.protocol import LlmCallData, SessionEndedData, SessionInfo, SessionStartedData, SessionStateData
@@ -41,7 +42,13 @@ UNPRICED = _Unpriced()
 
 def day_of(ts: float) -> str:
     """The UTC day of a moment, as costs are grouped."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    return _day_name(int(ts // 86400))  # UTC days are 86,400 s long in epoch time (no leap seconds)
+
+
+@lru_cache(maxsize=64)
+def _day_name(day: int) -> str:
+    # Formatting a date for every call stored cost more than pricing it.
+    return datetime.fromtimestamp(day * 86400, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from agentkit import wait_until
-from ledgerkit import TIMEOUT_S, demo_run, sessions_list_json
+from ledgerkit import TIMEOUT_S, demo_run, heady, sessions_list_json
 
 from heady_tui.config import Config
 from heady_tui.ledger import SessionRecord
@@ -93,3 +93,17 @@ async def test_the_fleet_total_and_cost_per_model_agree_between_the_brain_the_le
     assert f"**Total cost: {_usd(report.costs.total_usd)}**" in md
     for model, usd in report.costs.by_model.items():
         assert f"| {model} | {_usd(usd)} |" in md
+
+
+async def test_a_live_nodes_sessions_carry_the_ledgers_calls_and_cost(tmp_path: Path) -> None:
+    async with demo_run(tmp_path, scenario="calm") as sup:
+        busiest = max(sup.fleet.sessions.values(), key=lambda s: (s.calls, s.id))
+        seen = (busiest.calls, busiest.cost_usd)
+        link = sup.links["n1"].node
+        config = tmp_path / "live-config.toml"
+        config.write_text(f'[[nodes]]\nname = "n1"\nurl = "{link.url}"\ntoken = "{link.token}"\n')
+        code, out, err = await heady(tmp_path, "sessions", "list", "--json", "--config", str(config), "--data-dir", str(sup.paths.data_dir))
+        assert code == 0, err
+    row = {r["id"]: r for r in json.loads(out)}[busiest.id]
+    assert row["live"] is True
+    assert row["calls"] >= seen[0] > 0 and row["cost_usd"] >= round(seen[1], 6) > 0

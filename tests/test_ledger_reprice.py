@@ -81,3 +81,13 @@ async def test_reprice_writes_an_audit_entry_with_counts_and_old_and_new_totals(
     assert details["new_total_usd"] == pytest.approx(12 * repriced.new_price)
     code, _, err = await heady(tmp_path, "audit", "verify", "--config", str(config), "--data-dir", str(repriced.data_dir))
     assert code == 0, err
+
+
+async def test_a_bad_since_is_a_one_line_error_and_reprices_nothing(repriced: Repriced, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    code, out, err = await heady(tmp_path, "costs", "reprice", "--since", "last tuesday", "--config", str(config),
+                                 "--data-dir", str(repriced.data_dir))  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("heady: error: --since: not a duration or an ISO 8601 time")
+    code, out, _ = await heady(tmp_path, "audit", "log", "--json", "--config", str(config), "--data-dir", str(repriced.data_dir))
+    assert [json.loads(line)["action"] for line in out.splitlines()].count("costs.reprice") == 1  # the fixture's only

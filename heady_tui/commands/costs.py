@@ -9,6 +9,7 @@ figures after its next start.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from heady_agent.clock import SystemClock
 from heady_agent.config import ConfigError
 
+from ..cli import UsageError
 from ..config import Config, Paths
 from ..engine.consent import grantor
 from ..engine.cost import PricingTable
@@ -37,12 +39,19 @@ async def reprice(records: Records, config: Config, *, since: float | None, now:
     return details
 
 
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     clock = SystemClock()
+    now = clock.now()
+    try:
+        since = parse_time(args.since, now, option="--since") if args.since else None
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    database = Paths.resolve(args.config, args.data_dir).database
+    if not database.exists():
+        print(f"heady: error: no data yet: {database} does not exist (nothing to reprice)", file=sys.stderr)
+        return 1
 
     async def body(records: Records, config: Config, paths: Paths, _clock: SystemClock) -> int:
-        now = clock.now()
-        since = parse_time(args.since, now, option="--since") if args.since else None
         details = await reprice(records, config, since=since, now=now, actor=grantor())
         if args.json:
             print(json.dumps(details, sort_keys=True))
@@ -53,6 +62,6 @@ def run(args: Any) -> int:
 
     try:
         return with_records(args, body)
-    except (StoreError, ConfigError, ReportError) as exc:
+    except (StoreError, ConfigError) as exc:
         print(f"heady: error: {exc}", file=sys.stderr)
         return 1

@@ -121,7 +121,8 @@ async def run(args: argparse.Namespace) -> None:
                          tick_every=10, through_store=False)
         built = time.perf_counter() - built
         fleet = supervisor.fleet
-        print(f"fleet: {len(fleet.nodes)} nodes, {len(fleet.sessions)} sessions, {len(fleet.calls)} calls (built in {built:.1f}s)")
+        calls = sum(s.calls for s in fleet.sessions.values())
+        print(f"fleet: {len(fleet.nodes)} nodes, {len(fleet.sessions)} sessions, {calls} calls (built in {built:.1f}s)")
         app = HeadyApp(supervisor, config, manage_supervisor=False)
         try:
             async with app.run_test(size=SIZE) as pilot:

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     alog.add_argument("--limit", type=_positive_int, default=50)
     alog.add_argument("--json", action="store_true")
 
+    costs = sub.add_parser("costs", parents=[common], help="the stored calls' costs")
+    costverbs = costs.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    reprice = costverbs.add_parser("reprice", parents=[common], help="price stored calls again with the current pricing table (audited)")
+    reprice.add_argument("--since", default=None, help="24h, 7d, or an ISO 8601 time (default: every stored call)")
+    reprice.add_argument("--json", action="store_true", help="the outcome as JSON")
+
     perms = sub.add_parser("permissions", parents=[common], help="rebalancing permission grants")
     pverbs = perms.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
     plist = pverbs.add_parser("list", parents=[common], help="list grants")
@@ -152,6 +158,7 @@ _HANDLERS = {
     "sessions": "inventory",
     "report": "report",
     "audit": "audit",
+    "costs": "costs",
     "permissions": "permissions",
     "notify-deploy": "notify",
     "consent": "consent",

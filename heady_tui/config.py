@@ -156,6 +156,9 @@ class CostConfig(_Section):
     daily_budget_usd: float | None = Field(default=None, ge=0)
     monthly_budget_usd: float | None = Field(default=None, ge=0)
     pricing_file: str | None = None
+    burn_window_s: float = Field(default=600.0, gt=0, le=86400)  # the burn rate's sliding window
+    max_burn_usd_per_h: float | None = Field(default=None, gt=0)  # the fleet's; a budget.notice above it
+    max_session_burn_usd_per_h: float | None = Field(default=100.0, gt=0)  # one session's; None: no notice
     providers: ProviderCostConfig = Field(default_factory=ProviderCostConfig)
 
 

@@ -1,37 +1,51 @@
-"""The live model of the fleet: nodes, sessions, recent calls, metric rings. Pure: no I/O, no clock.
+"""The live model of the fleet: nodes, sessions, metric rings. Pure: no I/O, no clock.
 
-The supervisor feeds it stored frames in order; the UI, the brain and the reports read it.
+The supervisor feeds it stored frames in order, and the session ledger's rows as the store
+committed them (`apply_ledger`); the UI and the brain read it. A fleet without a store (the UI's
+sample fleet, unit tests) applies events itself with the ledger's rules (heady_tui/ledger.py).
 `Fleet.version` increases on every change so readers can skip unchanged refreshes.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
 from heady_agent.protocol import (
     Event,
     FrameError,
     Hello,
     LlmCallData,
     Metrics,
+    SessionEndedData,
     SessionInfo,
+    SessionStartedData,
+    SessionStateData,
     parse_event_data,
 )
 
-RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
-CALL_RING_SIZE = 100_000  # recent llm.calls kept for the detector's windows
-TERMINAL_STATES = ("completed", "error")
-# A session on a node that sent nothing for its timeout: not ended, but not known to be running.
-UNKNOWN_STATE = "unknown"
-NODE_OFFLINE_REASON = "node offline"
-# Nodes' streams interleave (a replay after a reconnect lands late), so the call ring is only nearly
-# in time order; a window scan looks this far past its start before it stops.
-ORDER_SLACK_S = 300.0
+from .ledger import (
+    TERMINAL_STATES,
+    UNPRICED,
+    CallPricer,
+    PricedCall,
+    NODE_OFFLINE_REASON,
+    UNKNOWN_STATE,
+    SessionRecord,
+    apply_call,
+    apply_ended,
+    apply_snapshot,
+    apply_started,
+    apply_state,
+    mark_unknown,
+    price_call,
+)
 
-Pricer = Callable[[LlmCallData], tuple[float, bool]]
+__all__ = ["RING_SIZE", "TERMINAL_STATES", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
+
+RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
 
 
 class Ring:
@@ -131,78 +145,16 @@ class NodeState:
         return self.metrics.queue_depth if self.metrics else 0
 
 
-@dataclass
-class SessionRecord:
-    node: str
-    id: str
-    source: str = ""
-    project: str | None = None
-    cwd: str | None = None
-    pid: int | None = None
-    model: str | None = None
-    title: str | None = None
-    state: str = "running"
-    state_reason: str | None = None
-    state_since: float = 0.0
-    started: float | None = None
-    ended: float | None = None
-    exit_code: int | None = None
-    managed: str | None = None
-    nice: int | None = None
-    calls: int = 0
-    errors: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_tokens: int = 0
-    cache_read_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_unknown: bool = False  # at least one call had no price
-    last_call_at: float | None = None
-    last_latency_ms: float | None = None
-    last_event_at: float = 0.0
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.node, self.id)
-
-    @property
-    def active(self) -> bool:
-        return self.ended is None and self.state not in TERMINAL_STATES
-
-    @property
-    def live(self) -> bool:
-        """Active and known to be so: what the console counts as live (not `unknown`)."""
-        return self.active and self.state != UNKNOWN_STATE
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_creation_tokens + self.cache_read_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    node: str
-    session: str | None
-    ts: float
-    provider: str
-    model: str
-    latency_ms: float | None
-    ok: bool
-    error: str | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    cost_known: bool
 
 
 class Fleet:
-    def __init__(self, pricer: Pricer | None = None, *, call_ring: int = CALL_RING_SIZE) -> None:
+    def __init__(self, pricing: CallPricer | None = None) -> None:
         self.nodes: dict[str, NodeState] = {}
         self.sessions: dict[tuple[str, str], SessionRecord] = {}
         # The same records per node, so per-node reads stay cheap with thousands of sessions.
         self._node_sessions: dict[str, dict[str, SessionRecord]] = {}
-        self.calls: deque[CallRecord] = deque(maxlen=call_ring)
-        self.pricer = pricer
+        # Only for a fleet fed events without a store; the store prices the console's calls.
+        self.pricing: CallPricer = pricing or UNPRICED
         self.version = 0
 
     # --- writes -----------------------------------------------------------------------
@@ -280,12 +232,7 @@ class Fleet:
         return changed
 
     def _sessions_unknown(self, node_id: str, now: float) -> None:
-        """A silent node's live sessions: their state can no longer be known (never `running`)."""
-        for rec in self._node_sessions.get(node_id, {}).values():
-            if rec.active and rec.state != UNKNOWN_STATE:
-                rec.state = UNKNOWN_STATE
-                rec.state_reason = NODE_OFFLINE_REASON
-                rec.state_since = now
+        mark_unknown(self._node_sessions.get(node_id, {}).values(), now)
 
     def apply_hello(self, node_id: str, hello: Hello) -> None:
         state = self.node(node_id)
@@ -303,13 +250,25 @@ class Fleet:
         state.journal = hello.journal.id
         self.version += 1
 
-    def apply_frames(self, node_id: str, frames: Iterable[Metrics | Event]) -> None:
+    def apply_frames(self, node_id: str, frames: Iterable[Metrics | Event]) -> list[PricedCall]:
+        """Frames without a store (see apply_frame); returns the calls among them, priced."""
+        calls = []
         for frame in frames:
-            self.apply_frame(node_id, frame)
+            call = self.apply_frame(node_id, frame)
+            if call is not None:
+                calls.append(call)
+        return calls
 
-    def apply_frame(self, node_id: str, frame: Metrics | Event) -> Any:
-        """Apply one frame; returns an event's data as validated (LlmCallData, ...), so later readers
-        of the same frame need not validate it again, else None."""
+    def apply_frame(self, node_id: str, frame: Metrics | Event) -> PricedCall | None:
+        """Apply one frame without a store: its node part, and an event with the ledger's rules.
+        Returns the call an llm.call event made, priced, else None."""
+        state = self.apply_node_frame(node_id, frame)
+        if isinstance(frame, Metrics):
+            return None
+        return self._apply_event(state, frame)
+
+    def apply_node_frame(self, node_id: str, frame: Metrics | Event) -> NodeState:
+        """A stored frame's part of its node: seq, journal and metrics (sessions come from the ledger)."""
         state = self.nodes.get(node_id) or self.node(node_id)
         if frame.seq > state.last_seq or (frame.journal and frame.journal != state.journal):
             state.last_seq = frame.seq
@@ -318,8 +277,16 @@ class Fleet:
         self.version += 1
         if isinstance(frame, Metrics):
             self._apply_metrics(state, frame)
-            return None
-        return self._apply_event(state, frame)
+        return state
+
+    def apply_ledger(self, sessions: Iterable[SessionRecord], *, bad_events: dict[str, int] | None = None) -> None:
+        """Session ledger rows as the store committed them: they replace the fleet's records."""
+        for rec in sessions:
+            self.sessions[rec.key] = rec
+            self._node_sessions.setdefault(rec.node, {})[rec.id] = rec
+        for node_id, count in (bad_events or {}).items():
+            self.node(node_id).bad_events += count
+        self.version += 1
 
     def _apply_metrics(self, state: NodeState, m: Metrics) -> None:
         load = (m.load[0], m.load[1], m.load[2])
@@ -345,7 +312,7 @@ class Fleet:
         state.queue.push(float(m.queue_depth))
         state.sample_ts.push(m.ts)
 
-    def _apply_event(self, state: NodeState, ev: Event) -> Any:
+    def _apply_event(self, state: NodeState, ev: Event) -> PricedCall | None:
         if ev.kind == "agent.notice" or ev.session is None:
             return None
         try:
@@ -354,69 +321,18 @@ class Fleet:
             state.bad_events += 1  # counted and shown per node; the rest of the stream goes on
             return None
         rec = self._session(state.id, ev.session)
-        rec.last_event_at = max(rec.last_event_at, ev.ts)
-        if ev.kind == "session.started":
-            rec.source = data.source
-            rec.project = data.project or rec.project
-            rec.cwd = data.cwd or rec.cwd
-            rec.pid = data.pid if data.pid is not None else rec.pid
-            rec.model = data.model or rec.model
-            rec.title = data.title or rec.title
-            rec.managed = data.managed or rec.managed
-            rec.started = ev.ts if rec.started is None else min(rec.started, ev.ts)
-        elif ev.kind == "session.state":
-            # Replays may deliver older states after a fresher sessions snapshot: time decides.
-            if ev.ts >= rec.state_since:
-                rec.state = data.state
-                rec.state_reason = data.reason
-                rec.state_since = ev.ts
-        elif ev.kind == "session.ended":
-            rec.ended = ev.ts
-            rec.exit_code = data.exit_code
-            if ev.ts >= rec.state_since:
-                rec.state = "error" if (data.exit_code or 0) != 0 else "completed"
-                rec.state_reason = data.reason
-                rec.state_since = ev.ts
-        elif ev.kind == "llm.call":
-            self._apply_call(state.id, rec, ev.ts, data)
-        return data
-
-    def _apply_call(self, node_id: str, rec: SessionRecord, ts: float, call: LlmCallData) -> None:
-        if call.cost_usd is not None:
-            cost, known = call.cost_usd, True
-        elif self.pricer is not None:
-            cost, known = self.pricer(call)
-        else:
-            cost, known = 0.0, False
-        rec.calls += 1
-        if not call.ok:
-            rec.errors += 1
-        rec.input_tokens += call.input_tokens
-        rec.output_tokens += call.output_tokens
-        rec.cache_creation_tokens += call.cache_creation_tokens
-        rec.cache_read_tokens += call.cache_read_tokens
-        rec.cost_usd += cost
-        rec.cost_unknown = rec.cost_unknown or not known
-        rec.model = rec.model or call.model
-        if rec.last_call_at is None or ts >= rec.last_call_at:
-            rec.last_call_at = ts
-            rec.last_latency_ms = call.latency_ms
-        self.calls.append(
-            CallRecord(
-                node=node_id,
-                session=rec.id,
-                ts=ts,
-                provider=call.provider,
-                model=call.model,
-                latency_ms=call.latency_ms,
-                ok=call.ok,
-                error=call.error,
-                input_tokens=call.input_tokens,
-                output_tokens=call.output_tokens,
-                cost_usd=cost,
-                cost_known=known,
-            )
-        )
+        if isinstance(data, SessionStartedData):
+            apply_started(rec, ev.ts, data)
+        elif isinstance(data, SessionStateData):
+            apply_state(rec, ev.ts, data)
+        elif isinstance(data, SessionEndedData):
+            apply_ended(rec, ev.ts, data)
+        elif isinstance(data, LlmCallData):
+            call = price_call(self.pricing, data, node=state.id, journal=ev.journal or "", seq=ev.seq, session=ev.session,
+                              project=rec.project, ts=ev.ts)  # fmt: skip
+            apply_call(rec, call)
+            return call
+        return None
 
     def _session(self, node_id: str, session_id: str) -> SessionRecord:
         key = (node_id, session_id)
@@ -427,51 +343,17 @@ class Fleet:
         return rec
 
     def apply_sessions(self, node_id: str, sessions: list[SessionInfo], now: float) -> None:
-        """The agent's list of current sessions: upsert them; the node's others are over."""
+        """The agent's list of current sessions, without a store (the ledger's rule)."""
         self.node(node_id)
-        current = set()
-        for info in sessions:
-            current.add(info.id)
-            rec = self._session(node_id, info.id)
-            rec.source = info.source
-            rec.project = info.project or rec.project
-            rec.cwd = info.cwd or rec.cwd
-            rec.pid = info.pid if info.pid is not None else rec.pid
-            rec.model = info.model or rec.model
-            rec.title = info.title or rec.title
-            rec.managed = info.managed or rec.managed
-            rec.nice = info.nice
-            if info.started is not None:
-                rec.started = info.started if rec.started is None else min(rec.started, info.started)
-            if rec.state != info.state:
-                rec.state = info.state
-                rec.state_reason = None  # the reason belonged to the state it replaces
-                rec.state_since = now
-            if info.state not in TERMINAL_STATES:
-                rec.ended = None
-        for sid, rec in self._node_sessions.get(node_id, {}).items():
-            if sid not in current and rec.active:
-                rec.state = "completed"
-                rec.state_reason = "no longer reported by the agent"
-                rec.state_since = now
-                rec.ended = now
+        node_sessions = self._node_sessions.setdefault(node_id, {})
+        for rec in apply_snapshot(node_sessions, node_id, sessions, now):
+            self.sessions[rec.key] = rec
         self.version += 1
 
     # --- reads ------------------------------------------------------------------------
 
     def online_nodes(self) -> list[NodeState]:
         return [n for n in self.nodes.values() if n.status == "online"]
-
-    def calls_since(self, ts: float) -> list[CallRecord]:
-        """Calls with a timestamp at or after ts, oldest first (calls arrive nearly in order)."""
-        out: list[CallRecord] = []
-        for call in reversed(self.calls):
-            if call.ts >= ts:
-                out.append(call)
-            elif call.ts < ts - ORDER_SLACK_S:
-                break
-        out.reverse()
-        return out
 
     def node_sessions(self, node_id: str) -> Iterator[SessionRecord]:
         return iter(list(self._node_sessions.get(node_id, {}).values()))

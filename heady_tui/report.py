@@ -12,17 +12,15 @@ import html
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from heady_agent.protocol import LlmCallData
-
 from .config import Config, Paths
-from .engine.cost import PricingTable, day_of
+from .ledger import SessionRecord, day_of
 from .engine.detector import CallSample, NodeSample, compute_metrics
 from .events import iso_utc
 from .providers import fetch_provider_costs, reconcile_by_day
@@ -60,16 +58,26 @@ class NodeRow(_Model):
 
 
 class SessionRow(_Model):
+    """One session as the session ledger holds it (its whole life, also outside the range)."""
+
     id: str
     node: str
     source: str | None
     project: str | None
+    title: str | None = None
     model: str | None
     state: str
+    reason: str | None = None  # why it is in that state (an ended session: killed, exit, ...)
     calls: int
-    input_tokens: int
+    failed_calls: int = 0
+    input_tokens: int  # uncached input only
     output_tokens: int
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    reasoning_tokens: int = 0
     cost_usd: float
+    reported_cost_usd: float | None = None  # what the agent said it cost, when it says
 
 
 class ReconciledDay(_Model):
@@ -189,13 +197,22 @@ async def _nodes(store: Store) -> tuple[list[NodeRow], bool]:
     return rows, any(row["simulated"] for row in known.values())
 
 
-async def _sessions_and_costs(store: Store, pricing: PricingTable, since: float, until: float) -> tuple[list[SessionRow], Costs, list[tuple[float, float]], list[CallSample]]:
-    kinds = ("session.started", "session.state", "llm.call", "session.ended")
-    in_range = await store.events(since, until, kinds=kinds)
-    active = {(ev.node, ev.session) for ev in in_range if ev.session}
-    # A session that started before the range but worked inside it still needs its source and project.
-    started = {(ev.node, ev.session): ev.data for ev in await store.events(None, until, kinds=("session.started",)) if (ev.node, ev.session) in active}
-    sessions: dict[tuple[str, str], dict[str, Any]] = {}
+def session_row(rec: SessionRecord) -> SessionRow:
+    return SessionRow(
+        id=rec.id, node=rec.node, source=rec.source or None, project=rec.project, title=rec.title, model=rec.model,
+        state=rec.state, reason=rec.state_reason, calls=rec.calls, failed_calls=rec.failed_calls,
+        input_tokens=rec.input_tokens, output_tokens=rec.output_tokens, cache_write_5m_tokens=rec.cache_write_5m_tokens,
+        cache_write_1h_tokens=rec.cache_write_1h_tokens, cache_read_tokens=rec.cache_read_tokens,
+        reasoning_tokens=rec.reasoning_tokens, cost_usd=_round(rec.cost_usd),
+        reported_cost_usd=_round(rec.reported_cost_usd) if rec.reported_cost_usd is not None else None,
+    )  # fmt: skip
+
+
+async def _sessions_and_costs(store: Store, since: float, until: float) -> tuple[list[SessionRow], Costs, list[tuple[float, float]], list[CallSample]]:
+    """Sessions active in the range from the session ledger; costs from the calls stored in the
+    range, each at the price it was stored with."""
+    rows = [session_row(rec) for rec in await store.sessions(active_since=since, until=until)]
+    rows.sort(key=lambda r: (-r.cost_usd, r.node, r.id))
     by_model: dict[str, float] = defaultdict(float)
     by_node: dict[str, float] = defaultdict(float)
     by_project: dict[str, float] = defaultdict(float)
@@ -204,42 +221,16 @@ async def _sessions_and_costs(store: Store, pricing: PricingTable, since: float,
     cumulative: list[tuple[float, float]] = []
     calls: list[CallSample] = []
     total = 0.0
-    for ev in in_range:
-        if not ev.session:
-            continue
-        key = (ev.node, ev.session)
-        info = started.get(key, {})
-        row = sessions.setdefault(
-            key,
-            {"id": ev.session, "node": ev.node, "source": info.get("source"), "project": info.get("project"), "model": info.get("model"),
-             "state": "running", "calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0},
-        )  # fmt: skip
-        if ev.kind == "session.state":
-            row["state"] = ev.data.get("state", row["state"])
-        elif ev.kind == "session.ended":
-            row["state"] = "completed"
-        elif ev.kind == "llm.call":
-            try:
-                call = LlmCallData.model_validate(ev.data)
-            except ValueError:
-                continue  # stored by an older agent with another shape: counted nowhere rather than guessed
-            cost, known = pricing.cost(call)
-            if not known:
-                unknown.add(call.model)
-            row["calls"] += 1
-            row["input_tokens"] += call.input_tokens + call.cache_creation_tokens + call.cache_read_tokens
-            row["output_tokens"] += call.output_tokens
-            row["cost_usd"] += cost
-            row["model"] = call.model
-            by_model[call.model] += cost
-            by_node[ev.node] += cost
-            by_project[row["project"] or "(none)"] += cost
-            by_day[day_of(ev.ts)] += cost
-            total += cost
-            cumulative.append((ev.ts, total))
-            calls.append(CallSample(ev.ts, call.latency_ms, call.ok))
-    rows = [SessionRow(**{**r, "cost_usd": _round(r["cost_usd"])}) for r in sessions.values()]
-    rows.sort(key=lambda r: (-r.cost_usd, r.node, r.id))
+    for call in await store.priced_calls(since, until):
+        if not call.priced:
+            unknown.add(call.model)
+        by_model[call.model] += call.cost_usd
+        by_node[call.node] += call.cost_usd
+        by_project[call.project or "(none)"] += call.cost_usd
+        by_day[day_of(call.ts)] += call.cost_usd
+        total += call.cost_usd
+        cumulative.append((call.ts, total))
+        calls.append(CallSample(call.ts, call.latency_ms, call.ok))
     costs = Costs(
         total_usd=_round(total),
         by_model=_sorted_money(by_model),
@@ -279,11 +270,11 @@ async def _series(store: Store, config: Config, since: float, until: float, call
         t = start + step
         while t <= end + step:
             samples = []
-            for node, rows in per_node.items():
+            for node, node_rows in per_node.items():
                 i = bisect.bisect_right(buckets[node], t) - 1
                 fresh = i >= 0 and t - buckets[node][i] <= 2 * step
-                row = rows[i] if i >= 0 else None
-                samples.append(NodeSample(node, fresh, row["load_avg"] if row and fresh else None, cpu_counts.get(node, 1), int(row["queue_avg"]) if row and fresh else 0, buckets[node][i] if i >= 0 else None))
+                bucket = node_rows[i] if i >= 0 else None
+                samples.append(NodeSample(node, fresh, bucket["load_avg"] if bucket and fresh else None, cpu_counts.get(node, 1), int(bucket["queue_avg"]) if bucket and fresh else 0, buckets[node][i] if i >= 0 else None))
             recent = calls[bisect.bisect_right(call_ts, t - window) : bisect.bisect_right(call_ts, t)]
             values = compute_metrics(samples, recent, now=t, window_s=window, min_calls=config.detector.min_calls)
             for name, value in values.items():
@@ -305,8 +296,7 @@ async def gather_report(
     """Everything the report shows for [since, until), read from the store and the engines' records;
     with `ask_providers`, also what the configured providers billed (network, up to their timeouts)."""
     nodes, stored_simulated = await _nodes(store)
-    pricing = PricingTable.load(config.cost)
-    sessions, costs, cumulative, calls = await _sessions_and_costs(store, pricing, since, until)
+    sessions, costs, cumulative, calls = await _sessions_and_costs(store, since, until)
     providers = config.cost.providers
     if ask_providers and (providers.anthropic_admin_key_env or providers.openai_admin_key_env):
         billed = await fetch_provider_costs(providers, since, until, now=lambda: now)
@@ -406,6 +396,11 @@ def _num(value: float | None) -> str:
     return f"{int(value):,}"
 
 
+def session_state(s: SessionRow) -> str:
+    """A session's state as every screen writes it: `error (killed)`."""
+    return f"{s.state} ({s.reason})" if s.reason else s.state
+
+
 def _timeline(report: ReportData) -> list[tuple[str, str, str]]:
     """(at, kind, what) for every level change, consent, rebalance, healing cycle and policy action."""
     items: list[tuple[str, str, str]] = []
@@ -436,8 +431,11 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
     out: list[tuple[str, list[str], list[list[str]]]] = [
         ("Nodes", ["node", "hostname", "journal", "last seq", "events", "gaps"],
          [[n.id, n.hostname, n.journal, str(n.last_seq), str(n.events), str(n.gaps)] for n in report.nodes]),
-        ("Sessions", ["session", "node", "source", "project", "model", "state", "calls", "input tokens", "output tokens", "cost"],
-         [[s.id, s.node, s.source or "-", s.project or "-", s.model or "-", s.state, str(s.calls), f"{s.input_tokens:,}", f"{s.output_tokens:,}", _usd(s.cost_usd)] for s in report.sessions]),
+        ("Sessions", ["session", "node", "source", "project", "model", "state", "calls", "input tokens", "output tokens",
+                      "cache write", "cache read", "cost"],
+         [[s.id, s.node, s.source or "-", s.project or "-", s.model or "-", session_state(s), f"{s.calls:,}",
+           f"{s.input_tokens:,}", f"{s.output_tokens:,}", f"{s.cache_write_5m_tokens + s.cache_write_1h_tokens:,}",
+           f"{s.cache_read_tokens:,}", _usd(s.cost_usd)] for s in report.sessions]),
         ("Cost by model", ["model", "cost"], [[k, _usd(v)] for k, v in c.by_model.items()]),
         ("Cost by node", ["node", "cost"], [[k, _usd(v)] for k, v in c.by_node.items()]),
         ("Cost by project", ["project", "cost"], [[k, _usd(v)] for k, v in c.by_project.items()]),
@@ -531,7 +529,7 @@ def _fmt_axis(value: float) -> str:
 
 
 def svg_line_chart(
-    lines: dict[str, Sequence[tuple[float, float]]], *, title: str, thresholds: Sequence[tuple[str, float]] = (),
+    lines: Mapping[str, Sequence[tuple[float, float]]], *, title: str, thresholds: Sequence[tuple[str, float]] = (),
     x_range: tuple[float, float] | None = None, width: int = 480, height: int = 180,
 ) -> str:  # fmt: skip
     """Inline SVG line chart; x is time (the report's range, so charts line up), y starts at 0."""
@@ -595,7 +593,7 @@ def _html_table(header: list[str], rows: list[list[str]], numeric: Iterable[int]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_NUMERIC = {"Nodes": (3, 4, 5), "Sessions": (6, 7, 8, 9), "Rebalance runs": (4,), "Healing cycles": (3, 4)}
+_NUMERIC = {"Nodes": (3, 4, 5), "Sessions": (6, 7, 8, 9, 10, 11), "Rebalance runs": (4,), "Healing cycles": (3, 4)}
 
 
 def render_html(report: ReportData, config: Config | None = None) -> str:

@@ -22,7 +22,33 @@ from typing import Any
 
 import aiosqlite
 
-from heady_agent.protocol import Event, Metrics
+from heady_agent.protocol import (
+    Event,
+    FrameError,
+    LlmCallData,
+    Metrics,
+    SessionEndedData,
+    SessionInfo,
+    SessionStartedData,
+    SessionStateData,
+    parse_event_data,
+)
+
+from .ledger import (
+    TERMINAL_STATES,
+    UNPRICED,
+    CallPricer,
+    PricedCall,
+    SessionRecord,
+    apply_call,
+    apply_ended,
+    apply_snapshot,
+    apply_started,
+    apply_state,
+    day_of,
+    mark_unknown,
+    price_call,
+)
 
 CORE = "core"
 
@@ -98,7 +124,109 @@ CORE_MIGRATIONS = [
     );
     CREATE INDEX ingest_errors_ts ON ingest_errors (ts);
     """,
+    # The session ledger: each llm.call priced once, as it is stored; each session's state and totals;
+    # cost per UTC day, node, project and model. Kept at ingest, in the frame's transaction.
+    """
+    CREATE TABLE calls (
+        stream INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        session TEXT,
+        project TEXT,
+        ts REAL NOT NULL,
+        day TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        error TEXT,
+        latency_ms REAL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_write_5m_tokens INTEGER NOT NULL,
+        cache_write_1h_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        priced INTEGER NOT NULL,
+        reported_cost_usd REAL,
+        pricing_version TEXT NOT NULL,
+        PRIMARY KEY (stream, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX calls_ts ON calls (ts);
+    CREATE INDEX calls_session ON calls (node, session, ts);
+    CREATE TABLE sessions (
+        node TEXT NOT NULL,
+        id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        project TEXT,
+        cwd TEXT,
+        pid INTEGER,
+        model TEXT,
+        title TEXT,
+        managed TEXT,
+        nice INTEGER,
+        state TEXT NOT NULL,
+        reason TEXT,
+        state_since REAL NOT NULL,
+        started REAL,
+        ended REAL,
+        exit_code INTEGER,
+        calls INTEGER NOT NULL,
+        failed_calls INTEGER NOT NULL,
+        unpriced_calls INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_write_5m_tokens INTEGER NOT NULL,
+        cache_write_1h_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        reported_cost_usd REAL,
+        first_activity REAL,
+        last_activity REAL NOT NULL,
+        last_call_at REAL,
+        last_latency_ms REAL,
+        PRIMARY KEY (node, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_last_activity ON sessions (last_activity);
+    CREATE TABLE cost_days (
+        day TEXT NOT NULL,
+        node TEXT NOT NULL,
+        project TEXT NOT NULL,
+        model TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        unpriced_calls INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        PRIMARY KEY (day, node, project, model)
+    ) WITHOUT ROWID;
+    """,
 ]
+
+# SessionRecord attribute per `sessions` column, in column order.
+SESSION_FIELDS = (
+    ("node", "node"), ("id", "id"), ("source", "source"), ("project", "project"), ("cwd", "cwd"), ("pid", "pid"),
+    ("model", "model"), ("title", "title"), ("managed", "managed"), ("nice", "nice"), ("state", "state"),
+    ("reason", "state_reason"), ("state_since", "state_since"), ("started", "started"), ("ended", "ended"),
+    ("exit_code", "exit_code"), ("calls", "calls"), ("failed_calls", "failed_calls"), ("unpriced_calls", "unpriced_calls"),
+    ("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"), ("cache_write_5m_tokens", "cache_write_5m_tokens"),
+    ("cache_write_1h_tokens", "cache_write_1h_tokens"), ("cache_read_tokens", "cache_read_tokens"),
+    ("reasoning_tokens", "reasoning_tokens"), ("cost_usd", "cost_usd"), ("reported_cost_usd", "reported_cost_usd"),
+    ("first_activity", "first_activity"), ("last_activity", "last_event_at"), ("last_call_at", "last_call_at"),
+    ("last_latency_ms", "last_latency_ms"),
+)  # fmt: skip
+_SESSION_SELECT = "SELECT " + ", ".join(c for c, _ in SESSION_FIELDS) + " FROM sessions"
+_SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({', '.join(c for c, _ in SESSION_FIELDS)}) VALUES ({','.join('?' * len(SESSION_FIELDS))})"
+_CALL_COLUMNS = (
+    "node, session, project, ts, provider, model, ok, error, latency_ms, input_tokens, output_tokens, cache_write_5m_tokens, "
+    "cache_write_1h_tokens, cache_read_tokens, reasoning_tokens, cost_usd, priced, reported_cost_usd, pricing_version"
+)
+_CALL_INSERT = f"INSERT OR IGNORE INTO calls (stream, seq, day, {_CALL_COLUMNS}) VALUES ({','.join('?' * 22)})"
+_COST_DAY_UPSERT = """
+INSERT INTO cost_days (day, node, project, model, calls, unpriced_calls, cost_usd) VALUES (?,?,?,?,?,?,?)
+ON CONFLICT (day, node, project, model) DO UPDATE SET
+    calls = calls + excluded.calls, unpriced_calls = unpriced_calls + excluded.unpriced_calls,
+    cost_usd = cost_usd + excluded.cost_usd
+"""
 
 _METRICS_INSERT = "INSERT OR IGNORE INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _EVENTS_INSERT = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)"
@@ -126,6 +254,38 @@ class StoredEvent:
     kind: str
     session: str | None
     data: dict[str, Any]
+
+
+@dataclass
+class IngestResult:
+    """What one stored batch changed: the fleet and the brain take it as is."""
+
+    stored: int
+    duplicates: int
+    top: int  # the highest seq now stored for the stream: what the console may ack
+    sessions: list[SessionRecord]  # the ledger rows this batch changed, as committed
+    calls: list[PricedCall]  # the calls this batch stored, priced
+    bad_events: int  # events stored whose data did not validate: in no session
+
+
+@dataclass(frozen=True)
+class RepriceResult:
+    calls: int  # calls looked at
+    changed: int  # calls whose cost changed
+    old_total_usd: float
+    new_total_usd: float
+    pricing_version: str
+
+
+@dataclass(frozen=True)
+class CostDay:
+    day: str
+    node: str
+    project: str | None
+    model: str
+    calls: int
+    unpriced_calls: int
+    cost_usd: float
 
 
 @dataclass(frozen=True)
@@ -163,20 +323,43 @@ def _explain(path: Path, exc: sqlite3.Error) -> str:
     return f"{path}: database error: {text}"
 
 
+def _session_row(rec: SessionRecord) -> tuple[Any, ...]:
+    return tuple(getattr(rec, attr) for _, attr in SESSION_FIELDS)
+
+
+def _session_from_row(row: Sequence[Any]) -> SessionRecord:
+    return SessionRecord(**{attr: value for (_, attr), value in zip(SESSION_FIELDS, row)})
+
+
+def _call_from_row(journal: str, seq: int, row: Sequence[Any]) -> PricedCall:
+    (node, session, project, ts, provider, model, ok, error, latency, inp, out, w5, w1, cr, reasoning, cost, priced,
+     reported, version) = row  # fmt: skip
+    return PricedCall(node, journal, seq, session, project, ts, provider, model, bool(ok), error, latency, inp, out, w5, w1, cr,
+                      reasoning, cost, bool(priced), reported, version)  # fmt: skip
+
+
 class Store:
     """`db` is the one writer connection (autocommit; `transaction()` serialises writes). Reads go
     through `read()` on a second, query-only connection: each read is its own snapshot of what is
     committed, so it never sees rows of a transaction another task has open on the writer."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, reader: aiosqlite.Connection, *, metric_rollup_s: int = 10) -> None:
+    def __init__(
+        self, path: Path, db: aiosqlite.Connection, reader: aiosqlite.Connection, *, metric_rollup_s: int = 10,
+        pricing: CallPricer | None = None,
+    ) -> None:  # fmt: skip
         self.path = path
         self.db = db
+        # Prices each llm.call as it is stored. The console passes its configured table; a store
+        # opened only to read (the CLI, reports) has none, and what it would ingest stays unpriced.
+        self.pricing: CallPricer = pricing or UNPRICED
         self.reader = reader
         self.metric_rollup_s = metric_rollup_s
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, *, metric_rollup_s: int = 10, busy_timeout_s: float = 5.0) -> "Store":
+    async def open(
+        cls, path: Path | str, *, metric_rollup_s: int = 10, busy_timeout_s: float = 5.0, pricing: CallPricer | None = None
+    ) -> "Store":
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +377,7 @@ class Store:
             opened.append(reader)
             await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             await reader.execute("PRAGMA query_only = ON")
-            store = cls(path, db, reader, metric_rollup_s=metric_rollup_s)
+            store = cls(path, db, reader, metric_rollup_s=metric_rollup_s, pricing=pricing)
             await store.apply_migrations(CORE, CORE_MIGRATIONS)
         except (sqlite3.Error, StoreError) as exc:
             for conn in opened:
@@ -277,10 +460,15 @@ class Store:
     # --- ingest -------------------------------------------------------------------------
 
     async def store_batch(self, node: str, journal: str, frames: Iterable[Metrics | Event]) -> tuple[int, int, int]:
-        """Store frames of one stream; returns (stored, duplicates, max_seq).
+        """Store frames of one stream; returns (stored, duplicates, max_seq) (see `ingest`)."""
+        result = await self.ingest(node, journal, frames)
+        return result.stored, result.duplicates, result.top
 
-        Rows and the cursor commit together. max_seq is the highest seq now stored for this
-        stream: what the console may ack.
+    async def ingest(self, node: str, journal: str, frames: Iterable[Metrics | Event]) -> IngestResult:
+        """Store frames of one stream with what they change in the session ledger.
+
+        Rows, the ledger and the cursor commit together. `top` is the highest seq now stored for
+        this stream: what the console may ack.
         """
         batch = sorted(frames, key=lambda f: f.seq)
         try:
@@ -289,8 +477,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(_explain(self.path, exc)) from None
 
-    async def _store_batch_in(self, db: aiosqlite.Connection, node: str, journal: str,
-                              batch: list[Metrics | Event]) -> tuple[int, int, int]:
+    async def _store_batch_in(self, db: aiosqlite.Connection, node: str, journal: str, batch: list[Metrics | Event]) -> IngestResult:
         async with db.execute("SELECT id, last_seq FROM streams WHERE node = ? AND journal = ?", (node, journal)) as cur:
             row = await cur.fetchone()
         if row is None:
@@ -305,6 +492,7 @@ class Store:
             stream, last = row
         metric_rows = []
         event_rows = []
+        new_events: list[Event] = []
         rollups: dict[int, list[float]] = {}
         top = last
         late: list[Metrics | Event] = []
@@ -319,6 +507,7 @@ class Store:
                 self._roll_up(rollups, frame)
             else:
                 event_rows.append(event_row(stream, frame))
+                new_events.append(frame)
         stored = 0
         if metric_rows:
             stored += (await db.executemany(_METRICS_INSERT, metric_rows)).rowcount
@@ -333,6 +522,8 @@ class Store:
                     self._roll_up(rollups, frame)
             else:
                 inserted = (await db.execute(_EVENTS_INSERT, event_row(stream, frame))).rowcount
+                if inserted:
+                    new_events.append(frame)
             stored += inserted
         if rollups:
             await db.executemany(_ROLLUP_UPSERT, [(node, b, *agg) for b, agg in rollups.items()])
@@ -342,7 +533,95 @@ class Store:
             "INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET journal = excluded.journal, seq = excluded.seq",
             (node, journal, top),
         )
-        return stored, len(batch) - stored, top
+        new_events.sort(key=lambda ev: ev.seq)
+        result = await self._ledger_in(db, node, journal, stream, new_events)
+        result.stored, result.duplicates, result.top = stored, len(batch) - stored, top
+        return result
+
+    @staticmethod
+    async def _load_sessions_in(db: aiosqlite.Connection, node: str, ids: Iterable[str], where: str = "") -> dict[str, SessionRecord]:
+        """Ledger rows of one node: those named, and those matching `where` (SQL, no parameters)."""
+        out: dict[str, SessionRecord] = {}
+        if where:
+            for row in await db.execute_fetchall(f"{_SESSION_SELECT} WHERE node = ? AND {where}", (node,)):
+                rec = _session_from_row(row)
+                out[rec.id] = rec
+        wanted = sorted(set(ids) - set(out))
+        for start in range(0, len(wanted), 500):  # below SQLite's bound-parameter limit
+            chunk = wanted[start : start + 500]
+            sql = f"{_SESSION_SELECT} WHERE node = ? AND id IN ({','.join('?' * len(chunk))})"
+            for row in await db.execute_fetchall(sql, (node, *chunk)):
+                rec = _session_from_row(row)
+                out[rec.id] = rec
+        return out
+
+    async def _ledger_in(self, db: aiosqlite.Connection, node: str, journal: str, stream: int, events: list[Event]) -> IngestResult:
+        """Apply newly stored events to the session ledger: validate, price calls, update sessions and daily costs."""
+        result = IngestResult(0, 0, 0, [], [], 0)
+        ids = [ev.session for ev in events if ev.session is not None and ev.kind != "agent.notice"]
+        if not ids:
+            return result
+        sessions = await self._load_sessions_in(db, node, ids)
+        changed: dict[str, SessionRecord] = {}
+        days: dict[tuple[str, str, str], list[float]] = {}
+        call_rows = []
+        for ev in events:
+            if ev.session is None or ev.kind == "agent.notice":
+                continue
+            try:
+                data = parse_event_data(ev.kind, ev.data)
+            except FrameError:
+                result.bad_events += 1  # stored as received, counted, and in no session
+                continue
+            rec = sessions.get(ev.session)
+            if rec is None:
+                rec = sessions[ev.session] = SessionRecord(node=node, id=ev.session)
+            changed[rec.id] = rec
+            if isinstance(data, SessionStartedData):
+                apply_started(rec, ev.ts, data)
+            elif isinstance(data, SessionStateData):
+                apply_state(rec, ev.ts, data)
+            elif isinstance(data, SessionEndedData):
+                apply_ended(rec, ev.ts, data)
+            elif isinstance(data, LlmCallData):
+                call = price_call(self.pricing, data, node=node, journal=journal, seq=ev.seq, session=ev.session, project=rec.project, ts=ev.ts)
+                apply_call(rec, call)
+                result.calls.append(call)
+                day = day_of(call.ts)
+                call_rows.append((stream, call.seq, day, *_call_values(call)))
+                agg = days.setdefault((day, call.project or "", call.model), [0, 0, 0.0])
+                agg[0] += 1
+                agg[1] += 0 if call.priced else 1
+                agg[2] += call.cost_usd
+        if call_rows:
+            await db.executemany(_CALL_INSERT, call_rows)
+            await db.executemany(_COST_DAY_UPSERT, [(day, node, project, model, *agg) for (day, project, model), agg in days.items()])
+        await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed.values()])
+        result.sessions = list(changed.values())
+        return result
+
+    async def apply_sessions(self, node: str, infos: Sequence[SessionInfo], now: float) -> list[SessionRecord]:
+        """The agent's list of its current sessions into the ledger (one transaction); returns the rows changed."""
+        live = f"ended IS NULL AND state NOT IN ({', '.join(repr(s) for s in TERMINAL_STATES)})"
+        try:
+            async with self.transaction() as db:
+                node_sessions = await self._load_sessions_in(db, node, [info.id for info in infos], where=live)
+                changed = apply_snapshot(node_sessions, node, infos, now)
+                await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed])
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        return changed
+
+    async def sessions_unknown(self, node: str, now: float) -> list[SessionRecord]:
+        """A silent node's live sessions become `unknown (node offline)` in the ledger; returns the rows changed."""
+        live = f"ended IS NULL AND state NOT IN ({', '.join(repr(s) for s in TERMINAL_STATES)})"
+        try:
+            async with self.transaction() as db:
+                changed = mark_unknown((await self._load_sessions_in(db, node, [], where=live)).values(), now)
+                await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed])
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        return changed
 
     def _roll_up(self, rollups: dict[int, list[float]], m: Metrics) -> None:
         step = self.metric_rollup_s
@@ -383,6 +662,7 @@ class Store:
                 "DELETE FROM events WHERE ts < ?",
                 "DELETE FROM metric_rollups WHERE bucket < ?",
                 "DELETE FROM ingest_errors WHERE ts < ?",
+                "DELETE FROM calls WHERE ts < ?",
             ):
                 cur = await db.execute(sql, (cutoff,))
                 deleted += cur.rowcount
@@ -456,9 +736,6 @@ class Store:
         rows = await self.read(sql, params)
         return [StoredEvent(n, j, seq, ts, k, sess, json.loads(d)) for n, j, seq, ts, k, sess, d in rows]
 
-    async def calls(self, since: float | None = None, until: float | None = None, *, node: str | None = None) -> list[StoredEvent]:
-        return await self.events(since, until, kinds=("llm.call",), node=node)
-
     async def metrics(self, node: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         sql = """SELECT m.ts, m.cpu, m.mem, m.load1, m.queue_depth, m.seq FROM metrics m JOIN streams s ON s.id = m.stream
                  WHERE s.node = ? AND m.ts >= ? AND m.ts < ? ORDER BY m.ts"""
@@ -503,6 +780,55 @@ class Store:
                  ORDER BY seq"""
         return [r[0] for r in await self.read(sql, (node, journal, node, journal))]
 
+    # --- the session ledger ---------------------------------------------------------------
+
+    async def sessions(
+        self, *, node: str | None = None, active_since: float | None = None, until: float | None = None, or_live: bool = False
+    ) -> list[SessionRecord]:
+        """Ledger rows, oldest activity first: of one node, with activity in [active_since, until),
+        and with `or_live` every session not over whenever it was last active."""
+        where: list[str] = []
+        params: list[Any] = []
+        if node is not None:
+            where.append("node = ?")
+            params.append(node)
+        if active_since is not None:
+            live = f" OR (ended IS NULL AND state NOT IN ({','.join('?' * len(TERMINAL_STATES))}))" if or_live else ""
+            where.append(f"(last_activity >= ?{live})")
+            params.append(active_since)
+            if or_live:
+                params.extend(TERMINAL_STATES)
+        if until is not None:
+            where.append("coalesce(first_activity, last_activity) < ?")
+            params.append(until)
+        sql = _SESSION_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY last_activity, node, id"
+        return [_session_from_row(row) for row in await self.read(sql, params)]
+
+    async def session(self, node: str, session_id: str) -> SessionRecord | None:
+        rows = await self.read(f"{_SESSION_SELECT} WHERE node = ? AND id = ?", (node, session_id))
+        return _session_from_row(rows[0]) if rows else None
+
+    async def priced_calls(
+        self, since: float | None = None, until: float | None = None, *, node: str | None = None, session: str | None = None
+    ) -> list[PricedCall]:
+        """Stored calls in [since, until) with their stored prices, oldest first."""
+        where = ["c.ts >= ?", "c.ts < ?"]
+        params: list[Any] = [since if since is not None else float("-inf"), until if until is not None else float("inf")]
+        if node is not None:
+            where.append("c.node = ?")
+            params.append(node)
+        if session is not None:
+            where.append("c.session = ?")
+            params.append(session)
+        columns = ", ".join(f"c.{c.strip()}" for c in _CALL_COLUMNS.split(","))
+        sql = f"SELECT s.journal, c.seq, {columns} FROM calls c JOIN streams s ON s.id = c.stream WHERE {' AND '.join(where)} ORDER BY c.ts, c.node, c.seq"
+        return [_call_from_row(row[0], row[1], row[2:]) for row in await self.read(sql, params)]
+
+    async def cost_days(self, since_day: str = "", until_day: str = "\uffff") -> list[CostDay]:
+        """Daily cost rollups (UTC days) in [since_day, until_day)."""
+        sql = "SELECT day, node, project, model, calls, unpriced_calls, cost_usd FROM cost_days WHERE day >= ? AND day < ? ORDER BY day, node, project, model"
+        return [CostDay(d, n, p or None, m, c, u, usd) for d, n, p, m, c, u, usd in await self.read(sql, (since_day, until_day))]
+
     async def ingest_errors(self, limit: int = 100, node: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT ts, node, code, message FROM ingest_errors"
         params: list[Any] = []
@@ -512,6 +838,58 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [{"ts": t, "node": n, "code": c, "message": m} for t, n, c, m in await self.read(sql, params)]
+
+
+def _call_values(call: PricedCall) -> tuple[Any, ...]:
+    """A call's values in _CALL_COLUMNS order."""
+    return (
+        call.node, call.session, call.project, call.ts, call.provider, call.model, int(call.ok), call.error, call.latency_ms,
+        call.input_tokens, call.output_tokens, call.cache_write_5m_tokens, call.cache_write_1h_tokens, call.cache_read_tokens,
+        call.reasoning_tokens, call.cost_usd, int(call.priced), call.reported_cost_usd, call.pricing_version,
+    )  # fmt: skip
+
+
+async def reprice_in(db: aiosqlite.Connection, pricing: CallPricer, since: float | None) -> RepriceResult:
+    """Price the stored calls since `since` again with `pricing`, inside the caller's transaction:
+    each call's cost and table version, its session's totals and the daily rollups move together."""
+    sql = """SELECT c.stream, c.seq, c.node, c.session, c.project, c.ts, c.day, c.model, c.cost_usd, c.priced, e.data
+             FROM calls c JOIN events e ON e.stream = c.stream AND e.seq = c.seq WHERE c.ts >= ?"""
+    rows = await db.execute_fetchall(sql, (since if since is not None else float("-inf"),))
+    old_total = new_total = 0.0
+    changed = 0
+    sessions: dict[tuple[str, str], list[float]] = {}
+    days: dict[tuple[str, str, str, str], list[float]] = {}
+    updates = []
+    for stream, seq, node, session, project, _ts, day, model, old_cost, old_priced, data in rows:
+        try:
+            call = LlmCallData.model_validate_json(data)
+        except ValueError:
+            continue  # stored calls were validated at ingest; a row that no longer is keeps its price
+        cost, priced = pricing.cost(call)
+        old_total += old_cost
+        new_total += cost
+        updates.append((cost, int(priced), pricing.version, stream, seq))
+        if cost == old_cost and priced == bool(old_priced):
+            continue
+        changed += 1
+        unpriced_delta = int(not priced) - int(not old_priced)
+        if session is not None:
+            agg = sessions.setdefault((node, session), [0.0, 0])
+            agg[0] += cost - old_cost
+            agg[1] += unpriced_delta
+        dagg = days.setdefault((day, node, project or "", model), [0.0, 0])
+        dagg[0] += cost - old_cost
+        dagg[1] += unpriced_delta
+    await db.executemany("UPDATE calls SET cost_usd = ?, priced = ?, pricing_version = ? WHERE stream = ? AND seq = ?", updates)
+    await db.executemany(
+        "UPDATE sessions SET cost_usd = cost_usd + ?, unpriced_calls = unpriced_calls + ? WHERE node = ? AND id = ?",
+        [(usd, n, node, session) for (node, session), (usd, n) in sessions.items()],
+    )
+    await db.executemany(
+        "UPDATE cost_days SET cost_usd = cost_usd + ?, unpriced_calls = unpriced_calls + ? WHERE day = ? AND node = ? AND project = ? AND model = ?",
+        [(usd, n, *key) for key, (usd, n) in days.items()],
+    )
+    return RepriceResult(len(updates), changed, old_total, new_total, pricing.version)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -20,10 +20,11 @@ from heady_agent.protocol import ACTIONS, Detail, Event, Hello, Metrics, Result,
 from .alerts import AlertDispatcher
 from .brain import Brain
 from .config import Config, NodeConfig, Paths
+from .engine.cost import PricingTable
 from .events import HeadyEvent
 from .fleet import UNKNOWN_STATE, Fleet
 from .link import NodeLink
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger("heady.supervisor")
 
@@ -31,7 +32,7 @@ Subscriber = Callable[[HeadyEvent], None]
 
 STATS_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
-WARM_EVENTS_S = 86400.0  # on start the fleet is rebuilt from the last day of stored events
+WARM_SESSIONS_S = 86400.0  # on start the fleet shows live sessions and those active in the last day
 LIVENESS_CHECKS_PER_TIMEOUT = 4
 
 
@@ -90,7 +91,9 @@ class Supervisor:
         """Open the store, start the brain and one link per node. StoreError/ConfigError propagate."""
         if self.started:
             return
-        self.store = await Store.open(self.paths.database, metric_rollup_s=self.config.store.metric_rollup_s)
+        pricing = PricingTable.load(self.config.cost)
+        self.fleet.pricing = pricing
+        self.store = await Store.open(self.paths.database, metric_rollup_s=self.config.store.metric_rollup_s, pricing=pricing)
         try:
             self.nodes = list(self.config.nodes)
             if self.launcher is not None:
@@ -105,9 +108,10 @@ class Supervisor:
                 )  # fmt: skip
                 await self.alerts.start()
                 self.subscribe(self.alerts.handle)
+            # The fleet first: the brain starts from it (sessions with their projects, nodes).
+            await self._warm_fleet()
             self.brain = Brain(self)
             await self.brain.start()
-            await self._warm_fleet()
             for node in self.nodes:
                 link = NodeLink(node, self, clock=self.clock, **self._link_options)
                 self.links[node.name] = link
@@ -151,7 +155,8 @@ class Supervisor:
             await self.launcher.stop()
 
     async def _warm_fleet(self) -> None:
-        """Rebuild sessions, costs and recent metric rings from the store, so a restart shows history."""
+        """Rebuild nodes, sessions (from the session ledger) and recent metric rings from the store,
+        so a restart shows history."""
         assert self.store is not None
         now = self.clock.now()
         known = {node.name for node in self.nodes}
@@ -173,12 +178,7 @@ class Supervisor:
                 self._applied[(node, journal)] = seq
                 state = self.fleet.node(node)
                 state.journal, state.last_seq = journal, seq
-        for ev in await self.store.events(now - WARM_EVENTS_S):
-            if ev.node in known:
-                frame = Event.model_construct(
-                    journal=ev.journal, seq=ev.seq, ts=ev.ts, kind=ev.kind, session=ev.session, data=ev.data
-                )
-                self.fleet.apply_frame(ev.node, frame)
+        self.fleet.apply_ledger(s for s in await self.store.sessions(active_since=now - WARM_SESSIONS_S, or_live=True) if s.node in known)
         for node in known:
             for row in await self.store.metrics(node, now - 600):
                 state = self.fleet.node(node)
@@ -212,10 +212,21 @@ class Supervisor:
         version = self.fleet.version
         for state in self.fleet.update_liveness(now):
             unknown = sum(1 for rec in self.fleet.node_sessions(state.id) if rec.state == UNKNOWN_STATE)
+            if self.store is not None:  # the ledger says so too, so every reader (CLI, report) agrees
+                task = asyncio.get_running_loop().create_task(self._record_unknown(state.id, now))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             self.publish("node.silent", node=state.id, last_frame_at=state.last_frame_at, timeout_s=state.timeout_s,
                          sessions_unknown=unknown)  # fmt: skip
         if self.fleet.version != version:
             self.changed()
+
+    async def _record_unknown(self, node: str, now: float) -> None:
+        assert self.store is not None
+        try:
+            await self.store.sessions_unknown(node, now)
+        except StoreError as exc:
+            log.error("could not mark the sessions of %s unknown: %s", node, exc)
 
     async def _liveness_loop(self) -> None:
         timeouts = [self.node_timeout_s(node) for node in self.nodes] or [self.config.liveness.timeout_s]
@@ -343,11 +354,18 @@ class Supervisor:
 
     async def link_frames(self, node: str, journal: str, frames: list[Metrics | Event]) -> int:
         assert self.store is not None
-        stored, duplicates, top = await self.store.store_batch(node, journal, frames)
+        result = await self.store.ingest(node, journal, frames)
         self.fleet.frames_arrived(node, self.clock.now())
         counts = self._counts.setdefault(node, IngestCounts())
-        counts.stored += stored
-        counts.duplicates += duplicates
+        counts.stored += result.stored
+        counts.duplicates += result.duplicates
+        if result.sessions or result.bad_events:
+            self.fleet.apply_ledger(result.sessions, bad_events={node: result.bad_events} if result.bad_events else None)
+        if self.brain is not None:
+            try:
+                self.brain.on_calls(result.calls)
+            except Exception:
+                log.exception("the brain failed on calls from %s", node)
         key = (node, journal)
         applied = self._applied.get(key, 0)
         fresh = [f for f in frames if f.seq > applied]
@@ -356,22 +374,22 @@ class Supervisor:
             brain = self.brain
             for frame in fresh:
                 # The frame is stored; a failure to show or judge it is logged, never a reason to refetch it.
-                data = None  # the event's data as the fleet validated it, so the brain need not again
                 try:
-                    data = self.fleet.apply_frame(node, frame)
+                    self.fleet.apply_node_frame(node, frame)
                 except Exception:
                     log.exception("the fleet could not apply a frame from %s (seq %d)", node, frame.seq)
                 if brain is not None:
                     try:
-                        brain.on_frame(node, frame, data)
+                        brain.on_frame(node, frame)
                     except Exception:
                         log.exception("the brain failed on a frame from %s (seq %d)", node, frame.seq)
             self.changed()
-        return top
+        return result.top
 
     async def link_sessions(self, node: str, sessions: Sessions) -> None:
         self.fleet.frames_arrived(node, self.clock.now())
-        self.fleet.apply_sessions(node, sessions.sessions, self.clock.now())
+        assert self.store is not None
+        self.fleet.apply_ledger(await self.store.apply_sessions(node, sessions.sessions, self.clock.now()))
         self.changed()
 
     def link_detail(self, node: str, detail: Detail) -> None:

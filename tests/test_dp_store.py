@@ -89,7 +89,7 @@ async def test_node_counts_report_gaps(store):
 async def test_events_query_by_time_kind_and_node(store):
     await store.store_batch("a", "j1", mixed(1, 30))
     await store.store_batch("b", "k1", mixed(1, 30))
-    calls = await store.calls(T0 + 10, T0 + 20, node="b")
+    calls = await store.events(T0 + 10, T0 + 20, kinds=("llm.call",), node="b")
     assert [e.seq for e in calls] == [12, 15, 18]
     assert all(e.node == "b" and e.kind == "llm.call" and e.data["model"] == "m" for e in calls)
 

@@ -82,14 +82,24 @@ def test_budget_notices_fire_once_each_per_period():
     assert sent == [50, 80, 100]
 
 
-def test_burn_rate_counts_the_last_hour_and_projects_the_day():
-    tracker = CostTracker()
+def test_burn_rate_is_spend_in_the_window_per_hour_and_projects_the_day():
+    tracker = CostTracker(burn_window_s=600)
     now = 1_800_000_000.0
     tracker.add(ts=now - 7200, node="n", session="s", project=None, model="m", cost_usd=5.0, known=True)
     tracker.add(ts=now - 60, node="n", session="s", project=None, model="m", cost_usd=2.0, known=True)
     s = tracker.summary(now)
-    assert s.burn_rate_usd_per_h == pytest.approx(2.0)
+    assert s.burn_rate_usd_per_h == pytest.approx(2.0 * 6)  # $2 in the last 10 minutes
     assert s.projected_today_usd >= s.today_usd
+
+
+def test_burn_rate_of_a_session_younger_than_the_window_counts_from_its_first_call():
+    tracker = CostTracker(burn_window_s=600)
+    now = 1_800_000_000.0
+    for second in range(120):
+        tracker.add(ts=now - 120 + second, node="n", session="s", project=None, model="m", cost_usd=0.5, known=True)
+    s = tracker.summary(now)
+    assert s.burn_by_session["n/s"] == pytest.approx(0.5 * 3600)
+    assert s.burn_rate_usd_per_h == pytest.approx(0.5 * 3600)
 
 
 def test_calls_either_side_of_utc_midnight_land_on_their_own_days():
@@ -100,11 +110,25 @@ def test_calls_either_side_of_utc_midnight_land_on_their_own_days():
     assert tracker.summary(midnight).by_day == {"2027-01-15": 2.0, "2027-01-16": 2.0, "2027-01-17": 1.0}
 
 
-def test_burn_rate_leaves_out_calls_stamped_after_now_and_forgets_the_hour_gone_by():
-    tracker = CostTracker()
+def test_burn_rate_leaves_out_calls_stamped_after_now_and_forgets_the_window_gone_by():
+    tracker = CostTracker(burn_window_s=600)
     now = 1_800_000_000.0
     for ts, usd in ((now - 4000, 7.0), (now - 10, 1.0), (now + 30, 5.0)):
         tracker.add(ts=ts, node="n", session="s", project=None, model="m", cost_usd=usd, known=True)
-    assert tracker.burn_rate(now) == pytest.approx(1.0)
-    assert tracker.burn_rate(now + 60) == pytest.approx(6.0)
+    assert tracker.burn_rate(now) == pytest.approx(1.0 * 6)
+    assert tracker.burn_rate(now + 60) == pytest.approx(6.0 * 6)
     assert tracker.burn_rate(now + 7200) == 0.0
+
+
+def test_a_session_over_its_burn_limit_is_noticed_once_per_crossing():
+    tracker = CostTracker(burn_window_s=600, max_session_burn_usd_per_h=100.0)
+    now = 1_800_000_000.0
+    for second in range(60):
+        tracker.add(ts=now + second, node="n", session="s", project=None, model="m", cost_usd=1.0, known=True)
+    first = tracker.burn_notices(now + 60)
+    assert [(n.scope, n.node, n.session) for n in first] == [("session", "n", "s")]
+    assert first[0].rate_usd_per_h == pytest.approx(3600.0)
+    assert tracker.burn_notices(now + 61) == []
+    assert tracker.burn_notices(now + 3600) == []  # the window is empty: under the limit, re-armed
+    tracker.add(ts=now + 3600, node="n", session="s", project=None, model="m", cost_usd=60.0, known=True)
+    assert len(tracker.burn_notices(now + 3601)) == 1

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from heady_tui.config import Config, ConsentConfig, Paths
+from heady_tui.config import Config, ConsentConfig, CostConfig, Paths
 from heady_tui.engine.consent import new_denial, new_grant
+from heady_tui.engine.cost import PricingTable
 from heady_tui.engine.detector import LevelChange, MetricLevelChange
 from heady_tui.engine.policies import PolicyState
 from heady_tui.records import Records
@@ -25,7 +26,7 @@ SINCE, UNTIL = T0, T0 + 1200
 
 @pytest.fixture
 async def store(tmp_path: Path) -> Store:
-    db = await Store.open(tmp_path / "heady.db")
+    db = await Store.open(tmp_path / "heady.db", pricing=PricingTable.load(CostConfig()))
     yield db
     await db.close()
 
@@ -93,8 +94,8 @@ async def test_sessions_carry_what_they_started_with_even_before_the_range(store
     sessions = {s.id: s for s in (await _report(store, tmp_path)).sessions}
     s1 = sessions["s1"]
     assert (s1.node, s1.source, s1.project, s1.state, s1.calls) == ("build-1", "claude-code", "api", "idle", 2)
-    assert (s1.input_tokens, s1.output_tokens) == (250_000, 200_000)
-    assert sessions["c1"].state == "completed"
+    assert (s1.input_tokens, s1.output_tokens, s1.cache_read_tokens) == (150_000, 200_000, 100_000)  # cache reads are not input
+    assert (sessions["c1"].state, sessions["c1"].reason) == ("completed", "done")
 
 
 async def test_nodes_list_journal_last_seq_events_and_gaps(store: Store, tmp_path: Path) -> None:
@@ -139,7 +140,7 @@ async def test_markdown_shows_the_same_totals_as_the_json(store: Store, tmp_path
     assert "**Total cost: $4.48**" in md
     assert "| claude-sonnet-4-5 | $3.48 |" in md
     assert "| 2026-11-21 | $0.03 |" in md
-    assert "| s1 | build-1 | claude-code | api | claude-sonnet-4-5 | idle | 2 | 250,000 | 200,000 | $3.48 |" in md
+    assert "| s1 | build-1 | claude-code | api | claude-sonnet-4-5 | idle (waiting) | 2 | 150,000 | 200,000 | 0 | 100,000 | $3.48 |" in md
 
 
 async def test_html_is_self_contained(store: Store, tmp_path: Path) -> None:

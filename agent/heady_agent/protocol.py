@@ -253,6 +253,7 @@ class LlmCallData(_Frame):
     output_tokens: int = Field(default=0, ge=0)
     cache_creation_tokens: int = Field(default=0, ge=0)
     cache_read_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)  # included in output_tokens (OpenAI's meaning)
     # Split of cache_creation_tokens by TTL when the source knows it (Claude Code); cost needs it.
     cache_creation_5m_tokens: int | None = None
     cache_creation_1h_tokens: int | None = None

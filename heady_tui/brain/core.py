@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from heady_agent.protocol import Event, LlmCallData, Metrics
+from heady_agent.protocol import Event, Metrics
 from heady_tui.audit import AuditEntry, Verification, canonical
 from heady_tui.engine.consent import ConsentRequest, Grant, grantor
-from heady_tui.engine.cost import CostSummary
+from heady_tui.engine.cost import BurnNotice, CostSummary
 from heady_tui.engine.detector import EquilibriumDetector, EquilibriumReading, NodeSample
 from heady_tui.engine.healing import HealingCycle, HealingEngine, Task, WeakPoint
 from heady_tui.engine.policies import NeedsAttention, PolicyEngine
 from heady_tui.engine.rebalance import NodeView, RebalanceStatus
+from heady_tui.ledger import PricedCall
 from heady_tui.records import Records
 
 from .consent import ConsentDesk
@@ -69,21 +70,18 @@ class Brain:
         await self.rebalancer.load()
         self.started = True
 
-    def on_frame(self, node_id: str, frame: Metrics | Event, data: object = None) -> None:
-        """A stored frame; `data` is the event's data already validated (the fleet's), else it is validated here."""
+    def on_frame(self, node_id: str, frame: Metrics | Event) -> None:
+        """A stored frame (its calls come priced through `on_calls`)."""
         if isinstance(frame, Metrics):
             self.healing.on_metrics(node_id, frame)
-        elif isinstance(frame, Event):
-            if frame.kind == "llm.call":
-                if not isinstance(data, LlmCallData):
-                    try:
-                        data = LlmCallData.model_validate(frame.data)
-                    except ValueError:
-                        return
-                self.ledger.on_call(node_id, frame.session, frame.ts, data)
-                self.healing.engine.count_calls(1)
-            elif frame.kind == "agent.notice" and frame.data.get("severity") == "critical":
-                self.healing.engine.trigger(f"critical notice from {node_id}")
+        elif frame.kind == "agent.notice" and frame.data.get("severity") == "critical":
+            self.healing.engine.trigger(f"critical notice from {node_id}")
+
+    def on_calls(self, calls: list[PricedCall]) -> None:
+        """Calls the store just stored and priced."""
+        if calls:
+            self.ledger.on_calls(calls)
+            self.healing.engine.count_calls(len(calls))
 
     def on_node_status(self, node_id: str, status: str) -> None:
         self.healing.on_node_status(node_id, status)
@@ -204,6 +202,14 @@ class Brain:
 
     def cost_summary(self) -> CostSummary:
         return self.ledger.summary()
+
+    def costs_today_by_node(self) -> dict[str, float]:
+        """Today's (UTC) cost per node, from the stored daily rollups and the calls stored since."""
+        return self.ledger.today_by_node()
+
+    def burn_alerts(self) -> list[BurnNotice]:
+        """Sessions and the fleet burning over their configured $/h now (the header's alert)."""
+        return self.ledger.over_burn()
 
     # --- readings and audit -----------------------------------------------------------
 

@@ -1,60 +1,65 @@
-"""Every priced LLM call enters here once: the cost totals and budgets, and the recent-call windows
-the detector and the healing loop read."""
+"""Every stored LLM call enters here once, already priced by the store: the cost totals, burn
+rates and budgets, and the recent-call windows the detector and the healing loop read."""
 
 from __future__ import annotations
 
-from heady_agent.protocol import LlmCallData
-from heady_tui.engine.cost import CostSummary, CostTracker, PricingTable
+from heady_tui.engine.cost import BurnNotice, CostSummary, CostTracker
 from heady_tui.engine.detector import CallWindow, WindowStats
 from heady_tui.engine.healing import SessionCallWindows
+from heady_tui.ledger import PricedCall, day_of
 
 from .host import BrainContext
 
-MONTH_S = 32 * 86400  # calls reloaded on start: enough for month-to-date totals
+MONTH_S = 32 * 86400  # daily rollups reloaded on start: enough for month-to-date totals
 
 
 class CostLedger:
     def __init__(self, ctx: BrainContext) -> None:
         self.ctx = ctx
         config = ctx.config
-        self.pricing = PricingTable.load(config.cost)
-        ctx.host.fleet.pricer = self.pricing.cost
-        self.cost = CostTracker.from_config(config.cost, self.pricing.date)
-        # Recent calls, kept up to date frame by frame so a tick reads windows instead of rescanning calls.
+        store = ctx.host.store
+        self.cost = CostTracker.from_config(config.cost, store.pricing.version if store is not None else "")
+        # Recent calls, kept up to date call by call so a tick reads windows instead of rescanning calls.
         self.calls = CallWindow(keep_s=config.detector.window_s)
         self.session_calls = SessionCallWindows(max(config.detector.window_s, config.healing.full_interval_s))
         self._window_stats: tuple[float, WindowStats] | None = None
 
     async def load(self) -> None:
-        """Month-to-date costs from the stored calls, so totals and budgets survive a restart; the
-        latest of them also refill the detector's and the healing loop's windows."""
+        """Totals from the store's daily rollups and session ledger, so totals, budgets and burn rates
+        survive a restart; the latest stored calls refill the burn window and the detector's and the
+        healing loop's windows. Nothing is priced here: the store priced each call as it stored it."""
         self.cost.notices_sent = await self.ctx.records.budget_notices_sent()
         store = self.ctx.host.store
         assert store is not None
         now = self.ctx.clock.now()
-        recent = now - self.session_calls.keep_s
-        for ev in await store.calls(now - MONTH_S):
-            try:
-                call = LlmCallData.model_validate(ev.data)
-            except ValueError:
-                continue
-            self.add_call(ev.node, ev.session, ev.ts, call, windows=ev.ts >= recent)
+        for row in await store.cost_days(day_of(now - MONTH_S)):
+            self.cost.add_total(day=row.day, node=row.node, project=row.project, model=row.model, calls=row.calls,
+                                unpriced=row.unpriced_calls, cost_usd=row.cost_usd)  # fmt: skip
+        for rec in await store.sessions(active_since=now - MONTH_S):
+            self.cost.add_session(rec.node, rec.id, rec.cost_usd, rec.first_activity)
+        keep = max(self.session_calls.keep_s, self.cost.burn_window_s)
+        for call in await store.priced_calls(now - keep):
+            self._windows(call, now)
 
-    def add_call(self, node: str, session: str | None, ts: float, call: LlmCallData, *, windows: bool) -> None:
-        cost, known = self.pricing.cost(call)
-        rec = self.ctx.host.fleet.sessions.get((node, session)) if session else None
-        self.cost.add(ts=ts, node=node, session=session, project=rec.project if rec else None, model=call.model, cost_usd=cost, known=known)
-        if not windows:
+    def on_calls(self, calls: list[PricedCall]) -> None:
+        """Calls just stored: their totals, and the windows for those recent enough."""
+        now = self.ctx.clock.now()
+        for call in calls:
+            self.cost.add(ts=call.ts, node=call.node, session=call.session, project=call.project, model=call.model,
+                          cost_usd=call.cost_usd, known=call.priced)  # fmt: skip
+            self._windows(call, now, burn=False)
+
+    def _windows(self, call: PricedCall, now: float, *, burn: bool = True) -> None:
+        # A replay of calls older than the windows only adds to the cost totals.
+        if burn and call.ts >= now - self.cost.burn_window_s:
+            self.cost.add_recent(ts=call.ts, node=call.node, session=call.session, cost_usd=call.cost_usd)
+        if call.ts < now - self.session_calls.keep_s:
             return
-        self.calls.add(ts, call.latency_ms, call.ok, node, call.provider)
+        self.calls.add(call.ts, call.latency_ms, call.ok, call.node, call.provider)
         self._window_stats = None
-        if session is not None:
-            self.session_calls.add((node, session), ts, call.latency_ms, call.ok, call.input_tokens + call.output_tokens, cost,
-                                   call.provider)
-
-    def on_call(self, node: str, session: str | None, ts: float, call: LlmCallData) -> None:
-        """A live call; a replay of calls older than the windows only adds to the cost totals."""
-        self.add_call(node, session, ts, call, windows=ts >= self.ctx.clock.now() - self.session_calls.keep_s)
+        if call.session is not None:
+            self.session_calls.add((call.node, call.session), call.ts, call.latency_ms, call.ok, call.input_tokens + call.output_tokens,
+                                   call.cost_usd, call.provider)  # fmt: skip
 
     def window(self, now: float) -> WindowStats:
         """The detector window's calls, read once per tick (the healing cycle and the plan reuse it)."""
@@ -65,8 +70,18 @@ class CostLedger:
     def summary(self) -> CostSummary:
         return self.cost.summary(self.ctx.clock.now())
 
+    def today_by_node(self) -> dict[str, float]:
+        return self.cost.today_by_node(self.ctx.clock.now())
+
     async def budgets(self, now: float) -> None:
         for notice in self.cost.budget_notices(now):
             await self.ctx.records.budget_notice(notice.budget, notice.period, notice.percent, now)
             self.ctx.publish("budget.notice", budget=notice.budget, percent=notice.percent,
                              spent_usd=round(notice.spent_usd, 4), budget_usd=notice.budget_usd)
+        for burn in self.cost.burn_notices(now):
+            self.ctx.publish("budget.notice", budget="burn_rate", scope=burn.scope, node=burn.node, session=burn.session,
+                             rate_usd_per_h=round(burn.rate_usd_per_h, 4), limit_usd_per_h=burn.limit_usd_per_h)
+
+    def over_burn(self) -> list[BurnNotice]:
+        """What burns over its $/h limit now: the header's alert."""
+        return self.cost.over_burn(self.ctx.clock.now())

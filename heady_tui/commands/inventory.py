@@ -4,6 +4,10 @@ Asks each configured node briefly (hello, then its current sessions, nothing rep
 acked, so it changes nothing), and falls back to what the store last saw for a node that does not
 answer; every row says which (`live` true or false). Nodes known only to the store (the embedded
 agent, a demo fleet) are listed from the store.
+
+Sessions are the store's session ledger (state and reason, calls, tokens by kind, cost): the same
+rows the console, the report and the screens show. A live node's current list is applied to its
+ledger rows with the console's own rule, in memory (this command writes nothing).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from heady_agent.protocol import MAX_FRAME_BYTES, Event, FrameError, Hello, Sessions, Subscribe, dump, parse_agent_frame
+from heady_agent.clock import SystemClock
+from heady_agent.protocol import MAX_FRAME_BYTES, FrameError, Hello, SessionInfo, Sessions, Subscribe, dump, parse_agent_frame
 
 from ..config import ConfigError, NodeConfig, Paths
-from ..fleet import Fleet
+from ..ledger import SessionRecord, apply_snapshot
 from ..link import describe_connect_error, tls_context
 from ..store import Store, StoreError
 from .headless import paths_and_config
@@ -34,7 +39,7 @@ STORED_HISTORY_S = 7 * 86400.0
 class Probe:
     node: str
     hello: Hello | None = None
-    sessions: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[SessionInfo] = field(default_factory=list)
     error: str | None = None
 
 
@@ -57,7 +62,7 @@ async def probe(node: NodeConfig, timeout: float) -> Probe:
                 while True:
                     frame = parse_agent_frame(await ws.recv())
                     if isinstance(frame, Sessions):
-                        result.sessions = [s.model_dump() for s in frame.sessions]
+                        result.sessions = list(frame.sessions)
                         return result
     except TimeoutError:
         result.error = f"no answer within {timeout:g} s"
@@ -72,34 +77,38 @@ async def probe(node: NodeConfig, timeout: float) -> Probe:
     return result
 
 
-async def _stored(paths: Paths) -> tuple[list[dict[str, Any]], Fleet, dict[str, tuple[str, int]]]:
-    """Nodes, sessions (rebuilt from stored events) and cursors the store holds; empty without a database."""
-    fleet = Fleet()
+async def _stored(paths: Paths) -> tuple[list[dict[str, Any]], list[SessionRecord], dict[str, tuple[str, int]]]:
+    """Nodes, ledger sessions (live ones, and any active in the last week of activity) and cursors
+    the store holds; empty without a database."""
     if not paths.database.exists():
-        return [], fleet, {}
+        return [], [], {}
     store = await Store.open(paths.database)
     try:
         nodes = await store.nodes()
         cursors = await store.cursors()
         newest = max((n["last_seen"] for n in nodes), default=0.0)
-        for ev in await store.events(newest - STORED_HISTORY_S, kinds=("session.started", "session.state", "session.ended", "llm.call")):
-            fleet.apply_frame(ev.node, Event.model_construct(seq=ev.seq, ts=ev.ts, kind=ev.kind, session=ev.session, data=ev.data, journal=ev.journal))
-        return nodes, fleet, cursors
+        sessions = await store.sessions(active_since=newest - STORED_HISTORY_S, or_live=True)
+        return nodes, sessions, cursors
     finally:
         await store.close()
 
 
 async def gather(paths: Paths, nodes: list[NodeConfig], timeout: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     probes = await asyncio.gather(*(probe(n, timeout) for n in nodes))
-    stored_nodes, fleet, cursors = await _stored(paths)
+    stored_nodes, ledger, cursors = await _stored(paths)
+    by_node: dict[str, dict[str, SessionRecord]] = {}
+    for rec in ledger:
+        by_node.setdefault(rec.node, {})[rec.id] = rec
     by_id = {n["id"]: n for n in stored_nodes}
     node_rows: list[dict[str, Any]] = []
     session_rows: list[dict[str, Any]] = []
     configured = {n.name for n in nodes}
     for p in probes:
         stored = by_id.get(p.node)
+        node_sessions = by_node.get(p.node, {})
         if p.hello is not None:
             info = p.hello.node
+            apply_snapshot(node_sessions, p.node, p.sessions, SystemClock().now())  # what the console would make of it
             node_rows.append({
                 "name": p.node, "live": True, "status": "online", "error": None, "hostname": info.hostname,
                 "agent_version": info.agent_version, "os": info.os, "cpu_count": info.cpu_count,
@@ -107,23 +116,39 @@ async def gather(paths: Paths, nodes: list[NodeConfig], timeout: float) -> tuple
                 "last_seq": p.hello.journal.last_seq, "simulated": p.hello.simulated,
                 "last_seen": None, "sessions": len(p.sessions),
             })  # fmt: skip
-            for s in p.sessions:
-                session_rows.append({"node": p.node, "live": True, **_session_fields(s)})
         else:
-            node_rows.append(_stored_node(p.node, stored, cursors, fleet, error=p.error or "unreachable"))
-            session_rows += _stored_sessions(p.node, fleet)
+            node_rows.append(_stored_node(p.node, stored, cursors, node_sessions, error=p.error or "unreachable"))
+        session_rows += _session_rows(node_sessions, live=p.hello is not None)
     for node_id in sorted(set(by_id) - configured):
-        node_rows.append(_stored_node(node_id, by_id[node_id], cursors, fleet, error=None))
-        session_rows += _stored_sessions(node_id, fleet)
+        node_sessions = by_node.get(node_id, {})
+        node_rows.append(_stored_node(node_id, by_id[node_id], cursors, node_sessions, error=None))
+        session_rows += _session_rows(node_sessions, live=False)
     return node_rows, session_rows
 
 
-def _session_fields(s: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "source", "project", "cwd", "pid", "model", "title", "state", "started", "managed")
-    return {k: s.get(k) for k in keys} | {"calls": None, "cost_usd": None}
+def session_fields(rec: SessionRecord) -> dict[str, Any]:
+    """A ledger row as `sessions list --json` shows it."""
+    return {
+        "node": rec.node, "id": rec.id, "source": rec.source, "project": rec.project, "title": rec.title, "cwd": rec.cwd,
+        "pid": rec.pid, "model": rec.model, "state": rec.state, "reason": rec.state_reason, "started": rec.started,
+        "ended": rec.ended, "managed": rec.managed, "calls": rec.calls, "failed_calls": rec.failed_calls,
+        "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens,
+        "cache_write_5m_tokens": rec.cache_write_5m_tokens, "cache_write_1h_tokens": rec.cache_write_1h_tokens,
+        "cache_read_tokens": rec.cache_read_tokens, "reasoning_tokens": rec.reasoning_tokens,
+        "cost_usd": round(rec.cost_usd, 6),
+        "reported_cost_usd": round(rec.reported_cost_usd, 6) if rec.reported_cost_usd is not None else None,
+        "unpriced_calls": rec.unpriced_calls, "first_activity": rec.first_activity, "last_activity": rec.last_event_at,
+    }  # fmt: skip
 
 
-def _stored_node(name: str, stored: dict[str, Any] | None, cursors: dict[str, tuple[str, int]], fleet: Fleet, *, error: str | None) -> dict[str, Any]:
+def _session_rows(node_sessions: dict[str, SessionRecord], *, live: bool) -> list[dict[str, Any]]:
+    ordered = sorted(node_sessions.values(), key=lambda r: (not r.active, r.started or r.first_activity or 0.0, r.id))
+    return [{"live": live, **session_fields(r)} for r in ordered]
+
+
+def _stored_node(
+    name: str, stored: dict[str, Any] | None, cursors: dict[str, tuple[str, int]], node_sessions: dict[str, SessionRecord], *, error: str | None
+) -> dict[str, Any]:
     info = stored["info"] if stored else {}
     journal, seq = cursors.get(name, (None, 0))
     return {
@@ -132,18 +157,8 @@ def _stored_node(name: str, stored: dict[str, Any] | None, cursors: dict[str, tu
         "os": info.get("os", ""), "cpu_count": info.get("cpu_count"), "mem_total": info.get("mem_total"),
         "labels": info.get("labels", {}), "journal": journal, "last_seq": seq,
         "simulated": bool(stored and stored["simulated"]), "last_seen": stored["last_seen"] if stored else None,
-        "sessions": sum(1 for r in fleet.node_sessions(name) if r.active),
+        "sessions": sum(1 for r in node_sessions.values() if r.active),
     }  # fmt: skip
-
-
-def _stored_sessions(name: str, fleet: Fleet) -> list[dict[str, Any]]:
-    return [
-        {"node": name, "live": False, "id": r.id, "source": r.source, "project": r.project, "cwd": r.cwd, "pid": r.pid,
-         "model": r.model, "title": r.title, "state": r.state, "started": r.started, "managed": r.managed,
-         "calls": r.calls, "cost_usd": round(r.cost_usd, 6)}  # fmt: skip
-        for r in sorted(fleet.node_sessions(name), key=lambda r: r.started or 0.0)
-        if r.active
-    ]
 
 
 def _when(ts: float | None) -> str:
@@ -172,13 +187,18 @@ def render_nodes(rows: list[dict[str, Any]]) -> str:
     return _table(headers, table) if rows else "no nodes configured or stored"
 
 
+def _state(row: dict[str, Any]) -> str:
+    return f"{row['state']} ({row['reason']})" if row["reason"] else row["state"]
+
+
 def render_sessions(rows: list[dict[str, Any]]) -> str:
     table = [
-        [r["node"], r["id"][:16], r["source"] or "-", r["project"] or "-", r["model"] or "-", r["state"],
-         str(r["pid"] or "-"), _when(r["started"]), "live" if r["live"] else "stored"]  # fmt: skip
+        [r["node"], r["id"][:16], (r["title"] or "-")[:24], r["source"] or "-", r["project"] or "-", r["model"] or "-",
+         _state(r), str(r["calls"]), f"${r['cost_usd']:,.2f}", str(r["pid"] or "-"), _when(r["started"]),
+         "live" if r["live"] else "stored"]  # fmt: skip
         for r in rows
     ]
-    headers = ["NODE", "SESSION", "SOURCE", "PROJECT", "MODEL", "STATE", "PID", "STARTED", "FROM"]
+    headers = ["NODE", "SESSION", "TITLE", "SOURCE", "PROJECT", "MODEL", "STATE", "CALLS", "COST", "PID", "STARTED", "FROM"]
     return _table(headers, table) if rows else "no sessions"
 
 

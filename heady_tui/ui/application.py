@@ -332,6 +332,9 @@ class HeadyApp(App[int]):
         run = reader.rebalance()
         if run is not None and run.state == "running":
             parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}", "warning"))
+        burn = reader.burn_alert()
+        if burn is not None:
+            parts.append((f"  {burn}", "critical"))
         pending = len(self._consent_queue) + (1 if self._consent_open else 0)
         if pending:
             parts.append((f"  CONSENT PENDING {pending}" + (" (w: view)" if self.read_only else ""), "critical"))

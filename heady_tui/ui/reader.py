@@ -6,6 +6,7 @@ The one place the UI touches the supervisor's data model; screens ask it for row
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from ..brain import Brain
 from ..config import Config
@@ -22,11 +23,6 @@ METRIC_LABELS = {
     "response_time_p95": "latency p95",
 }
 METRIC_SHORT = {"node_load_variance": "loadvar", "task_queue_depth": "queue", "error_rate": "errors", "response_time_p95": "p95"}
-
-
-def day_start(ts: float) -> float:
-    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
 class FleetReader:
@@ -140,7 +136,8 @@ class FleetReader:
     # --- nodes and sessions ------------------------------------------------------------
 
     def costs_today(self) -> dict[str, float]:
-        return views.costs_today_by_node(self.fleet, day_start(self.now()))
+        """Today's cost per node from the cost ledger (the store's daily rollups), not a call ring."""
+        return self.brain.costs_today_by_node() if self.brain is not None else {}
 
     def node_rows(self, *, spark_width: int, compact: bool, ascii_only: bool = False):
         return self._node_rows.rows(
@@ -164,6 +161,15 @@ class FleetReader:
         detail = self.supervisor.details.get(node_id)
         return list(detail.processes) if detail is not None else []
 
+    def burn_alert(self) -> str | None:
+        """The header's alert when a session or the fleet burns over its configured $/h."""
+        over = self.brain.burn_alerts() if self.brain is not None else []
+        if not over:
+            return None
+        top = over[0]
+        more = f" +{len(over) - 1}" if len(over) > 1 else ""
+        return f"BURN {top.subject} {fmt.money(top.rate_usd_per_h)}/h > {fmt.money(top.limit_usd_per_h)}/h{more}"
+
     def cost_summary(self):
         return self.brain.cost_summary() if self.brain is not None else None
 
@@ -175,9 +181,10 @@ class FleetReader:
         lines: list[list[tuple[str, str | None]]] = [
             [
                 (f"today {fmt.money(summary.today_usd)}", None),
-                (f"  burn {fmt.money(summary.burn_rate_usd_per_h)}/h", None),
+                (f"  burn {fmt.money(summary.burn_rate_usd_per_h)}/h over {fmt.duration(summary.burn_window_s)}",
+                 "critical" if summary.over_burn else None),
             ],
-            [(f"projected end of day {fmt.money(summary.projected_today_usd)}", None)],
+            [(f"projected end of day {fmt.money(summary.projected_today_usd)}, of month {fmt.money(summary.projected_month_usd)}", None)],
             budget_line("day  ", summary.today_usd, summary.daily_budget_usd, bar_width, ascii_only),
             budget_line("month", summary.month_usd, summary.monthly_budget_usd, bar_width, ascii_only),
         ]

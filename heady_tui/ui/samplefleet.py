@@ -15,6 +15,7 @@ from heady_agent.protocol import Detail, Event, Hello, JournalInfo, Metrics, Nod
 
 from ..brain import Brain
 from ..config import Config, Paths
+from ..engine.cost import PricingTable
 from ..store import Store
 from ..supervisor import Supervisor
 
@@ -54,7 +55,9 @@ async def open_offline(config: Config, paths: Paths, clock: ManualClock, *, simu
     """A Supervisor with its store and brain open but no links: fed by `feed_fleet`."""
     supervisor = Supervisor(config, paths, clock=clock, simulated=simulated)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
-    supervisor.store = await Store.open(paths.database, metric_rollup_s=config.store.metric_rollup_s)
+    pricing = PricingTable.load(config.cost)
+    supervisor.fleet.pricing = pricing
+    supervisor.store = await Store.open(paths.database, metric_rollup_s=config.store.metric_rollup_s, pricing=pricing)
     supervisor.brain = Brain(supervisor)
     await supervisor.brain.start()
     return supervisor
@@ -131,9 +134,11 @@ async def feed_fleet(
                 if through_store:
                     await supervisor.link_frames(spec.name, f"j-{spec.name}", due)
                 else:
-                    supervisor.fleet.apply_frames(spec.name, due)
+                    calls = supervisor.fleet.apply_frames(spec.name, due)
+                    assert supervisor.brain is not None
                     for frame in due:
                         supervisor.brain.on_frame(spec.name, frame)
+                    supervisor.brain.on_calls(calls)
         clock.advance(1)
         if supervisor.brain is not None and (second + 1) % tick_every == 0:
             await supervisor.brain.tick()

@@ -56,6 +56,7 @@ NODE_COLUMNS_COMPACT = (
 
 SESSION_COLUMNS = (
     ("node", "Node"),
+    ("session", "Session"),
     ("source", "Source"),
     ("project", "Project"),
     ("model", "Model"),
@@ -66,6 +67,7 @@ SESSION_COLUMNS = (
 )
 SESSION_COLUMNS_COMPACT = (
     ("node", "Node"),
+    ("session", "Session"),
     ("project", "Project"),
     ("model", "Model"),
     ("state", "State"),
@@ -188,13 +190,23 @@ def _state_text(rec: SessionRecord) -> str:
     return rec.state
 
 
+SESSION_LABEL_CHARS = 24
+
+
+def session_label(rec: SessionRecord) -> str:
+    """A session's title when it has one, else its id; long ones cut to fit a column."""
+    text = rec.title or rec.id
+    return text if len(text) <= SESSION_LABEL_CHARS else text[: SESSION_LABEL_CHARS - 1] + "…"
+
+
 def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewCell, ...]:
     age = None if rec.started is None else (rec.ended or now) - rec.started
     cost = fmt.money(rec.cost_usd) + ("?" if rec.cost_unknown else "")
     cells: dict[str, ViewCell] = {
         "node": (rec.node, None),
+        "session": (session_label(rec), None),
         "source": (rec.source or "-", None),
-        "project": (rec.project or rec.title or rec.id[:12], None),
+        "project": (rec.project or "-", None),
         "model": (rec.model or "-", None),
         "state": (_state_text(rec), STATE_SEVERITY.get(rec.state)),
         "age": (fmt.duration(age), None),
@@ -217,12 +229,3 @@ def session_rows(
     if limit is not None:
         ordered = ordered[:limit]
     return {session_key(rec.node, rec.id): session_row(rec, now, compact=compact) for rec in ordered}
-
-
-def costs_today_by_node(fleet: Fleet, day_start: float) -> dict[str, float]:
-    """Cost of calls since the start of the day per node, from the fleet's recent call ring."""
-    out: dict[str, float] = {}
-    for call in fleet.calls_since(day_start):
-        out[call.node] = out.get(call.node, 0.0) + call.cost_usd
-    return out
-

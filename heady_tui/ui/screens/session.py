@@ -74,9 +74,11 @@ class SessionScreen(LiveScreen):
         if rec.nice is not None:
             text.append(f"  nice {rec.nice}")
         text.append(
-            f"\ncalls {rec.calls} ({rec.errors} failed)  tokens in {fmt.tokens(rec.input_tokens)} out {fmt.tokens(rec.output_tokens)}"
+            f"\ncalls {rec.calls} ({rec.failed_calls} failed)  tokens in {fmt.tokens(rec.input_tokens)} out {fmt.tokens(rec.output_tokens)}"
             f" cache w {fmt.tokens(rec.cache_creation_tokens)} r {fmt.tokens(rec.cache_read_tokens)}  cost {fmt.money(rec.cost_usd)}"
         )
+        if rec.reported_cost_usd is not None and abs(rec.reported_cost_usd - rec.cost_usd) >= 0.005:
+            text.append(f" (agent reported {fmt.money(rec.reported_cost_usd)})")
         if rec.cost_unknown:
             text.append("  (some calls unpriced)")
         if rec.exit_code is not None:
@@ -97,13 +99,16 @@ class SessionScreen(LiveScreen):
         if store is None:  # the console is still starting
             return
         events = await store.events(node=self.node_id, session=self.session_id)
+        # Each call's cost as the store priced it when it stored the call.
+        priced = {(c.journal, c.seq): c for c in await store.priced_calls(node=self.node_id, session=self.session_id)}
         rows = {}
         for ev in reversed(events[-TIMELINE_ROWS:]):
             data = ev.data
             key = f"{ev.journal}:{ev.seq}"
             if ev.kind == "llm.call":
                 ok = data.get("ok", True)
-                cost = data.get("cost_usd")
+                call = priced.get((ev.journal, ev.seq))
+                cost = call.cost_usd if call is not None else None
                 rows[key] = (
                     fmt.clock_time(ev.ts),
                     "call" if ok else Text("call failed", style="bold"),

@@ -602,7 +602,7 @@ def test_an_error_without_a_real_model_in_the_session_leaves_the_model_empty(hom
     ))
     home.source().scan()
     [call] = home.calls()
-    assert (call["model"], call["ok"]) == ("", False)
+    assert (call["model"], call["ok"], call["cost_usd"]) == ("", False, 0.0)  # priced: no unknown-model flag
 
 
 # --- the format radar ------------------------------------------------------------------------------

@@ -277,6 +277,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             "ok": not failed,
             "error": _error(record) if failed else None,
         }
+        if failed and not any(data[kind] for kind in USAGE_KINDS[:4]):
+            data["cost_usd"] = 0.0  # nothing was served: free, whatever the model (none, when it never got one)
         split = usage.get("cache_creation")
         if isinstance(split, dict):
             data["cache_creation_5m_tokens"] = as_int(split.get("ephemeral_5m_input_tokens"))

@@ -53,6 +53,7 @@ COST_STATE_KINDS = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "
 COUNTED = "counted"  # FileCursor.extra key: {session: {model: tokens counted from this file, USAGE_KINDS order}}
 UNWRITTEN_ERROR = None  # the calls found in cost-state succeeded (Claude Code totals answers only)
 CLIENT_SCAN_EVERY_S = 10.0  # how old the list of running Claude Code processes may be
+ERROR_CHARS = 80  # an error name from a transcript is cut here
 UNKNOWN_DIR = ""  # _client_dirs() key of Claude Code processes whose working directory cannot be read
 FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
@@ -581,8 +582,8 @@ def _cost(record: dict[str, Any]) -> float | None:
 def _error(record: dict[str, Any]) -> str:
     error = record.get("error")
     status = record.get("apiErrorStatus")
-    if isinstance(error, str) and error:
-        return error
+    if isinstance(error, str) and plain_text(error, ERROR_CHARS):
+        return plain_text(error, ERROR_CHARS)
     if isinstance(status, int) and not isinstance(status, bool):
         return f"http_{status}"
     return "api_error"

@@ -237,10 +237,11 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         title = plain_text(title, TITLE_CHARS) if title is not None else None
         if title and title != session.title:
             session.title, changed = title, True
-        if title_from is not None and title_from != session.title_from:
+        if title_from is not None:
             session.title_from = title_from
-            self._save(session)
-        if changed and session.started is not None and not session.ended:
+        if session.started is None:
+            return  # not announced yet: the announcement carries it and saves the record
+        if changed and not session.ended:
             self._reannounce(session, when)
         elif changed:
             self._save(session)

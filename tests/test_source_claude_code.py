@@ -602,7 +602,7 @@ def test_an_error_without_a_real_model_in_the_session_leaves_the_model_empty(hom
     ))
     home.source().scan()
     [call] = home.calls()
-    assert (call["model"], call["ok"]) == ("", False)
+    assert (call["model"], call["ok"], call["cost_usd"]) == ("", False, 0.0)  # priced: no unknown-model flag
 
 
 # --- the format radar ------------------------------------------------------------------------------
@@ -720,3 +720,14 @@ def test_a_session_an_older_agent_had_half_read_takes_no_call_from_cost_state(ho
     home.append(lines(cost_state(T0 + 5, 500, 700, 0, 0, 9000)))
     home.source().scan()
     assert home.calls() == []
+
+
+def test_a_title_record_of_a_session_not_yet_seen_lists_no_session(home):
+    home.append(lines({"type": "ai-title", "aiTitle": "Fix retry budget", "sessionId": SID}))
+    source = home.source()
+    source.scan()
+    assert source.sessions() == [] and home.ctx.events("session.started") == []
+    home.append(lines(user("u1", None, T0)))
+    source.scan()
+    [started] = home.ctx.events("session.started")
+    assert started.data["title"] == "Fix retry budget"

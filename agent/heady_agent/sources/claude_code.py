@@ -53,6 +53,7 @@ COST_STATE_KINDS = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "
 COUNTED = "counted"  # FileCursor.extra key: {session: {model: tokens counted from this file, USAGE_KINDS order}}
 UNWRITTEN_ERROR = None  # the calls found in cost-state succeeded (Claude Code totals answers only)
 CLIENT_SCAN_EVERY_S = 10.0  # how old the list of running Claude Code processes may be
+ERROR_CHARS = 80  # an error name from a transcript is cut here
 UNKNOWN_DIR = ""  # _client_dirs() key of Claude Code processes whose working directory cannot be read
 FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's latest api_error record
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
@@ -236,10 +237,11 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         title = plain_text(title, TITLE_CHARS) if title is not None else None
         if title and title != session.title:
             session.title, changed = title, True
-        if title_from is not None and title_from != session.title_from:
+        if title_from is not None:
             session.title_from = title_from
-            self._save(session)
-        if changed and session.started is not None and not session.ended:
+        if session.started is None:
+            return  # not announced yet: the announcement carries it and saves the record
+        if changed and not session.ended:
             self._reannounce(session, when)
         elif changed:
             self._save(session)
@@ -277,6 +279,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             "ok": not failed,
             "error": _error(record) if failed else None,
         }
+        if failed and not any(data[kind] for kind in USAGE_KINDS[:4]):
+            data["cost_usd"] = 0.0  # nothing was served: free, whatever the model (none, when it never got one)
         split = usage.get("cache_creation")
         if isinstance(split, dict):
             data["cache_creation_5m_tokens"] = as_int(split.get("ephemeral_5m_input_tokens"))
@@ -579,8 +583,8 @@ def _cost(record: dict[str, Any]) -> float | None:
 def _error(record: dict[str, Any]) -> str:
     error = record.get("error")
     status = record.get("apiErrorStatus")
-    if isinstance(error, str) and error:
-        return error
+    if isinstance(error, str) and plain_text(error, ERROR_CHARS):
+        return plain_text(error, ERROR_CHARS)
     if isinstance(status, int) and not isinstance(status, bool):
         return f"http_{status}"
     return "api_error"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import ssl
 import uuid
@@ -45,6 +44,7 @@ from heady_agent.protocol import (
     Subscribe,
     dump,
     parse_agent_frame,
+    parse_event_data,
 )
 
 from .config import NodeConfig
@@ -53,6 +53,8 @@ log = logging.getLogger("heady.link")
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_CAP_S = 30.0
+ERRORS_PER_WINDOW = 20  # per node: recorded one by one; past this they are counted
+ERROR_WINDOW_S = 60.0
 
 # Validates JSON text straight into frames (one pass in pydantic-core, no json.loads first).
 _agent_frames: TypeAdapter[Any] = TypeAdapter(AgentFrame)
@@ -101,6 +103,44 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class ErrorBudget:
+    """The first `burst` errors of each window are recorded; the rest are only counted, and the count
+    is recorded once the window is over: 50,000 bad frames write a few rows, not 50,000."""
+
+    def __init__(self, burst: int = ERRORS_PER_WINDOW, window_s: float = ERROR_WINDOW_S) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._window_start: float | None = None
+        self._used = 0
+        self.suppressed = 0
+        self.last_suppressed = ""
+
+    def admit(self, now: float, message: str) -> tuple[bool, str | None]:
+        """(record this error?, the summary of the window that just closed, if it dropped any)."""
+        summary = None
+        if self._window_start is None or now - self._window_start >= self.window_s:
+            summary = self.close()
+            self._window_start = now
+            self._used = 0
+        if self._used < self.burst:
+            self._used += 1
+            return True, summary
+        self.suppressed += 1
+        self.last_suppressed = message
+        return False, summary
+
+    def close(self) -> str | None:
+        """The summary of errors counted but not recorded so far, or None; the count restarts."""
+        if not self.suppressed:
+            return None
+        summary = (
+            f"{self.suppressed} more error{'s' if self.suppressed != 1 else ''} not recorded one by one "
+            f"(over {self.burst} in {self.window_s:g} s); the last: {self.last_suppressed}"
+        )
+        self.suppressed = 0
+        return summary
 
 
 class LinkFailure(Exception):
@@ -164,24 +204,6 @@ def tls_context(node: NodeConfig) -> ssl.SSLContext | None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-_SQLITE_INT_MAX = 2**63 - 1
-
-
-def unstorable(frame: Metrics | Event) -> str | None:
-    """Why a valid-looking frame cannot be stored (NaN/inf numbers, integers beyond SQLite's), or None."""
-    if frame.seq > _SQLITE_INT_MAX:
-        return "seq beyond 2^63"
-    if isinstance(frame, Event):
-        return None if math.isfinite(frame.ts) else "ts is not a finite number"
-    numbers = (frame.ts, frame.cpu, frame.mem, frame.swap, *frame.load, frame.disk_read_bps, frame.disk_write_bps,
-               frame.net_rx_bps, frame.net_tx_bps)  # fmt: skip
-    if not all(math.isfinite(x) for x in numbers):
-        return "a metric is not a finite number"
-    if max(frame.mem_available, frame.procs, frame.queue_depth) > _SQLITE_INT_MAX or frame.procs < -_SQLITE_INT_MAX:
-        return "an integer metric beyond 2^63"
-    return None
 
 
 def describe_connect_error(exc: BaseException) -> str:
@@ -249,6 +271,7 @@ class NodeLink:
         self._stopping = False
         self._last_rx = 0.0
         self._idle = False
+        self._errors = ErrorBudget()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -281,6 +304,9 @@ class NodeLink:
             finally:
                 self._ws = None
                 self._fail_pending("disconnected")
+            summary = self._errors.close()
+            if summary is not None:
+                await self._write_error("suppressed", summary)
             if self._stopping:
                 return
             if failure.healthy:
@@ -366,7 +392,9 @@ class NodeLink:
         finally:
             await cancel_and_wait([reader, writer])
         failure = failure or LinkFailure("connection ended", status="offline", code="closed")
-        failure.healthy = stored
+        # A node that breaks the protocol after storing a frame must not earn a fast reconnect:
+        # otherwise one bad frame per connection turns the back-off into two reconnects a second.
+        failure.healthy = stored and failure.code != "protocol"
         raise failure
 
     async def _read_hello(self, ws: ClientConnection) -> Hello:
@@ -441,11 +469,14 @@ class NodeLink:
                 await self._record(exc.code, f"frame ignored: {exc.message}")
                 return last_seq
         if isinstance(frame, (Metrics, Event)):
-            problem = unstorable(frame)
-            if problem is not None:
-                # Skipped rather than retried: the same frame would fail again on every reconnect.
-                await self._record("bad_frame", f"frame {frame.seq} ignored: {problem}")
-                return last_seq
+            if isinstance(frame, Event):
+                # The payload is checked and cleaned here, before it is stored, like the frame itself.
+                try:
+                    frame.data = parse_event_data(frame.kind, frame.data).model_dump(exclude_unset=True)
+                except FrameError as exc:
+                    # Skipped rather than retried: the same frame would fail again on every reconnect.
+                    await self._record("bad_frame", f"frame {frame.seq} ignored: {exc.message}")
+                    return last_seq
             if frame.journal and frame.journal != journal:
                 return LinkFailure(
                     f"protocol: frame of journal {frame.journal} on a connection to journal {journal}",
@@ -525,7 +556,7 @@ class NodeLink:
         if ws is None or self.status != "online":
             return Result(id=command_id, ok=False, error="offline", detail={"message": f"node {self.name} is {self.status}"})
         try:
-            frame = Command(id=command_id, action=action, target=target, args=args or {})
+            frame = Command.model_validate({"id": command_id, "action": action, "target": target, "args": args or {}})
         except ValueError as exc:
             return Result(id=command_id, ok=False, error="bad_command", detail={"message": str(exc).splitlines()[0]})
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -567,6 +598,13 @@ class NodeLink:
         self.sink.link_status(self.name, status, error)
 
     async def _record(self, code: str, message: str) -> None:
+        admitted, summary = self._errors.admit(self.clock.monotonic(), message)
+        if summary is not None:
+            await self._write_error("suppressed", summary)
+        if admitted:
+            await self._write_error(code, message)
+
+    async def _write_error(self, code: str, message: str) -> None:
         log.warning("node %s: %s", self.name, message)
         try:
             await self.sink.link_error(self.name, code, message)

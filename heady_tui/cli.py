@@ -6,10 +6,13 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from heady_agent.config import SCENARIOS, ConfigError
 
 from . import __version__
+from .config import Paths
+from .filemodes import harden, private_umask
 
 
 class UsageError(Exception):
@@ -42,11 +45,11 @@ def _positive_int(text: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as every command promises
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as every command promises
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _shared_options(*, top: bool) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _shared_options(*, top: bool) -> tuple[_Parser, _Parser]:
     """Options accepted before and after the subcommand. After it they default to SUPPRESS, so a
     subcommand never overwrites what was given before it (`heady --config F run ...`)."""
     default = None if top else argparse.SUPPRESS
@@ -161,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(f"heady_tui.commands.{_HANDLERS[args.command]}")
+    private_umask()
     try:
+        harden(Paths.resolve(getattr(args, "config", None), getattr(args, "data_dir", None)).data_dir)
         return int(module.run(args) or 0)
     except (ConfigError, UsageError) as exc:
         print(f"heady: error: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -283,7 +283,7 @@ async def _series(store: Store, config: Config, since: float, until: float, call
             for node, rows in per_node.items():
                 i = bisect.bisect_right(buckets[node], t) - 1
                 fresh = i >= 0 and t - buckets[node][i] <= 2 * step
-                row = rows[i] if i >= 0 else None
+                row: dict[str, Any] | None = rows[i] if i >= 0 else None
                 samples.append(NodeSample(node, fresh, row["load_avg"] if row and fresh else None, cpu_counts.get(node, 1), int(row["queue_avg"]) if row and fresh else 0, buckets[node][i] if i >= 0 else None))
             recent = calls[bisect.bisect_right(call_ts, t - window) : bisect.bisect_right(call_ts, t)]
             values = compute_metrics(samples, recent, now=t, window_s=window, min_calls=config.detector.min_calls)
@@ -562,7 +562,7 @@ def _fmt_axis(value: float) -> str:
 
 
 def svg_line_chart(
-    lines: dict[str, Sequence[tuple[float, float]]], *, title: str, thresholds: Sequence[tuple[str, float]] = (),
+    lines: Mapping[str, Sequence[tuple[float, float]]], *, title: str, thresholds: Sequence[tuple[str, float]] = (),
     x_range: tuple[float, float] | None = None, width: int = 480, height: int = 180,
 ) -> str:  # fmt: skip
     """Inline SVG line chart; x is time (the report's range, so charts line up), y starts at 0."""

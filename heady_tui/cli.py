@@ -116,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", parents=[common], help="the hash-chained audit trail")
     averbs = audit.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
-    averbs.add_parser("verify", parents=[common], help="verify the chain and its anchor")
+    averify = averbs.add_parser("verify", parents=[common], help="verify the chain and its anchor")
+    averify.add_argument(
+        "--against", metavar="COUNT:HASH",
+        help="also check that this exported head (from `audit anchor --export`) is still part of the chain",
+    )
+    aanchor = averbs.add_parser("anchor", parents=[common], help="the chain's current head")
+    aanchor.add_argument("--export", action="store_true", required=True,
+                         help="print the verified head as COUNT:HASH, to keep somewhere the database's writers cannot reach")
     alog = averbs.add_parser("log", parents=[common], help="show audit entries, newest last")
     alog.add_argument("--limit", type=_positive_int, default=50)
     alog.add_argument("--json", action="store_true")

@@ -140,6 +140,11 @@ class AuditSummary(_Model):
     head: str
     verified: bool
     message: str
+    # The anchor file's head and the time of its entry: with an exported head, what a reader checks
+    # the report against (`heady audit verify --against`).
+    anchor_count: int | None = None
+    anchor_hash: str | None = None
+    anchored_at: str | None = None
 
 
 class Series(_Model):
@@ -283,8 +288,8 @@ async def _series(store: Store, config: Config, since: float, until: float, call
             for node, rows in per_node.items():
                 i = bisect.bisect_right(buckets[node], t) - 1
                 fresh = i >= 0 and t - buckets[node][i] <= 2 * step
-                row: dict[str, Any] | None = rows[i] if i >= 0 else None
-                samples.append(NodeSample(node, fresh, row["load_avg"] if row and fresh else None, cpu_counts.get(node, 1), int(row["queue_avg"]) if row and fresh else 0, buckets[node][i] if i >= 0 else None))
+                sample = rows[i] if i >= 0 else None
+                samples.append(NodeSample(node, fresh, sample["load_avg"] if sample and fresh else None, cpu_counts.get(node, 1), int(sample["queue_avg"]) if sample and fresh else 0, buckets[node][i] if i >= 0 else None))
             recent = calls[bisect.bisect_right(call_ts, t - window) : bisect.bisect_right(call_ts, t)]
             values = compute_metrics(samples, recent, now=t, window_s=window, min_calls=config.detector.min_calls)
             for name, value in values.items():
@@ -296,7 +301,12 @@ async def _series(store: Store, config: Config, since: float, until: float, call
 
 async def _audit(records: Records) -> AuditSummary:
     result = await records.verify_audit()
-    return AuditSummary(entries=result.entries, head=result.head.hash, verified=result.ok, message=result.message)
+    anchor = result.anchor if result.anchor is not None and not result.anchor.unreadable else None
+    return AuditSummary(
+        entries=result.entries, head=result.head.hash, verified=result.ok, message=result.message,
+        anchor_count=anchor.head.count if anchor else None, anchor_hash=anchor.head.hash if anchor else None,
+        anchored_at=iso_utc(anchor.at) if anchor and anchor.at is not None else None,
+    )  # fmt: skip
 
 
 async def gather_report(
@@ -484,7 +494,8 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
 def _audit_line(report: ReportData) -> str:
     a = report.audit
     state = "verified" if a.verified else "VERIFICATION FAILED"
-    return f"{a.entries} entries, head {a.head}, {state} ({a.message})"
+    anchored = f"anchor {a.anchor_count}:{a.anchor_hash} at {a.anchored_at or '?'}" if a.anchor_hash else "no anchor"
+    return f"{a.entries} entries, head {a.head}, {anchored}, {state} ({a.message})"
 
 
 # --- rendering: Markdown --------------------------------------------------------------------------
@@ -666,7 +677,9 @@ def render_html(report: ReportData, config: Config | None = None) -> str:
         out.append(_html_table(header, rows, _NUMERIC.get(section, (1,) if section.startswith("Cost by") else ())))
 
     out.append('<h2 id="audit">Audit</h2>')
-    out.append(f'<p>{report.audit.entries} entries. Head <code>{html.escape(report.audit.head)}</code>: <span class="{audit_class}">{"verified" if report.audit.verified else "VERIFICATION FAILED"}</span> <span class="muted">({html.escape(report.audit.message)})</span></p>')
+    anchored = (f"Anchor <code>{report.audit.anchor_count}:{html.escape(report.audit.anchor_hash)}</code> at {html.escape(report.audit.anchored_at or '?')}. "
+                if report.audit.anchor_hash else "No anchor. ")  # fmt: skip
+    out.append(f'<p>{report.audit.entries} entries. {anchored}Head <code>{html.escape(report.audit.head)}</code>: <span class="{audit_class}">{"verified" if report.audit.verified else "VERIFICATION FAILED"}</span> <span class="muted">({html.escape(report.audit.message)})</span></p>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

@@ -10,6 +10,7 @@ other nodes never notice, and the link never raises out of its task.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import ssl
@@ -18,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
@@ -204,6 +206,30 @@ def tls_context(node: NodeConfig) -> ssl.SSLContext | None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or `localhost`, by parsing the address: `127.evil.example` is not loopback."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def security_warnings(node: NodeConfig) -> list[str]:
+    """What about a node's link an operator must see on screen, not only in heady.log."""
+    warnings = []
+    url = urlsplit(node.url)
+    if url.scheme == "wss" and node.insecure_skip_verify:
+        warnings.append("TLS certificate verification is off (insecure_skip_verify): anyone on the path can pose as the agent")
+    if url.scheme == "ws" and not is_loopback_host(url.hostname):
+        clear = "the token and all data travel in clear" if node.token or node.token_env or node.token_file else "all data travels in clear"
+        warnings.append(f"unencrypted ws:// to {url.hostname}, not loopback: {clear}; use wss://")
+    return warnings
 
 
 def describe_connect_error(exc: BaseException) -> str:

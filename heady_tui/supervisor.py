@@ -22,7 +22,7 @@ from .brain import Brain
 from .config import Config, NodeConfig, Paths
 from .events import HeadyEvent
 from .fleet import Fleet
-from .link import NodeLink
+from .link import NodeLink, security_warnings
 from .store import Store
 
 log = logging.getLogger("heady.supervisor")
@@ -107,6 +107,9 @@ class Supervisor:
             await self.brain.start()
             await self._warm_fleet()
             for node in self.nodes:
+                for warning in security_warnings(node):
+                    log.warning("node %s: %s", node.name, warning)
+                    self.publish("security.warning", node=node.name, message=warning)
                 link = NodeLink(node, self, clock=self.clock, **self._link_options)
                 self.links[node.name] = link
                 link.start()

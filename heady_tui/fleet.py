@@ -21,6 +21,8 @@ from heady_agent.protocol import (
     parse_event_data,
 )
 
+MAX_SESSIONS_PER_NODE = 2000  # StoreConfig.max_sessions_per_node's default
+FORGET_FRACTION = 0.1  # of the bound, forgotten at once: one sort per that many new sessions, not one per session
 RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
 CALL_RING_SIZE = 100_000  # recent llm.calls kept for the detector's windows
 TERMINAL_STATES = ("completed", "error")
@@ -106,6 +108,8 @@ class NodeState:
     queue: Ring = field(default_factory=Ring)
     sample_ts: Ring = field(default_factory=Ring)
     bad_events: int = 0
+    sessions_forgotten: int = 0  # ended sessions dropped to stay within the bound
+    sessions_refused: int = 0  # events and reports of sessions past the bound, all of them live
 
     @property
     def utilisation(self) -> float | None:
@@ -188,7 +192,10 @@ class NodeLoad:
 
 
 class Fleet:
-    def __init__(self, pricer: Pricer | None = None, *, call_ring: int = CALL_RING_SIZE) -> None:
+    def __init__(
+        self, pricer: Pricer | None = None, *, call_ring: int = CALL_RING_SIZE, max_sessions_per_node: int = MAX_SESSIONS_PER_NODE
+    ) -> None:
+        self.max_sessions_per_node = max_sessions_per_node
         self.nodes: dict[str, NodeState] = {}
         self.sessions: dict[tuple[str, str], SessionRecord] = {}
         # The same records per node, so per-node reads stay cheap with thousands of sessions.
@@ -280,6 +287,8 @@ class Fleet:
             state.bad_events += 1  # counted and shown per node; the rest of the stream goes on
             return None
         rec = self._session(state.id, ev.session)
+        if rec is None:
+            return None
         rec.last_event_at = max(rec.last_event_at, ev.ts)
         if ev.kind == "session.started":
             rec.source = data.source
@@ -344,21 +353,44 @@ class Fleet:
             )
         )
 
-    def _session(self, node_id: str, session_id: str) -> SessionRecord:
+    def _session(self, node_id: str, session_id: str) -> SessionRecord | None:
+        """The node's record of a session, new if need be; None when the node is at its bound."""
         key = (node_id, session_id)
         rec = self.sessions.get(key)
         if rec is None:
+            per_node = self._node_sessions.setdefault(node_id, {})
+            if len(per_node) >= self.max_sessions_per_node and not self._forget_ended(node_id, per_node):
+                self.node(node_id).sessions_refused += 1
+                return None
             rec = self.sessions[key] = SessionRecord(node=node_id, id=session_id, state_since=0.0)
-            self._node_sessions.setdefault(node_id, {})[session_id] = rec
+            per_node[session_id] = rec
         return rec
+
+    def _forget_ended(self, node_id: str, per_node: dict[str, SessionRecord]) -> bool:
+        """Drop the node's longest-ended sessions (a tenth of the bound at most); True if any went."""
+        ended = sorted((r for r in per_node.values() if not r.active), key=lambda r: r.ended or r.last_event_at)
+        gone = ended[: max(1, int(self.max_sessions_per_node * FORGET_FRACTION))]
+        for rec in gone:
+            del per_node[rec.id]
+            del self.sessions[(node_id, rec.id)]
+        self.node(node_id).sessions_forgotten += len(gone)
+        return bool(gone)
 
     def apply_sessions(self, node_id: str, sessions: list[SessionInfo], now: float) -> None:
         """The agent's list of current sessions: upsert them; the node's others are over."""
         self.node(node_id)
-        current = set()
+        current = {info.id for info in sessions}
+        # Others end first, so at the session bound the ones they replace have room.
+        for sid, rec in self._node_sessions.get(node_id, {}).items():
+            if sid not in current and rec.active:
+                rec.state = "completed"
+                rec.state_reason = "no longer reported by the agent"
+                rec.state_since = now
+                rec.ended = now
         for info in sessions:
-            current.add(info.id)
             rec = self._session(node_id, info.id)
+            if rec is None:
+                continue
             rec.source = info.source
             rec.project = info.project or rec.project
             rec.cwd = info.cwd or rec.cwd
@@ -374,12 +406,6 @@ class Fleet:
                 rec.state_since = now
             if info.state not in TERMINAL_STATES:
                 rec.ended = None
-        for sid, rec in self._node_sessions.get(node_id, {}).items():
-            if sid not in current and rec.active:
-                rec.state = "completed"
-                rec.state_reason = "no longer reported by the agent"
-                rec.state_since = now
-                rec.ended = now
         self.version += 1
 
     # --- reads ------------------------------------------------------------------------

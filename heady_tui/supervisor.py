@@ -65,7 +65,7 @@ class Supervisor:
         self.clock = clock or SystemClock()
         self.simulated = simulated
         self.launcher = launcher
-        self.fleet = Fleet()
+        self.fleet = Fleet(max_sessions_per_node=config.store.max_sessions_per_node)
         self.store: Store | None = None
         self.links: dict[str, NodeLink] = {}
         self.nodes: list[NodeConfig] = []
@@ -99,7 +99,7 @@ class Supervisor:
             if self.config.alerts.webhooks:
                 self.alerts = AlertDispatcher(
                     self.config.alerts, self.clock, simulated=lambda: self.simulated,
-                    publish=lambda event: self.publish(event.name, **event.details),
+                    publish=self._republish,
                 )  # fmt: skip
                 await self.alerts.start()
                 self.subscribe(self.alerts.handle)
@@ -235,6 +235,9 @@ class Supervisor:
 
         return unsubscribe
 
+    def _republish(self, event: HeadyEvent) -> None:
+        self.publish(event.name, **event.details)
+
     def publish(self, name: str, **details: Any) -> HeadyEvent:
         event = HeadyEvent(name, self.clock.now(), details)
         for callback in list(self._subscribers):
@@ -313,6 +316,7 @@ class Supervisor:
         applied = self._applied.get(key, 0)
         fresh = [f for f in frames if f.seq > applied]
         if fresh:
+            refused_before = self.fleet.node(node).sessions_refused
             self._applied[key] = max(f.seq for f in fresh)
             brain = self.brain
             for frame in fresh:
@@ -327,12 +331,23 @@ class Supervisor:
                         brain.on_frame(node, frame, data)
                     except Exception:
                         log.exception("the brain failed on a frame from %s (seq %d)", node, frame.seq)
+            await self._notice_session_bound(node, refused_before)
             self.changed()
         return top
 
     async def link_sessions(self, node: str, sessions: Sessions) -> None:
+        refused_before = self.fleet.node(node).sessions_refused
         self.fleet.apply_sessions(node, sessions.sessions, self.clock.now())
+        await self._notice_session_bound(node, refused_before)
         self.changed()
+
+    async def _notice_session_bound(self, node: str, refused_before: int) -> None:
+        """One recorded notice per node and run when it first passes its session bound; the count of
+        refused sessions goes on in the node's state."""
+        if self.fleet.node(node).sessions_refused and not refused_before:
+            message = f"more than {self.fleet.max_sessions_per_node} live sessions; the rest are not tracked (store.max_sessions_per_node)"
+            log.warning("node %s: %s", node, message)
+            await self.link_error(node, "sessions_bound", message)
 
     def link_detail(self, node: str, detail: Detail) -> None:
         self.details[node] = detail

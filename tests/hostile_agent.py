@@ -10,12 +10,14 @@ as a child process pointed at `agent.url`.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 TOKEN = "hostile-agent-token-0123456789"
 JOURNAL = "hostile-journal"
@@ -109,34 +111,36 @@ def hostile_stream() -> list[str]:
 REFUSED_FIELDS = ("cost_usd", "input_tokens", "event.ts", "metrics.cpu")
 
 
-def flood(count: int, per_frame: int = 2000) -> list[str]:
-    """`count` distinct sessions, announced in sessions frames of `per_frame` each, every one of them ended."""
-    frames = []
-    for start in range(0, count, per_frame):
-        infos = [{"id": f"flood-{i}", "source": "claude-code", "project": f"p{i}", "state": "completed"}
-                 for i in range(start, min(count, start + per_frame))]  # fmt: skip
-        frames.append(sessions(infos))
-    return frames
+def flood(per_frame: int = 2500) -> Iterator[str]:
+    """Sessions frames without end, each announcing `per_frame` sessions never seen before."""
+    for start in itertools.count(0, per_frame):
+        yield sessions([{"id": f"flood-{i}", "source": "claude-code", "project": f"project-{i}", "title": f"title {i}",
+                         "cwd": f"/work/{i}", "state": "running"} for i in range(start, start + per_frame)])  # fmt: skip
 
 
 class HostileAgent:
     """Serve `frames` (computed per connection from the console's subscribe) on 127.0.0.1."""
 
-    def __init__(self, frames: Callable[[dict[str, Any]], list[str]], *, token: str = TOKEN) -> None:
+    def __init__(self, frames: Callable[[dict[str, Any]], Iterable[str]], *, token: str = TOKEN) -> None:
         self.frames = frames
         self.token = token
         self.connections = 0
+        self.sent = 0
         self._server: Server | None = None
         self.url = ""
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
-        await ws.send(hello())
-        subscribe = json.loads(await ws.recv())
-        for text in self.frames(subscribe):
-            await ws.send(text)
-        async for _ in ws:  # acks and focus frames, until the console goes
-            pass
+        try:
+            await ws.send(hello())
+            subscribe = json.loads(await ws.recv())
+            for text in self.frames(subscribe):
+                await ws.send(text)
+                self.sent += 1
+            async for _ in ws:  # acks and focus frames, until the console goes
+                pass
+        except ConnectionClosed:
+            pass  # the console went away: what a test usually ends with
 
     def _check_token(self, connection: ServerConnection, request: Any) -> Any:
         if request.headers.get("Authorization") != f"Bearer {self.token}":

@@ -388,9 +388,10 @@ class Fleet:
                 rec.state_since = now
                 rec.ended = now
         for info in sessions:
-            rec = self._session(node_id, info.id)
-            if rec is None:
+            found = self._session(node_id, info.id)
+            if found is None:
                 continue
+            rec = found
             rec.source = info.source
             rec.project = info.project or rec.project
             rec.cwd = info.cwd or rec.cwd

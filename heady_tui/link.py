@@ -311,6 +311,9 @@ class NodeLink:
         task, self._task = self._task, None
         await cancel_and_wait([task])
         self._fail_pending("link stopped")
+        summary = self._errors.close()
+        if summary is not None:
+            await self._write_error("suppressed", summary)
 
     async def run(self) -> None:
         """Connect, stream, and reconnect until stopped. Never raises (except cancellation)."""

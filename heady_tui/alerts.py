@@ -24,6 +24,7 @@ from heady_agent.config import ConfigError
 
 from .config import AlertsConfig, WebhookConfig
 from .events import HeadyEvent, iso_utc
+from .retries import Transient, retrying
 
 __all__ = ["Alert", "AlertDispatcher", "SEVERITIES", "classify", "slack_payload", "discord_payload", "json_payload"]
 
@@ -65,13 +66,16 @@ def _money(value: Any) -> str:
         return "$?"
 
 
+LEVEL_SEVERITY: dict[str, Severity] = {"critical": "critical", "degraded": "warning", "unknown": "warning"}
+
+
 def classify(event: HeadyEvent, *, simulated: bool = False) -> Alert | None:
     """Map a HeadyEvent to an Alert, or None for events that are not alerts (see docs/reports.md)."""
     d = event.details
     name = event.name
     if name == "equilibrium.level":
         level = d.get("level")
-        severity: Severity = {"critical": "critical", "degraded": "warning", "unknown": "warning"}.get(level, "info")
+        severity = LEVEL_SEVERITY.get(str(level), "info")
         metrics = d.get("metrics") or {}
         lines = tuple(f"{metric}: {value:.3g}" if isinstance(value, (int, float)) else f"{metric}: {value}" for metric, value in metrics.items())
         title = f"fleet equilibrium {level} (was {d.get('previous', 'unknown')})"
@@ -338,30 +342,32 @@ class AlertDispatcher:
     async def _deliver(self, hook: _Webhook, alert: Alert) -> bool:
         assert self._client is not None, "start() first"
         payload = _PAYLOADS[hook.config.kind](alert)
-        delay = self._backoff_initial_s
         attempts = self._config.max_retries + 1
-        for attempt in range(1, attempts + 1):
-            wait = delay
-            try:
-                response = await self._client.post(hook.url, json=payload)
-            except httpx.HTTPError as exc:
-                # str(exc) of some httpx errors carries the URL: log the type only.
-                problem = f"{type(exc).__name__}"
-            else:
-                if response.is_success:
-                    return True
-                problem = f"HTTP {response.status_code}"
-                if response.status_code == 429:
-                    hinted = retry_after_seconds(response.headers.get("retry-after"), self._clock.now())
-                    if hinted is not None:
-                        wait = min(hinted, MAX_RETRY_AFTER_S)
-                elif response.status_code < 500 and response.status_code != 408:
-                    log.warning("alerts: %s refused %s: %s (not retried)", hook.label, alert.event.name, problem)
-                    return False
-            if attempt == attempts:
-                log.warning("alerts: %s: giving up on %s after %d attempts: %s", hook.label, alert.event.name, attempts, problem)
-                return False
-            log.info("alerts: %s: %s, retry %d in %.1f s", hook.label, problem, attempt, wait)
-            await self._sleep(wait)
-            delay *= 2
+
+        def retried(error: Transient, attempt: int, wait_s: float) -> None:
+            log.info("alerts: %s: %s, retry %d in %.1f s", hook.label, error.problem, attempt, wait_s)
+
+        retry = retrying(attempts=attempts, initial_s=self._backoff_initial_s, sleep=self._sleep, on_retry=retried)
+        try:
+            return await retry(self._post_once, hook, alert, payload)
+        except Transient as exc:
+            log.warning("alerts: %s: giving up on %s after %d attempts: %s", hook.label, alert.event.name, attempts, exc.problem)
+            return False
+
+    async def _post_once(self, hook: _Webhook, alert: Alert, payload: dict[str, Any]) -> bool:
+        """True when delivered, False when refused for good; Transient when worth another try."""
+        assert self._client is not None
+        try:
+            response = await self._client.post(hook.url, json=payload)
+        except httpx.HTTPError as exc:
+            raise Transient(type(exc).__name__) from None  # str(exc) of some httpx errors carries the URL
+        if response.is_success:
+            return True
+        problem = f"HTTP {response.status_code}"
+        if response.status_code == 429:
+            hinted = retry_after_seconds(response.headers.get("retry-after"), self._clock.now())
+            raise Transient(problem, min(hinted, MAX_RETRY_AFTER_S) if hinted is not None else None)
+        if response.status_code >= 500 or response.status_code == 408:
+            raise Transient(problem)
+        log.warning("alerts: %s refused %s: %s (not retried)", hook.label, alert.event.name, problem)
         return False

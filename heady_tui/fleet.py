@@ -181,16 +181,6 @@ class CallRecord:
     cost_known: bool
 
 
-@dataclass(frozen=True)
-class NodeLoad:
-    """What the detector reads per online node."""
-
-    node: str
-    utilisation: float
-    queue_depth: int
-    ts: float
-
-
 class Fleet:
     def __init__(
         self, pricer: Pricer | None = None, *, call_ring: int = CALL_RING_SIZE, max_sessions_per_node: int = MAX_SESSIONS_PER_NODE
@@ -413,14 +403,6 @@ class Fleet:
 
     def online_nodes(self) -> list[NodeState]:
         return [n for n in self.nodes.values() if n.status == "online"]
-
-    def node_loads(self) -> list[NodeLoad]:
-        """Utilisation (load1 / cores) and queue depth of every online node that has sent metrics."""
-        out = []
-        for n in self.nodes.values():
-            if n.status == "online" and n.metrics is not None:
-                out.append(NodeLoad(n.id, n.metrics.load[0] / max(1, n.cpu_count), n.metrics.queue_depth, n.metrics.ts))
-        return out
 
     def calls_since(self, ts: float) -> list[CallRecord]:
         """Calls with a timestamp at or after ts, oldest first (calls arrive nearly in order)."""

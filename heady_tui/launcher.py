@@ -14,7 +14,6 @@ thread, which lives as long as the console.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -26,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from heady_agent.config import AgentConfig, ConfigError
 
@@ -81,34 +82,17 @@ class _Child:
             return ""
 
 
-def toml_table(table: str, values: Mapping[str, Any]) -> str:
-    """A TOML `[table]`: scalars and inline tables, `[[table.key]]` for lists of tables."""
-    lines = [f"[{table}]"]
-    later: list[str] = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                later.append(f"\n[[{table}.{key}]]")
-                later.extend(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None)
-        else:
-            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
-    return "\n".join(lines + later) + "\n"
+def toml_table(table: str, values: Mapping[str, object]) -> str:
+    """A TOML document of one `[table]`; None values are left out (TOML has no null)."""
+    return tomli_w.dumps({table: _without_none(values)})
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+def _without_none(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+        return [_without_none(v) for v in value]
+    return value
 
 
 class AgentLauncher:

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .alerts import retry_after_seconds
 from .config import ProviderCostConfig
+from .retries import Transient, retrying
 
 __all__ = [
     "AnthropicAdmin",
@@ -192,39 +193,37 @@ class _Api(abc.ABC):
         """Authentication and version headers; never logged."""
 
     async def _get(self, path: str, params: list[tuple[str, str | int]]) -> Any:
-        delay = self._backoff_initial_s
-        attempt = 0
-        while True:
-            last = attempt == self._max_retries
-            attempt += 1
+        attempts = self._max_retries + 1
+
+        def retried(error: Transient, attempt: int, wait_s: float) -> None:
+            log.info("%s: %s on %s, retry %d in %.1f s", self.name, error.problem, path, attempt, wait_s)
+
+        retry = retrying(attempts=attempts, initial_s=self._backoff_initial_s, sleep=self._sleep, on_retry=retried)
+        try:
+            return await retry(self._get_once, path, params)
+        except Transient as exc:
+            if exc.problem.startswith("HTTP"):
+                raise ProviderError(f"{self.name}: {path} still failing after {attempts} attempts ({exc.problem})") from None
+            raise ProviderError(f"{self.name}: cannot reach {self._base}: {exc.problem}") from None
+
+    async def _get_once(self, path: str, params: list[tuple[str, str | int]]) -> Any:
+        query: list[tuple[str, str | int | float | bool | None]] = list(params)
+        try:
+            response = await self._client.get(self._base + path, params=query, headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise Transient(type(exc).__name__) from None
+        status = response.status_code
+        if response.is_success:
             try:
-                response = await self._client.get(self._base + path, params=params, headers=self._headers())
-            except httpx.HTTPError as exc:
-                if last:
-                    raise ProviderError(f"{self.name}: cannot reach {self._base}: {type(exc).__name__}") from None
-                await self._sleep(delay)
-                delay *= 2
-                continue
-            status = response.status_code
-            if response.is_success:
-                try:
-                    return response.json()
-                except ValueError:
-                    raise ProviderError(f"{self.name}: {path} answered with something that is not JSON") from None
-            if status in (401, 403):
-                raise ProviderError(f"{self.name}: admin key rejected (HTTP {status}: {_api_message(response)})")
-            if status == 429 or status >= 500:
-                if last:
-                    raise ProviderError(f"{self.name}: {path} still failing after {attempt} attempts (HTTP {status}: {_api_message(response)})")
-                wait = delay
-                if status == 429:
-                    hinted = retry_after_seconds(response.headers.get("retry-after"), self._now())
-                    wait = min(hinted, MAX_RETRY_AFTER_S) if hinted is not None else delay
-                log.info("%s: HTTP %d on %s, retry in %.1f s", self.name, status, path, wait)
-                await self._sleep(wait)
-                delay *= 2
-                continue
-            raise ProviderError(f"{self.name}: {path} refused (HTTP {status}: {_api_message(response)})")
+                return response.json()
+            except ValueError:
+                raise ProviderError(f"{self.name}: {path} answered with something that is not JSON") from None
+        if status in (401, 403):
+            raise ProviderError(f"{self.name}: admin key rejected (HTTP {status}: {_api_message(response)})")
+        if status == 429 or status >= 500:
+            hinted = retry_after_seconds(response.headers.get("retry-after"), self._now()) if status == 429 else None
+            raise Transient(f"HTTP {status}: {_api_message(response)}", min(hinted, MAX_RETRY_AFTER_S) if hinted is not None else None)
+        raise ProviderError(f"{self.name}: {path} refused (HTTP {status}: {_api_message(response)})")
 
     async def _pages(self, path: str, params: list[tuple[str, str | int]], shape: type[BaseModel]) -> list[Any]:
         """Every bucket across pages, following has_more/next_page."""

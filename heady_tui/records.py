@@ -79,6 +79,11 @@ CREATE INDEX metric_level_changes_at ON metric_level_changes (at);
 """,
 ]
 
+GRANT_COLUMNS = "id, scope, grantor, created, expires, caps, uses, max_uses, revoked, reason, fingerprint"
+CHANGE_COLUMNS = ("run_id", "seq", "node", "action", "target", "args", "revert_action", "revert_args", "applied", "reverted")
+CHANGE_SELECT = ", ".join(CHANGE_COLUMNS)
+CHANGE_SELECT_C = ", ".join(f"c.{c}" for c in CHANGE_COLUMNS)
+
 
 def _grant(row: Any) -> Grant:
     gid, scope, grantor, created, expires, caps, uses, max_uses, revoked, reason, fp = row
@@ -138,7 +143,7 @@ class Records:
             pass
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return list(await self.db.execute_fetchall(sql, params))
+        return await self.store.read(sql, params)
 
     # --- consent ----------------------------------------------------------------------
 
@@ -150,10 +155,10 @@ class Records:
                              (g.id, g.scope, g.grantor, g.created, g.expires, json.dumps(g.caps), g.uses, g.max_uses, g.revoked, g.reason, g.fingerprint))
 
     async def grants(self) -> list[Grant]:
-        return [_grant(r) for r in await self._rows("SELECT * FROM grants ORDER BY created")]
+        return [_grant(r) for r in await self._rows(f"SELECT {GRANT_COLUMNS} FROM grants ORDER BY created")]
 
     async def grant(self, grant_id: str) -> Grant | None:
-        rows = await self._rows("SELECT * FROM grants WHERE id = ?", (grant_id,))
+        rows = await self._rows(f"SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?", (grant_id,))
         return _grant(rows[0]) if rows else None
 
     async def use_grant(self, grant_id: str, now: float, fingerprint: str) -> bool:
@@ -185,7 +190,7 @@ class Records:
                 await db.execute("UPDATE consent_requests SET state='denied', decided_at=?, decision='deny' WHERE id=?", (d.at, request_id))
 
     async def denials(self, since: float | None = None) -> list[Denial]:
-        rows = await self._rows("SELECT * FROM denials WHERE at >= ? ORDER BY at", (since or 0.0,))
+        rows = await self._rows("SELECT id, fingerprint, grantor, at, snooze_until, reason FROM denials WHERE at >= ? ORDER BY at", (since or 0.0,))
         return [Denial(*r) for r in rows]
 
     async def save_request(self, r: ConsentRequest) -> None:
@@ -197,7 +202,8 @@ class Records:
             )
 
     async def requests(self, since: float | None = None, until: float | None = None, *, state: str | None = None) -> list[ConsentRequest]:
-        sql = "SELECT * FROM consent_requests WHERE created >= ? AND created < ?"
+        sql = ("SELECT id, created, expires, reason, fingerprint, plan, state, decided_at, decision, grant_id "
+               "FROM consent_requests WHERE created >= ? AND created < ?")
         params: list[Any] = [since or 0.0, until if until is not None else float("inf")]
         if state:
             sql += " AND state = ?"
@@ -237,17 +243,16 @@ class Records:
     async def unreverted_changes(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Changes journalled but not reverted; for a run, or for every run that never stopped."""
         if run_id is None:
-            sql = """SELECT c.* FROM rebalance_changes c JOIN rebalance_runs r ON r.id = c.run_id
+            sql = f"""SELECT {CHANGE_SELECT_C} FROM rebalance_changes c JOIN rebalance_runs r ON r.id = c.run_id
                      WHERE r.stopped IS NULL AND c.reverted = 0
                      AND (c.revert_action IS NOT NULL OR c.action IN ('node.drain', 'session.pause'))
                      ORDER BY c.run_id, c.seq DESC"""
             rows = await self._rows(sql)
         else:
-            rows = await self._rows("SELECT * FROM rebalance_changes WHERE run_id=? AND reverted=0 AND revert_action IS NOT NULL ORDER BY seq DESC", (run_id,))
-        cols = ("run_id", "seq", "node", "action", "target", "args", "revert_action", "revert_args", "applied", "reverted")
+            rows = await self._rows(f"SELECT {CHANGE_SELECT} FROM rebalance_changes WHERE run_id=? AND reverted=0 AND revert_action IS NOT NULL ORDER BY seq DESC", (run_id,))
         out = []
         for r in rows:
-            d = dict(zip(cols, r))
+            d = dict(zip(CHANGE_COLUMNS, r))
             d["args"] = json.loads(d["args"])
             d["revert_args"] = json.loads(d["revert_args"])
             out.append(d)
@@ -299,7 +304,7 @@ class Records:
 
     async def policy_actions(self, since: float, until: float) -> list[dict[str, Any]]:
         """Report rows: {at, policy, node, session, action, attempt, outcome}."""
-        rows = await self._rows("SELECT * FROM policy_actions WHERE at >= ? AND at < ? ORDER BY at", (since, until))
+        rows = await self._rows("SELECT at, policy, node, session, action, attempt, outcome FROM policy_actions WHERE at >= ? AND at < ? ORDER BY at", (since, until))
         return [dict(zip(("at", "policy", "node", "session", "action", "attempt", "outcome"), r)) for r in rows]
 
     # --- detector ---------------------------------------------------------------------
@@ -330,7 +335,7 @@ class Records:
 
     async def level_changes(self, since: float, until: float) -> list[dict[str, Any]]:
         """Report rows: {at, level, previous, metrics: {name: value}}."""
-        rows = await self._rows("SELECT * FROM level_changes WHERE at >= ? AND at < ? ORDER BY at", (since, until))
+        rows = await self._rows("SELECT at, level, previous, metrics FROM level_changes WHERE at >= ? AND at < ? ORDER BY at", (since, until))
         return [{"at": a, "level": lv, "previous": p, "metrics": json.loads(m)} for a, lv, p, m in rows]
 
     async def metric_level_changes(self, since: float, until: float) -> list[dict[str, Any]]:
@@ -394,11 +399,11 @@ class Records:
     # --- audit ------------------------------------------------------------------------
 
     async def audit_entries(self, limit: int | None = None) -> list[AuditEntry]:
-        return await audit.entries(self.db, limit)
+        return await audit.entries(self.store.reader, limit)
 
     # (Annotated with the imported names: inside the class, `audit` is the method above.)
     async def verify_audit(self, against: Head | None = None) -> Verification:
-        return await audit.verify(self.db, self.anchor, against)
+        return await audit.verify(self.store.reader, self.anchor, against)
 
     async def config_hash_check(self, config_hash: str, now: float, actor: str) -> bool:
         """Audit a configuration change: True when the config differs from the last one recorded."""

@@ -165,9 +165,14 @@ def _explain(path: Path, exc: sqlite3.Error) -> str:
 
 
 class Store:
-    def __init__(self, path: Path, db: aiosqlite.Connection, *, metric_rollup_s: int = 10) -> None:
+    """`db` is the one writer connection (autocommit; `transaction()` serialises writes). Reads go
+    through `read()` on a second, query-only connection: each read is its own snapshot of what is
+    committed, so it never sees rows of a transaction another task has open on the writer."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection, reader: aiosqlite.Connection, *, metric_rollup_s: int = 10) -> None:
         self.path = path
         self.db = db
+        self.reader = reader
         self.metric_rollup_s = metric_rollup_s
         self._lock = asyncio.Lock()
 
@@ -178,25 +183,30 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{path.parent}: cannot create the data directory: {exc.strerror}") from None
+        opened: list[aiosqlite.Connection] = []
         try:
             db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
-        except sqlite3.Error as exc:
-            raise StoreError(_explain(path, exc)) from None
-        store = cls(path, db, metric_rollup_s=metric_rollup_s)
-        try:
+            opened.append(db)
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA temp_store = MEMORY")
+            reader = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
+            opened.append(reader)
+            await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            await reader.execute("PRAGMA query_only = ON")
+            store = cls(path, db, reader, metric_rollup_s=metric_rollup_s)
             await store.apply_migrations(CORE, CORE_MIGRATIONS)
         except (sqlite3.Error, StoreError) as exc:
-            await db.close()
+            for conn in opened:
+                await conn.close()
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(_explain(path, exc)) from None
         return store
 
     async def close(self) -> None:
+        await self.reader.close()
         await self.db.close()
 
     # --- transactions and migrations --------------------------------------------------
@@ -242,8 +252,9 @@ class Store:
         await self.db.execute(
             "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
         )
-        rows = await self.db.execute_fetchall("SELECT version FROM schema_versions WHERE component = ?", (component,))
-        return rows[0][0] if rows else 0
+        async with self.db.execute("SELECT version FROM schema_versions WHERE component = ?", (component,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def apply_migrations(self, component: str, migrations: Sequence[str]) -> int:
         """Run the migrations this database has not seen yet, each in its own transaction.
@@ -259,27 +270,18 @@ class Store:
             )
         for version in range(current + 1, len(migrations) + 1):
             try:
-                await self.db._execute(self._migrate_sync, component, version, migrations[version - 1])
+                async with self.transaction() as db:
+                    for statement in _split_sql(migrations[version - 1]):
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_versions VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                        (component, version),
+                    )
             except sqlite3.Error as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
                     raise StoreError(_explain(self.path, exc)) from None
                 raise StoreError(f"{self.path}: migration {component} v{version} failed: {exc}") from None
         return len(migrations)
-
-    def _migrate_sync(self, component: str, version: int, sql: str) -> None:
-        conn = self.db._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _split_sql(sql):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_versions VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (component, version),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # --- ingest -------------------------------------------------------------------------
 
@@ -290,69 +292,65 @@ class Store:
         stream: what the console may ack.
         """
         batch = sorted(frames, key=lambda f: f.seq)
-        async with self._lock:
-            try:
-                return await self.db._execute(self._store_batch_sync, node, journal, batch)
-            except sqlite3.Error as exc:
-                raise StoreError(_explain(self.path, exc)) from None
-
-    def _store_batch_sync(self, node: str, journal: str, batch: list[Metrics | Event]) -> tuple[int, int, int]:
-        conn = self.db._conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT id, last_seq FROM streams WHERE node = ? AND journal = ?", (node, journal)).fetchone()
-            if row is None:
-                first_ts = batch[0].ts if batch else 0.0
-                stream = conn.execute(
-                    "INSERT INTO streams (node, journal, first_seen, last_seq) VALUES (?, ?, ?, 0)",
-                    (node, journal, first_ts),
-                ).lastrowid
-                last = 0
+            async with self.transaction() as db:
+                return await self._store_batch_in(db, node, journal, batch)
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+
+    async def _store_batch_in(self, db: aiosqlite.Connection, node: str, journal: str,
+                              batch: list[Metrics | Event]) -> tuple[int, int, int]:
+        async with db.execute("SELECT id, last_seq FROM streams WHERE node = ? AND journal = ?", (node, journal)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            first_ts = batch[0].ts if batch else 0.0
+            async with db.execute(
+                "INSERT INTO streams (node, journal, first_seen, last_seq) VALUES (?, ?, ?, 0)", (node, journal, first_ts),
+            ) as cur:  # fmt: skip
+                stream = cur.lastrowid
+            assert stream is not None  # an INSERT into a rowid table always has one
+            last = 0
+        else:
+            stream, last = row
+        metric_rows = []
+        event_rows = []
+        rollups: dict[int, list[float]] = {}
+        top = last
+        late: list[Metrics | Event] = []
+        for frame in batch:
+            if frame.seq <= top:
+                if frame.seq <= last:
+                    late.append(frame)
+                continue  # a repeat within this batch
+            top = frame.seq
+            if isinstance(frame, Metrics):
+                metric_rows.append(metrics_row(stream, frame))
+                self._roll_up(rollups, frame)
             else:
-                stream, last = row
-            metric_rows = []
-            event_rows = []
-            rollups: dict[int, list[float]] = {}
-            top = last
-            late: list[Metrics | Event] = []
-            for frame in batch:
-                if frame.seq <= top:
-                    if frame.seq <= last:
-                        late.append(frame)
-                    continue  # a repeat within this batch
-                top = frame.seq
-                if frame.type == "metrics":
-                    metric_rows.append(metrics_row(stream, frame))
+                event_rows.append(event_row(stream, frame))
+        stored = 0
+        if metric_rows:
+            stored += (await db.executemany(_METRICS_INSERT, metric_rows)).rowcount
+        if event_rows:
+            stored += (await db.executemany(_EVENTS_INSERT, event_rows)).rowcount
+        # At or below the stream's high-water mark: normally a replay of stored rows. One by one,
+        # so a row that really was missing is stored (and rolled up) rather than dropped.
+        for frame in late:
+            if isinstance(frame, Metrics):
+                inserted = (await db.execute(_METRICS_INSERT, metrics_row(stream, frame))).rowcount
+                if inserted:
                     self._roll_up(rollups, frame)
-                else:
-                    event_rows.append(event_row(stream, frame))
-            stored = 0
-            if metric_rows:
-                stored += conn.executemany(_METRICS_INSERT, metric_rows).rowcount
-            if event_rows:
-                stored += conn.executemany(_EVENTS_INSERT, event_rows).rowcount
-            # At or below the stream's high-water mark: normally a replay of stored rows. One by one,
-            # so a row that really was missing is stored (and rolled up) rather than dropped.
-            for frame in late:
-                if frame.type == "metrics":
-                    inserted = conn.execute(_METRICS_INSERT, metrics_row(stream, frame)).rowcount
-                    if inserted:
-                        self._roll_up(rollups, frame)
-                else:
-                    inserted = conn.execute(_EVENTS_INSERT, event_row(stream, frame)).rowcount
-                stored += inserted
-            if rollups:
-                conn.executemany(_ROLLUP_UPSERT, [(node, b, *agg) for b, agg in rollups.items()])
-            if top != last:
-                conn.execute("UPDATE streams SET last_seq = ? WHERE id = ?", (top, stream))
-            conn.execute(
-                "INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET journal = excluded.journal, seq = excluded.seq",
-                (node, journal, top),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            else:
+                inserted = (await db.execute(_EVENTS_INSERT, event_row(stream, frame))).rowcount
+            stored += inserted
+        if rollups:
+            await db.executemany(_ROLLUP_UPSERT, [(node, b, *agg) for b, agg in rollups.items()])
+        if top != last:
+            await db.execute("UPDATE streams SET last_seq = ? WHERE id = ?", (top, stream))
+        await db.execute(
+            "INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET journal = excluded.journal, seq = excluded.seq",
+            (node, journal, top),
+        )
         return stored, len(batch) - stored, top
 
     def _roll_up(self, rollups: dict[int, list[float]], m: Metrics) -> None:
@@ -408,21 +406,22 @@ class Store:
 
     # --- queries ------------------------------------------------------------------------
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one query on the reader: committed data only (see the class doc)."""
         try:
-            return list(await self.db.execute_fetchall(sql, params))
+            return list(await self.reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise StoreError(_explain(self.path, exc)) from None
 
     async def cursor(self, node: str) -> tuple[str, int] | None:
-        rows = await self._rows("SELECT journal, seq FROM cursors WHERE node = ?", (node,))
+        rows = await self.read("SELECT journal, seq FROM cursors WHERE node = ?", (node,))
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def cursors(self) -> dict[str, tuple[str, int]]:
-        return {n: (j, s) for n, j, s in await self._rows("SELECT node, journal, seq FROM cursors")}
+        return {n: (j, s) for n, j, s in await self.read("SELECT node, journal, seq FROM cursors")}
 
     async def nodes(self) -> list[dict[str, Any]]:
-        rows = await self._rows("SELECT id, hostname, info, simulated, first_seen, last_seen FROM nodes ORDER BY id")
+        rows = await self.read("SELECT id, hostname, info, simulated, first_seen, last_seen FROM nodes ORDER BY id")
         return [
             {"id": i, "hostname": h, "info": json.loads(info), "simulated": bool(s), "first_seen": f, "last_seen": last}
             for i, h, info, s, f, last in rows
@@ -463,7 +462,7 @@ class Store:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = await self._rows(sql, params)
+        rows = await self.read(sql, params)
         return [StoredEvent(n, j, seq, ts, k, sess, json.loads(d)) for n, j, seq, ts, k, sess, d in rows]
 
     async def calls(self, since: float | None = None, until: float | None = None, *, node: str | None = None) -> list[StoredEvent]:
@@ -472,7 +471,7 @@ class Store:
     async def metrics(self, node: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         sql = """SELECT m.ts, m.cpu, m.mem, m.load1, m.queue_depth, m.seq FROM metrics m JOIN streams s ON s.id = m.stream
                  WHERE s.node = ? AND m.ts >= ? AND m.ts < ? ORDER BY m.ts"""
-        rows = await self._rows(sql, (node, since if since is not None else float("-inf"), until if until is not None else float("inf")))
+        rows = await self.read(sql, (node, since if since is not None else float("-inf"), until if until is not None else float("inf")))
         return [{"ts": t, "cpu": c, "mem": m, "load1": lo, "queue_depth": q, "seq": s} for t, c, m, lo, q, s in rows]
 
     async def rollups(self, since: float | None = None, until: float | None = None, *, node: str | None = None) -> list[dict[str, Any]]:
@@ -486,7 +485,7 @@ class Store:
         return [
             {"node": nd, "bucket": b, "samples": n, "cpu_avg": cs / n, "cpu_max": cm, "mem_avg": ms / n, "mem_max": mm,
              "load_avg": ls / n, "load_max": lm, "queue_avg": qs / n, "queue_max": qm}  # fmt: skip
-            for nd, b, n, cs, cm, ms, mm, ls, lm, qs, qm in await self._rows(sql, params)
+            for nd, b, n, cs, cm, ms, mm, ls, lm, qs, qm in await self.read(sql, params)
         ]
 
     async def node_counts(self) -> list[NodeCount]:
@@ -500,7 +499,7 @@ class Store:
                s.last_seq
         FROM streams s ORDER BY s.node, s.id"""
         out = []
-        for node, journal, n_metrics, n_events, first, last in await self._rows(sql):
+        for node, journal, n_metrics, n_events, first, last in await self.read(sql):
             frames = n_metrics + n_events
             span = last - first + 1 if frames else 0
             out.append(NodeCount(node, journal, first if frames else 0, last, frames, n_events, max(0, span - frames)))
@@ -511,7 +510,7 @@ class Store:
         sql = """SELECT seq FROM metrics WHERE stream = (SELECT id FROM streams WHERE node = ? AND journal = ?)
                  UNION ALL SELECT seq FROM events WHERE stream = (SELECT id FROM streams WHERE node = ? AND journal = ?)
                  ORDER BY seq"""
-        return [r[0] for r in await self._rows(sql, (node, journal, node, journal))]
+        return [r[0] for r in await self.read(sql, (node, journal, node, journal))]
 
     async def ingest_errors(self, limit: int = 100, node: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT ts, node, code, message FROM ingest_errors"
@@ -521,7 +520,7 @@ class Store:
             params.append(node)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [{"ts": t, "node": n, "code": c, "message": m} for t, n, c, m in await self._rows(sql, params)]
+        return [{"ts": t, "node": n, "code": c, "message": m} for t, n, c, m in await self.read(sql, params)]
 
 
 def _split_sql(script: str) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,7 +81,7 @@ class Supervisor:
         self._hellos: dict[str, Hello] = {}
         self._counts: dict[str, IngestCounts] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -235,10 +235,7 @@ class Supervisor:
 
         return unsubscribe
 
-    def _republish(self, event: HeadyEvent) -> None:
-        self.publish(event.name, **event.details)
-
-    def publish(self, name: str, **details: Any) -> HeadyEvent:
+    def publish(self, name: str, **details: object) -> HeadyEvent:
         event = HeadyEvent(name, self.clock.now(), details)
         for callback in list(self._subscribers):
             try:
@@ -246,6 +243,9 @@ class Supervisor:
             except Exception:
                 log.exception("event subscriber failed on %s", name)
         return event
+
+    def _republish(self, event: HeadyEvent) -> None:
+        self.publish(event.name, **event.details)
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """`callback()` runs after anything the fleet or the brain shows may have changed (frames,
@@ -263,7 +263,7 @@ class Supervisor:
     # --- commands in --------------------------------------------------------------------
 
     async def command(
-        self, node: str, action: str, target: str | None = None, args: dict[str, Any] | None = None,
+        self, node: str, action: str, target: str | None = None, args: Mapping[str, object] | None = None,
         *, timeout: float | None = None,
     ) -> Result:  # fmt: skip
         link = self.links.get(node)
@@ -271,7 +271,15 @@ class Supervisor:
             return Result(id="-", ok=False, error="unknown_node", detail={"message": f"no node named {node!r}"})
         if action not in ACTIONS:
             return Result(id="-", ok=False, error="unknown_action", detail={"message": f"unknown action {action!r}"})
-        return await link.send_command(action, target, args, timeout)
+        return await link.send_command(action, target, dict(args) if args is not None else None, timeout)
+
+    async def reconnect(self, node: str) -> None:
+        """Drop a node's link that is not online and dial again at once (no backoff wait)."""
+        link = self.links.get(node)
+        if link is not None and link.status != "online":
+            link.backoff.reset()
+            await link.stop()
+            link.start()
 
     def focus(self, node: str, on: bool) -> None:
         link = self.links.get(node)

@@ -53,14 +53,15 @@ def test_audit_log_lists_every_decision_in_order(heady):
     heady("permissions", "grant", "--scope", "single")
     heady("notify-deploy", "--node", "build-1")
     entries = [json.loads(line) for line in heady("audit", "log", "--json").stdout.splitlines()]
-    assert [e["action"] for e in entries] == ["consent.grant", "deploy.notice"]
-    assert entries[1]["prev_hash"] == entries[0]["hash"]
+    # Each change, then the operator action that asked for it (heady_tui.operator).
+    assert [e["action"] for e in entries] == ["consent.grant", "operator.grant", "deploy.notice", "operator.notify_deploy"]
+    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in zip(entries, entries[1:]))
 
 
 def test_audit_verify_passes_on_an_intact_chain(heady):
     heady("permissions", "grant", "--scope", "single")
     out = heady("audit", "verify")
-    assert out.returncode == 0 and out.stdout.startswith("ok: 1 entries")
+    assert out.returncode == 0 and out.stdout.startswith("ok: 2 entries")  # the grant and the operator action
 
 
 def test_audit_verify_names_the_first_entry_edited_by_hand(heady):
@@ -72,7 +73,7 @@ def test_audit_verify_names_the_first_entry_edited_by_hand(heady):
     con.close()
     out = heady("audit", "verify")
     assert out.returncode == 1 and "entry 2:" in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert heady("audit", "log", "--json").stdout.count("\n") == 3  # nothing lost
+    assert heady("audit", "log", "--json").stdout.count("\n") == 6  # nothing lost: 3 grants, 3 operator actions
 
 
 def test_a_corrupt_database_is_a_one_line_error(heady):

@@ -106,7 +106,7 @@ def test_each_allow_key_records_a_grant_for_the_pending_plan(tmp_path: Path, dat
     assert grant.caps == PLAN["caps"]
     assert grant.fingerprint == ("fp-queue-1" if scope == "single" else None)
     assert (requests[0].state, requests[0].grant_id) == ("granted", grant_id)
-    assert [e.action for e in entries] == ["consent.grant"] and verification.ok
+    assert [e.action for e in entries] == ["consent.grant", "operator.consent.decide"] and verification.ok
 
 
 @needs_pty
@@ -124,7 +124,7 @@ def test_d_or_enter_denies_and_snoozes_the_request(tmp_path: Path, data: Path, k
     assert grants == []
     assert [(d.fingerprint, d.reason) for d in denials] == [("fp-queue-1", "queue overflow on build-1")]
     assert (requests[0].id, requests[0].state) == (request_id, "denied")
-    assert [e.action for e in entries] == ["consent.deny"]
+    assert [e.action for e in entries] == ["consent.deny", "operator.consent.decide"]
 
 
 @needs_pty

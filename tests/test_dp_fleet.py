@@ -150,19 +150,6 @@ def test_calls_since_finds_late_calls_from_another_node():
     assert sum(1 for c in fleet.calls_since(T0 + 115) if c.node == "b") == 1
 
 
-def test_node_loads_cover_online_nodes_with_metrics_only():
-    fleet = Fleet()
-    for name in ("a", "b", "c"):
-        fleet.apply_hello(name, hello(cpus=2))
-    fleet.apply_frame("a", metrics(1, load1=1.0, queue=7))
-    fleet.apply_frame("b", metrics(1, load1=3.0))
-    fleet.set_status("a", "online", T0)
-    fleet.set_status("b", "offline", T0)
-    fleet.set_status("c", "online", T0)
-    loads = fleet.node_loads()
-    assert [(n.node, n.utilisation, n.queue_depth) for n in loads] == [("a", 0.5, 7)]
-
-
 def test_sessions_snapshot_upserts_and_ends_the_missing():
     fleet = Fleet()
     fleet.apply_frame("a", event(1, "session.started", "gone", {"source": "codex"}))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from heady_agent.clock import SystemClock
+from heady_agent.clock import Clock, SystemClock
 from heady_tui.config import Config, Paths, load_config
 from heady_tui.records import Records
 from heady_tui.store import Store, StoreError
 
 T = TypeVar("T")
+RecordsBody = Callable[[Records, Config, Paths, Clock], Awaitable[T]]
 
 
-def with_records(args: Any, body: Callable[[Records, Config, Paths, SystemClock], Awaitable[T]]) -> T:
+def with_records(args: argparse.Namespace, body: RecordsBody[T]) -> T:
     paths = Paths.resolve(args.config, args.data_dir)
     config = load_config(paths)
 
@@ -29,4 +31,4 @@ def with_records(args: Any, body: Callable[[Records, Config, Paths, SystemClock]
     return asyncio.run(main())
 
 
-__all__ = ["with_records", "StoreError"]
+__all__ = ["RecordsBody", "with_records", "StoreError"]

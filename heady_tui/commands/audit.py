@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from datetime import datetime, timezone
-from typing import Any
 
+from heady_agent.clock import Clock
 from heady_agent.protocol import clean_line
 from heady_tui.audit import Head
 from heady_tui.cli import UsageError
-from heady_tui.commands._engine_store import StoreError, with_records
+from heady_tui.commands._engine_store import RecordsBody, StoreError, with_records
+from heady_tui.config import Config, Paths
+from heady_tui.records import Records
 
 _EXPORTED_HEAD = re.compile(r"^\s*(\d+):([0-9a-f]{64})\s*$")
 
@@ -24,7 +27,8 @@ def parse_head(text: str) -> Head:
     return Head(int(match[1]), match[2])
 
 
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
+    body: RecordsBody[int]
     if args.verb == "verify":
         body = _verify(parse_head(args.against) if args.against else None)
     elif args.verb == "anchor":
@@ -38,8 +42,8 @@ def run(args: Any) -> int:
         return 1
 
 
-def _verify(against: Head | None) -> Any:
-    async def body(records: Any, *_: Any) -> int:
+def _verify(against: Head | None) -> RecordsBody[int]:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         result = await records.verify_audit(against)
         if result.ok:
             print(result.message + (f"; contains the exported head {against.count}:{against.hash[:16]}" if against else ""))
@@ -50,7 +54,7 @@ def _verify(against: Head | None) -> Any:
     return body
 
 
-async def _export(records: Any, *_: Any) -> int:
+async def _export(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
     """The head, only when the chain verifies: exporting a forged head would certify the forgery."""
     result = await records.verify_audit()
     if not result.ok:
@@ -60,8 +64,8 @@ async def _export(records: Any, *_: Any) -> int:
     return 0
 
 
-def _log(args: Any) -> Any:
-    async def body(records: Any, *_: Any) -> int:
+def _log(args: argparse.Namespace) -> RecordsBody[int]:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         entries = await records.audit_entries(args.limit)
         if args.json:
             for e in entries:

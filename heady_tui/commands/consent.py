@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from heady_agent.clock import SystemClock
+from heady_agent.clock import Clock, SystemClock
 from heady_tui.commands._engine_store import StoreError, with_records
 from heady_tui.config import Config, Paths, load_config
-from heady_tui.engine.consent import ConsentError, ConsentRequest, grantor, new_denial, new_grant
+from heady_tui.engine.consent import ConsentError, ConsentRequest, Denial
 from heady_tui.engine.rebalance import Caps
+from heady_tui.operator import RecordsOperator
 from heady_tui.records import Records
 
 # key -> decision; Enter and Escape deny, as the console dialog does.
@@ -34,9 +35,6 @@ SCOPE_TEXT = {
     "persistent": "always allow (until revoked)",
 }
 # A prompt answered with no pending request has no plan to bind a denial to.
-NO_PLAN = "no-plan"
-
-
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -119,23 +117,16 @@ def ask(read_key: Callable[[], str], write: Callable[[str], None], hours: float)
         write(f"\n{key!r} is not an answer; press d, o, s, a or Enter\n? ")
 
 
-async def record(records: Records, subject: Subject, decision: str, reason: str, config: Config, now: float) -> str:
-    """Store the answer exactly as the console's dialog would; returns the line to print."""
-    by = grantor()
+async def record(records: Records, subject: Subject, decision: str, reason: str, config: Config, clock: Clock) -> str:
+    """Store the answer exactly as the console's dialog would (audited); returns the line to print."""
     req = subject.request
-    if decision == "deny":
-        denial = new_denial(req.fingerprint if req else NO_PLAN, now=now, config=config.consent, reason=reason, by=by)
-        await records.add_denial(denial, req.id if req else None)
+    answer = await RecordsOperator(records, config, clock).decide_consent(req, decision, reason, subject.caps)
+    if isinstance(answer, Denial):
         if req is None:
-            return f"denied by {by} (recorded in the audit trail)"
-        return f"denied by {by}; this request is snoozed until {_when(denial.snooze_until)}"
-    g = new_grant(decision, now=now, config=config.consent, reason=reason, caps=subject.caps, by=by, fingerprint=req.fingerprint if req else None)
-    await records.add_grant(g, actor=by, now=now)
-    if req is not None:
-        req.state, req.decided_at, req.decision, req.grant_id = "granted", now, decision, g.id
-        await records.save_request(req)
-    expires = f", expires {_when(g.expires)}" if g.expires else ""
-    return f"granted {g.id} ({g.scope}{expires}) by {by}"
+            return f"denied by {answer.grantor} (recorded in the audit trail)"
+        return f"denied by {answer.grantor}; this request is snoozed until {_when(answer.snooze_until)}"
+    expires = f", expires {_when(answer.expires)}" if answer.expires else ""
+    return f"granted {answer.id} ({answer.scope}{expires}) by {answer.grantor}"
 
 
 def _prompt(args: argparse.Namespace) -> int:
@@ -144,7 +135,7 @@ def _prompt(args: argparse.Namespace) -> int:
         return 2
     fd = sys.stdin.fileno()
 
-    async def body(records: Records, config: Config, paths: Paths, clock: Any) -> int:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         now = clock.now()
         subject = _subject(await records.requests(now - config.consent.request_timeout_s), config, now)
         out = sys.stdout
@@ -162,7 +153,7 @@ def _prompt(args: argparse.Namespace) -> int:
         except EOFError:
             decision = "deny"
             write("(end of input: deny)\n")
-        write(await record(records, subject, decision, args.reason, config, clock.now()) + "\n")
+        write(await record(records, subject, decision, args.reason, config, clock) + "\n")
         return 0 if decision != "deny" else 1
 
     return with_records(args, body)
@@ -238,7 +229,7 @@ def _html(args: argparse.Namespace) -> int:
         sys.stdout.write(render_page(_subject([], config, now), args, config))
         return 0
 
-    async def body(records: Records, config: Config, paths: Paths, clock: Any) -> int:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         now = clock.now()
         subject = _subject(await records.requests(now - config.consent.request_timeout_s), config, now)
         sys.stdout.write(render_page(subject, args, config))

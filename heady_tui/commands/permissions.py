@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Any
 
-from heady_tui.commands._engine_store import StoreError, with_records
-from heady_tui.engine.consent import ConsentError, grantor, new_grant
+from heady_agent.clock import Clock
+from heady_tui.config import Config, Paths
+from heady_tui.records import Records
+from heady_tui.commands._engine_store import RecordsBody, StoreError, with_records
+from heady_tui.engine.consent import ConsentError
+from heady_tui.operator import RecordsOperator
 
 
 def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M") + "Z" if ts else "never"
 
 
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         return with_records(args, {"list": _list, "grant": _grant, "revoke": _revoke}[args.verb](args))
     except (StoreError, ConsentError) as exc:
@@ -24,8 +28,8 @@ def run(args: Any) -> int:
         return 1
 
 
-def _list(args: Any) -> Any:
-    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
+def _list(args: argparse.Namespace) -> RecordsBody[int]:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
         now = clock.now()
         grants = [g for g in await records.grants() if args.all or g.status(now) == "active"]
         if args.json:
@@ -42,20 +46,18 @@ def _list(args: Any) -> Any:
     return body
 
 
-def _grant(args: Any) -> Any:
-    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
-        now = clock.now()
-        g = new_grant(args.scope, now=now, config=config.consent, reason=args.reason, by=grantor())
-        await records.add_grant(g, actor=g.grantor, now=now)
+def _grant(args: argparse.Namespace) -> RecordsBody[int]:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
+        g = await RecordsOperator(records, config, clock).grant(args.scope, args.reason)
         print(f"granted {g.id} ({g.scope}, expires {_when(g.expires)}) by {g.grantor}")
         return 0
 
     return body
 
 
-def _revoke(args: Any) -> Any:
-    async def body(records: Any, config: Any, paths: Any, clock: Any) -> int:
-        g = await records.revoke_grant(args.id, actor=grantor(), now=clock.now())
+def _revoke(args: argparse.Namespace) -> RecordsBody[int]:
+    async def body(records: Records, config: Config, paths: Paths, clock: Clock) -> int:
+        g = await RecordsOperator(records, config, clock).revoke_grant(args.id)
         print(f"revoked {g.id} ({g.scope})")
         return 0
 

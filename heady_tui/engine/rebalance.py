@@ -119,16 +119,6 @@ class RebalancePlan:
             "fingerprint": self.fingerprint,
         }
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RebalancePlan":
-        return cls(
-            priority=raw["priority"],
-            actions=tuple(PlannedAction(**a) for a in raw["actions"]),
-            caps=Caps(**raw["caps"]),
-            estimated_duration_s=float(raw["estimated_duration_s"]),
-            breaches={k: float(v) for k, v in raw.get("breaches", {}).items()},
-            excluded=dict(raw.get("excluded", {})),
-        )
 
 
 def priority_of(values: dict[str, float | None], detector: DetectorConfig, cfg: RebalanceConfig) -> str:
@@ -230,22 +220,6 @@ def build_plan(
         breaches={k: v for k, v in values.items() if v is not None},
         excluded=excluded,
     )
-
-
-@dataclass
-class AppliedChange:
-    """A change a run made, journalled before it is applied; `revert_*` undo it when the run stops."""
-
-    run_id: str
-    seq: int
-    node: str
-    action: str
-    target: str | None
-    args: dict[str, Any]
-    revert_action: str | None
-    revert_args: dict[str, Any]
-    applied: bool = False
-    reverted: bool = False
 
 
 def revert_of(action: str, target: str | None, args: dict[str, Any], detail: dict[str, Any], before: PlannedAction) -> tuple[str | None, dict[str, Any]]:

@@ -16,8 +16,8 @@ import asyncio
 import gc
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -30,13 +30,17 @@ from textual.message import Message
 from textual.screen import ModalScreen
 
 from heady_agent.config import ConfigError
+from heady_agent.protocol import Result
 
 from ..config import Config, Paths
+from ..engine.consent import ConsentRequest
 from ..events import HeadyEvent
 from ..link import security_warnings
+from ..operator import ConsoleOperator
 from ..providers import fetch_provider_costs
 from ..report import ReportError, export_report, parse_time
 from ..store import Store
+from ..supervisor import Supervisor
 from . import theme as themes
 from .billing import ProviderBilling
 from .formatting import level_severity
@@ -127,7 +131,7 @@ class HeadyApp(App[int]):
 
     def __init__(
         self,
-        supervisor: Any,
+        supervisor: Supervisor,
         config: Config,
         *,
         read_only: bool = False,
@@ -146,6 +150,7 @@ class HeadyApp(App[int]):
         # The app starts and stops the supervisor unless its caller owns it (tests, benchmarks).
         self.manage_supervisor = manage_supervisor
         self.reader = FleetReader(supervisor, config)
+        self.operator = ConsoleOperator(supervisor, "ui")  # every action the operator takes goes through it
         self.frozen = False
         self.ascii_only = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8"
         self.compact = True
@@ -153,15 +158,15 @@ class HeadyApp(App[int]):
         self._refresh_handle: asyncio.TimerHandle | None = None
         self._clock_handle: asyncio.TimerHandle | None = None
         self._last_refresh = float("-inf")  # event-loop time of the last scheduled repaint
-        self._unwatch = None
+        self._unwatch: Callable[[], None] | None = None
         self.billing = ProviderBilling(config.cost.providers)
-        self._consent_queue: deque[Any] = deque()
+        self._consent_queue: deque[ConsentRequest] = deque()
         self._consent_seen: set[str] = set()
         self._consent_open: str | None = None
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._events: deque[HeadyEvent] = deque(maxlen=500)
         # (node, action, target, Result) of the operator's commands, newest last.
-        self.command_results: deque[tuple[str, str, str | None, Any]] = deque(maxlen=100)
+        self.command_results: deque[tuple[str, str, str | None, Result]] = deque(maxlen=100)
         self.supervisor_error: str | None = None
         self._cell_cache: dict[ViewCell, Text] = {}
         self._cell_cache_theme = ""
@@ -378,7 +383,7 @@ class HeadyApp(App[int]):
 
     async def _decided(self, request_id: str, decision: str) -> None:
         try:
-            await self.supervisor.brain.decide_consent(request_id, decision)
+            await self.operator.decide_consent(request_id, decision)
         except Exception as exc:  # the decision did not take: say so, the request stays pending
             self._consent_seen.discard(request_id)
             self.notify(f"consent {decision} failed: {exc}", severity="error", markup=False)
@@ -539,7 +544,7 @@ class HeadyApp(App[int]):
             self.ask_providers_if_due()
 
     def get_key_display_for(self, action: UiAction) -> str:
-        keys = self._keymap.get(action.id, action.key)
+        keys = self.config.ui.keymap.get(action.id, action.key)  # what set_keymap was given
         return ", ".join(self.get_key_display(Binding(key.strip(), "")) for key in keys.split(","))
 
     # --- acting on the fleet -----------------------------------------------------------
@@ -557,7 +562,11 @@ class HeadyApp(App[int]):
         if self.read_only:
             self.notify("read-only console: nothing was sent", severity="warning")
             return False
-        result = await self.supervisor.command(node, action, target, args or {})
+        try:
+            result = await self.operator.command(node, action, target, args)
+        except ValueError as exc:  # the console is still starting, or not an operator action
+            self.notify(str(exc), severity="error", markup=False)
+            return False
         self.command_results.append((node, action, target, result))
         what = f"{action} {target or node}"
         for log in self._event_logs():

@@ -6,10 +6,11 @@ The one place the UI touches the supervisor's data model; screens ask it for row
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
+from ..brain import Brain
 from ..config import Config
-from ..fleet import SessionRecord
+from ..fleet import Fleet, SessionRecord
+from ..supervisor import Supervisor
 from . import formatting as fmt
 from . import views
 from .widgets.panels import MetricLine, budget_line
@@ -29,17 +30,17 @@ def day_start(ts: float) -> float:
 
 
 class FleetReader:
-    def __init__(self, supervisor: Any, config: Config) -> None:
+    def __init__(self, supervisor: Supervisor, config: Config) -> None:
         self.supervisor = supervisor
         self.config = config
         self._node_rows = views.NodeRows()
 
     @property
-    def fleet(self):
+    def fleet(self) -> Fleet:
         return self.supervisor.fleet
 
     @property
-    def brain(self):
+    def brain(self) -> Brain | None:
         return self.supervisor.brain
 
     @property

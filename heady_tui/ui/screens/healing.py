@@ -116,12 +116,12 @@ class HealingScreen(LiveScreen):
         if not self.compact:
             cycles = {}
             for cycle in reversed(brain.healing_cycles(50)):
-                cycles[cycle["id"]] = (
-                    fmt.clock_time(cycle["at"]),
-                    cycle["kind"],
-                    str(len(cycle["weak_points"])),
-                    str(len(cycle["tasks_created"])),
-                    Text(cycle["summary"], end=""),
+                cycles[cycle.id] = (
+                    fmt.clock_time(cycle.at),
+                    cycle.kind,
+                    str(len(cycle.weak_points)),
+                    str(len(cycle.tasks_created)),
+                    Text(cycle.summary, end=""),
                 )
             self.part("#cycles", KeyedTable).sync(cycles)
         app.update_status(self)
@@ -140,7 +140,7 @@ class HealingScreen(LiveScreen):
         if parts[0] != "task":
             self.notify("a policy is reset with z, not approved", severity="warning")
             return
-        await self._act(self.heady.supervisor.brain.approve_task(parts[1]), f"task {parts[1]} approved")
+        await self._act(self.heady.operator.approve_task(parts[1]), f"task {parts[1]} approved")
 
     async def action_reject(self) -> None:
         parts = self._selected()
@@ -149,7 +149,7 @@ class HealingScreen(LiveScreen):
         if parts[0] != "task":
             self.notify("a policy is reset with z, not rejected", severity="warning")
             return
-        await self._act(self.heady.supervisor.brain.reject_task(parts[1]), f"task {parts[1]} rejected")
+        await self._act(self.heady.operator.reject_task(parts[1]), f"task {parts[1]} rejected")
 
     async def action_reset_policy(self) -> None:
         parts = self._selected()
@@ -159,7 +159,7 @@ class HealingScreen(LiveScreen):
             self.notify("select a policy that needs attention", severity="warning")
             return
         _, node, session, policy = parts
-        await self._act(self.heady.supervisor.brain.reset_policy(node, session, policy), f"{policy} reset for {session}")
+        await self._act(self.heady.operator.reset_policy(node, session, policy), f"{policy} reset for {session}")
 
     async def _act(self, pending, done: str) -> None:
         try:

@@ -1,5 +1,5 @@
 """Node detail: host facts, metric history, the per-process top list (focus on), its sessions,
-and the node actions (drain, concurrency, pause, renice) sent through supervisor.command."""
+and the node actions (drain, concurrency, pause, renice) sent through the operator layer (HeadyApp.send_command -> heady_tui.operator)."""
 
 from __future__ import annotations
 

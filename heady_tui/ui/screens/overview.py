@@ -63,7 +63,7 @@ class OverviewScreen(LiveScreen):
         nodes.sync(app.cells(reader.node_rows(spark_width=spark, compact=self.compact)))
         nodes.border_title = f"Nodes ({reader.online_count()}/{len(reader.fleet.nodes)} online)"
         session_filter = sessions.filter_text
-        records = reader.fleet.sessions.values()
+        records = list(reader.fleet.sessions.values())
         if session_filter:
             # Filter before the row limit so a match beyond the first rows is still found.
             records = [r for r in records if reader.session_matches(r, session_filter)]

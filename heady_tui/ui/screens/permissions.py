@@ -98,7 +98,7 @@ class PermissionsScreen(LiveScreen):
 
         async def revoke() -> None:
             try:
-                await self.heady.supervisor.brain.revoke_grant(grant_id)
+                await self.heady.operator.revoke_grant(grant_id)
             except ValueError as exc:
                 self.notify(str(exc), severity="error", markup=False)
                 return

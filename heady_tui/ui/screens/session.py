@@ -93,7 +93,10 @@ class SessionScreen(LiveScreen):
 
     @work(exclusive=True, group="timeline")
     async def _load_timeline(self) -> None:
-        events = await self.heady.supervisor.store.events(node=self.node_id, session=self.session_id)
+        store = self.heady.supervisor.store
+        if store is None:  # the console is still starting
+            return
+        events = await store.events(node=self.node_id, session=self.session_id)
         rows = {}
         for ev in reversed(events[-TIMELINE_ROWS:]):
             data = ev.data

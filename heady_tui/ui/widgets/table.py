@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from rich.text import Text
-from textual._two_way_dict import TwoWayDict
 from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
@@ -134,13 +133,10 @@ class KeyedTable(DataTable):
                     self.move_cursor(row=index, animate=False, scroll=False)
 
     def _reorder(self, order: list[str]) -> None:
-        # DataTable.sort hands its key function cell values only; the order here is by row key,
-        # so set the row locations the same way sort() does.
-        position = {key: i for i, key in enumerate(order)}
-        ranked = sorted(self.rows, key=lambda row_key: position.get(row_key.value or "", len(position)))
-        self._row_locations = TwoWayDict({row_key: index for index, row_key in enumerate(ranked)})
-        self._update_count += 1
-        self.refresh()
+        # DataTable.sort hands its key function a row's cell values only, not its key: the identities
+        # of the cell objects the table holds (get_row) name the row.
+        rank = {tuple(map(id, self.get_row(key))): i for i, key in enumerate(order)}
+        self.sort(key=lambda cells: rank.get(tuple(map(id, cells)), len(rank)))
 
     def clear_rows(self) -> None:
         self.clear()

@@ -7,10 +7,13 @@ import importlib
 import sys
 from typing import NoReturn
 from collections.abc import Sequence
+from typing import NoReturn
 
 from heady_agent.config import SCENARIOS, ConfigError
 
 from . import __version__
+from .config import Paths
+from .filemodes import harden, private_umask
 
 
 class UsageError(Exception):
@@ -114,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", parents=[common], help="the hash-chained audit trail")
     averbs = audit.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
-    averbs.add_parser("verify", parents=[common], help="verify the chain and its anchor")
+    averify = averbs.add_parser("verify", parents=[common], help="verify the chain and its anchor")
+    averify.add_argument(
+        "--against", metavar="COUNT:HASH",
+        help="also check that this exported head (from `audit anchor --export`) is still part of the chain",
+    )
+    aanchor = averbs.add_parser("anchor", parents=[common], help="the chain's current head")
+    aanchor.add_argument("--export", action="store_true", required=True,
+                         help="print the verified head as COUNT:HASH, to keep somewhere the database's writers cannot reach")
     alog = averbs.add_parser("log", parents=[common], help="show audit entries, newest last")
     alog.add_argument("--limit", type=_positive_int, default=50)
     alog.add_argument("--json", action="store_true")
@@ -169,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(f"heady_tui.commands.{_HANDLERS[args.command]}")
+    private_umask()
     try:
+        harden(Paths.resolve(getattr(args, "config", None), getattr(args, "data_dir", None)).data_dir)
         return int(module.run(args) or 0)
     except (ConfigError, UsageError) as exc:
         print(f"heady: error: {exc}", file=sys.stderr)

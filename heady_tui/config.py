@@ -197,6 +197,9 @@ class LivenessConfig(_Section):
 class StoreConfig(_Section):
     retention_days: float = Field(default=30, gt=0)
     metric_rollup_s: int = Field(default=10, ge=1)
+    # Sessions the console keeps in memory per node: past it the oldest ended ones are forgotten,
+    # then new ones are refused, so a node announcing 30,000 sessions cannot exhaust the console.
+    max_sessions_per_node: int = Field(default=2000, ge=10)
 
 
 class Config(_Section):

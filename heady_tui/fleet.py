@@ -46,6 +46,8 @@ from .ledger import (
 __all__ = ["RING_SIZE", "TERMINAL_STATES", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
 
 RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
+MAX_SESSIONS_PER_NODE = 2000  # StoreConfig.max_sessions_per_node's default
+FORGET_FRACTION = 0.1  # of the bound, forgotten at once: one sort per that many new sessions, not one per session
 
 
 class Ring:
@@ -133,6 +135,8 @@ class NodeState:
     queue: Ring = field(default_factory=Ring)
     sample_ts: Ring = field(default_factory=Ring)
     bad_events: int = 0
+    sessions_forgotten: int = 0  # ended sessions dropped to stay within the bound
+    sessions_refused: int = 0  # events and reports of sessions past the bound, all of them live
 
     @property
     def utilisation(self) -> float | None:
@@ -148,7 +152,8 @@ class NodeState:
 
 
 class Fleet:
-    def __init__(self, pricing: CallPricer | None = None) -> None:
+    def __init__(self, pricing: CallPricer | None = None, *, max_sessions_per_node: int = MAX_SESSIONS_PER_NODE) -> None:
+        self.max_sessions_per_node = max_sessions_per_node
         self.nodes: dict[str, NodeState] = {}
         self.sessions: dict[tuple[str, str], SessionRecord] = {}
         # The same records per node, so per-node reads stay cheap with thousands of sessions.
@@ -282,8 +287,7 @@ class Fleet:
     def apply_ledger(self, sessions: Iterable[SessionRecord], *, bad_events: dict[str, int] | None = None) -> None:
         """Session ledger rows as the store committed them: they replace the fleet's records."""
         for rec in sessions:
-            self.sessions[rec.key] = rec
-            self._node_sessions.setdefault(rec.node, {})[rec.id] = rec
+            self._admit(rec)
         for node_id, count in (bad_events or {}).items():
             self.node(node_id).bad_events += count
         self.version += 1
@@ -321,6 +325,8 @@ class Fleet:
             state.bad_events += 1  # counted and shown per node; the rest of the stream goes on
             return None
         rec = self._session(state.id, ev.session)
+        if rec is None:
+            return None
         if isinstance(data, SessionStartedData):
             apply_started(rec, ev.ts, data)
         elif isinstance(data, SessionStateData):
@@ -334,20 +340,43 @@ class Fleet:
             return call
         return None
 
-    def _session(self, node_id: str, session_id: str) -> SessionRecord:
-        key = (node_id, session_id)
-        rec = self.sessions.get(key)
+    def _session(self, node_id: str, session_id: str) -> SessionRecord | None:
+        """The node's record of a session, new if need be; None when the node is at its bound."""
+        rec = self.sessions.get((node_id, session_id))
         if rec is None:
-            rec = self.sessions[key] = SessionRecord(node=node_id, id=session_id, state_since=0.0)
-            self._node_sessions.setdefault(node_id, {})[session_id] = rec
+            rec = SessionRecord(node=node_id, id=session_id, state_since=0.0)
+            if not self._admit(rec):
+                return None
         return rec
+
+    def _forget_ended(self, node_id: str, per_node: dict[str, SessionRecord]) -> bool:
+        """Drop the node's longest-ended sessions (a tenth of the bound at most); True if any went."""
+        ended = sorted((r for r in per_node.values() if not r.active), key=lambda r: r.ended or r.last_event_at)
+        gone = ended[: max(1, int(self.max_sessions_per_node * FORGET_FRACTION))]
+        for rec in gone:
+            del per_node[rec.id]
+            del self.sessions[(node_id, rec.id)]
+        self.node(node_id).sessions_forgotten += len(gone)
+        return bool(gone)
+
+    def _admit(self, rec: SessionRecord) -> bool:
+        """Keep the record unless its node is at the bound with every kept session live (counted)."""
+        per_node = self._node_sessions.setdefault(rec.node, {})
+        if rec.id not in per_node and len(per_node) >= self.max_sessions_per_node and not self._forget_ended(rec.node, per_node):
+            self.node(rec.node).sessions_refused += 1
+            return False
+        per_node[rec.id] = self.sessions[rec.key] = rec
+        return True
 
     def apply_sessions(self, node_id: str, sessions: list[SessionInfo], now: float) -> None:
         """The agent's list of current sessions, without a store (the ledger's rule)."""
         self.node(node_id)
-        node_sessions = self._node_sessions.setdefault(node_id, {})
-        for rec in apply_snapshot(node_sessions, node_id, sessions, now):
-            self.sessions[rec.key] = rec
+        # The snapshot on a copy: the sessions it no longer lists end first, so at the bound the
+        # ones replacing them have room; new records then pass the bound like the ledger's.
+        kept = self._node_sessions.setdefault(node_id, {})
+        for rec in apply_snapshot(dict(kept), node_id, sessions, now):
+            if rec.id not in kept:  # the kept ones changed in place
+                self._admit(rec)
         self.version += 1
 
     # --- reads ------------------------------------------------------------------------

@@ -10,8 +10,8 @@ other nodes never notice, and the link never raises out of its task.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-import math
 import random
 import ssl
 import uuid
@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
@@ -45,6 +46,7 @@ from heady_agent.protocol import (
     Subscribe,
     dump,
     parse_agent_frame,
+    parse_event_data,
 )
 
 from .config import NodeConfig
@@ -59,6 +61,8 @@ REFUSED_BACKOFF_CAP_S = 2.0
 # Failures that mean "cannot reach the agent": the node shows offline, not error, and a retry that
 # fails the same way is not recorded again.
 UNREACHABLE_CODES = ("closed", "unreachable", "refused")
+ERRORS_PER_WINDOW = 20  # per node: recorded one by one; past this they are counted
+ERROR_WINDOW_S = 60.0
 
 # Validates JSON text straight into frames (one pass in pydantic-core, no json.loads first).
 _agent_frames: TypeAdapter[Any] = TypeAdapter(AgentFrame)
@@ -107,6 +111,44 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class ErrorBudget:
+    """The first `burst` errors of each window are recorded; the rest are only counted, and the count
+    is recorded once the window is over: 50,000 bad frames write a few rows, not 50,000."""
+
+    def __init__(self, burst: int = ERRORS_PER_WINDOW, window_s: float = ERROR_WINDOW_S) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._window_start: float | None = None
+        self._used = 0
+        self.suppressed = 0
+        self.last_suppressed = ""
+
+    def admit(self, now: float, message: str) -> tuple[bool, str | None]:
+        """(record this error?, the summary of the window that just closed, if it dropped any)."""
+        summary = None
+        if self._window_start is None or now - self._window_start >= self.window_s:
+            summary = self.close()
+            self._window_start = now
+            self._used = 0
+        if self._used < self.burst:
+            self._used += 1
+            return True, summary
+        self.suppressed += 1
+        self.last_suppressed = message
+        return False, summary
+
+    def close(self) -> str | None:
+        """The summary of errors counted but not recorded so far, or None; the count restarts."""
+        if not self.suppressed:
+            return None
+        summary = (
+            f"{self.suppressed} more error{'s' if self.suppressed != 1 else ''} not recorded one by one "
+            f"(over {self.burst} in {self.window_s:g} s); the last: {self.last_suppressed}"
+        )
+        self.suppressed = 0
+        return summary
 
 
 class LinkFailure(Exception):
@@ -172,22 +214,28 @@ def tls_context(node: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
-_SQLITE_INT_MAX = 2**63 - 1
+def is_loopback_host(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or `localhost`, by parsing the address: `127.evil.example` is not loopback."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-def unstorable(frame: Metrics | Event) -> str | None:
-    """Why a valid-looking frame cannot be stored (NaN/inf numbers, integers beyond SQLite's), or None."""
-    if frame.seq > _SQLITE_INT_MAX:
-        return "seq beyond 2^63"
-    if isinstance(frame, Event):
-        return None if math.isfinite(frame.ts) else "ts is not a finite number"
-    numbers = (frame.ts, frame.cpu, frame.mem, frame.swap, *frame.load, frame.disk_read_bps, frame.disk_write_bps,
-               frame.net_rx_bps, frame.net_tx_bps)  # fmt: skip
-    if not all(math.isfinite(x) for x in numbers):
-        return "a metric is not a finite number"
-    if max(frame.mem_available, frame.procs, frame.queue_depth) > _SQLITE_INT_MAX or frame.procs < -_SQLITE_INT_MAX:
-        return "an integer metric beyond 2^63"
-    return None
+def security_warnings(node: NodeConfig) -> list[str]:
+    """What about a node's link an operator must see on screen, not only in heady.log."""
+    warnings = []
+    url = urlsplit(node.url)
+    if url.scheme == "wss" and node.insecure_skip_verify:
+        warnings.append("TLS certificate verification is off (insecure_skip_verify): anyone on the path can pose as the agent")
+    if url.scheme == "ws" and not is_loopback_host(url.hostname):
+        clear = "the token and all data travel in clear" if node.token or node.token_env or node.token_file else "all data travels in clear"
+        warnings.append(f"unencrypted ws:// to {url.hostname}, not loopback: {clear}; use wss://")
+    return warnings
 
 
 def describe_connect_error(exc: BaseException) -> str:
@@ -270,6 +318,7 @@ class NodeLink:
         self._stopping = False
         self._last_rx = 0.0
         self._idle = False
+        self._errors = ErrorBudget()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -283,6 +332,9 @@ class NodeLink:
         task, self._task = self._task, None
         await cancel_and_wait([task])
         self._fail_pending("link stopped")
+        summary = self._errors.close()
+        if summary is not None:
+            await self._write_error("suppressed", summary)
 
     async def run(self) -> None:
         """Connect, stream, and reconnect until stopped. Never raises (except cancellation)."""
@@ -302,6 +354,9 @@ class NodeLink:
             finally:
                 self._ws = None
                 self._fail_pending("disconnected")
+            summary = self._errors.close()
+            if summary is not None:
+                await self._write_error("suppressed", summary)
             if self._stopping:
                 return
             if failure.healthy:
@@ -385,7 +440,9 @@ class NodeLink:
         finally:
             await cancel_and_wait([reader, writer])
         failure = failure or LinkFailure("connection ended", status="offline", code="closed")
-        failure.healthy = stored
+        # A node that breaks the protocol after storing a frame must not earn a fast reconnect:
+        # otherwise one bad frame per connection turns the back-off into two reconnects a second.
+        failure.healthy = stored and failure.code != "protocol"
         raise failure
 
     async def _read_hello(self, ws: ClientConnection) -> Hello:
@@ -460,11 +517,14 @@ class NodeLink:
                 await self._record(exc.code, f"frame ignored: {exc.message}")
                 return last_seq
         if isinstance(frame, (Metrics, Event)):
-            problem = unstorable(frame)
-            if problem is not None:
-                # Skipped rather than retried: the same frame would fail again on every reconnect.
-                await self._record("bad_frame", f"frame {frame.seq} ignored: {problem}")
-                return last_seq
+            if isinstance(frame, Event):
+                # The payload is checked and cleaned here, before it is stored, like the frame itself.
+                try:
+                    frame.data = parse_event_data(frame.kind, frame.data).model_dump(exclude_unset=True)
+                except FrameError as exc:
+                    # Skipped rather than retried: the same frame would fail again on every reconnect.
+                    await self._record("bad_frame", f"frame {frame.seq} ignored: {exc.message}")
+                    return last_seq
             if frame.journal and frame.journal != journal:
                 return LinkFailure(
                     f"protocol: frame of journal {frame.journal} on a connection to journal {journal}",
@@ -544,7 +604,7 @@ class NodeLink:
         if ws is None or self.status != "online":
             return Result(id=command_id, ok=False, error="offline", detail={"message": f"node {self.name} is {self.status}"})
         try:
-            frame = Command(id=command_id, action=action, target=target, args=args or {})
+            frame = Command.model_validate({"id": command_id, "action": action, "target": target, "args": args or {}})
         except ValueError as exc:
             return Result(id=command_id, ok=False, error="bad_command", detail={"message": str(exc).splitlines()[0]})
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -586,6 +646,13 @@ class NodeLink:
         self.sink.link_status(self.name, status, error)
 
     async def _record(self, code: str, message: str) -> None:
+        admitted, summary = self._errors.admit(self.clock.monotonic(), message)
+        if summary is not None:
+            await self._write_error("suppressed", summary)
+        if admitted:
+            await self._write_error(code, message)
+
+    async def _write_error(self, code: str, message: str) -> None:
         log.warning("node %s: %s", self.name, message)
         try:
             await self.sink.link_error(self.name, code, message)

@@ -19,7 +19,7 @@ from typing import Any
 import aiosqlite
 
 from heady_tui import audit
-from heady_tui.audit import AuditEntry, Verification
+from heady_tui.audit import AuditEntry, Head, Verification
 from heady_tui.engine.consent import ConsentError, ConsentRequest, Denial, Grant
 from heady_tui.engine.detector import LevelChange, MetricLevelChange
 from heady_tui.engine.policies import PolicyState
@@ -95,6 +95,7 @@ class Records:
         self.store = store
         self.anchor = anchor
         self._committed = audit.Head(0, audit.GENESIS)  # the newest audit entry this instance committed
+        self._committed_at = 0.0  # its time, which the anchor records
         self._durable = audit.Head(0, audit.GENESIS)  # the newest one fsync'd and anchored
         self._durable_lock = asyncio.Lock()
 
@@ -117,9 +118,13 @@ class Records:
             if audit_entry is not None:
                 ts, actor, action, details = audit_entry
                 appended = await audit.append_in(db, ts=ts, actor=actor, action=action, details=details)
+                # Before the commit, so a crash between commit and anchor leaves a verifiable chain.
+                base, pending = audit.Head(appended.seq - 1, appended.prev_hash), audit.Head(appended.seq, appended.hash)
+                await asyncio.to_thread(audit.mark_pending, self.anchor, base, pending)
         if appended is not None:
             if appended.seq > self._committed.count:
                 self._committed = audit.Head(appended.seq, appended.hash)
+                self._committed_at = appended.ts
             await self._make_durable(appended.seq)
 
     async def _make_durable(self, seq: int) -> None:
@@ -130,7 +135,7 @@ class Records:
             if self._durable.count >= seq:
                 return
             target = self._committed
-            await asyncio.to_thread(audit.make_durable, self.store.path, self.anchor, target)
+            await asyncio.to_thread(audit.make_durable, self.store.path, self.anchor, target, self._committed_at)
             self._durable = target
 
     async def audit(self, ts: float, actor: str, action: str, details: dict[str, Any]) -> None:
@@ -144,7 +149,8 @@ class Records:
 
     async def add_grant(self, g: Grant, *, actor: str, now: float) -> None:
         async with self.write((now, actor, "consent.grant", {"grant": g.id, "scope": g.scope, "grantor": g.grantor,
-                                                            "expires": g.expires, "caps": g.caps, "reason": g.reason})) as db:
+                                                            "expires": g.expires, "caps": g.caps, "reason": g.reason,
+                                                            "max_uses": g.max_uses})) as db:
             await db.execute("INSERT INTO grants VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                              (g.id, g.scope, g.grantor, g.created, g.expires, json.dumps(g.caps), g.uses, g.max_uses, g.revoked, g.reason, g.fingerprint))
 
@@ -396,8 +402,9 @@ class Records:
     async def audit_entries(self, limit: int | None = None) -> list[AuditEntry]:
         return await audit.entries(self.store.reader, limit)
 
-    async def verify_audit(self) -> Verification:
-        return await audit.verify(self.store.reader, self.anchor)
+    # (Annotated with the imported names: inside the class, `audit` is the method above.)
+    async def verify_audit(self, against: Head | None = None) -> Verification:
+        return await audit.verify(self.store.reader, self.anchor, against)
 
     async def config_hash_check(self, config_hash: str, now: float, actor: str) -> bool:
         """Audit a configuration change: True when the config differs from the last one recorded."""

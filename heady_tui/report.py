@@ -11,6 +11,7 @@ import bisect
 import html
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from heady_agent.protocol import clean_text
 
 from .config import Config, Paths
 from .ledger import SessionRecord, day_of
@@ -147,6 +150,11 @@ class AuditSummary(_Model):
     head: str
     verified: bool
     message: str
+    # The anchor file's head and the time of its entry: with an exported head, what a reader checks
+    # the report against (`heady audit verify --against`).
+    anchor_count: int | None = None
+    anchor_hash: str | None = None
+    anchored_at: str | None = None
 
 
 class Series(_Model):
@@ -286,7 +294,12 @@ async def _series(store: Store, config: Config, since: float, until: float, call
 
 async def _audit(records: Records) -> AuditSummary:
     result = await records.verify_audit()
-    return AuditSummary(entries=result.entries, head=result.head.hash, verified=result.ok, message=result.message)
+    anchor = result.anchor if result.anchor is not None and not result.anchor.unreadable else None
+    return AuditSummary(
+        entries=result.entries, head=result.head.hash, verified=result.ok, message=result.message,
+        anchor_count=anchor.head.count if anchor else None, anchor_hash=anchor.head.hash if anchor else None,
+        anchored_at=iso_utc(anchor.at) if anchor and anchor.at is not None else None,
+    )  # fmt: skip
 
 
 async def gather_report(
@@ -374,12 +387,31 @@ async def _engine_sections(records: Records, since: float, until: float) -> dict
 
 def render_json(report: ReportData) -> str:
     """Pretty JSON whose first line already says whether the fleet was simulated."""
-    text = json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    text = json.dumps(_terminal_safe(report).model_dump(mode="json"), indent=2, ensure_ascii=False)
     head, first_key, rest = text.split("\n", 2)
     return f"{head}{first_key.strip()}\n{rest}\n"
 
 
 # --- rendering: shared helpers --------------------------------------------------------------------
+
+REPORT_TEXT_MAX = 64 * 1024  # characters of one string in a report
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value, REPORT_TEXT_MAX)
+    if isinstance(value, dict):
+        return {_clean_strings(k): _clean_strings(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_strings(v) for v in value]
+    return value
+
+
+def _terminal_safe(report: ReportData) -> ReportData:
+    """The report with every string free of escape sequences and control characters. The link
+    cleans what it stores; this also covers history stored before it did, since a report is read
+    with `cat` and `less` as often as in a browser."""
+    return ReportData.model_validate(_clean_strings(report.model_dump()))
 
 
 def _usd(value: float | None) -> str:
@@ -462,17 +494,29 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
 def _audit_line(report: ReportData) -> str:
     a = report.audit
     state = "verified" if a.verified else "VERIFICATION FAILED"
-    return f"{a.entries} entries, head {a.head}, {state} ({a.message})"
+    anchored = f"anchor {a.anchor_count}:{a.anchor_hash} at {a.anchored_at or '?'}" if a.anchor_hash else "no anchor"
+    return f"{a.entries} entries, head {a.head}, {anchored}, {state} ({a.message})"
 
 
 # --- rendering: Markdown --------------------------------------------------------------------------
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+# The ASCII punctuation that can start a link, an image, emphasis, code or a table cell, escaped with
+# a backslash as CommonMark allows (an underscore inside a word emphasises nothing, so stays bare); `<` and `&` become entities so no raw HTML survives; `://` and
+# `www.` are broken up so GitHub's autolinking cannot turn agent text into a link either.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]!|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
+_MD_AUTOLINK = re.compile(r"(?i)(:)(//)|(www)(\.)")
+
+
+def _md_text(text: str) -> str:
+    """Agent or operator text as literal Markdown on one line: no HTML, links, images or cell breaks."""
+    one_line = " ".join(html.escape(text, quote=False).splitlines())
+    escaped = _MD_SPECIAL.sub(r"\\\1", one_line)
+    return _MD_AUTOLINK.sub(lambda m: f"{m[1]}\\/\\/" if m[1] else f"{m[3]}\\.", escaped)
 
 
 def render_markdown(report: ReportData) -> str:
+    report = _terminal_safe(report)
     lines: list[str] = []
     if report.simulated:
         lines.append(f"> **{SIMULATED_NOTICE}**")
@@ -485,8 +529,8 @@ def render_markdown(report: ReportData) -> str:
         f"**Total cost: {_usd(report.costs.total_usd)}** across {len(report.sessions)} sessions on {len(report.nodes)} node journals.",
     ]
     if report.costs.unknown_models:
-        lines.append(f"Unpriced models (counted at $0): {', '.join(report.costs.unknown_models)}.")
-    lines += ["", f"**Audit:** {_audit_line(report)}", ""]
+        lines.append(f"Unpriced models (counted at $0): {_md_text(', '.join(report.costs.unknown_models))}.")
+    lines += ["", f"**Audit:** {_md_text(_audit_line(report))}", ""]
     for title, header, rows in _tables(report):
         lines += [f"## {title}", ""]
         if not rows:
@@ -494,7 +538,7 @@ def render_markdown(report: ReportData) -> str:
             continue
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
-        lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
+        lines += ["| " + " | ".join(_md_text(cell) for cell in row) + " |" for row in rows]
         lines.append("")
     return "\n".join(lines)
 
@@ -597,6 +641,7 @@ _NUMERIC = {"Nodes": (3, 4, 5), "Sessions": (6, 7, 8, 9, 10, 11), "Rebalance run
 
 
 def render_html(report: ReportData, config: Config | None = None) -> str:
+    report = _terminal_safe(report)
     detector = (config or Config()).detector
     x_range = (_epoch(report.range.since), _epoch(report.range.until))
     title = "heady session report" + (" (simulated fleet)" if report.simulated else "")
@@ -632,7 +677,9 @@ def render_html(report: ReportData, config: Config | None = None) -> str:
         out.append(_html_table(header, rows, _NUMERIC.get(section, (1,) if section.startswith("Cost by") else ())))
 
     out.append('<h2 id="audit">Audit</h2>')
-    out.append(f'<p>{report.audit.entries} entries. Head <code>{html.escape(report.audit.head)}</code>: <span class="{audit_class}">{"verified" if report.audit.verified else "VERIFICATION FAILED"}</span> <span class="muted">({html.escape(report.audit.message)})</span></p>')
+    anchored = (f"Anchor <code>{report.audit.anchor_count}:{html.escape(report.audit.anchor_hash)}</code> at {html.escape(report.audit.anchored_at or '?')}. "
+                if report.audit.anchor_hash else "No anchor. ")  # fmt: skip
+    out.append(f'<p>{report.audit.entries} entries. {anchored}Head <code>{html.escape(report.audit.head)}</code>: <span class="{audit_class}">{"verified" if report.audit.verified else "VERIFICATION FAILED"}</span> <span class="muted">({html.escape(report.audit.message)})</span></p>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

@@ -12,6 +12,7 @@ stores nothing twice and a crash loses nothing the agent was told is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -411,16 +412,24 @@ class Store:
                 try:
                     yield self.db
                 except BaseException:
-                    await self.db.execute("ROLLBACK")
+                    await self._rollback()
                     raise
                 try:
                     await self.db.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    await self.db.execute("ROLLBACK")
+                    await self._rollback()
                     raise StoreError(_explain(self.path, exc)) from None
             finally:
                 if durable:
                     await self.db.execute("PRAGMA synchronous = NORMAL")
+
+    async def _rollback(self) -> None:
+        """Undo what is left of a failed transaction. After some errors (disk full, I/O) SQLite has
+        already rolled back, and "cannot rollback - no transaction is active" must not replace the
+        error that says what went wrong."""
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await self.db.execute("ROLLBACK")
 
     async def schema_version(self, component: str) -> int:
         await self.db.execute(

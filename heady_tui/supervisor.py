@@ -23,7 +23,7 @@ from .config import Config, NodeConfig, Paths
 from .engine.cost import PricingTable
 from .events import HeadyEvent
 from .fleet import UNKNOWN_STATE, Fleet
-from .link import NodeLink
+from .link import NodeLink, security_warnings
 from .store import Store, StoreError
 
 log = logging.getLogger("heady.supervisor")
@@ -67,7 +67,7 @@ class Supervisor:
         self.clock = clock or SystemClock()
         self.simulated = simulated
         self.launcher = launcher
-        self.fleet = Fleet()
+        self.fleet = Fleet(max_sessions_per_node=config.store.max_sessions_per_node)
         self.store: Store | None = None
         self.links: dict[str, NodeLink] = {}
         self.nodes: list[NodeConfig] = []
@@ -113,6 +113,9 @@ class Supervisor:
             self.brain = Brain(self)
             await self.brain.start()
             for node in self.nodes:
+                for warning in security_warnings(node):
+                    log.warning("node %s: %s", node.name, warning)
+                    self.publish("security.warning", node=node.name, message=warning)
                 link = NodeLink(node, self, clock=self.clock, **self._link_options)
                 self.links[node.name] = link
                 link.start()
@@ -359,6 +362,7 @@ class Supervisor:
         counts = self._counts.setdefault(node, IngestCounts())
         counts.stored += result.stored
         counts.duplicates += result.duplicates
+        refused_before = self.fleet.node(node).sessions_refused
         if result.sessions or result.bad_events:
             self.fleet.apply_ledger(result.sessions, bad_events={node: result.bad_events} if result.bad_events else None)
         if self.brain is not None:
@@ -384,13 +388,24 @@ class Supervisor:
                     except Exception:
                         log.exception("the brain failed on a frame from %s (seq %d)", node, frame.seq)
             self.changed()
+        await self._notice_session_bound(node, refused_before)
         return result.top
 
     async def link_sessions(self, node: str, sessions: Sessions) -> None:
         self.fleet.frames_arrived(node, self.clock.now())
         assert self.store is not None
+        refused_before = self.fleet.node(node).sessions_refused
         self.fleet.apply_ledger(await self.store.apply_sessions(node, sessions.sessions, self.clock.now()))
+        await self._notice_session_bound(node, refused_before)
         self.changed()
+
+    async def _notice_session_bound(self, node: str, refused_before: int) -> None:
+        """One recorded notice per node and run when it first passes its session bound; the count of
+        refused sessions goes on in the node's state."""
+        if self.fleet.node(node).sessions_refused and not refused_before:
+            message = f"more than {self.fleet.max_sessions_per_node} live sessions; the rest are not tracked (store.max_sessions_per_node)"
+            log.warning("node %s: %s", node, message)
+            await self.link_error(node, "sessions_bound", message)
 
     def link_detail(self, node: str, detail: Detail) -> None:
         self.details[node] = detail

@@ -42,7 +42,7 @@ def test_event_frame_carries_kind_session_and_data():
             "type": "event",
             "journal": "j1",
             "seq": 5,
-            "ts": 1.5,
+            "ts": 1_800_000_000.5,
             "kind": "llm.call",
             "session": "s1",
             "data": {"provider": "anthropic", "model": "claude-sonnet-4-5", "input_tokens": 3},
@@ -110,7 +110,7 @@ def test_every_action_in_the_design_is_accepted():
 
 
 def test_frames_round_trip_through_dump():
-    frame = protocol.Metrics(journal="j", seq=1, ts=2.0, cpu=10, load=[0.1, 0.2, 0.3], mem=50, swap=0)
+    frame = protocol.Metrics(journal="j", seq=1, ts=1_800_000_002.0, cpu=10, load=[0.1, 0.2, 0.3], mem=50, swap=0)
     again = protocol.parse_agent_frame(protocol.dump(frame))
     assert again == frame
 

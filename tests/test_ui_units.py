@@ -94,7 +94,7 @@ def test_color_none_sets_no_color(monkeypatch):
 
 
 def _metrics(seq: int, cpu: float) -> Metrics:
-    return Metrics(journal="j", seq=seq, ts=1000.0 + seq, cpu=cpu, load=[1, 1, 1], mem=40, swap=0, queue_depth=3)
+    return Metrics(journal="j", seq=seq, ts=1_800_000_000.0 + seq, cpu=cpu, load=[1, 1, 1], mem=40, swap=0, queue_depth=3)
 
 
 def test_node_rows_are_reused_until_the_node_changes():

@@ -7,9 +7,11 @@ extensions beyond shared/DESIGN.md (journal id on every frame, `simulated`, `det
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 7420
@@ -61,6 +63,73 @@ REVERSIBLE = {
 
 Severity = Literal["info", "warning", "critical"]
 
+# --- what a frame may carry -----------------------------------------------------------------
+# Every string and number an agent sends ends up on the operator's terminal, in SQLite and in
+# reports. The rules live here, in the models both sides parse with, so the agent cleans what it
+# sends and the console refuses or cleans what it receives before anything is stored: one place.
+
+NAME_MAX = 512  # names, titles, projects, paths, models: one line each
+MESSAGE_MAX = 4096  # notices, reasons, errors: may span lines
+IDENT_MAX = 256  # journal, session and command ids: never altered, refused when unfit
+TS_MIN = 946_684_800.0  # 2000-01-01T00:00Z: anything earlier is a broken clock or a hostile agent
+TS_MAX = 4_102_444_800.0  # 2100-01-01T00:00Z
+INT_MAX = 2**63 - 1  # SQLite's INTEGER
+
+# Escape sequences (CSI, OSC up to its terminator, and two-byte ESC forms) are removed whole so
+# their parameters do not remain as visible debris; then single control characters: C0, DEL, C1,
+# and the Unicode bidi embeddings, overrides and isolates that reorder what the operator reads.
+_ESCAPE_SEQUENCE = r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[ -~]?)"
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_UNSAFE_LINE = re.compile(f"{_ESCAPE_SEQUENCE}|[\x00-\x1f\x7f-\x9f{_BIDI}]")
+_UNSAFE_TEXT = re.compile(f"{_ESCAPE_SEQUENCE}|[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+
+
+def clean_line(text: str, limit: int = NAME_MAX) -> str:
+    """One line of agent text safe for a terminal: escapes and control characters removed, tabs
+    and newlines made spaces, cut to `limit` characters with an ellipsis."""
+    if _UNSAFE_LINE.search(text) is not None:
+        text = _UNSAFE_LINE.sub(lambda m: " " if m.group() in ("\t", "\n") else "", text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def clean_text(text: str, limit: int = MESSAGE_MAX) -> str:
+    """Multi-line agent text safe for a terminal: like clean_line, but tabs and newlines stay."""
+    if _UNSAFE_TEXT.search(text) is not None:
+        text = _UNSAFE_TEXT.sub("", text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _ident(text: str) -> str:
+    if _UNSAFE_LINE.search(text) is not None:
+        raise ValueError("contains control characters")
+    return text
+
+
+def clean_tree(value: Any, depth: int = 0) -> Any:
+    """Free-form JSON (a result's detail) with every string cleaned; nesting cut at 8 levels."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if depth >= 8:
+        return None
+    if isinstance(value, dict):
+        return {clean_line(str(k), NAME_MAX): clean_tree(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_tree(v, depth + 1) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# Display text: cleaned and cut, never refused (a long title loses its tail, not its session).
+Name = Annotated[str, AfterValidator(clean_line)]
+Message = Annotated[str, AfterValidator(clean_text)]
+# Identifiers are keys: altering one would merge or split streams, so an unfit one refuses the frame.
+Ident = Annotated[str, Field(max_length=IDENT_MAX), AfterValidator(_ident)]
+Timestamp = Annotated[float, Field(ge=TS_MIN, le=TS_MAX, allow_inf_nan=False)]
+Finite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
+FreeForm = Annotated[dict[str, Any], AfterValidator(clean_tree)]
+
 
 class FrameError(Exception):
     """A frame that cannot be accepted. `code` is sent back in an `error` frame."""
@@ -79,19 +148,19 @@ class _Frame(BaseModel):
 
 
 class NodeInfo(_Frame):
-    id: str
-    hostname: str
-    agent_version: str
-    os: str
-    cpu_count: int = Field(ge=1)
-    mem_total: int = Field(ge=0)
-    labels: dict[str, str] = Field(default_factory=dict)
+    id: Name
+    hostname: Name
+    agent_version: Name
+    os: Name
+    cpu_count: int = Field(ge=1, le=1_000_000)
+    mem_total: Count
+    labels: dict[Name, Name] = Field(default_factory=dict, max_length=256)
 
 
 class JournalInfo(_Frame):
-    id: str
-    first_seq: int = Field(ge=0)
-    last_seq: int = Field(ge=0)
+    id: Ident
+    first_seq: Count
+    last_seq: Count
 
 
 class Hello(_Frame):
@@ -104,46 +173,46 @@ class Hello(_Frame):
 
 class Metrics(_Frame):
     type: Literal["metrics"] = "metrics"
-    journal: str = ""
-    seq: int = Field(ge=1)
-    ts: float
-    cpu: float = Field(ge=0)  # percent of all cores, 0..100
-    load: list[float] = Field(min_length=3, max_length=3)
-    mem: float = Field(ge=0)  # percent used
-    swap: float = Field(ge=0)  # percent used
-    mem_available: int = Field(default=0, ge=0)  # bytes
-    disk_read_bps: float = 0.0
-    disk_write_bps: float = 0.0
-    net_rx_bps: float = 0.0
-    net_tx_bps: float = 0.0
-    procs: int = 0
-    queue_depth: int = Field(default=0, ge=0)
+    journal: Ident = ""
+    seq: int = Field(ge=1, le=INT_MAX)
+    ts: Timestamp
+    cpu: Finite  # percent of all cores, 0..100
+    load: list[Finite] = Field(min_length=3, max_length=3)
+    mem: Finite  # percent used
+    swap: Finite  # percent used
+    mem_available: Count = 0  # bytes
+    disk_read_bps: Finite = 0.0
+    disk_write_bps: Finite = 0.0
+    net_rx_bps: Finite = 0.0
+    net_tx_bps: Finite = 0.0
+    procs: Count = 0
+    queue_depth: Count = 0
     simulated: bool = False
 
 
 class Event(_Frame):
     type: Literal["event"] = "event"
-    journal: str = ""
-    seq: int = Field(ge=1)
-    ts: float
+    journal: Ident = ""
+    seq: int = Field(ge=1, le=INT_MAX)
+    ts: Timestamp
     kind: EventKind
-    session: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    session: Ident | None = None
+    data: dict[str, Any] = Field(default_factory=dict)  # checked per kind by parse_event_data
     simulated: bool = False
 
 
 class SessionInfo(_Frame):
-    id: str
-    source: str
-    project: str | None = None
-    cwd: str | None = None
-    pid: int | None = None
-    model: str | None = None
-    title: str | None = None
+    id: Ident
+    source: Name
+    project: Name | None = None
+    cwd: Name | None = None
+    pid: int | None = Field(default=None, ge=0, le=INT_MAX)
+    model: Name | None = None
+    title: Name | None = None
     state: SessionState = "running"
-    started: float | None = None
-    managed: str | None = None  # managed name, when the agent itself started it
-    nice: int | None = None
+    started: Timestamp | None = None
+    managed: Name | None = None  # managed name, when the agent itself started it
+    nice: int | None = Field(default=None, ge=-20, le=19)
 
 
 class Sessions(_Frame):
@@ -153,32 +222,32 @@ class Sessions(_Frame):
 
 class Result(_Frame):
     type: Literal["result"] = "result"
-    id: str
+    id: Ident
     ok: bool
-    error: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
+    error: Message | None = None
+    detail: FreeForm = Field(default_factory=dict)
 
 
 class ErrorFrame(_Frame):
     type: Literal["error"] = "error"
-    code: str
-    message: str
+    code: Name
+    message: Message
 
 
 class ProcessRow(_Frame):
-    pid: int
-    name: str
-    user: str | None = None
-    cpu: float = 0.0
-    rss: int = 0
-    session: str | None = None
+    pid: int = Field(ge=0, le=INT_MAX)
+    name: Name
+    user: Name | None = None
+    cpu: Finite = 0.0
+    rss: Count = 0
+    session: Ident | None = None
 
 
 class Detail(_Frame):
     """Per-process top list, sent only while a console has focus on this node; not journalled."""
 
     type: Literal["detail"] = "detail"
-    ts: float
+    ts: Timestamp
     processes: list[ProcessRow] = Field(default_factory=list)
 
 
@@ -191,21 +260,21 @@ AgentFrame = Annotated[
 
 class Subscribe(_Frame):
     type: Literal["subscribe"] = "subscribe"
-    since: int = Field(default=0, ge=0)
-    journal: str | None = None
+    since: Count = 0
+    journal: Ident | None = None
 
 
 class Command(_Frame):
     type: Literal["command"] = "command"
     id: str = Field(min_length=1, max_length=128)
     action: Action
-    target: str | None = None
+    target: Ident | None = None
     args: dict[str, Any] = Field(default_factory=dict)
 
 
 class Ack(_Frame):
     type: Literal["ack"] = "ack"
-    seq: int = Field(ge=0)
+    seq: Count
 
 
 class Focus(_Frame):
@@ -219,26 +288,26 @@ ConsoleFrame = Annotated[Union[Subscribe, Command, Ack, Focus], Field(discrimina
 
 
 class SessionStartedData(_Frame):
-    source: str
-    project: str | None = None
-    cwd: str | None = None
-    pid: int | None = None
-    model: str | None = None
-    title: str | None = None
-    managed: str | None = None
+    source: Name
+    project: Name | None = None
+    cwd: Name | None = None
+    pid: int | None = Field(default=None, ge=0, le=INT_MAX)
+    model: Name | None = None
+    title: Name | None = None
+    managed: Name | None = None
 
 
 class SessionStateData(_Frame):
     state: SessionState
-    reason: str | None = None
+    reason: Message | None = None
 
 
 class RateLimitWindow(_Frame):
     """One window of the account's rate limit as the client last heard it (Codex: 5 h and weekly)."""
 
-    used_percent: float = Field(ge=0, le=100)
-    window_minutes: int | None = Field(default=None, ge=0)
-    resets_at: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # epoch seconds
+    used_percent: float = Field(ge=0, le=100, allow_inf_nan=False)
+    window_minutes: Count | None = None
+    resets_at: Timestamp | None = None  # epoch seconds
 
 
 class RateLimits(_Frame):
@@ -247,33 +316,33 @@ class RateLimits(_Frame):
 
 
 class LlmCallData(_Frame):
-    provider: str
-    model: str
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cache_creation_tokens: int = Field(default=0, ge=0)
-    cache_read_tokens: int = Field(default=0, ge=0)
-    reasoning_tokens: int = Field(default=0, ge=0)  # included in output_tokens (OpenAI's meaning)
+    provider: Name
+    model: Name
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_creation_tokens: Count = 0
+    cache_read_tokens: Count = 0
+    reasoning_tokens: Count = 0  # included in output_tokens (OpenAI's meaning)
     # Split of cache_creation_tokens by TTL when the source knows it (Claude Code); cost needs it.
-    cache_creation_5m_tokens: int | None = None
-    cache_creation_1h_tokens: int | None = None
-    speed: str | None = None  # "fast" when the provider's fast mode was used
-    cost_usd: float | None = None
-    latency_ms: float | None = None
+    cache_creation_5m_tokens: Count | None = None
+    cache_creation_1h_tokens: Count | None = None
+    speed: Name | None = None  # "fast" when the provider's fast mode was used
+    cost_usd: Finite | None = None
+    latency_ms: Finite | None = None
     ok: bool = True
-    error: str | None = None
+    error: Message | None = None
     # The account's limits reported with this response, when the client logs them (Codex).
     rate_limits: RateLimits | None = None
 
 
 class SessionEndedData(_Frame):
-    exit_code: int | None = None
-    reason: str | None = None
+    exit_code: int | None = Field(default=None, ge=-INT_MAX, le=INT_MAX)
+    reason: Message | None = None
 
 
 class AgentNoticeData(_Frame):
     severity: Severity = "info"
-    message: str
+    message: Message
 
 
 EVENT_DATA_MODELS: dict[str, type[_Frame]] = {
@@ -355,7 +424,9 @@ def parse_agent_frame(text: str | bytes) -> Hello | Metrics | Event | Sessions |
     try:
         return _agent_adapter.validate_python(obj)
     except ValidationError as exc:
-        raise FrameError("bad_frame", f"bad {obj['type']} frame: {_first_error(exc)}") from None
+        seq = obj.get("seq")
+        which = f"{obj['type']} frame {seq}" if isinstance(seq, int) else f"{obj['type']} frame"
+        raise FrameError("bad_frame", f"bad {which}: {_first_error(exc)}") from None
 
 
 def parse_console_frame(text: str | bytes) -> Subscribe | Command | Ack | Focus:

@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 
+from heady_agent.protocol import clean_text
+
 from ..config import Config, Paths, load_config
 from ..events import HeadyEvent
 from ..launcher import embedded_launcher
@@ -16,10 +18,24 @@ from ..supervisor import Launcher, Supervisor
 
 log = logging.getLogger("heady")
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_RECORD_MAX = 64 * 1024  # characters; room for a traceback
+
+
+class TerminalSafeFormatter(logging.Formatter):
+    """Log records carry agent text (node errors, notices, names). Escape sequences and control
+    characters are removed from the formatted record, so reading stderr or heady.log in a terminal
+    cannot set the clipboard, retitle the window or repaint the screen."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return clean_text(super().format(record), LOG_RECORD_MAX)
+
 
 def configure_logging(level: int = logging.INFO) -> None:
     """Human-readable logs to stderr only (stdout carries the JSON lines)."""
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalSafeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
@@ -27,7 +43,7 @@ def log_to_file(paths: Paths, level: int = logging.INFO) -> None:
     """Under the UI, logs go to <data dir>/heady.log: the terminal belongs to the screen."""
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(paths.data_dir / "heady.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(TerminalSafeFormatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)

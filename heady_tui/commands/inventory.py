@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from heady_agent.clock import SystemClock
-from heady_agent.protocol import MAX_FRAME_BYTES, FrameError, Hello, SessionInfo, Sessions, Subscribe, dump, parse_agent_frame
+from heady_agent.protocol import MAX_FRAME_BYTES, FrameError, Hello, SessionInfo, Sessions, Subscribe, clean_line, dump, parse_agent_frame
 
 from ..config import ConfigError, NodeConfig, Paths
 from ..ledger import SessionRecord, apply_snapshot
@@ -33,6 +33,7 @@ from ..store import Store, StoreError
 from .headless import paths_and_config
 
 STORED_HISTORY_S = 7 * 86400.0
+CELL_MAX = 60  # characters of a table cell
 
 
 @dataclass
@@ -162,10 +163,17 @@ def _stored_node(
 
 
 def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+    if not ts:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError, OSError):
+        return "?"  # a time no calendar holds (stored before the link checked timestamps)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
+    # Cells are agent text: made one terminal-safe line each, cut so one name cannot widen every row.
+    rows = [[clean_line(cell, CELL_MAX) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -35,6 +35,7 @@ from heady_agent.protocol import Result
 from ..config import Config, Paths
 from ..engine.consent import ConsentError, ConsentRequest
 from ..events import HeadyEvent
+from ..link import security_warnings
 from ..operator import ConsoleOperator
 from ..providers import fetch_provider_costs
 from ..report import ReportError, export_report, parse_time
@@ -342,6 +343,9 @@ class HeadyApp(App[int]):
             parts.append(("  PAUSED", "critical"))
         if self.read_only:
             parts.append(("  READ-ONLY", "careful"))
+        insecure = [node.name for node in self.supervisor.nodes if security_warnings(node)]
+        if insecure:
+            parts.append((f"  INSECURE LINK: {', '.join(insecure)}", "critical"))
         screen.part("#status", StatusBar).show(parts)
 
     # --- events and consent ------------------------------------------------------------

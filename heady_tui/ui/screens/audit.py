@@ -82,7 +82,7 @@ class AuditScreen(LiveScreen):
         if brain is None:
             return
         result = await brain.verify_audit()
-        anchor = f"anchor {result.anchor.count} entries" if result.anchor else "no anchor yet"
+        anchor = f"anchor {result.anchor.head.count} entries" if result.anchor else "no anchor yet"
         verdict = "VERIFIED" if result.ok else "BROKEN"
         line = f"{verdict}: {result.entries} entries, head {result.head.hash[:16]}, {anchor}. {result.message}"
         self.part("#audit-verdict", Static).update(

@@ -31,7 +31,7 @@ class NodeScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         info = Static(id="node-info", classes="detail-info")
-        info.border_title = f"Node {self.node_id}"
+        info.border_title = Text(f"Node {self.node_id}")
         yield info
         with Vertical(classes="split"):
             sessions = KeyedTable(views.SESSION_COLUMNS_COMPACT if self.compact else views.SESSION_COLUMNS, id="node-sessions")

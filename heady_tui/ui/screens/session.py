@@ -41,7 +41,7 @@ class SessionScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         info = Static(id="session-info", classes="detail-info")
-        info.border_title = f"Session {self.session_id} on {self.node_id}"
+        info.border_title = Text(f"Session {self.session_id} on {self.node_id}")  # ids are agent text, not markup
         yield info
         timeline = KeyedTable(TIMELINE_COLUMNS, id="timeline")
         timeline.border_title = "Timeline"

@@ -2,6 +2,10 @@
 
 Over SSH every repainted cell costs bytes, so `sync` touches only cells whose value changed and
 does it inside one batch_update. A filter (the `/` key) hides rows whose text does not contain it.
+
+Every cell is shown through `plain()`: DataTable parses a `str` cell as Textual markup, and cells
+carry agent-supplied names (`[@click=app.quit]` would be a live action). Converting here, at the one
+place cells enter a table, makes every table safe without each screen remembering to.
 """
 
 from __future__ import annotations
@@ -14,6 +18,17 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 Cell = str | Text
+
+CELL_MAX = 80  # characters a cell shows; a longer name would push every other column off screen
+
+
+def plain(value: Cell, limit: int = CELL_MAX) -> Text:
+    """`value` as literal text (a `str` is never parsed as markup; a Text keeps its style), cut to
+    `limit` cells with an ellipsis."""
+    text = Text(value, end="") if isinstance(value, str) else value.copy()
+    if text.cell_len > limit:
+        text.truncate(limit, overflow="ellipsis")
+    return text
 
 
 def _plain(cell: Cell) -> str:
@@ -103,11 +118,11 @@ class KeyedTable(DataTable):
             for key, cells in wanted.items():
                 old = self._shown.get(key)
                 if old is None:
-                    self.add_row(*cells, key=key)
+                    self.add_row(*(plain(cell) for cell in cells), key=key)
                 elif old != cells:
                     for column, before, after in zip(keys, old, cells):
                         if before != after:
-                            self.update_cell(key, column, after)
+                            self.update_cell(key, column, plain(after))
                 self._shown[key] = cells
             if order != self._order and [k for k in self._order if k in wanted] != order:
                 self._reorder(order)

@@ -53,6 +53,12 @@ BASE_ENV = (
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
     "LC_MESSAGES", "LC_NUMERIC", "LC_TIME", "TERM", "TZ", "TMPDIR",
 )  # fmt: skip
+# What the agent process itself reads besides BASE_ENV (its config and data dirs, the transcript
+# roots of its sources, the Python it runs on), when a console starts it with an explicit environment.
+AGENT_ENV = (
+    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR",
+    "CLAUDE_CONFIG_DIR", "CODEX_HOME", "PYTHONPATH", "VIRTUAL_ENV",
+)  # fmt: skip
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PROMPT = "{prompt}"
 END_OF_OPTIONS = "--"
@@ -272,6 +278,13 @@ def session_environment(names: list[str], extra: Mapping[str, str], source: Mapp
     env = {name: given[name] for name in (*BASE_ENV, *names) if name in given}
     env.update(extra)
     return env
+
+
+def agent_environment(section: Mapping[str, Any]) -> dict[str, str]:
+    """The environment a console gives an agent it starts (an `[agent]` table as plain data):
+    BASE_ENV, AGENT_ENV and what its managed entries pass on; no token, key or webhook of the console."""
+    passed = [name for entry in section.get("managed") or [] for name in entry.get("env_pass") or []]
+    return session_environment([*AGENT_ENV, *passed], {})
 
 
 def config_path(explicit: str | None = None) -> Path:

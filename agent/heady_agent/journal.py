@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS work_queue (pos INTEGER PRIMARY KEY, managed TEXT NOT
 """
 
 REPLAY_BATCH = 500
+REPLAY_BATCH_BYTES = 1 << 20  # a batch stops after the row that reaches this size
 
 
 @dataclass(frozen=True)
@@ -212,11 +213,21 @@ class Journal:
         return row if row is not None else self.committed_seq + 1
 
     def read_after(self, seq: int, limit: int = REPLAY_BATCH) -> list[tuple[int, str]]:
-        """Up to `limit` committed frames with seq > `seq`, in order."""
-        return self.db.execute(
+        """Up to `limit` committed frames with seq > `seq`, in order, and about REPLAY_BATCH_BYTES
+        at most: each replaying connection holds one batch, so its size bounds the agent's memory."""
+        cursor = self.db.execute(
             "SELECT seq, body FROM frames WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (seq, self.committed_seq, limit),
-        ).fetchall()
+        )
+        rows: list[tuple[int, str]] = []
+        size = 0
+        for row in cursor:
+            rows.append(row)
+            size += len(row[1])
+            if size >= REPLAY_BATCH_BYTES:
+                break
+        cursor.close()
+        return rows
 
     def replay_since(self, seq: int, batch: int = REPLAY_BATCH) -> Iterator[list[tuple[int, str]]]:
         """Every committed frame after `seq`, in batches."""

@@ -65,7 +65,7 @@ from .protocol import (
     parse_event_data,
 )
 from .sources import load_source
-from .sources.base import SessionSource, WorkQueueStore
+from .sources.base import SessionSource, WorkQueueStore, echo
 
 log = logging.getLogger("heady_agent.server")
 
@@ -75,18 +75,12 @@ HARD_FRAME_LIMIT = 4 * MAX_FRAME_BYTES
 INCOMING_QUEUE = 4  # frames websockets reads ahead of the handler, per connection
 PRUNE_EVERY_S = 300.0
 REFUSAL_WINDOW_S = 60.0  # refused connections: the first of each reason is logged, then one count per window
-ECHO_CHARS = 64  # what the agent quotes back of a console's input
 MESSAGE_CHARS = 512  # an error frame's message
 JOURNAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # Journal ids are token_hex(8); a console sends one back
 
 
 class StartError(Exception):
     """The agent cannot start (bad listen address, no token on a public address, port in use)."""
-
-
-def echo(value: str, limit: int = ECHO_CHARS) -> str:
-    """Untrusted text quoted for a message: escaped to printable ASCII, at most `limit` characters in."""
-    return ascii(value[:limit]) + ("..." if len(value) > limit else "")
 
 
 def _cut(message: str, limit: int = MESSAGE_CHARS) -> str:
@@ -467,6 +461,8 @@ class AgentServer:
         self._peers.discard(peer)
         peer.live = False
         peer.outbox.clear()  # its backlog is freed now, not when the close handshake ends
+        if peer.replay is not None:
+            peer.replay.cancel()
         task = asyncio.get_running_loop().create_task(peer.ws.close(code, reason))
         peer.tasks.add(task)
         task.add_done_callback(peer.tasks.discard)
@@ -777,6 +773,10 @@ class _AgentMetrics(PrometheusCollector):
         first.add_metric([journal.id], journal.first_seq)
         yield first
         yield gauge("heady_agent_consoles_connected", "Open console connections.", len(server._peers))
+        yield gauge(
+            "heady_agent_send_queue_bytes", "Frames waiting to be sent, all connections.",
+            sum(peer.outbox.size for peer in server._peers),
+        )  # fmt: skip
         yield gauge("heady_agent_simulated", "1 when any source is simulated.", int(server.simulated))
         sessions = GaugeMetricFamily(
             "heady_agent_sessions", "Sessions the sources know now, by source and state.", labels=["source", "state"]

@@ -16,6 +16,14 @@ from ..journal import QueuedItem
 from ..protocol import Command, SessionInfo
 
 
+ECHO_CHARS = 64  # what the agent quotes back of a console's input
+
+
+def echo(value: str, limit: int = ECHO_CHARS) -> str:
+    """Untrusted text quoted for a message: escaped to printable ASCII, at most `limit` characters in."""
+    return ascii(value[:limit]) + ("..." if len(value) > limit else "")
+
+
 class CommandError(Exception):
     """A command the source refuses; `code` goes to the result's error ("unknown_session", ...)."""
 

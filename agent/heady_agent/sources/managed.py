@@ -26,7 +26,7 @@ import psutil
 from ..config import ManagedConfig, session_environment
 from ..journal import QueuedItem
 from ..protocol import Command, SessionInfo
-from .base import CommandError, SessionSource, SourceContext
+from .base import CommandError, SessionSource, SourceContext, echo
 
 log = logging.getLogger("heady_agent.managed")
 
@@ -263,7 +263,7 @@ class ManagedSource(SessionSource):
         if cmd.action.startswith("session."):
             run = self._runs.get(cmd.target or "")
             if run is None:
-                raise CommandError("unknown_session", f"no managed session {cmd.target!r}")
+                raise CommandError("unknown_session", f"no managed session {echo(cmd.target or '')}")
             return await self._session_command(cmd, run)
         handler = {
             "node.drain": self._drain,
@@ -356,7 +356,7 @@ class ManagedSource(SessionSource):
         if managed is None:
             return list(self._queues)
         if managed not in self._queues:
-            raise CommandError("unknown_managed", f"no managed entry {managed!r} on this node")
+            raise CommandError("unknown_managed", f"no managed entry {echo(managed)} on this node")
         return [managed]
 
     async def _set_concurrency(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -385,7 +385,7 @@ class ManagedSource(SessionSource):
         room = self.ctx.config.max_queue - self.queue_depth()
         for item in args["items"]:
             name, item_args = item["managed"], list(item.get("args", []))
-            problem = None if name in self._queues else f"no managed entry {ascii(name[:64])}"
+            problem = None if name in self._queues else f"no managed entry {echo(name)}"
             problem = problem or item_problem(item_args)
             if problem is None and len(taken) >= room:
                 problem = f"the queue is full (max_queue {self.ctx.config.max_queue})"

@@ -713,17 +713,23 @@ class AgentServer:
                 {"severity": "warning", "message": f"gap in the stream: {reason}; replaying from seq {first}"},
             )
         cursor = since
-        while True:
-            rows = journal.read_after(cursor)
-            if not rows:
-                # No await between the empty read and going live: nothing can slip in between.
-                peer.cursor = cursor
-                peer.live = True
-                self._offer(peer, self._sessions_text())
-                return
-            for seq, text in rows:
-                await peer.outbox.put(text)
-            cursor = rows[-1][0]
+        rows: list[tuple[int, str]] = []
+        try:
+            while True:
+                rows = journal.read_after(cursor)
+                if not rows:
+                    # No await between the empty read and going live: nothing can slip in between.
+                    peer.cursor = cursor
+                    peer.live = True
+                    self._offer(peer, self._sessions_text())
+                    return
+                for seq, text in rows:
+                    await peer.outbox.put(text)
+                cursor = rows[-1][0]
+        finally:
+            # A cancelled replay's frame lives on in its traceback, in a reference cycle with the
+            # connection: free the batch now rather than at the next full garbage collection.
+            rows.clear()
 
     # --- /metrics -----------------------------------------------------------------------
 

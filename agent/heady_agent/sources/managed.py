@@ -34,7 +34,11 @@ KILL_GRACE_S = 5.0
 PROMPT_TIMEOUT_S = 120.0
 PROMPT_OUTPUT_BYTES = 4096
 MAX_ITEM_ARGS = 64
-MAX_ARG_CHARS = 8192
+# An item's args travel back to a console in queue.move results, whose text the console cleans
+# (control characters out, 4096 characters at most): an arg that would not survive that unchanged is
+# refused here rather than altered in transit. Terminal escapes have no place in argv either.
+MAX_ARG_CHARS = 4096
+_UNSAFE_ARG = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 MAX_REASONS = 20  # distinct refusal reasons returned by queue.accept
 _LEGACY_QUEUE_KEY = "managed.queue"  # the whole queue as one JSON value (agents before row storage)
 _SEEDED_KEY = "managed.seeded"  # `instances` were queued once for this journal
@@ -56,8 +60,10 @@ def item_problem(args: list[str]) -> str | None:
             return "args must be strings"
         if arg.startswith("-"):
             return "option-like arg refused (args are positional only)"
-        if "\x00" in arg or len(arg) > MAX_ARG_CHARS:
-            return "arg with NUL or longer than 8192 characters"
+        if len(arg) > MAX_ARG_CHARS:
+            return f"arg longer than {MAX_ARG_CHARS} characters"
+        if _UNSAFE_ARG.search(arg):
+            return "arg with control characters"
     return None
 
 

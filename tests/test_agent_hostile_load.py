@@ -15,6 +15,7 @@ import pytest
 from agentkit import AgentProcess, command, recv_json, recv_until, running_agent, wait_until, ws_connect
 from heady_agent.clock import SystemClock
 from heady_agent.journal import REPLAY_BATCH_BYTES, Journal
+from heady_agent.protocol import MAX_FRAME_BYTES
 from heady_agent.sources.managed import ManagedSource
 
 MIB = 1 << 20
@@ -169,3 +170,18 @@ async def test_queue_accept_refuses_args_with_terminal_escapes(tmp_path: Path) -
     assert result["detail"]["accepted"] == 1
     assert result["detail"]["rejected"] == items[:1]
     assert result["detail"]["reasons"] == ["arg with control characters"]
+
+
+async def test_queue_move_hands_over_no_more_than_fits_in_one_frame_and_keeps_the_rest(tmp_path: Path) -> None:
+    big = ["a" * 4096] * 64  # 256 KiB of args per item
+    async with running_agent(tmp_path, sources=("managed",), managed=[_worker()], extra={"interval_s": 60}) as agent:
+        async with ws_connect(agent.url, agent.token, max_size=None) as ws:
+            await recv_json(ws)
+            for _ in range(6):
+                await command(ws, "queue.accept", args={"items": [{"managed": "worker", "args": big}]})
+            moved = await command(ws, "queue.move", args={"count": 6})
+        left = len(_queued_rows(agent.journal_path))
+    assert moved["ok"] is True
+    assert 0 < len(moved["detail"]["items"]) < 6
+    assert len(json.dumps(moved)) <= MAX_FRAME_BYTES
+    assert left == 6 - len(moved["detail"]["items"])

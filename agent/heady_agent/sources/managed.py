@@ -25,7 +25,7 @@ import psutil
 
 from ..config import ManagedConfig, session_environment
 from ..journal import QueuedItem
-from ..protocol import Command, SessionInfo
+from ..protocol import MAX_FRAME_BYTES, Command, SessionInfo
 from .base import CommandError, SessionSource, SourceContext, echo
 
 log = logging.getLogger("heady_agent.managed")
@@ -40,6 +40,7 @@ MAX_ITEM_ARGS = 64
 MAX_ARG_CHARS = 4096
 _UNSAFE_ARG = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 MAX_REASONS = 20  # distinct refusal reasons returned by queue.accept
+MOVE_RESULT_BYTES = MAX_FRAME_BYTES // 2  # items one queue.move hands over (one item always goes)
 _LEGACY_QUEUE_KEY = "managed.queue"  # the whole queue as one JSON value (agents before row storage)
 _SEEDED_KEY = "managed.seeded"  # `instances` were queued once for this journal
 _COUNTER_KEY = "managed.counter"
@@ -373,12 +374,18 @@ class ManagedSource(SessionSource):
         return {"concurrency": dict(self._concurrency)}
 
     async def _move(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Remove up to count items, newest first (the oldest keep their place here)."""
+        """Remove up to count items, newest first (the oldest keep their place here), no more than
+        fit in half a frame: items taken here exist only in the result until the console places them."""
         wanted = int(args["count"])
         taken: list[QueuedItem] = []
+        room = MOVE_RESULT_BYTES
         for name in self._names(args.get("managed")):
             queue = self._queues[name]
             while queue and len(taken) < wanted:
+                size = len(json.dumps({"managed": name, "args": queue[-1].args}))
+                if taken and size > room:
+                    break
+                room -= size
                 taken.append(queue.pop())
         self.ctx.work_queue.queue_remove([item.pos for item in taken])
         return {"items": [{"managed": item.managed, "args": item.args} for item in taken]}

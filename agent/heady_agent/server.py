@@ -22,7 +22,7 @@ import socket
 import ssl
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -30,10 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector as PrometheusCollector
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -50,7 +46,6 @@ from .protocol import (
     EVENT_KINDS,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
-    SESSION_STATES,
     Ack,
     Command,
     ErrorFrame,
@@ -162,6 +157,19 @@ class _RefusalLog:
                 log.warning("refused %d more connections in the last %.0f s: %s", more, now - opened, reason)
 
 
+@dataclass
+class Counts:
+    """Running totals for /metrics (metrics.py), by bounded labels only: a source name, a token kind,
+    a refusal reason. Plain numbers, so an agent nobody scrapes does not load prometheus_client."""
+
+    llm_calls: dict[str, int] = field(default_factory=dict)  # source -> calls
+    llm_tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> tokens
+    llm_cost_usd: dict[str, float] = field(default_factory=dict)  # source -> provider-reported cost
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> connections
+    subscribers_dropped: int = 0
+    frames_refused: int = 0
+
+
 @dataclass(eq=False)  # identity: peers live in a set
 class _Peer:
     ws: ServerConnection
@@ -256,30 +264,7 @@ class AgentServer:
         self._session_source: dict[str, str] = {}  # live sessions -> source label of their llm.call counts
         self._refusals = _RefusalLog(self.clock)
         self._stopping = False
-        self.registry = CollectorRegistry()
-        self.registry.register(_AgentMetrics(self))
-        self._tokens = Counter(
-            "heady_agent_llm_tokens", "LLM tokens reported since the agent started, by source and kind.",
-            ["source", "kind"], registry=self.registry,
-        )  # fmt: skip
-        self._calls = Counter(
-            "heady_agent_llm_calls", "LLM calls reported since the agent started, by source.", ["source"],
-            registry=self.registry,
-        )  # fmt: skip
-        self._cost = Counter(
-            "heady_agent_llm_cost_usd", "Cost of LLM calls that carry one (provider-reported), by source.",
-            ["source"], registry=self.registry,
-        )  # fmt: skip
-        self._refused = Counter(
-            "heady_agent_connections_refused", "Connections refused, by reason.", ["reason"], registry=self.registry
-        )
-        self._dropped = Counter(
-            "heady_agent_subscribers_dropped", "Subscribers closed for falling too far behind.", registry=self.registry
-        )
-        self._oversized = Counter(
-            "heady_agent_frames_refused", "Events not journalled because they exceeded the frame limit.",
-            registry=self.registry,
-        )  # fmt: skip
+        self.counts = Counts()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -294,6 +279,28 @@ class AgentServer:
         scheme = "wss" if self.config.tls_cert else "ws"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}/ws"
+
+    @property
+    def last_metrics(self) -> dict[str, Any] | None:
+        """The last metrics sample (None before the first tick)."""
+        return self._last_metrics
+
+    @property
+    def connections(self) -> int:
+        return len(self._peers)
+
+    @property
+    def send_queue_bytes(self) -> int:
+        return sum(peer.outbox.size for peer in self._peers)
+
+    def source_labels(self) -> set[str]:
+        return {source_label(source.name) for source in self.sources}
+
+    def session_states(self) -> Iterator[tuple[str, str]]:
+        """(source label, state) of every session the sources report now."""
+        for source in self.sources:
+            for info in source.sessions():
+                yield source_label(source.name), info.state
 
     async def start(self) -> None:
         self.journal = Journal(
@@ -397,7 +404,7 @@ class AgentServer:
             appended = self.journal.append(frame)
         except FrameTooLarge as exc:
             # Refused with a notice: journalled, it would cut every console off at this seq.
-            self._oversized.inc()
+            self.counts.frames_refused += 1
             who = f" of session {echo(session)}" if session is not None else ""
             log.warning("not journalling a %s event%s: %s", kind, who, exc)
             self.emit("agent.notice", None, {"severity": "warning", "message": f"dropped a {kind} event{who}: {exc}"})
@@ -431,16 +438,18 @@ class AgentServer:
         if session is None:
             return
         if kind == "session.started":
-            self._session_source[session] = _source_label(data.get("source"))
+            self._session_source[session] = source_label(data.get("source"))
         elif kind == "session.ended":
             self._session_source.pop(session, None)
         elif kind == "llm.call":
+            counts = self.counts
             source = self._session_source.get(session, "other")
-            self._calls.labels(source).inc()
+            counts.llm_calls[source] = counts.llm_calls.get(source, 0) + 1
             for name in ("input", "output", "cache_creation", "cache_read"):
-                self._tokens.labels(source, name).inc(int(data.get(f"{name}_tokens") or 0))
+                key = (source, name)
+                counts.llm_tokens[key] = counts.llm_tokens.get(key, 0) + int(data.get(f"{name}_tokens") or 0)
             if data.get("cost_usd") is not None:
-                self._cost.labels(source).inc(float(data["cost_usd"]))
+                counts.llm_cost_usd[source] = counts.llm_cost_usd.get(source, 0.0) + float(data["cost_usd"])
 
     # --- frames out ---------------------------------------------------------------------
 
@@ -454,7 +463,7 @@ class AgentServer:
         if peer in self._peers and not peer.outbox.offer(text):
             # Cut a subscriber that cannot keep up: it resumes from its cursor on reconnect.
             log.warning("subscriber %s is too slow (%d bytes waiting); closing it", peer.ws.remote_address, peer.outbox.size)
-            self._dropped.inc()
+            self.counts.subscribers_dropped += 1
             self._drop(peer, 1013, "subscriber too slow; resume from your cursor")
 
     def _drop(self, peer: _Peer, code: int, reason: str) -> None:
@@ -550,7 +559,7 @@ class AgentServer:
     def _refuse(
         self, connection: ServerConnection, status: HTTPStatus, code: str, why: str, body: str | None = None
     ) -> Response:
-        self._refused.labels(code).inc()
+        self.counts.refused[code] = self.counts.refused.get(code, 0) + 1
         remote = connection.remote_address
         self._refusals.refused(why, f"{remote[0]}:{remote[1]}" if remote else "?")
         response = connection.respond(status, (body or why) + "\n")
@@ -577,8 +586,10 @@ class AgentServer:
                 return self._refuse(
                     connection, HTTPStatus.UNAUTHORIZED, "token", "missing or wrong token", "missing or wrong bearer token"
                 )
-            encoder, content_type = choose_encoder(headers.get("Accept", ""))
-            response = connection.respond(HTTPStatus.OK, encoder(self.registry).decode())
+            from .metrics import exposition  # loads prometheus_client on the first scrape only
+
+            body, content_type = exposition(self, headers.get("Accept", ""))
+            response = connection.respond(HTTPStatus.OK, body.decode())
             del response.headers["Content-Type"]  # Headers is a multidict: replace, not add
             response.headers["Content-Type"] = content_type
             return response
@@ -731,74 +742,8 @@ class AgentServer:
             # connection: free the batch now rather than at the next full garbage collection.
             rows.clear()
 
-    # --- /metrics -----------------------------------------------------------------------
 
-    def prometheus_text(self) -> str:
-        """The registry in the Prometheus text format (what GET /metrics returns by default)."""
-        encoder, _ = choose_encoder("")
-        return encoder(self.registry).decode()
-
-
-class _AgentMetrics(PrometheusCollector):
-    """Gauges read at scrape time from what the agent already holds (the last metrics sample,
-    the journal, the sources' sessions), so each figure has one origin."""
-
-    def __init__(self, server: AgentServer) -> None:
-        self.server = server
-
-    def collect(self) -> Iterable[Metric]:
-        server = self.server
-        m = server._last_metrics or server.collector.sample(server.sources)
-
-        def gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, help_text, value=value)
-
-        yield gauge("heady_agent_cpu_percent", "Host CPU use, percent of all cores.", m["cpu"])
-        load = GaugeMetricFamily("heady_agent_load", "Host load average.", labels=["period"])
-        for period, value in zip(("1m", "5m", "15m"), m["load"]):
-            load.add_metric([period], value)
-        yield load
-        yield gauge("heady_agent_memory_used_percent", "Host memory in use, percent.", m["mem"])
-        yield gauge("heady_agent_swap_used_percent", "Host swap in use, percent.", m["swap"])
-        yield gauge("heady_agent_memory_available_bytes", "Host memory available.", m["mem_available"])
-        disk = GaugeMetricFamily("heady_agent_disk_bytes_per_second", "Host disk throughput.", labels=["direction"])
-        disk.add_metric(["read"], m["disk_read_bps"])
-        disk.add_metric(["write"], m["disk_write_bps"])
-        yield disk
-        net = GaugeMetricFamily("heady_agent_network_bytes_per_second", "Host network throughput.", labels=["direction"])
-        net.add_metric(["rx"], m["net_rx_bps"])
-        net.add_metric(["tx"], m["net_tx_bps"])
-        yield net
-        yield gauge("heady_agent_processes", "Processes on the host.", m["procs"])
-        yield gauge("heady_agent_queue_depth", "Work items waiting in the agent's queues.", m["queue_depth"])
-        journal = server.journal
-        last = GaugeMetricFamily("heady_agent_journal_last_seq", "Last seq written to the journal.", labels=["journal"])
-        last.add_metric([journal.id], journal.committed_seq)
-        yield last
-        first = GaugeMetricFamily("heady_agent_journal_first_seq", "Oldest seq still kept in the journal.", labels=["journal"])
-        first.add_metric([journal.id], journal.first_seq)
-        yield first
-        yield gauge("heady_agent_consoles_connected", "Open console connections.", len(server._peers))
-        yield gauge(
-            "heady_agent_send_queue_bytes", "Frames waiting to be sent, all connections.",
-            sum(peer.outbox.size for peer in server._peers),
-        )  # fmt: skip
-        yield gauge("heady_agent_simulated", "1 when any source is simulated.", int(server.simulated))
-        sessions = GaugeMetricFamily(
-            "heady_agent_sessions", "Sessions the sources know now, by source and state.", labels=["source", "state"]
-        )
-        counts: dict[tuple[str, str], int] = {}
-        for source in server.sources:
-            for info in source.sessions():
-                key = (_source_label(source.name), info.state)
-                counts[key] = counts.get(key, 0) + 1
-        for label in sorted({_source_label(source.name) for source in server.sources}):
-            for state in SESSION_STATES:
-                sessions.add_metric([label, state], counts.get((label, state), 0))
-        yield sessions
-
-
-def _source_label(name: object) -> str:
+def source_label(name: object) -> str:
     """A source name as a label value: one of the known sources, else "other" (bounded cardinality)."""
     return name if isinstance(name, str) and name in SOURCE_NAMES else "other"
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from agentkit import recv_json, running_agent, wait_until, ws_connect
+from agentkit import AgentProcess, recv_json, running_agent, wait_until, ws_connect
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, is_loopback
 from heady_agent.server import AgentServer, StartError
@@ -141,3 +141,15 @@ async def test_refusals_are_counted_by_reason_in_metrics(tmp_path: Path) -> None
             response = await client.get(_http(agent.url) + "/metrics", headers={"Authorization": f"Bearer {agent.token}"})
     assert 'heady_agent_connections_refused_total{reason="token"} 1.0' in response.text
     assert 'heady_agent_connections_refused_total{reason="origin"} 1.0' in response.text
+
+
+async def test_a_flood_of_refused_requests_adds_a_few_lines_to_the_agent_log(tmp_path: Path) -> None:
+    agent = AgentProcess(tmp_path, "a", sources=(), extra=QUIET)
+    async with agent, httpx.AsyncClient() as client:
+        before = len(agent.log_path.read_text().splitlines())
+        for _ in range(200):
+            response = await client.get(_http(agent.url) + "/ws", headers={"Authorization": "Bearer wrong"})
+            assert response.status_code == 401
+        await client.get(_http(agent.url) + "/healthz")
+        added = agent.log_path.read_text().splitlines()[before:]
+    assert len(added) <= 2, added

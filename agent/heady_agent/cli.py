@@ -142,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "debug":
+        # websockets logs every request and close at info; the server logs refusals itself, aggregated.
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     from .journal import JournalError
     from .server import StartError
 

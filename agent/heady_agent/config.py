@@ -272,10 +272,9 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-def session_environment(names: list[str], extra: Mapping[str, str], source: Mapping[str, str] | None = None) -> dict[str, str]:
-    """An explicit environment: BASE_ENV and `names` taken from `source` (default os.environ), then `extra`."""
-    given: Mapping[str, str] = os.environ if source is None else source
-    env = {name: given[name] for name in (*BASE_ENV, *names) if name in given}
+def session_environment(names: list[str], extra: Mapping[str, str]) -> dict[str, str]:
+    """An explicit environment: BASE_ENV and `names` taken from this process's environment, then `extra`."""
+    env = {name: os.environ[name] for name in (*BASE_ENV, *names) if name in os.environ}
     env.update(extra)
     return env
 

@@ -133,6 +133,18 @@ async def test_refused_connections_are_logged_once_then_counted_per_window(
     assert len(after) == 3  # the count of the first window, then the first refusal of the next
 
 
+async def test_refusals_for_ever_different_origins_are_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="heady_agent.server")
+    async with running_agent(tmp_path, sources=(), clock=ManualClock(), extra=QUIET) as agent:
+        async with httpx.AsyncClient() as client:
+            for n in range(30):
+                response = await client.get(_http(agent.url) + "/ws", headers={"Origin": f"http://evil-{n}.example"})
+                assert response.status_code == 403
+    assert len(_refusal_lines(caplog)) == 1
+
+
 async def test_refusals_are_counted_by_reason_in_metrics(tmp_path: Path) -> None:
     async with running_agent(tmp_path, sources=(), extra=QUIET) as agent:
         async with httpx.AsyncClient() as client:

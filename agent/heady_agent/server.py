@@ -128,7 +128,8 @@ class _Outbox:
 
 
 class _RefusalLog:
-    """One log line for the first refused connection of each reason, then a count per window."""
+    """One log line for the first refused connection of each kind (a fixed code, so varying the
+    request cannot open new kinds), then a count per window."""
 
     def __init__(self, clock: Clock, window_s: float = REFUSAL_WINDOW_S) -> None:
         self.clock = clock
@@ -136,25 +137,25 @@ class _RefusalLog:
         self._opened: dict[str, float] = {}
         self._more: dict[str, int] = {}
 
-    def refused(self, reason: str, remote: str) -> None:
+    def refused(self, code: str, why: str, remote: str) -> None:
         self.flush()
-        if reason in self._opened:
-            self._more[reason] += 1
+        if code in self._opened:
+            self._more[code] += 1
             return
-        self._opened[reason] = self.clock.monotonic()
-        self._more[reason] = 0
-        log.warning("refused %s: %s", remote, reason)
+        self._opened[code] = self.clock.monotonic()
+        self._more[code] = 0
+        log.warning("refused %s: %s", remote, why)
 
     def flush(self) -> None:
         """Log the counts of windows that have ended."""
         now = self.clock.monotonic()
-        for reason, opened in list(self._opened.items()):
+        for code, opened in list(self._opened.items()):
             if now - opened < self.window_s:
                 continue
-            more = self._more.pop(reason)
-            del self._opened[reason]
+            more = self._more.pop(code)
+            del self._opened[code]
             if more:
-                log.warning("refused %d more connections in the last %.0f s: %s", more, now - opened, reason)
+                log.warning("refused %d more connections in the last %.0f s (%s)", more, now - opened, code)
 
 
 @dataclass
@@ -561,7 +562,7 @@ class AgentServer:
     ) -> Response:
         self.counts.refused[code] = self.counts.refused.get(code, 0) + 1
         remote = connection.remote_address
-        self._refusals.refused(why, f"{remote[0]}:{remote[1]}" if remote else "?")
+        self._refusals.refused(code, why, f"{remote[0]}:{remote[1]}" if remote else "?")
         response = connection.respond(status, (body or why) + "\n")
         if status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Bearer realm="heady-agent"'

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -165,3 +167,12 @@ async def test_a_flood_of_refused_requests_adds_a_few_lines_to_the_agent_log(tmp
         await client.get(_http(agent.url) + "/healthz")
         added = agent.log_path.read_text().splitlines()[before:]
     assert len(added) <= 2, added
+
+
+def test_the_agent_loads_prometheus_client_only_when_scraped() -> None:
+    code = (
+        "import sys, heady_agent.cli, heady_agent.server; loaded = 'prometheus_client' in sys.modules; "
+        "import heady_agent.metrics; print(loaded, 'prometheus_client' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "True"]

@@ -88,6 +88,19 @@ def test_check_refuses_a_public_address_with_a_token_shorter_than_16_bytes(tmp_p
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_check_refuses_the_old_prompt_template_with_one_line_naming_the_fix(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        '[agent]\nsources = ["managed"]\n[[agent.managed]]\nname = "w"\ncommand = ["claude"]\n'
+        'prompt_command = ["claude", "-p", "{prompt}", "--resume", "{session}"]\n',
+    )
+    result = _agent("--config", str(path), "--check", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "agent.managed.0" in result.stderr
+    assert 'after a "--" argument' in result.stderr
+
+
 def test_check_reports_a_missing_tls_certificate(tmp_path: Path) -> None:
     path = _config(tmp_path, f'[agent]\nsources = []\ntls_cert = "{tmp_path}/no.pem"\ntls_key = "{tmp_path}/no.key"\n')
     result = _agent("--config", str(path), "--check", tmp_path=tmp_path)

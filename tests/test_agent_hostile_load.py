@@ -14,8 +14,11 @@ import pytest
 
 from agentkit import AgentProcess, command, recv_json, recv_until, running_agent, wait_until, ws_connect
 from heady_agent.clock import SystemClock
+from heady_agent.config import AgentConfig
 from heady_agent.journal import REPLAY_BATCH_BYTES, Journal
-from heady_agent.protocol import MAX_FRAME_BYTES
+from heady_agent.protocol import MAX_FRAME_BYTES, SessionInfo
+from heady_agent.server import AgentServer
+from heady_agent.sources.base import SessionSource
 from heady_agent.sources.managed import ManagedSource
 
 MIB = 1 << 20
@@ -58,7 +61,7 @@ async def _stall_readers(agent: AgentProcess, client: httpx.AsyncClient) -> tupl
     for ws in readers:
         await recv_json(ws)
         await ws.send(json.dumps({"type": "subscribe", "since": 0}))
-    full = READERS * (PEER_QUEUE_BYTES - 2 * FRAME_PADDING)
+    full = READERS * (PEER_QUEUE_BYTES // 2 - 2 * FRAME_PADDING)  # a replay fills half the queue
     deadline = asyncio.get_running_loop().time() + 120
     while await _gauge(client, agent.url, agent.token, "heady_agent_send_queue_bytes") < full:
         assert asyncio.get_running_loop().time() < deadline, "the readers' send queues never filled"
@@ -185,3 +188,35 @@ async def test_queue_move_hands_over_no_more_than_fits_in_one_frame_and_keeps_th
     assert 0 < len(moved["detail"]["items"]) < 6
     assert len(json.dumps(moved)) <= MAX_FRAME_BYTES
     assert left == 6 - len(moved["detail"]["items"])
+
+
+class _TwentyKilobyteSessions(SessionSource):
+    """A `sessions` frame of about 20 KB: more than the room a full send queue has left."""
+
+    name = "crowd"
+
+    def sessions(self) -> list[SessionInfo]:
+        return [SessionInfo(id=f"s-{n}", source="crowd", title="t" * 400, started=1.7e9 + n) for n in range(45)]
+
+
+async def test_a_reader_that_keeps_up_after_a_long_replay_is_not_cut_off_when_it_turns_live(tmp_path: Path) -> None:
+    limit = 64 * 1024
+    journal_path = tmp_path / "j.db"
+    journal = Journal(journal_path, clock=SystemClock())
+    with journal.transaction():
+        for n in range(16_000):  # 16 MB: more than the kernel's socket buffers hold
+            journal.append({"type": "event", "ts": 1.7e9, "kind": "agent.notice", "session": None,
+                            "data": {"severity": "info", "message": f"{n} " + "x" * 1000}})  # fmt: skip
+    last = journal.last_seq
+    journal.close()
+    config = AgentConfig(
+        listen="127.0.0.1:0", token="t0k", token_env=None, sources=[], interval_s=60, peer_queue_bytes=limit
+    )
+    async with AgentServer(config, journal_path=journal_path, sources=[_TwentyKilobyteSessions]) as server:
+        async with ws_connect(server.url, "t0k", max_queue=1) as ws:
+            await recv_json(ws)
+            await ws.send(json.dumps({"type": "subscribe", "since": 0}))
+            await wait_until(lambda: server.send_queue_bytes >= limit // 2 - 2048, what="the replay waits for the reader")
+            sessions, frames = await recv_until(ws, lambda f: f["type"] == "sessions", timeout=120)
+    assert [f["seq"] for f in frames] == list(range(1, last + 1))
+    assert len(sessions["sessions"]) == 45

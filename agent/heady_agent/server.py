@@ -83,7 +83,11 @@ def _cut(message: str, limit: int = MESSAGE_CHARS) -> str:
 
 
 class _Outbox:
-    """Frames waiting for one connection, bounded by their total size (one frame always fits)."""
+    """Frames waiting for one connection, bounded by their total size (one frame always fits).
+
+    A replay fills at most half of it: when it turns live, the `sessions` frame and the first live
+    frames must fit, or a reader that keeps up would be cut off the moment its replay ends.
+    """
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
@@ -93,12 +97,12 @@ class _Outbox:
         self._room = asyncio.Event()
         self._room.set()
 
-    def _fits(self, text: str) -> bool:
-        return not self._frames or self.size + len(text) <= self.limit
+    def _fits(self, text: str, limit: int) -> bool:
+        return not self._frames or self.size + len(text) <= limit
 
     def offer(self, text: str) -> bool:
         """Queue the frame if it fits; False when it does not (nothing queued)."""
-        if not self._fits(text):
+        if not self._fits(text, self.limit):
             return False
         self._frames.append(text)
         self.size += len(text)
@@ -106,8 +110,8 @@ class _Outbox:
         return True
 
     async def put(self, text: str) -> None:
-        """Queue the frame, waiting until there is room (replays follow the reader's pace)."""
-        while not self._fits(text):
+        """Queue a replayed frame once half the budget is free (replays follow the reader's pace)."""
+        while not self._fits(text, self.limit // 2):
             self._room.clear()
             await self._room.wait()
         self.offer(text)

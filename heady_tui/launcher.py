@@ -28,7 +28,8 @@ from typing import Any
 
 import tomli_w
 
-from heady_agent.config import AgentConfig, ConfigError
+from heady_agent.config import AgentConfig, ConfigError, agent_environment
+from heady_agent.files import open_private, private_dir
 
 from .config import NodeConfig
 
@@ -116,12 +117,12 @@ class AgentLauncher:
         ]
 
     def _spawn(self, spec: AgentSpec) -> _Child:
-        child_dir = self.root / spec.name
-        child_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        child_dir = private_dir(self.root / spec.name)
         child = _Child(spec=spec, dir=child_dir, token=secrets.token_urlsafe(32))
         section = {**spec.agent, "listen": "127.0.0.1:0", "token": child.token, "token_env": None, "token_file": None}
         config_file = child_dir / "config.toml"
-        fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_private(config_file, "w")  # it holds the token
         with os.fdopen(fd, "w") as fh:
             fh.write(toml_table("agent", section))
         ready = child_dir / "ready"
@@ -131,8 +132,9 @@ class AgentLauncher:
             "--config", str(config_file), "--listen", "127.0.0.1:0",
             "--ready-file", str(ready), "--data-dir", str(child_dir), *spec.args,
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "HEADY_AGENT_TOKEN"}
-        with open(child.log_path, "ab") as log_file:
+        # Explicit: the console's node tokens, provider admin keys and webhook URLs stay with the console.
+        env = agent_environment(spec.agent)
+        with os.fdopen(open_private(child.log_path, "a"), "ab") as log_file:
             child.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, start_new_session=True
             )

@@ -76,8 +76,29 @@ def test_check_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
 
 def test_check_accepts_a_public_address_with_a_token_from_the_environment(tmp_path: Path) -> None:
     path = _config(tmp_path, '[agent]\nlisten = "0.0.0.0:7999"\nsources = []\n')
-    result = _agent("--config", str(path), "--check", tmp_path=tmp_path, env={"HEADY_AGENT_TOKEN": "s3cret"})
+    result = _agent("--config", str(path), "--check", tmp_path=tmp_path, env={"HEADY_AGENT_TOKEN": "s3cret-of-twenty-bytes"})
     assert result.returncode == 0
+
+
+def test_check_refuses_a_public_address_with_a_token_shorter_than_16_bytes(tmp_path: Path) -> None:
+    path = _config(tmp_path, '[agent]\nlisten = "0.0.0.0:7999"\nsources = []\n')
+    result = _agent("--config", str(path), "--check", tmp_path=tmp_path, env={"HEADY_AGENT_TOKEN": "x"})
+    assert result.returncode == 1
+    assert "shorter than 16 bytes" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_refuses_the_old_prompt_template_with_one_line_naming_the_fix(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        '[agent]\nsources = ["managed"]\n[[agent.managed]]\nname = "w"\ncommand = ["claude"]\n'
+        'prompt_command = ["claude", "-p", "{prompt}", "--resume", "{session}"]\n',
+    )
+    result = _agent("--config", str(path), "--check", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "agent.managed.0" in result.stderr
+    assert 'after a "--" argument' in result.stderr
 
 
 def test_check_reports_a_missing_tls_certificate(tmp_path: Path) -> None:

@@ -135,8 +135,9 @@ async def test_prompt_without_a_configured_prompt_command_is_not_allowed(tmp_pat
 
 async def test_prompt_runs_the_configured_argv_with_the_text_as_one_argument(tmp_path: Path) -> None:
     out = tmp_path / "prompted.txt"
-    script = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.argv[2] + '|' + sys.argv[3])"
-    entry = _sleeper(instances=1, prompt_command=[sys.executable, "-c", script, str(out), "{session}", "{prompt}"])
+    script = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.argv[2] + '|' + sys.argv[4])"
+    template = [sys.executable, "-c", script, str(out), "{session}", "--", "{prompt}"]
+    entry = _sleeper(instances=1, prompt_command=template)
     async with running_agent(tmp_path, sources=("managed",), managed=[entry]) as agent:
         sid, _ = await _one_session(agent)
         async with ws_connect(agent.url, agent.token) as ws:

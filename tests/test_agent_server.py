@@ -230,8 +230,10 @@ async def test_no_detail_frames_without_focus(tmp_path: Path) -> None:
 
 
 async def test_slow_subscriber_is_cut_off_and_resumes_without_loss(tmp_path: Path) -> None:
-    config = AgentConfig(listen="127.0.0.1:0", token="t0k", token_env=None, sources=[], interval_s=60)
-    server = AgentServer(config, journal_path=tmp_path / "j.db", queue_limit=50)
+    config = AgentConfig(
+        listen="127.0.0.1:0", token="t0k", token_env=None, sources=[], interval_s=60, peer_queue_bytes=4096
+    )
+    server = AgentServer(config, journal_path=tmp_path / "j.db")
     async with server:
         async with ws_connect(server.url, "t0k") as slow:
             await recv_json(slow)
@@ -252,8 +254,10 @@ async def test_slow_subscriber_is_cut_off_and_resumes_without_loss(tmp_path: Pat
 
 
 async def test_a_subscriber_that_stops_reading_does_not_hold_up_one_that_reads(tmp_path: Path) -> None:
-    config = AgentConfig(listen="127.0.0.1:0", token="t0k", token_env=None, sources=[], interval_s=60)
-    server = AgentServer(config, journal_path=tmp_path / "j.db", queue_limit=20)
+    config = AgentConfig(
+        listen="127.0.0.1:0", token="t0k", token_env=None, sources=[], interval_s=60, peer_queue_bytes=200_000
+    )
+    server = AgentServer(config, journal_path=tmp_path / "j.db")
     big = "x" * 64_000
     async with server:
         async with ws_connect(server.url, "t0k") as stalled, ws_connect(server.url, "t0k") as reader:
@@ -319,7 +323,7 @@ async def test_metrics_can_be_public(tmp_path: Path) -> None:
     assert response.status_code == 200
 
 
-async def test_metrics_exposes_host_journal_consoles_and_session_tokens(tmp_path: Path) -> None:
+async def test_metrics_exposes_host_journal_consoles_and_tokens_by_source(tmp_path: Path) -> None:
     async with running_agent(tmp_path, sources=(), extra=FAST) as agent:
         await wait_until(lambda: agent.server.journal.committed_seq >= 2, what="metrics sampled")
         ctx = agent.server.context
@@ -335,11 +339,12 @@ async def test_metrics_exposes_host_journal_consoles_and_session_tokens(tmp_path
     text = response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "# TYPE heady_agent_cpu_percent gauge" in text
-    assert "heady_agent_consoles_connected 1" in text
+    assert "heady_agent_consoles_connected 1.0" in text
     assert f'heady_agent_journal_last_seq{{journal="{agent.server.journal.id}"}}' in text
-    escaped = 'session="odd \\"name\\"\\\\x"'
-    assert f'heady_agent_session_tokens_total{{{escaped},source="managed",kind="input"}} 15' in text
-    assert f"heady_agent_session_cost_usd_total{{{escaped},source=\"managed\"}} 0.75" in text
+    assert 'heady_agent_llm_tokens_total{kind="input",source="managed"} 15.0' in text
+    assert 'heady_agent_llm_cost_usd_total{source="managed"} 0.75' in text
+    assert 'heady_agent_llm_calls_total{source="managed"} 2.0' in text
+    assert "odd" not in text  # no label per session: their number has no bound
     for line in text.splitlines():
         if line and not line.startswith("#"):
             assert line.startswith("heady_agent_"), line

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .protocol import Command, FrameError, QueueAcceptArgs, Result, parse_command_args
-from .sources.base import CommandError, SessionSource
+from .sources.base import CommandError, SessionSource, echo
 
 log = logging.getLogger("heady_agent.actions")
 
@@ -44,7 +44,7 @@ async def _session_command(cmd: Command, sources: Sequence[SessionSource]) -> Re
         if source.owns(cmd.target):
             detail = await source.command(cmd)
             return Result(id=cmd.id, ok=True, detail=detail)
-    return _fail(cmd, "unknown_session", f"no session {cmd.target!r} on this node")
+    return _fail(cmd, "unknown_session", f"no session {echo(cmd.target)} on this node")
 
 
 async def _node_command(cmd: Command, sources: Sequence[SessionSource]) -> Result:

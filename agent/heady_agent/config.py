@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -12,6 +15,7 @@ import platformdirs
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 APP_NAME = "heady"
+MIN_PUBLIC_TOKEN_BYTES = 16
 SOURCE_NAMES = ("claude-code", "codex", "opencode", "managed", "synthetic", "ingest")  # "ingest": old name of "opencode"
 SCENARIOS = (
     "calm",
@@ -44,17 +48,87 @@ class CodexConfig(_Section):
     poll_interval_s: float = Field(default=1.0, gt=0)
 
 
+# What every managed session (and the embedded agent itself) gets from the environment it was
+# started in; everything else must be named in `env_pass`. No token, key or secret is on this list.
+BASE_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+    "LC_MESSAGES", "LC_NUMERIC", "LC_TIME", "TERM", "TZ", "TMPDIR",
+)  # fmt: skip
+# What the agent process itself reads besides BASE_ENV (its config and data dirs, the transcript
+# roots of its sources, the Python it runs on), when a console starts it with an explicit environment.
+AGENT_ENV = (
+    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR",
+    "CLAUDE_CONFIG_DIR", "CODEX_HOME", "PYTHONPATH", "VIRTUAL_ENV",
+)  # fmt: skip
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PROMPT = "{prompt}"
+END_OF_OPTIONS = "--"
+
+
+def prompt_template_problem(template: list[str]) -> str | None:
+    """Why an argv template could let prompt text become a command-line option, or None.
+
+    The text may fill a whole argument only after a "--" argument (end of options), or be the
+    value inside an "--option={prompt}" argument; anywhere else text such as
+    "--dangerously-skip-permissions" would be parsed as an option.
+    """
+    after_end = False
+    for part in template:
+        if part == END_OF_OPTIONS:
+            after_end = True
+        if PROMPT not in part:
+            continue
+        if part == PROMPT and after_end:
+            continue
+        head = part.split(PROMPT, 1)[0]
+        if head.startswith("-") and "=" in head:
+            continue
+        return (
+            f"{part!r} lets prompt text become an option: put {PROMPT} as a whole argument after a "
+            f'"--" argument (e.g. ["claude", "-p", "--", "{PROMPT}"]), or use "--option={PROMPT}", '
+            "or set prompt_stdin = true"
+        )
+    return None
+
+
 class ManagedConfig(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     command: list[str] = Field(min_length=1)
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    # Names of the agent's environment variables the session also gets (BASE_ENV always).
+    env_pass: list[str] = Field(default_factory=list)
     max_concurrent: int = Field(default=1, ge=0)
     # Work items (no extra args) queued when the agent starts with an empty journal; see docs/agent.md.
     instances: int = Field(default=0, ge=0, le=10_000)
-    # argv template for prompt injection; "{prompt}" and "{session}" are substituted per argument.
+    # argv template for prompt injection; "{prompt}" and "{session}" are substituted per argument,
+    # in one pass (text substituted for one is never searched for the other).
     prompt_command: list[str] | None = None
+    # true: the prompt text goes to prompt_command's stdin, never into its argv.
+    prompt_stdin: bool = False
     model: str | None = None
+
+    @field_validator("env_pass", "env")
+    @classmethod
+    def _env_names(cls, value: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
+        for name in value:
+            if not re.match(ENV_NAME, name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_is_data(self) -> "ManagedConfig":
+        template = self.prompt_command or []
+        if self.prompt_stdin:
+            if any(PROMPT in part for part in template):
+                raise ValueError(f"prompt_command: with prompt_stdin = true, {PROMPT} must not appear in the argv")
+            if not template:
+                raise ValueError("prompt_stdin needs a prompt_command")
+            return self
+        problem = prompt_template_problem(template)
+        if problem:
+            raise ValueError(f"prompt_command: {problem}")
+        return self
 
 
 class OpencodeConfig(_Section):
@@ -121,6 +195,12 @@ class AgentConfig(_Section):
     journal_path: str | None = None  # default: <data dir>/agent-journal.db
     retention_days: float = Field(default=7.0, gt=0)
     retention_rows: int = Field(default=1_000_000, ge=1000)
+    # Browser pages send an Origin header; any other WebSocket client (the console) sends none.
+    allowed_origins: list[str] = Field(default_factory=list)
+    max_connections: int = Field(default=32, ge=1, le=10_000)
+    # Frames waiting for one connection; a live subscriber past this is closed and resumes from its cursor.
+    peer_queue_bytes: int = Field(default=2 * 1024 * 1024, ge=4096)
+    max_queue: int = Field(default=10_000, ge=0, le=1_000_000)  # queued work items on this node
     claude_code: ClaudeCodeConfig = Field(default_factory=ClaudeCodeConfig)
     codex: CodexConfig = Field(default_factory=CodexConfig)
     managed: list[ManagedConfig] = Field(default_factory=list)
@@ -152,7 +232,23 @@ class AgentConfig(_Section):
         names = [m.name for m in self.managed]
         if len(names) != len(set(names)):
             raise ValueError("managed names must be unique")
+        secret = {"HEADY_AGENT_TOKEN", self.token_env or "HEADY_AGENT_TOKEN"}
+        for m in self.managed:
+            leaked = secret & (set(m.env_pass) | set(m.env))
+            if leaked:
+                raise ValueError(f"managed {m.name!r}: the agent's token ${sorted(leaked)[0]} is never given to a session")
         return self
+
+    def token_problem(self, host: str) -> str | None:
+        """Why the resolved token is not good enough to listen on `host`, or None."""
+        if is_loopback(host):
+            return None
+        token = self.resolve_token()
+        if not token:
+            return "without a token"
+        if len(token.encode()) < MIN_PUBLIC_TOKEN_BYTES:
+            return f"with a token shorter than {MIN_PUBLIC_TOKEN_BYTES} bytes (`heady-agent token` makes a good one)"
+        return None
 
     def resolve_token(self) -> str | None:
         """The bearer token: `token`, else the file, else the environment variable (unset: none)."""
@@ -195,7 +291,30 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """127.0.0.0/8, ::1 (also IPv4-mapped) or the name localhost; any other name counts as public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def session_environment(names: list[str], extra: Mapping[str, str]) -> dict[str, str]:
+    """An explicit environment: BASE_ENV and `names` taken from this process's environment, then `extra`."""
+    env = {name: os.environ[name] for name in (*BASE_ENV, *names) if name in os.environ}
+    env.update(extra)
+    return env
+
+
+def agent_environment(section: Mapping[str, Any]) -> dict[str, str]:
+    """The environment a console gives an agent it starts (an `[agent]` table as plain data):
+    BASE_ENV, AGENT_ENV and what its managed entries pass on; no token, key or webhook of the console."""
+    passed = [name for entry in section.get("managed") or [] for name in entry.get("env_pass") or []]
+    return session_environment([*AGENT_ENV, *passed], {})
 
 
 def config_path(explicit: str | None = None) -> Path:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .clock import Clock
+from .files import private_dir, private_file
+from .protocol import MAX_FRAME_BYTES
 
 log = logging.getLogger("heady_agent.journal")
 
@@ -27,9 +29,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS frames (seq INTEGER PRIMARY KEY, at REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS frames_at ON frames (at);
 CREATE TABLE IF NOT EXISTS source_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Queued work items, one row each, in `pos` order (the front can go below zero): a change
+-- writes one row, not the whole queue.
+CREATE TABLE IF NOT EXISTS work_queue (pos INTEGER PRIMARY KEY, managed TEXT NOT NULL, args TEXT NOT NULL);
 """
 
 REPLAY_BATCH = 500
+REPLAY_BATCH_BYTES = 1 << 20  # a batch stops after the row that reaches this size
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,21 @@ class Appended:
 
 class JournalError(Exception):
     """The journal file cannot be used at all (not even after moving it aside)."""
+
+
+class FrameTooLarge(ValueError):
+    """A frame whose wire text is bigger than a console accepts; nothing was written."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+        self.size = size
+
+
+@dataclass(frozen=True)
+class QueuedItem:
+    pos: int  # the row's key: remove it with Journal.queue_remove
+    managed: str
+    args: list[str]
 
 
 class Journal:
@@ -68,7 +89,7 @@ class Journal:
     # --- opening ------------------------------------------------------------------------
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         try:
             self._connect()
         except sqlite3.DatabaseError as exc:
@@ -87,9 +108,16 @@ class Journal:
                 raise JournalError(f"{self.path}: cannot create a journal: {again}") from None
 
     def _connect(self) -> None:
+        # SQLite gives -wal and -shm the database file's mode, so that one is made private first;
+        # the side files are fixed too in case an older agent left them readable.
+        private_file(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db = db
         db.execute("PRAGMA journal_mode=WAL")
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                private_file(side)
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         # A database that opens but is damaged inside fails here rather than mid-stream.
@@ -158,11 +186,18 @@ class Journal:
         return self._depth > 0
 
     def append(self, frame: dict[str, Any]) -> Appended:
-        """Give the frame the next seq and this journal's id, store it, return its wire text."""
+        """Give the frame the next seq and this journal's id, store it, return its wire text.
+
+        Raises FrameTooLarge (and stores nothing) when the text is over what a console accepts:
+        a journalled frame is replayed to every console for days, so one too big would cut each
+        of them off at that seq on every reconnect.
+        """
         seq = self.last_seq + 1
         frame["seq"] = seq
         frame["journal"] = self.id
-        text = json.dumps(frame, separators=(",", ":"))
+        text = json.dumps(frame, separators=(",", ":"))  # ASCII only: characters are bytes
+        if len(text) > MAX_FRAME_BYTES:
+            raise FrameTooLarge(len(text))
         self.db.execute("INSERT INTO frames(seq, at, body) VALUES (?, ?, ?)", (seq, self.clock.now(), text))
         self.last_seq = seq
         if not self._depth:
@@ -178,11 +213,21 @@ class Journal:
         return row if row is not None else self.committed_seq + 1
 
     def read_after(self, seq: int, limit: int = REPLAY_BATCH) -> list[tuple[int, str]]:
-        """Up to `limit` committed frames with seq > `seq`, in order."""
-        return self.db.execute(
+        """Up to `limit` committed frames with seq > `seq`, in order, and about REPLAY_BATCH_BYTES
+        at most: each replaying connection holds one batch, so its size bounds the agent's memory."""
+        cursor = self.db.execute(
             "SELECT seq, body FROM frames WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (seq, self.committed_seq, limit),
-        ).fetchall()
+        )
+        rows: list[tuple[int, str]] = []
+        size = 0
+        for row in cursor:
+            rows.append(row)
+            size += len(row[1])
+            if size >= REPLAY_BATCH_BYTES:
+                break
+        cursor.close()
+        return rows
 
     def replay_since(self, seq: int, batch: int = REPLAY_BATCH) -> Iterator[list[tuple[int, str]]]:
         """Every committed frame after `seq`, in batches."""
@@ -205,6 +250,40 @@ class Journal:
             "INSERT INTO source_state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )
+
+    # --- queued work items ------------------------------------------------------------------
+
+    def queue_items(self) -> list[QueuedItem]:
+        rows = self.db.execute("SELECT pos, managed, args FROM work_queue ORDER BY pos").fetchall()
+        return [QueuedItem(pos, managed, json.loads(args)) for pos, managed, args in rows]
+
+    def queue_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM work_queue").fetchone()[0]
+
+    def queue_push(self, items: list[tuple[str, list[str]]], *, front: bool = False) -> list[QueuedItem]:
+        """Store items at the back (or the front, keeping their order); returns them with their pos."""
+        if not items:
+            return []
+        if front:
+            low = self.db.execute("SELECT COALESCE(MIN(pos), 1) FROM work_queue").fetchone()[0]
+            start = low - len(items)
+        else:
+            start = self.db.execute("SELECT COALESCE(MAX(pos), 0) FROM work_queue").fetchone()[0] + 1
+        stored = [QueuedItem(start + n, managed, list(args)) for n, (managed, args) in enumerate(items)]
+        with self.transaction():  # one commit for the batch
+            self.db.executemany(
+                "INSERT INTO work_queue(pos, managed, args) VALUES (?, ?, ?)",
+                [(item.pos, item.managed, json.dumps(item.args)) for item in stored],
+            )
+        return stored
+
+    def queue_remove(self, positions: list[int]) -> None:
+        if positions:
+            with self.transaction():
+                self.db.executemany("DELETE FROM work_queue WHERE pos = ?", [(pos,) for pos in positions])
+
+    def delete_state(self, key: str) -> None:
+        self.db.execute("DELETE FROM source_state WHERE key=?", (key,))
 
     # --- retention ----------------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 One asyncio loop owns everything. A frame is journalled and handed to live subscribers in the same
 synchronous step, and a replay turns live in the same step as its last empty read, so the switch
 from replay to live has neither a gap nor a duplicate.
+
+Whoever reaches the port is untrusted until the token matches, and a console is trusted only to
+send well-formed frames: what the agent echoes back is quoted and cut, each connection's backlog
+is bounded in bytes, connections are capped, and browsers (which send an Origin header) are refused.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import json
 import logging
 import os
 import platform
+import re
 import socket
 import ssl
+import stat
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,8 +40,8 @@ from .actions import run_command
 from .aio import cancel_and_wait
 from .clock import Clock, SystemClock
 from .collector import Collector
-from .config import AgentConfig, data_dir, is_loopback, parse_listen
-from .journal import Appended, Journal
+from .config import SOURCE_NAMES, AgentConfig, data_dir, parse_listen
+from .journal import Appended, FrameTooLarge, Journal
 from .protocol import (
     EVENT_KINDS,
     MAX_FRAME_BYTES,
@@ -44,6 +51,8 @@ from .protocol import (
     ErrorFrame,
     Focus,
     FrameError,
+    Result,
+    SessionInfo,
     Sessions,
     Subscribe,
     dump,
@@ -51,42 +60,131 @@ from .protocol import (
     parse_event_data,
 )
 from .sources import load_source
-from .sources.base import SessionSource
+from .sources.base import SessionSource, WorkQueueStore, echo
 
 log = logging.getLogger("heady_agent.server")
 
 # websockets itself closes the connection (1009) above this; below it, frames over
 # MAX_FRAME_BYTES get an `error` frame and the connection stays up.
 HARD_FRAME_LIMIT = 4 * MAX_FRAME_BYTES
-QUEUE_LIMIT = 10_000  # frames waiting for one subscriber before it is cut off
+INCOMING_QUEUE = 4  # frames websockets reads ahead of the handler, per connection
 PRUNE_EVERY_S = 300.0
-ENDED_SESSION_KEEP_S = 3600.0  # how long /metrics keeps series of a finished session
+REFUSAL_WINDOW_S = 60.0  # refused connections: the first of each reason is logged, then one count per window
+MESSAGE_CHARS = 512  # an error frame's message
+JOURNAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # Journal ids are token_hex(8); a console sends one back
 
 
 class StartError(Exception):
     """The agent cannot start (bad listen address, no token on a public address, port in use)."""
 
 
+def _cut(message: str, limit: int = MESSAGE_CHARS) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+class _Outbox:
+    """Frames waiting for one connection, bounded by their total size (one frame always fits).
+
+    A replay fills at most half of it: when it turns live, the `sessions` frame and the first live
+    frames must fit, or a reader that keeps up would be cut off the moment its replay ends.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.size = 0
+        self._frames: deque[str] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def _fits(self, text: str, limit: int) -> bool:
+        return not self._frames or self.size + len(text) <= limit
+
+    def offer(self, text: str) -> bool:
+        """Queue the frame if it fits; False when it does not (nothing queued)."""
+        if not self._fits(text, self.limit):
+            return False
+        self._frames.append(text)
+        self.size += len(text)
+        self._ready.set()
+        return True
+
+    async def put(self, text: str) -> None:
+        """Queue a replayed frame once half the budget is free (replays follow the reader's pace)."""
+        while not self._fits(text, self.limit // 2):
+            self._room.clear()
+            await self._room.wait()
+        self.offer(text)
+
+    async def get(self) -> str:
+        while not self._frames:
+            self._ready.clear()
+            await self._ready.wait()
+        text = self._frames.popleft()
+        self.size -= len(text)
+        self._room.set()
+        return text
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self.size = 0
+        self._room.set()
+
+
+class _RefusalLog:
+    """One log line for the first refused connection of each kind (a fixed code, so varying the
+    request cannot open new kinds), then a count per window."""
+
+    def __init__(self, clock: Clock, window_s: float = REFUSAL_WINDOW_S) -> None:
+        self.clock = clock
+        self.window_s = window_s
+        self._opened: dict[str, float] = {}
+        self._more: dict[str, int] = {}
+
+    def refused(self, code: str, why: str, remote: str) -> None:
+        self.flush()
+        if code in self._opened:
+            self._more[code] += 1
+            return
+        self._opened[code] = self.clock.monotonic()
+        self._more[code] = 0
+        log.warning("refused %s: %s", remote, why)
+
+    def flush(self) -> None:
+        """Log the counts of windows that have ended."""
+        now = self.clock.monotonic()
+        for code, opened in list(self._opened.items()):
+            if now - opened < self.window_s:
+                continue
+            more = self._more.pop(code)
+            del self._opened[code]
+            if more:
+                log.warning("refused %d more connections in the last %.0f s (%s)", more, now - opened, code)
+
+
+@dataclass
+class Counts:
+    """Running totals for /metrics (metrics.py), by bounded labels only: a source name, a token kind,
+    a refusal reason. Plain numbers, so an agent nobody scrapes does not load prometheus_client."""
+
+    llm_calls: dict[str, int] = field(default_factory=dict)  # source -> calls
+    llm_tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> tokens
+    llm_cost_usd: dict[str, float] = field(default_factory=dict)  # source -> provider-reported cost
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> connections
+    subscribers_dropped: int = 0
+    frames_refused: int = 0
+
+
 @dataclass(eq=False)  # identity: peers live in a set
 class _Peer:
     ws: ServerConnection
-    queue: asyncio.Queue[str]
+    outbox: _Outbox
     live: bool = False
     cursor: int = 0  # highest seq queued for this peer
     acked: int = 0
     focus: bool = False
     replay: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-
-@dataclass
-class _SessionTally:
-    source: str | None = None
-    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0})
-    cost_usd: float = 0.0
-    cost_known: bool = False
-    state: str = "running"
-    ended_at: float | None = None
 
 
 class _Context:
@@ -110,6 +208,13 @@ class _Context:
     def set_state(self, key: str, value: str) -> None:
         self._server.journal.set_state(key, value)
 
+    def delete_state(self, key: str) -> None:
+        self._server.journal.delete_state(key)
+
+    @property
+    def work_queue(self) -> WorkQueueStore:
+        return self._server.journal
+
     def atomic(self) -> Any:
         return self._server.atomic()
 
@@ -128,22 +233,21 @@ class AgentServer:
         clock: Clock | None = None,
         journal_path: Path | None = None,
         sources: Sequence[SessionSource | type[SessionSource]] | None = None,
-        queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.host, self._port = parse_listen(config.listen)
         self.token = config.resolve_token()
-        if not is_loopback(self.host) and not self.token:
+        problem = config.token_problem(self.host)
+        if problem:
             raise StartError(
-                f"refusing to listen on {self.host}:{self._port} without a token "
+                f"refusing to listen on {self.host}:{self._port} {problem} "
                 "(set agent.token, agent.token_file or $HEADY_AGENT_TOKEN, or listen on 127.0.0.1)"
             )
         self.node_id = config.node_id or socket.gethostname()
         self.journal_path = journal_path or (
             Path(config.journal_path).expanduser() if config.journal_path else data_dir() / "agent-journal.db"
         )
-        self.queue_limit = queue_limit
         self.context = _Context(self)
         self.sources: list[SessionSource] = []
         for given in sources if sources is not None else [_source_class(name) for name in config.sources]:
@@ -162,8 +266,10 @@ class AgentServer:
         self._dark_until = 0.0
         self._sessions_push_scheduled = False
         self._last_metrics: dict[str, Any] | None = None
-        self._tally: dict[str, _SessionTally] = {}
+        self._session_source: dict[str, str] = {}  # live sessions -> source label of their llm.call counts
+        self._refusals = _RefusalLog(self.clock)
         self._stopping = False
+        self.counts = Counts()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -179,6 +285,28 @@ class AgentServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}/ws"
 
+    @property
+    def last_metrics(self) -> dict[str, Any] | None:
+        """The last metrics sample (None before the first tick)."""
+        return self._last_metrics
+
+    @property
+    def connections(self) -> int:
+        return len(self._peers)
+
+    @property
+    def send_queue_bytes(self) -> int:
+        return sum(peer.outbox.size for peer in self._peers)
+
+    def source_labels(self) -> set[str]:
+        return {source_label(source.name) for source in self.sources}
+
+    def session_states(self) -> Iterator[tuple[str, str]]:
+        """(source label, state) of every session the sources report now."""
+        for source in self.sources:
+            for info in source.sessions():
+                yield source_label(source.name), info.state
+
     async def start(self) -> None:
         self.journal = Journal(
             self.journal_path,
@@ -189,6 +317,7 @@ class AgentServer:
         if self.journal.reset_notice:
             self.emit("agent.notice", None, {"severity": "warning", "message": self.journal.reset_notice})
         self.journal.prune()
+        self._warn_readable_token_file()
         try:
             self._server = await serve(
                 self._handle,
@@ -197,6 +326,7 @@ class AgentServer:
                 process_request=self._process_request,
                 ssl=self._ssl_context(),
                 max_size=HARD_FRAME_LIMIT,
+                max_queue=INCOMING_QUEUE,
                 compression=None,  # frames are small; deflate costs CPU on every tick
                 server_header=f"heady-agent/{__version__}",
             )
@@ -211,6 +341,17 @@ class AgentServer:
                 self.emit("agent.notice", None, {"severity": "warning", "message": f"source {source.name} failed to start: {exc}"})
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="heady-agent-ticks"))
         log.info("listening on %s (journal %s, seq %d)", self.url, self.journal.id, self.journal.last_seq)
+
+    def _warn_readable_token_file(self) -> None:
+        if not self.config.token_file or self.config.token:
+            return
+        path = Path(self.config.token_file).expanduser()
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            return
+        if mode & 0o077:
+            log.warning("agent.token_file %s is readable by other users (mode %o); chmod 600 it", path, mode)
 
     def check_tls(self) -> None:
         """Raise StartError when the configured certificate or key cannot be loaded."""
@@ -264,8 +405,17 @@ class AgentServer:
             "data": data,
             "simulated": self.simulated,
         }
-        self._tally_event(kind, session, data)
-        self._publish(self.journal.append(frame))
+        try:
+            appended = self.journal.append(frame)
+        except FrameTooLarge as exc:
+            # Refused with a notice: journalled, it would cut every console off at this seq.
+            self.counts.frames_refused += 1
+            who = f" of session {echo(session)}" if session is not None else ""
+            log.warning("not journalling a %s event%s: %s", kind, who, exc)
+            self.emit("agent.notice", None, {"severity": "warning", "message": f"dropped a {kind} event{who}: {exc}"})
+            return
+        self._count_event(kind, session, data)
+        self._publish(appended)
 
     def _publish(self, appended: Appended) -> None:
         if self.journal.in_transaction:
@@ -288,23 +438,23 @@ class AgentServer:
             for appended in pending:
                 self._broadcast(appended)
 
-    def _tally_event(self, kind: str, session: str | None, data: dict[str, Any]) -> None:
+    def _count_event(self, kind: str, session: str | None, data: dict[str, Any]) -> None:
+        """/metrics counters, labelled by source only: a label per session would grow without end."""
         if session is None:
             return
-        tally = self._tally.setdefault(session, _SessionTally())
         if kind == "session.started":
-            tally.source = data.get("source")
-        elif kind == "session.state":
-            tally.state = data["state"]
+            self._session_source[session] = source_label(data.get("source"))
         elif kind == "session.ended":
-            tally.state = "completed"
-            tally.ended_at = self.clock.monotonic()
+            self._session_source.pop(session, None)
         elif kind == "llm.call":
+            counts = self.counts
+            source = self._session_source.get(session, "other")
+            counts.llm_calls[source] = counts.llm_calls.get(source, 0) + 1
             for name in ("input", "output", "cache_creation", "cache_read"):
-                tally.tokens[name] += int(data.get(f"{name}_tokens") or 0)
+                key = (source, name)
+                counts.llm_tokens[key] = counts.llm_tokens.get(key, 0) + int(data.get(f"{name}_tokens") or 0)
             if data.get("cost_usd") is not None:
-                tally.cost_usd += float(data["cost_usd"])
-                tally.cost_known = True
+                counts.llm_cost_usd[source] = counts.llm_cost_usd.get(source, 0.0) + float(data["cost_usd"])
 
     # --- frames out ---------------------------------------------------------------------
 
@@ -315,23 +465,30 @@ class AgentServer:
                 self._offer(peer, appended.text)
 
     def _offer(self, peer: _Peer, text: str) -> None:
-        try:
-            peer.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if peer in self._peers and not peer.outbox.offer(text):
             # Cut a subscriber that cannot keep up: it resumes from its cursor on reconnect.
-            log.warning("subscriber %s is too slow (%d frames waiting); closing it", peer.ws.remote_address, peer.queue.qsize())
+            log.warning("subscriber %s is too slow (%d bytes waiting); closing it", peer.ws.remote_address, peer.outbox.size)
+            self.counts.subscribers_dropped += 1
             self._drop(peer, 1013, "subscriber too slow; resume from your cursor")
 
     def _drop(self, peer: _Peer, code: int, reason: str) -> None:
         self._peers.discard(peer)
         peer.live = False
+        peer.outbox.clear()  # its backlog is freed now, not when the close handshake ends
+        if peer.replay is not None:
+            peer.replay.cancel()
         task = asyncio.get_running_loop().create_task(peer.ws.close(code, reason))
         peer.tasks.add(task)
         task.add_done_callback(peer.tasks.discard)
 
     def _sessions_text(self) -> str:
         sessions = [info for source in self.sources for info in source.sessions()]
-        return dump(Sessions(sessions=sessions))
+        text = dump(Sessions(sessions=sessions))
+        if len(text.encode()) <= MAX_FRAME_BYTES:
+            return text
+        kept = _fit_sessions(sessions)
+        log.warning("sessions frame cut to the %d most recent of %d sessions (frame limit)", len(kept), len(sessions))
+        return dump(Sessions(sessions=kept))
 
     def sessions_changed(self) -> None:
         # Coalesce a burst of changes into one frame per loop turn.
@@ -368,6 +525,7 @@ class AgentServer:
                 next_at = loop.time()
             try:
                 self._tick()
+                self._refusals.flush()
                 if self.clock.monotonic() - last_prune >= PRUNE_EVERY_S:
                     last_prune = self.clock.monotonic()
                     self.journal.prune()
@@ -395,37 +553,65 @@ class AgentServer:
     def _authorized(self, headers: Headers) -> bool:
         if not self.token:
             return True
-        given = headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
+        given = headers.get_all("Authorization")
+        if len(given) != 1:
+            return False
+        scheme, _, value = given[0].partition(" ")
         if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+    def _refuse(
+        self, connection: ServerConnection, status: HTTPStatus, code: str, why: str, body: str | None = None
+    ) -> Response:
+        self.counts.refused[code] = self.counts.refused.get(code, 0) + 1
+        remote = connection.remote_address
+        self._refusals.refused(code, why, f"{remote[0]}:{remote[1]}" if remote else "?")
+        response = connection.respond(status, (body or why) + "\n")
+        if status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="heady-agent"'
+        return response
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
+        headers = request.headers
+        for name in ("Authorization", "Origin"):
+            if len(headers.get_all(name)) > 1:
+                return self._refuse(connection, HTTPStatus.BAD_REQUEST, "bad_request", f"more than one {name} header")
+        origin = headers.get("Origin")
+        if origin is not None and origin not in self.config.allowed_origins:
+            # A page in the operator's browser can open a WebSocket to loopback; consoles send no Origin.
+            return self._refuse(
+                connection, HTTPStatus.FORBIDDEN, "origin", f"browser origin {echo(origin)} not in agent.allowed_origins"
+            )
         if path == "/metrics":
-            if not self.config.metrics_public and not self._authorized(request.headers):
-                return self._unauthorized(connection)
-            response = connection.respond(HTTPStatus.OK, self.prometheus_text())
+            if not self.config.metrics_public and not self._authorized(headers):
+                return self._refuse(
+                    connection, HTTPStatus.UNAUTHORIZED, "token", "missing or wrong token", "missing or wrong bearer token"
+                )
+            from .metrics import exposition  # loads prometheus_client on the first scrape only
+
+            body, content_type = exposition(self, headers.get("Accept", ""))
+            response = connection.respond(HTTPStatus.OK, body.decode())
             del response.headers["Content-Type"]  # Headers is a multidict: replace, not add
-            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            response.headers["Content-Type"] = content_type
             return response
         if path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         if self._stopping or self.clock.monotonic() < self._dark_until:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "agent unavailable, retry later\n")
-        if not self._authorized(request.headers):
-            log.warning("refused %s: missing or wrong token", connection.remote_address)
-            return self._unauthorized(connection)
+        if not self._authorized(headers):
+            return self._refuse(
+                connection, HTTPStatus.UNAUTHORIZED, "token", "missing or wrong token", "missing or wrong bearer token"
+            )
+        if len(self._peers) >= self.config.max_connections:
+            return self._refuse(
+                connection, HTTPStatus.SERVICE_UNAVAILABLE, "capacity",
+                f"connection limit reached (agent.max_connections {self.config.max_connections})",
+            )  # fmt: skip
         return None
-
-    @staticmethod
-    def _unauthorized(connection: ServerConnection) -> Response:
-        response = connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="heady-agent"'
-        return response
 
     def hello_text(self) -> str:
         journal = self.journal
@@ -456,9 +642,12 @@ class AgentServer:
     # --- one connection -----------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        peer = _Peer(ws=ws, queue=asyncio.Queue(self.queue_limit))
+        if len(self._peers) >= self.config.max_connections:  # handshakes that raced past the check
+            await ws.close(1013, "connection limit reached")
+            return
+        peer = _Peer(ws=ws, outbox=_Outbox(self.config.peer_queue_bytes))
         self._peers.add(peer)
-        peer.queue.put_nowait(self.hello_text())
+        peer.outbox.offer(self.hello_text())
         writer = asyncio.create_task(self._write(peer))
         try:
             async for message in ws:
@@ -468,6 +657,7 @@ class AgentServer:
         finally:
             self._peers.discard(peer)
             peer.live = False
+            peer.outbox.clear()
             writer.cancel()
             if peer.replay is not None:
                 peer.replay.cancel()
@@ -478,7 +668,7 @@ class AgentServer:
     async def _write(peer: _Peer) -> None:
         try:
             while True:
-                await peer.ws.send(await peer.queue.get())
+                await peer.ws.send(await peer.outbox.get())
         except ConnectionClosed:
             pass
 
@@ -486,9 +676,16 @@ class AgentServer:
         try:
             frame = parse_console_frame(message)
         except FrameError as exc:
-            self._offer(peer, dump(ErrorFrame(code=exc.code, message=exc.message)))
+            self._offer(peer, dump(ErrorFrame(code=exc.code, message=_cut(exc.message))))
+            return
+        except RecursionError:
+            self._offer(peer, dump(ErrorFrame(code="bad_json", message="frame is nested too deeply")))
             return
         if isinstance(frame, Subscribe):
+            if frame.journal is not None and not JOURNAL_ID.fullmatch(frame.journal):
+                message = f"subscribe.journal {echo(frame.journal)} is not a journal id (1-64 of A-Z a-z 0-9 _ -)"
+                self._offer(peer, dump(ErrorFrame(code="bad_frame", message=message)))
+                return
             if peer.replay is not None:
                 peer.replay.cancel()
             peer.live = False
@@ -504,15 +701,21 @@ class AgentServer:
 
     async def _command(self, peer: _Peer, cmd: Command) -> None:
         result = await run_command(cmd, self.sources)
-        log.info("command %s %s on %s: %s", cmd.id, cmd.action, cmd.target, "ok" if result.ok else result.error)
-        self._offer(peer, dump(result))
+        target = echo(cmd.target) if cmd.target is not None else "-"
+        log.info("command %s %s on %s: %s", echo(cmd.id), cmd.action, target, "ok" if result.ok else result.error)
+        text = dump(result)
+        if len(text.encode()) > MAX_FRAME_BYTES:
+            log.warning("result of %s is %d bytes, over the frame limit; sent as an error", cmd.action, len(text))
+            error = f"failed: the result is larger than the {MAX_FRAME_BYTES}-byte frame limit"
+            text = dump(Result(id=result.id, ok=False, error=error))
+        self._offer(peer, text)
 
     async def _replay(self, peer: _Peer, sub: Subscribe) -> None:
         journal = self.journal
         since = sub.since
         reason = None
         if sub.journal is not None and sub.journal != journal.id:
-            reason = f"journal changed from {sub.journal} to {journal.id}"
+            reason = f"journal changed from {echo(sub.journal)} to {journal.id}"
         elif since > journal.committed_seq:
             reason = f"cursor {since} is ahead of this journal's last seq {journal.committed_seq}"
         elif since < journal.first_seq - 1:
@@ -526,100 +729,41 @@ class AgentServer:
                 {"severity": "warning", "message": f"gap in the stream: {reason}; replaying from seq {first}"},
             )
         cursor = since
-        while True:
-            rows = journal.read_after(cursor)
-            if not rows:
-                # No await between the empty read and going live: nothing can slip in between.
-                peer.cursor = cursor
-                peer.live = True
-                self._offer(peer, self._sessions_text())
-                return
-            for seq, text in rows:
-                await peer.queue.put(text)
-            cursor = rows[-1][0]
+        rows: list[tuple[int, str]] = []
+        try:
+            while True:
+                rows = journal.read_after(cursor)
+                if not rows:
+                    # No await between the empty read and going live: nothing can slip in between.
+                    peer.cursor = cursor
+                    peer.live = True
+                    self._offer(peer, self._sessions_text())
+                    return
+                for seq, text in rows:
+                    await peer.outbox.put(text)
+                cursor = rows[-1][0]
+        finally:
+            # A cancelled replay's frame lives on in its traceback, in a reference cycle with the
+            # connection: free the batch now rather than at the next full garbage collection.
+            rows.clear()
 
-    # --- /metrics -----------------------------------------------------------------------
 
-    def prometheus_text(self) -> str:
-        lines: list[str] = []
+def source_label(name: object) -> str:
+    """A source name as a label value: one of the known sources, else "other" (bounded cardinality)."""
+    return name if isinstance(name, str) and name in SOURCE_NAMES else "other"
 
-        def family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                if labels:
-                    inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-                    lines.append(f"{name}{{{inner}}} {_number(value)}")
-                else:
-                    lines.append(f"{name} {_number(value)}")
 
-        m = self._last_metrics or self.collector.sample(self.sources)
-        family("heady_agent_cpu_percent", "gauge", "Host CPU use, percent of all cores.", [({}, m["cpu"])])
-        family(
-            "heady_agent_load",
-            "gauge",
-            "Host load average.",
-            [({"period": p}, v) for p, v in zip(("1m", "5m", "15m"), m["load"])],
-        )
-        family("heady_agent_memory_used_percent", "gauge", "Host memory in use, percent.", [({}, m["mem"])])
-        family("heady_agent_swap_used_percent", "gauge", "Host swap in use, percent.", [({}, m["swap"])])
-        family("heady_agent_memory_available_bytes", "gauge", "Host memory available.", [({}, m["mem_available"])])
-        family(
-            "heady_agent_disk_bytes_per_second",
-            "gauge",
-            "Host disk throughput.",
-            [({"direction": "read"}, m["disk_read_bps"]), ({"direction": "write"}, m["disk_write_bps"])],
-        )
-        family(
-            "heady_agent_network_bytes_per_second",
-            "gauge",
-            "Host network throughput.",
-            [({"direction": "rx"}, m["net_rx_bps"]), ({"direction": "tx"}, m["net_tx_bps"])],
-        )
-        family("heady_agent_processes", "gauge", "Processes on the host.", [({}, m["procs"])])
-        family("heady_agent_queue_depth", "gauge", "Work items waiting in the agent's queues.", [({}, m["queue_depth"])])
-        family(
-            "heady_agent_journal_last_seq",
-            "gauge",
-            "Last seq written to the journal.",
-            [({"journal": self.journal.id}, self.journal.committed_seq)],
-        )
-        family(
-            "heady_agent_journal_first_seq",
-            "gauge",
-            "Oldest seq still kept in the journal.",
-            [({"journal": self.journal.id}, self.journal.first_seq)],
-        )
-        family("heady_agent_consoles_connected", "gauge", "Open console connections.", [({}, len(self._peers))])
-        family("heady_agent_simulated", "gauge", "1 when any source is simulated.", [({}, int(self.simulated))])
-
-        now = self.clock.monotonic()
-        for sid in [s for s, t in self._tally.items() if t.ended_at is not None and now - t.ended_at > ENDED_SESSION_KEEP_S]:
-            del self._tally[sid]
-        tallies = sorted(self._tally.items())
-        family(
-            "heady_agent_session_tokens_total",
-            "counter",
-            "LLM tokens used by a session since the agent started, by kind.",
-            [
-                ({"session": sid, "source": t.source or "", "kind": kind}, count)
-                for sid, t in tallies
-                for kind, count in t.tokens.items()
-            ],
-        )
-        family(
-            "heady_agent_session_cost_usd_total",
-            "counter",
-            "Cost reported by the provider for a session since the agent started (sessions with a known cost).",
-            [({"session": sid, "source": t.source or ""}, t.cost_usd) for sid, t in tallies if t.cost_known],
-        )
-        family(
-            "heady_agent_session_state",
-            "gauge",
-            "1 for the current state of each session.",
-            [({"session": sid, "source": t.source or "", "state": t.state}, 1) for sid, t in tallies],
-        )
-        return "\n".join(lines) + "\n"
+def _fit_sessions(sessions: list[SessionInfo]) -> list[SessionInfo]:
+    """The most recently started sessions whose `sessions` frame stays within the frame limit."""
+    budget = MAX_FRAME_BYTES - len(dump(Sessions(sessions=[])))
+    kept: list[SessionInfo] = []
+    for info in sorted(sessions, key=lambda s: s.started or 0.0, reverse=True):
+        size = len(dump(info).encode()) + 1
+        if size > budget:
+            break
+        budget -= size
+        kept.append(info)
+    return kept
 
 
 def _source_class(name: str) -> type[SessionSource]:
@@ -627,15 +771,3 @@ def _source_class(name: str) -> type[SessionSource]:
         return load_source(name)
     except (KeyError, ImportError, AttributeError) as exc:
         raise StartError(f"source {name!r} is not available: {exc}") from None
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))

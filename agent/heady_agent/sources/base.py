@@ -12,7 +12,16 @@ from typing import Any, ClassVar, Protocol
 
 from ..clock import Clock
 from ..config import AgentConfig
+from ..journal import QueuedItem
 from ..protocol import Command, SessionInfo
+
+
+ECHO_CHARS = 64  # what the agent quotes back of a console's input
+
+
+def echo(value: str, limit: int = ECHO_CHARS) -> str:
+    """Untrusted text quoted for a message: escaped to printable ASCII, at most `limit` characters in."""
+    return ascii(value[:limit]) + ("..." if len(value) > limit else "")
 
 
 class CommandError(Exception):
@@ -22,6 +31,20 @@ class CommandError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class WorkQueueStore(Protocol):
+    """Queued work items kept one row each in the journal database (journal.Journal)."""
+
+    def queue_items(self) -> list[QueuedItem]: ...
+
+    def queue_count(self) -> int: ...
+
+    def queue_push(self, items: list[tuple[str, list[str]]], *, front: bool = False) -> list[QueuedItem]:
+        """Store (managed, args) items at the back, or the front in the given order."""
+        ...
+
+    def queue_remove(self, positions: list[int]) -> None: ...
 
 
 class SourceContext(Protocol):
@@ -42,6 +65,13 @@ class SourceContext(Protocol):
         ...
 
     def set_state(self, key: str, value: str) -> None: ...
+
+    def delete_state(self, key: str) -> None: ...
+
+    @property
+    def work_queue(self) -> WorkQueueStore:
+        """Where a source with a work queue keeps it (one row per item)."""
+        ...
 
     def atomic(self) -> AbstractContextManager[None]:
         """Events emitted and state set inside commit together, so a restart never re-emits or skips."""

@@ -1,9 +1,11 @@
 """Sessions the agent starts itself, from `[[agent.managed]]` entries, with a work queue.
 
 Work enters as queue items `{managed, args}`: `instances` items (no args) on the first start, and
-items handed over by `queue.accept`. An item runs as the configured argv plus its args, as a real
-child process in its own process group, never through a shell. Up to the name's concurrency run at
-once; the rest wait in the queue (queue_depth), which is kept in the journal so a restart loses none.
+items handed over by `queue.accept` (up to the node's `max_queue`). An item runs as the configured
+argv plus its args, as a real child process in its own process group, never through a shell, with an
+explicit environment (config.BASE_ENV, the entry's `env_pass` names and its `env`). Up to the name's
+concurrency run at once; the rest wait in the queue (queue_depth), one journal row per item, so a
+restart loses none and a change writes one row.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,9 +23,10 @@ from typing import Any, ClassVar
 
 import psutil
 
-from ..config import ManagedConfig
-from ..protocol import Command, SessionInfo
-from .base import CommandError, SessionSource, SourceContext
+from ..config import ManagedConfig, session_environment
+from ..journal import QueuedItem
+from ..protocol import MAX_FRAME_BYTES, Command, SessionInfo
+from .base import CommandError, SessionSource, SourceContext, echo
 
 log = logging.getLogger("heady_agent.managed")
 
@@ -30,10 +34,19 @@ KILL_GRACE_S = 5.0
 PROMPT_TIMEOUT_S = 120.0
 PROMPT_OUTPUT_BYTES = 4096
 MAX_ITEM_ARGS = 64
-MAX_ARG_CHARS = 8192
+# An item's args travel back to a console in queue.move results, whose text the console cleans
+# (control characters out, 4096 characters at most): an arg that would not survive that unchanged is
+# refused here rather than altered in transit. Terminal escapes have no place in argv either.
+MAX_ARG_CHARS = 4096
+_UNSAFE_ARG = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+MAX_REASONS = 20  # distinct refusal reasons returned by queue.accept
+MOVE_RESULT_BYTES = MAX_FRAME_BYTES // 2  # items one queue.move hands over (one item always goes)
 MANAGED_SESSION_ENV = "HEADY_MANAGED_SESSION"  # the managed session id, in its process's environment
-_QUEUE_KEY = "managed.queue"
+_LEGACY_QUEUE_KEY = "managed.queue"  # the whole queue as one JSON value (agents before row storage)
+_SEEDED_KEY = "managed.seeded"  # `instances` were queued once for this journal
 _COUNTER_KEY = "managed.counter"
+# One pass over the template: text put in for one placeholder is never searched for the other.
+_PLACEHOLDER = re.compile(r"\{(prompt|session)\}")
 
 
 def item_problem(args: list[str]) -> str | None:
@@ -48,9 +61,11 @@ def item_problem(args: list[str]) -> str | None:
         if not isinstance(arg, str):
             return "args must be strings"
         if arg.startswith("-"):
-            return f"option-like arg {arg[:40]!r} refused (args are positional only)"
-        if "\x00" in arg or len(arg) > MAX_ARG_CHARS:
-            return "arg with NUL or longer than 8192 characters"
+            return "option-like arg refused (args are positional only)"
+        if len(arg) > MAX_ARG_CHARS:
+            return f"arg longer than {MAX_ARG_CHARS} characters"
+        if _UNSAFE_ARG.search(arg):
+            return "arg with control characters"
     return None
 
 
@@ -74,7 +89,7 @@ class ManagedSource(SessionSource):
     def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
         self._runs: dict[str, _Run] = {}
-        self._queues: dict[str, deque[list[str]]] = {}
+        self._queues: dict[str, deque[QueuedItem]] = {}
         self._concurrency: dict[str, int] = {}
         self._drained = False
         self._fill_lock = asyncio.Lock()
@@ -89,26 +104,35 @@ class ManagedSource(SessionSource):
         defs = self._defs
         self._concurrency = {name: d.max_concurrent for name, d in defs.items()}
         self._queues = {name: deque() for name in defs}
-        saved = self.ctx.get_state(_QUEUE_KEY)
-        if saved is None:
-            for name, d in defs.items():
-                self._queues[name].extend([] for _ in range(d.instances))
-        else:
-            for name, items in json.loads(saved).items():
-                if name in self._queues:
-                    self._queues[name].extend(items)
+        store = self.ctx.work_queue
+        with self.ctx.atomic():
+            legacy = self.ctx.get_state(_LEGACY_QUEUE_KEY)
+            if legacy is not None:
+                saved: dict[str, list[list[str]]] = json.loads(legacy)
+                store.queue_push([(name, args) for name, items in saved.items() for args in items])
+                self.ctx.delete_state(_LEGACY_QUEUE_KEY)
+                self.ctx.set_state(_SEEDED_KEY, "1")
+            elif self.ctx.get_state(_SEEDED_KEY) is None:
+                store.queue_push([(name, []) for name, d in defs.items() for _ in range(d.instances)])
+                self.ctx.set_state(_SEEDED_KEY, "1")
+            dropped: dict[str, list[int]] = {}
+            for item in store.queue_items():
+                if item.managed in self._queues:
+                    self._queues[item.managed].append(item)
                 else:
-                    self.ctx.notice("warning", f"managed {name!r} is no longer configured; dropped its {len(items)} queued items")
-        self._save_queue()
+                    dropped.setdefault(item.managed, []).append(item.pos)
+            for name, positions in dropped.items():
+                store.queue_remove(positions)
+                self.ctx.notice("warning", f"managed {name!r} is no longer configured; dropped its {len(positions)} queued items")
         await self._fill()
 
     async def stop(self) -> None:
         runs = list(self._runs.values())
         # Interrupted items go back to the front of their queue and start again on the next run.
-        for run in reversed(runs):
-            self._queues.setdefault(run.name, deque()).appendleft(run.args)
+        requeued = self.ctx.work_queue.queue_push([(run.name, run.args) for run in runs], front=True)
+        for item in reversed(requeued):
+            self._queues.setdefault(item.managed, deque()).appendleft(item)
         await asyncio.gather(*(self._end(run, "agent_stop") for run in runs))
-        self._save_queue()
 
     # --- what the agent asks ------------------------------------------------------------
 
@@ -142,9 +166,6 @@ class ManagedSource(SessionSource):
 
     # --- queue and processes ------------------------------------------------------------
 
-    def _save_queue(self) -> None:
-        self.ctx.set_state(_QUEUE_KEY, json.dumps({name: list(q) for name, q in self._queues.items()}))
-
     def _next_session_id(self, name: str) -> str:
         number = int(self.ctx.get_state(_COUNTER_KEY) or 0) + 1
         self.ctx.set_state(_COUNTER_KEY, str(number))
@@ -157,15 +178,16 @@ class ManagedSource(SessionSource):
                 return
             for name, queue in self._queues.items():
                 while queue and self._running_count(name) < self._concurrency.get(name, 0):
-                    args = queue.popleft()
-                    if not await self._spawn(name, args):
-                        continue
-                self._save_queue()
+                    item = queue.popleft()
+                    await self._spawn(name, item.args, item=item)
 
     def _running_count(self, name: str) -> int:
         return sum(1 for run in self._runs.values() if run.name == name)
 
-    async def _spawn(self, name: str, args: list[str], session_id: str | None = None) -> bool:
+    async def _spawn(
+        self, name: str, args: list[str], session_id: str | None = None, item: QueuedItem | None = None
+    ) -> bool:
+        """Start `args` of `name`; a queued `item` leaves the stored queue whether or not it starts."""
         d = self._defs[name]
         argv = [*d.command, *args]
         cwd = str(Path(d.cwd).expanduser()) if d.cwd else None
@@ -174,19 +196,24 @@ class ManagedSource(SessionSource):
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
-                env={**os.environ, **d.env, MANAGED_SESSION_ENV: sid},  # lets watching sources find their session
+                # The session id lets watching sources find their session.
+                env={**session_environment(d.env_pass, d.env), MANAGED_SESSION_ENV: sid},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: signals reach its children too
             )
         except OSError as exc:
-            self.ctx.notice("warning", f"managed {name}: cannot start {argv[0]!r}: {exc.strerror or exc}")
+            with self.ctx.atomic():
+                if item is not None:
+                    self.ctx.work_queue.queue_remove([item.pos])
+                self.ctx.notice("warning", f"managed {name}: cannot start {argv[0]!r}: {exc.strerror or exc}")
             return False
         with self.ctx.atomic():
             run = _Run(sid, name, list(args), proc, self.ctx.clock.now(), cwd)
             self._runs[sid] = run
-            self._save_queue()
+            if item is not None:
+                self.ctx.work_queue.queue_remove([item.pos])
             self.ctx.emit(
                 "session.started",
                 sid,
@@ -245,7 +272,7 @@ class ManagedSource(SessionSource):
         if cmd.action.startswith("session."):
             run = self._runs.get(cmd.target or "")
             if run is None:
-                raise CommandError("unknown_session", f"no managed session {cmd.target!r}")
+                raise CommandError("unknown_session", f"no managed session {echo(cmd.target or '')}")
             return await self._session_command(cmd, run)
         handler = {
             "node.drain": self._drain,
@@ -298,14 +325,18 @@ class ManagedSource(SessionSource):
         d = self._defs.get(run.name)
         if d is None or not d.prompt_command:
             raise CommandError("not_allowed", f"managed {run.name!r} has no prompt_command in the agent's config")
-        # Substitution inside argv elements: the text is one argument, never parsed by a shell.
-        argv = [part.replace("{prompt}", text).replace("{session}", run.session_id) for part in d.prompt_command]
+        if "\x00" in text:
+            raise CommandError("bad_args", "prompt text contains a NUL character")
+        # Substitution inside argv elements: the text is one argument, never parsed by a shell, and
+        # the config only lets it stand where it cannot be an option (config.prompt_template_problem).
+        values = {"prompt": text, "session": run.session_id}
+        argv = [_PLACEHOLDER.sub(lambda m: values[m.group(1)], part) for part in d.prompt_command]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=run.cwd,
-                env={**os.environ, **d.env},
-                stdin=asyncio.subprocess.DEVNULL,
+                env=session_environment(d.env_pass, d.env),
+                stdin=asyncio.subprocess.PIPE if d.prompt_stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -313,7 +344,8 @@ class ManagedSource(SessionSource):
         except OSError as exc:
             raise CommandError("failed", f"cannot run prompt_command {argv[0]!r}: {exc.strerror or exc}") from None
         try:
-            output, _ = await asyncio.wait_for(proc.communicate(), PROMPT_TIMEOUT_S)
+            given = text.encode() if d.prompt_stdin else None
+            output, _ = await asyncio.wait_for(proc.communicate(given), PROMPT_TIMEOUT_S)
         except asyncio.TimeoutError:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
@@ -333,7 +365,7 @@ class ManagedSource(SessionSource):
         if managed is None:
             return list(self._queues)
         if managed not in self._queues:
-            raise CommandError("unknown_managed", f"no managed entry {managed!r} on this node")
+            raise CommandError("unknown_managed", f"no managed entry {echo(managed)} on this node")
         return [managed]
 
     async def _set_concurrency(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -344,33 +376,44 @@ class ManagedSource(SessionSource):
         return {"concurrency": dict(self._concurrency)}
 
     async def _move(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Remove up to count items, newest first (the oldest keep their place here)."""
+        """Remove up to count items, newest first (the oldest keep their place here), no more than
+        fit in half a frame: items taken here exist only in the result until the console places them."""
         wanted = int(args["count"])
-        items: list[dict[str, Any]] = []
+        taken: list[QueuedItem] = []
+        room = MOVE_RESULT_BYTES
         for name in self._names(args.get("managed")):
             queue = self._queues[name]
-            while queue and len(items) < wanted:
-                items.append({"managed": name, "args": queue.pop()})
-        self._save_queue()
-        return {"items": items}
+            while queue and len(taken) < wanted:
+                size = len(json.dumps({"managed": name, "args": queue[-1].args}))
+                if taken and size > room:
+                    break
+                room -= size
+                taken.append(queue.pop())
+        self.ctx.work_queue.queue_remove([item.pos for item in taken])
+        return {"items": [{"managed": item.managed, "args": item.args} for item in taken]}
 
     async def _accept(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Queue what fits; the rest comes back in `rejected`, with the distinct `reasons`."""
         rejected: list[dict[str, Any]] = []
         reasons: list[str] = []
-        accepted = 0
+        taken: list[tuple[str, list[str]]] = []
+        room = self.ctx.config.max_queue - self.queue_depth()
         for item in args["items"]:
             name, item_args = item["managed"], list(item.get("args", []))
-            problem = None if name in self._queues else f"no managed entry {name!r}"
+            problem = None if name in self._queues else f"no managed entry {echo(name)}"
             problem = problem or item_problem(item_args)
+            if problem is None and len(taken) >= room:
+                problem = f"the queue is full (max_queue {self.ctx.config.max_queue})"
             if problem:
                 rejected.append({"managed": name, "args": item_args})
-                reasons.append(problem)
+                if problem not in reasons and len(reasons) < MAX_REASONS:
+                    reasons.append(problem)
                 continue
-            self._queues[name].append(item_args)
-            accepted += 1
-        self._save_queue()
+            taken.append((name, item_args))
+        for item in self.ctx.work_queue.queue_push(taken):
+            self._queues[item.managed].append(item)
         await self._fill()
-        return {"accepted": accepted, "rejected": rejected, "reasons": reasons}
+        return {"accepted": len(taken), "rejected": rejected, "reasons": reasons}
 
 
 def _nice(pid: int) -> int | None:

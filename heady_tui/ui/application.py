@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -59,6 +59,11 @@ WIDE_WIDTH, TALL_HEIGHT = 140, 32
 CELL_CACHE_SIZE = 50_000
 # Ages on screen ("offline for 3m", session ages) move at most this often when nothing else changes.
 CLOCK_S = 10.0
+# The refresh rate follows the operator's attention: [ui] refresh_hz for ACTIVE_S after a key press
+# or click, then one repaint per IDLE_REFRESH_S at most, so an unwatched console over SSH sends
+# little. A key pressed while idle brings the next repaint forward.
+ACTIVE_S = 10.0
+IDLE_REFRESH_S = 2.0
 VIEWS = ("overview", "costs", "healing", "permissions", "audit")
 DECISION_WORDS = {
     "deny": "rebalance denied (snoozed)",
@@ -157,6 +162,7 @@ class HeadyApp(App[int]):
         self._refresh_handle: asyncio.TimerHandle | None = None
         self._clock_handle: asyncio.TimerHandle | None = None
         self._last_refresh = float("-inf")  # event-loop time of the last scheduled repaint
+        self._last_input = float("-inf")  # event-loop time of the last key press or click
         self._unwatch: Callable[[], None] | None = None
         self.billing = ProviderBilling(config.cost.providers)
         self._consent_queue: deque[ConsentRequest] = deque()
@@ -228,14 +234,29 @@ class HeadyApp(App[int]):
 
     # --- refresh -----------------------------------------------------------------------
 
+    def refresh_interval(self) -> float:
+        """Seconds between repaints now: 1/refresh_hz while the operator is at the keys, else
+        IDLE_REFRESH_S (or 1/refresh_hz if that is slower still)."""
+        active = asyncio.get_running_loop().time() - self._last_input < ACTIVE_S
+        return self._refresh_interval if active else max(IDLE_REFRESH_S, self._refresh_interval)
+
     def schedule_refresh(self) -> None:
-        """Something changed (called by the supervisor): repaint once, no sooner than 1/refresh_hz
-        after the last repaint. Changes arriving before that repaint share it."""
+        """Something changed (called by the supervisor): repaint once, no sooner than
+        refresh_interval() after the last repaint. Changes arriving before that repaint share it."""
         if self._refresh_handle is not None:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last_refresh + self._refresh_interval - loop.time())
+        delay = max(0.0, self._last_refresh + self.refresh_interval() - loop.time())
         self._refresh_handle = loop.call_later(delay, self.post_message, RefreshDue())
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self._last_input = asyncio.get_running_loop().time()
+            if self._refresh_handle is not None:  # waiting at the idle rate: come forward
+                self._refresh_handle.cancel()
+                self._refresh_handle = None
+                self.schedule_refresh()
+        await super().on_event(event)
 
     def on_refresh_due(self, message: RefreshDue) -> None:
         self._refresh_handle = None

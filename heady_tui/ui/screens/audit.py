@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from .. import formatting as fmt
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 COLUMNS = (
@@ -85,6 +86,7 @@ class AuditScreen(LiveScreen):
         anchor = f"anchor {result.anchor.count} entries" if result.anchor else "no anchor yet"
         verdict = "VERIFIED" if result.ok else "BROKEN"
         line = f"{verdict}: {result.entries} entries, head {result.head.hash[:16]}, {anchor}. {result.message}"
-        self.part("#audit-verdict", Static).update(
+        show(
+            self.part("#audit-verdict", Static),
             self.heady.cells({"v": ((line, "ok" if result.ok else "critical"),)})["v"][0]
         )

@@ -13,6 +13,7 @@ from .. import views
 from ..modals.ask import AskModal, int_between
 from ..widgets.spark import sparkline
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 PROCESS_COLUMNS = (("pid", "PID"), ("name", "Process"), ("cpu", "CPU"), ("rss", "RSS"), ("session", "Session"))
@@ -87,7 +88,7 @@ class NodeScreen(LiveScreen):
 
     def refresh_view(self) -> None:
         reader = self.heady.reader
-        self.part("#node-info", Static).update(self._info())
+        show(self.part("#node-info", Static), self._info())
         now = reader.now()
         sessions = self.part("#node-sessions", KeyedTable)
         sessions.sync(self.heady.cells(views.session_rows(reader.fleet.node_sessions(self.node_id), now, compact=self.compact)))
@@ -113,8 +114,10 @@ class NodeScreen(LiveScreen):
         return views.split_session_key(key)[1]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "node-sessions" and event.row_key.value:
-            node, session_id = views.split_session_key(event.row_key.value)
+        table = event.data_table
+        key = table.key_for(event.row_key) if isinstance(table, KeyedTable) else None
+        if table.id == "node-sessions" and key:
+            node, session_id = views.split_session_key(key)
             self.heady.open_session(node, session_id)
 
     def action_drain(self) -> None:

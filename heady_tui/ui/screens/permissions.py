@@ -8,6 +8,7 @@ from textual.widgets import Static
 
 from .. import formatting as fmt
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 COLUMNS = (
@@ -79,7 +80,8 @@ class PermissionsScreen(LiveScreen):
         self.part("#grants", KeyedTable).sync(rows)
         active = sum(1 for g in grants if g.status(now) == "active")
         scope = "all grants" if self.include_inactive else "active grants (i: show all)"
-        self.part("#permissions-note", Static).update(
+        show(
+            self.part("#permissions-note", Static),
             f"{active} active. The rebalancer runs only under an active grant; revoking one stops new runs.\n"
             f"Showing {scope}."
         )

@@ -12,6 +12,7 @@ from .. import formatting as fmt
 from .. import views
 from ..modals.ask import AskModal
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 TIMELINE_COLUMNS = (
@@ -84,7 +85,7 @@ class SessionScreen(LiveScreen):
         return text
 
     def refresh_view(self) -> None:
-        self.part("#session-info", Static).update(self._info())
+        show(self.part("#session-info", Static), self._info())
         rec = self.record
         if rec is not None and rec.last_event_at != self._loaded_at:
             self._loaded_at = rec.last_event_at

@@ -63,7 +63,7 @@ CLOCK_S = 10.0
 # or click, then one repaint per IDLE_REFRESH_S at most, so an unwatched console over SSH sends
 # little. A key pressed while idle brings the next repaint forward.
 ACTIVE_S = 10.0
-IDLE_REFRESH_S = 2.0
+IDLE_REFRESH_S = 3.0
 VIEWS = ("overview", "costs", "healing", "permissions", "audit")
 DECISION_WORDS = {
     "deny": "rebalance denied (snoozed)",

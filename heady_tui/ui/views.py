@@ -6,7 +6,10 @@ rows, order and severity here lets tests read it without a terminal and keeps wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from heady_agent.config import AgentConfig
 
 from ..fleet import Fleet, NodeState, SessionRecord
 from . import formatting as fmt
@@ -196,3 +199,23 @@ def costs_today_by_node(fleet: Fleet, day_start: float) -> dict[str, float]:
         out[call.node] = out.get(call.node, 0.0) + call.cost_usd
     return out
 
+
+
+def empty_state_lines(agent: AgentConfig, exists: Callable[[Path], bool], config_file: Path) -> list[str]:
+    """What the console on this machine looked for, where, and how to turn each source on: shown
+    while this machine has no session, so an empty table is not a mystery."""
+    enabled = set(agent.sources)
+    lines = ["No sessions on this machine yet. heady looked for:"]
+    for source, roots in (("claude-code", agent.claude_code.roots), ("codex", agent.codex.roots)):
+        if source not in enabled:
+            lines.append(f"  {source}: off (add \"{source}\" to [agent] sources)")
+            continue
+        found = [root for root in roots if exists(Path(root).expanduser())]
+        where = ", ".join(roots)
+        lines.append(f"  {source}: {'found ' + ', '.join(found) if found else 'nothing at ' + where}")
+    if "ingest" in enabled:
+        lines.append(f"  opencode: listening for `opencode serve` at {agent.ingest.opencode_url}")
+    else:
+        lines.append('  opencode: off (add "ingest" to [agent] sources and run `opencode serve`)')
+    lines.append(f"Sources are set in [agent] of {config_file} (see config.example.toml).")
+    return lines

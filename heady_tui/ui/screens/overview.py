@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from .. import views
-from ..widgets.panels import CostPanel, EquilibriumPanel, EventLog, set_title
+from ..widgets.panels import CostPanel, EquilibriumPanel, EventLog, set_title, show
 from ..widgets.table import KeyedTable
 from .base import LiveScreen
 
@@ -27,6 +30,10 @@ class OverviewScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         yield EquilibriumPanel(id="equilibrium")
+        empty = Static(id="empty-state", classes="panel")
+        empty.border_title = "This machine"
+        empty.display = False
+        yield empty
         with Vertical(id="overview-body"):
             with Vertical(id="overview-tables"):
                 nodes = KeyedTable(views.NODE_COLUMNS_COMPACT if self.compact else views.NODE_COLUMNS, id="nodes")
@@ -74,11 +81,24 @@ class OverviewScreen(LiveScreen):
         if len(reader.fleet.sessions) > SESSION_ROWS and not session_filter:
             title += f"; first {SESSION_ROWS} shown, / finds the rest"
         set_title(sessions, title + ")")
+        self._show_empty_state()
         panel = self.part("#equilibrium", EquilibriumPanel)
         panel.show(reader.level(), reader.metric_lines(), compact=self.compact, ascii_only=app.ascii_only)
         set_title(panel, reader.rebalance_line()[0], subtitle=True)
         self.part("#costs", CostPanel).show(reader.cost_lines(compact=self.compact, ascii_only=app.ascii_only))
         app.update_status(self)
+
+    def _show_empty_state(self) -> None:
+        """On this machine (no [[nodes]], not a demo) with no session yet: which sources were
+        looked for where, and how to turn them on."""
+        app = self.heady
+        reader = app.reader
+        wanted = not app.config.nodes and not reader.simulated and not reader.fleet.sessions
+        empty = self.part("#empty-state", Static)
+        if wanted:
+            show(empty, Text("\n".join(views.empty_state_lines(app.config.agent, Path.exists, app.supervisor.paths.config_file))))
+        if empty.display != wanted:
+            empty.display = wanted
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         table = event.data_table

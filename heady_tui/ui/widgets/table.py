@@ -172,6 +172,21 @@ class KeyedTable(DataTable):
         row = self.cursor_row
         return self._slots[row] if self.row_count and 0 <= row < len(self._slots) else None
 
+    def ids(self) -> list[str]:
+        """The ids shown, top to bottom."""
+        return list(self._slots)
+
+    def row_of(self, key: str) -> int:
+        """The row index showing id `key` (ValueError if it is not shown)."""
+        return self._slots.index(key)
+
+    def row(self, key: str) -> tuple[Cell, ...]:
+        return self._shown[self.row_of(key)]
+
+    def cell(self, key: str, column: str) -> Cell:
+        """The cell of id `key` in the column keyed `column`, as shown."""
+        return self.row(key)[[k for k, _ in self._column_spec].index(column)]
+
     def key_for(self, row_key: RowKey) -> str | None:
         """The id shown in the row DataTable names `row_key` (its slot)."""
         try:

@@ -47,22 +47,24 @@ async def test_a_changed_value_is_written_into_its_cell_only():
         assert table.get_row_at(table.row_of("b")) == ["bravo", "$11.00", "46s"]
 
 
-async def test_s_cycles_the_sort_column_and_numbers_sort_by_value():
+async def test_cycling_the_sort_column_and_numbers_sort_by_value():
     async with TableApp().run_test() as pilot:
         table = await _table(pilot)
-        await pilot.press("s")
+        table.action_cycle_sort()
         assert table.ids() == ["a", "b", "c"]  # by name
-        await pilot.press("s")
+        table.action_cycle_sort()
         assert table.ids() == ["c", "a", "b"]  # by cost: $0.50 < $9.00 < $10.00
-        await pilot.press("s")
+        table.action_cycle_sort()
         assert table.ids() == ["b", "a", "c"]  # by age: 45s < 2m00s < 1h
         assert str(table.border_subtitle) == "sort: Age ^"
 
 
-async def test_shift_s_reverses_the_sort():
+async def test_reversing_the_sort():
     async with TableApp().run_test() as pilot:
         table = await _table(pilot)
-        await pilot.press("s", "s", "S")
+        table.action_cycle_sort()
+        table.action_cycle_sort()
+        table.action_reverse_sort()
         assert table.ids() == ["b", "a", "c"]
         assert str(table.border_subtitle) == "sort: Cost v"
 

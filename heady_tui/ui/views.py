@@ -72,12 +72,15 @@ SESSION_COLUMNS_COMPACT = (
 )
 
 
+SESSION_KEY_SEP = "\x1f"  # ids never contain it: control characters are stripped where they enter
+
+
 def session_key(node: str, session_id: str) -> str:
-    return f"{node}\x1f{session_id}"
+    return f"{node}{SESSION_KEY_SEP}{session_id}"
 
 
 def split_session_key(key: str) -> tuple[str, str]:
-    node, _, session_id = key.partition("\x1f")
+    node, _, session_id = key.partition(SESSION_KEY_SEP)
     return node, session_id
 
 

@@ -7,6 +7,8 @@ focus: Enter, `n` and `esc` deny; `o` allows once, `s` for this session (24 h), 
 
 from __future__ import annotations
 
+import time
+
 from typing import Any
 
 from rich.text import Text
@@ -17,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from .. import formatting as fmt
+from ..widgets.panels import KeyBar
 
 DECISIONS = ("deny", "single", "session", "persistent")
 
@@ -78,6 +81,11 @@ def plan_text(reason: str, plan: dict[str, Any], levels: dict[str, tuple[float, 
     return "\n".join(lines)
 
 
+# The dialog opens over whatever the operator is doing; keys typed in this first moment were aimed
+# at the screen below and must not answer it.
+INPUT_GUARD_S = 0.6
+
+
 class ConsentModal(ModalScreen[str]):
     """Dismisses with one of DECISIONS."""
 
@@ -86,13 +94,15 @@ class ConsentModal(ModalScreen[str]):
         Binding("escape", "decide('deny')", "Deny", show=False, id="consent_deny_esc"),
         Binding("o", "decide('single')", "Allow once", id="consent_once"),
         Binding("s", "decide('session')", "Allow session", id="consent_session"),
-        Binding("a", "decide('persistent')", "Always allow", id="consent_always"),
+        # Shift-a: a lasting grant takes a deliberate key, and `a` stays "approve" on Healing below.
+        Binding("A", "decide('persistent')", "Always allow", id="consent_always"),
     ]
 
     def __init__(self, request: Any, *, levels: dict[str, tuple[float, float]], session_hours: float) -> None:
         super().__init__()
         self.request_id: str = request.id
         self._text = plan_text(request.reason, request.plan, levels, session_hours)
+        self.opened_at = time.monotonic()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-danger", id="consent"):
@@ -103,17 +113,25 @@ class ConsentModal(ModalScreen[str]):
                 yield Button("Deny (n)", id="deny", variant="primary")
                 yield Button("Once (o)", id="single")
                 yield Button("Session (s)", id="session")
-                yield Button("Always (a)", id="persistent", variant="error")
+                yield Button("Always (A)", id="persistent", variant="error")
+        yield KeyBar(classes="modal-keys")
 
     def on_mount(self) -> None:
+        self.opened_at = time.monotonic()
         self.query_one("#deny", Button).focus()
+
+    def guarded(self) -> bool:
+        """Just opened: a key press now was meant for the screen below, not for this dialog."""
+        return time.monotonic() - self.opened_at < INPUT_GUARD_S
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id)
+        if not self.guarded():
+            self.dismiss(event.button.id)
 
     def action_decide(self, decision: str) -> None:
-        self.dismiss(decision)
+        if not self.guarded():
+            self.dismiss(decision)
 
 
 READ_ONLY_NOTE = (

@@ -58,7 +58,7 @@ class AuditScreen(LiveScreen):
             self._load()
         self.heady.update_status(self)
 
-    @work(exclusive=True, group="audit")
+    @work(exclusive=True, group="audit", exit_on_error=False, description="loading the audit log")
     async def _load(self) -> None:
         brain = self.heady.supervisor.brain
         if brain is None:
@@ -77,7 +77,7 @@ class AuditScreen(LiveScreen):
             )
         self.part("#audit-entries", KeyedTable).sync(rows)
 
-    @work(exclusive=True, group="audit-verify")
+    @work(exclusive=True, group="audit-verify", exit_on_error=False, description="verifying the audit chain")
     async def action_verify(self) -> None:
         brain = self.heady.supervisor.brain
         if brain is None:

@@ -71,6 +71,11 @@ class NodeScreen(LiveScreen):
             text.append("  JOURNAL RESET", style="bold")
         if node.bad_events:
             text.append(f"  {node.bad_events} unreadable events")
+        controls = self.heady.node_controls(self.node_id)
+        if controls.drained:
+            text.append("  DRAINED", style="bold")
+        if controls.concurrency is not None:
+            text.append(f"  concurrency {controls.concurrency}")
         labels = " ".join(f"{k}={v}" for k, v in sorted(node.labels.items()))
         if labels:
             text.append(f"  {labels}")
@@ -123,26 +128,28 @@ class NodeScreen(LiveScreen):
     def action_drain(self) -> None:
         node = self.node_id
 
-        async def drain() -> None:
-            await self.heady.send_command(node, "node.drain")
+        def drain() -> None:
+            self.heady.send_command(node, "node.drain")
 
         self.heady.confirm_then(
             f"Drain {node}?", f"{node} stops starting queued work until undrained.", drain, label="Drain"
         )
 
-    async def action_undrain(self) -> None:
-        await self.heady.send_command(self.node_id, "node.undrain")
+    def action_undrain(self) -> None:
+        self.heady.send_command(self.node_id, "node.undrain")
 
     def action_concurrency(self) -> None:
         node = self.node_id
+        current = self.heady.node_controls(node).concurrency
+        shown = "not set from this console" if current is None else str(current)
 
-        async def answered(value: str | None) -> None:
+        def answered(value: str | None) -> None:
             if value is not None:
-                await self.heady.send_command(node, "node.set_concurrency", None, {"value": int(value)})
+                self.heady.send_command(node, "node.set_concurrency", None, {"value": int(value)})
 
         self.app.push_screen(
-            AskModal(f"Concurrency on {node}", "Managed sessions that may run at once (0 stops new ones):",
-                     validate=int_between(0, 10_000)),
+            AskModal(f"Concurrency on {node}", f"Managed sessions that may run at once (0 stops new ones; now {shown}):",
+                     value="" if current is None else str(current), validate=int_between(0, 10_000)),
             callback=answered,
         )
 
@@ -152,8 +159,8 @@ class NodeScreen(LiveScreen):
             return
         node = self.node_id
 
-        async def pause() -> None:
-            await self.heady.send_command(node, "session.pause", session)
+        def pause() -> None:
+            self.heady.send_command(node, "session.pause", session)
 
         self.heady.confirm_then(f"Pause session {session}?", f"Session {session} on {node} is stopped (SIGSTOP) until resumed.", pause, label="Pause")
 
@@ -163,9 +170,9 @@ class NodeScreen(LiveScreen):
             return
         node = self.node_id
 
-        async def answered(value: str | None) -> None:
+        def answered(value: str | None) -> None:
             if value is not None:
-                await self.heady.send_command(node, "session.renice", session, {"nice": int(value)})
+                self.heady.send_command(node, "session.renice", session, {"nice": int(value)})
 
         self.app.push_screen(
             AskModal(f"Renice {session}", "Nice value, -20 (first) to 19 (last):", value="10", validate=int_between(-20, 19)),

@@ -98,14 +98,9 @@ class PermissionsScreen(LiveScreen):
             return
         grant_id = grant.id
 
-        async def revoke() -> None:
-            try:
-                await self.heady.operator.revoke_grant(grant_id)
-            except ValueError as exc:
-                self.notify(str(exc), severity="error", markup=False)
-                return
-            self.notify(f"grant {grant_id} revoked", markup=False)
-            self.refresh_view()
+        def revoke() -> None:
+            self.heady.act(f"revoke grant {grant_id}", lambda: self.heady.operator.revoke_grant(grant_id),
+                           f"grant {grant_id} revoked")
 
         self.heady.confirm_then(
             f"Revoke grant {grant_id}?",

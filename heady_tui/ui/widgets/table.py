@@ -5,7 +5,7 @@ reorder (DataTable.sort) does too, so this table keeps its rows in display slots
 row i, and `sync` writes a row's cells into the slot it should show in. A value that moved, a
 reorder, a new sort order all become cell updates, each repainting only its own cell's region.
 Rows are added and removed at the end only. `s` cycles the sort column, `S` reverses it (a header
-click does both); `/` filters. Sort and filter show in the table's bottom border with the count.
+click does both; the keys are the app's `sort` actions); `/` filters. Sort and filter show in the table's bottom border with the count.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping, Sequence
 
 from rich.text import Text
-from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widget import Widget
 from textual.widgets import DataTable
@@ -52,10 +51,6 @@ class KeyedTable(DataTable):
     KeyedTable { height: 1fr; }
     """
     _cells_only = False  # a class default: DataTable.__init__ already refreshes
-    BINDINGS = [
-        Binding("s", "cycle_sort", "Sort", show=False),
-        Binding("S", "reverse_sort", "Reverse sort", show=False),
-    ]
 
     def __init__(self, columns: Sequence[tuple[str, str]], **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)

@@ -102,7 +102,7 @@ class ConsentModal(ModalScreen[str]):
         super().__init__()
         self.request_id: str = request.id
         self._text = plan_text(request.reason, request.plan, levels, session_hours)
-        self.opened_at = time.monotonic()
+        self.opened_at = time.monotonic()  # made when the request is shown: pushed at once
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-danger", id="consent"):
@@ -117,7 +117,6 @@ class ConsentModal(ModalScreen[str]):
         yield KeyBar(classes="modal-keys")
 
     def on_mount(self) -> None:
-        self.opened_at = time.monotonic()
         self.query_one("#deny", Button).focus()
 
     def guarded(self) -> bool:

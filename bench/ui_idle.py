@@ -4,7 +4,8 @@
     .venv/bin/python bench/ui_idle.py [--seconds 60] [--warmup 10]
 
 Three runs in one go, one after the other on the same machine:
-- heady on the calm 4-node demo (`heady demo`, its simulated agents in the same process);
+- heady on the calm 4-node demo (`heady demo`: the console and its 4 simulated agents, which are
+  child processes; the console's own share is printed too);
 - heady on a 100-node / 1,000-session fleet (heady_tui.ui.samplefleet, every online node sending
   one metrics frame a second), started by this script with `--serve-fleet`;
 - glances (`pip install glances`; its curses UI, default 2 s refresh) as the reference.
@@ -36,21 +37,24 @@ WIDTH, HEIGHT = 160, 50
 CALM_TARGET_CPU, CALM_TARGET_BPS = 5.0, 10_000
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and all its descendants."""
-    total = 0.0
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of (the process, it and all its descendants)."""
     root = psutil.Process(pid)
+    own = total = 0.0
     for process in [root, *root.children(recursive=True)]:
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
-    return total
+        if process.pid == pid:
+            own = times.user + times.system
+    return own, total
 
 
-def measure(label: str, command: str, seconds: float, warmup: float, workdir: Path) -> tuple[float, float]:
-    """(CPU % of a core, bytes/s to the terminal) of `command` in a fresh tmux server."""
+def measure(label: str, command: str, seconds: float, warmup: float, workdir: Path) -> tuple[float, float, float]:
+    """(CPU % of a core of the whole process tree, of the program's own process, bytes/s to the
+    terminal) of `command` in a fresh tmux server."""
     socket = f"heady-bench-{uuid.uuid4().hex[:8]}"
     tmux = ["tmux", "-L", socket]
     out = workdir / f"{label}.bytes"
@@ -61,9 +65,9 @@ def measure(label: str, command: str, seconds: float, warmup: float, workdir: Pa
         pid = int(subprocess.run([*tmux, "list-panes", "-t", "bench", "-F", "#{pane_pid}"], check=True,
                                  capture_output=True, text=True).stdout.split()[0])
         subprocess.run([*tmux, "pipe-pane", "-t", "bench", "-o", f"cat >> {shlex.quote(str(out))}"], check=True)
-        cpu0, wall0 = tree_cpu_seconds(pid), time.monotonic()
+        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
         time.sleep(seconds)
-        cpu1, wall1 = tree_cpu_seconds(pid), time.monotonic()
+        cpu1, wall1 = cpu_seconds(pid), time.monotonic()
         screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "bench"], capture_output=True, text=True).stdout
         subprocess.run([*tmux, "pipe-pane", "-t", "bench"], check=True)
     finally:
@@ -72,7 +76,7 @@ def measure(label: str, command: str, seconds: float, warmup: float, workdir: Pa
     elapsed = wall1 - wall0
     if not screen.strip():
         raise SystemExit(f"ui_idle: {label} showed nothing; is it installed and does it start?")
-    return (cpu1 - cpu0) / elapsed * 100, written / elapsed
+    return (cpu1[1] - cpu0[1]) / elapsed * 100, (cpu1[0] - cpu0[0]) / elapsed * 100, written / elapsed
 
 
 async def serve_fleet(nodes: int, sessions_per_node: int) -> None:
@@ -151,13 +155,14 @@ def main() -> int:
         figures = {}
         for index, (label, command) in enumerate(runs.items()):
             figures[label] = measure(f"run{index}", command, args.seconds, args.warmup, work)
-            cpu, bps = figures[label]
-            print(f"{label:<42} CPU {cpu:5.1f}% of a core   terminal {bps / 1000:6.1f} KB/s", flush=True)
-    ref_cpu, ref_bps = figures["glances"]
-    calm_cpu, calm_bps = figures["heady calm demo (4 nodes)"]
+            cpu, own, bps = figures[label]
+            print(f"{label:<42} CPU {cpu:5.1f}% of a core (its own process {own:4.1f}%)   "
+                  f"terminal {bps / 1000:6.1f} KB/s", flush=True)
+    ref_cpu, _, ref_bps = figures["glances"]
+    calm_cpu, _, calm_bps = figures["heady calm demo (4 nodes)"]
     print(f"calm demo target: < {CALM_TARGET_CPU:g}% CPU and < {CALM_TARGET_BPS / 1000:g} KB/s -> "
           f"{'met' if calm_cpu < CALM_TARGET_CPU and calm_bps < CALM_TARGET_BPS else 'NOT met'}")
-    for label, (cpu, bps) in figures.items():
+    for label, (cpu, _, bps) in figures.items():
         if label != "glances":
             print(f"{label}: CPU {'<=' if cpu <= ref_cpu else '>'} glances, "
                   f"bytes {'<=' if bps <= ref_bps else '>'} glances")

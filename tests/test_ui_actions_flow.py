@@ -92,3 +92,17 @@ async def test_concurrency_set_from_the_console_shows_on_the_node_and_in_the_nex
         await pilot.press("c")
         answer = await wait_until(pilot, lambda: app.screen.query("#answer") and app.screen.query_one("#answer"), "the dialog")
         assert answer.value == "3"
+
+
+async def test_the_palette_offers_heady_themes_and_no_textual_screenshot_maximize_or_second_quit(tmp_path):
+    async with fixed_console(tmp_path) as (app, pilot, clock):
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert titles == ["Theme: dark", "Theme: light"]
+
+
+async def test_the_light_theme_from_the_palette_applies(tmp_path):
+    async with fixed_console(tmp_path) as (app, pilot, clock):
+        light = next(c for c in app.get_system_commands(app.screen) if c.title == "Theme: light")
+        light.callback()
+        await pilot.pause()
+        assert app.theme == "heady-light"

@@ -16,7 +16,8 @@ import asyncio
 import gc
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,12 +25,12 @@ import httpx
 
 from rich.text import Text
 from textual import events, work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.notifications import SeverityLevel
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from heady_agent.config import ConfigError
@@ -200,6 +201,16 @@ class HeadyApp(App[int]):
         self._cell_cache: dict[ViewCell, Text] = {}
         self._cell_cache_theme = ""
         self._views: dict[str, LiveScreen] = {}
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette's own entries: heady's two themes only. Textual's Screenshot, Maximize and
+        second Quit, and its themes (which lack heady's severity colours), are left out; every
+        heady action comes from ActionsProvider."""
+        for choice, theme in themes.THEMES.items():
+            yield SystemCommand(f"Theme: {choice}", f"switch to the {choice} theme", partial(self._set_theme, theme.name))
+
+    def _set_theme(self, name: str) -> None:
+        self.theme = name
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # The stylesheet names $heady-border and $sev-*; every theme must define them.

@@ -114,8 +114,10 @@ class EquilibriumPanel(Static):
             text.append(f"  thr {fmt.metric_value(line.name, line.threshold):>6}")
             text.append(f" crit {fmt.metric_value(line.name, line.critical):>6} ")
             text.append_text(self._spark(line, spark_w, ascii_only))
+            # The state is followed by a space even at its longest ("degraded"), so it never runs
+            # into the projection.
             text.append_text(styled(self.app, f" {line.state:<8}", line.severity))
-            text.append(f"{line.trend:<22}"[:22])
+            text.append(f" {line.trend:<21}"[:22])
         return text
 
     def _compact(self, lines: Sequence[MetricLine], width: int, ascii_only: bool) -> Text:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widget import Widget
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist, RowKey
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 Cell = str | Text
 
@@ -215,7 +216,10 @@ class KeyedTable(DataTable):
                         continue
                     for column, (before, after) in enumerate(zip(old, cells)):
                         if before != after:
-                            self.update_cell(str(slot), keys[column], after)
+                            # A value wider than its column widens it (a whole repaint, rare)
+                            # rather than being cut: "1m00s" must not show as "1m0".
+                            wider = cell_len(_plain(after)) > self.columns[ColumnKey(keys[column])].content_width
+                            self.update_cell(str(slot), keys[column], after, update_width=wider)
                             self.refresh_coordinate(Coordinate(slot, column))
                     self._shown[slot] = cells
             finally:

@@ -70,6 +70,8 @@ SESSION_COLUMNS_COMPACT = (
     ("age", "Age"),
     ("cost", "Cost"),
 )
+# On a node's own screen the node column says nothing; its width goes to tokens and cost.
+NODE_SESSION_COLUMNS = tuple(column for column in SESSION_COLUMNS if column[0] not in ("node", "source"))
 
 
 SESSION_KEY_SEP = "\x1f"  # ids never contain it: control characters are stripped where they enter
@@ -164,7 +166,9 @@ class NodeRows:
         return rows
 
 
-def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewCell, ...]:
+def session_row(
+    rec: SessionRecord, now: float, *, compact: bool, columns: tuple[tuple[str, str], ...] | None = None
+) -> tuple[ViewCell, ...]:
     age = None if rec.started is None else (rec.ended or now) - rec.started
     cost = fmt.money(rec.cost_usd) + ("?" if rec.cost_unknown else "")
     cells: dict[str, ViewCell] = {
@@ -177,8 +181,8 @@ def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewC
         "tokens": (fmt.tokens(rec.tokens), None),
         "cost": (cost, None),
     }
-    columns = SESSION_COLUMNS_COMPACT if compact else SESSION_COLUMNS
-    return tuple(cells[key] for key, _ in columns)
+    shown = columns or (SESSION_COLUMNS_COMPACT if compact else SESSION_COLUMNS)
+    return tuple(cells[key] for key, _ in shown)
 
 
 def _session_order(rec: SessionRecord) -> tuple:
@@ -187,12 +191,17 @@ def _session_order(rec: SessionRecord) -> tuple:
 
 
 def session_rows(
-    sessions: Iterable[SessionRecord], now: float, *, compact: bool, limit: int | None = None
+    sessions: Iterable[SessionRecord],
+    now: float,
+    *,
+    compact: bool,
+    limit: int | None = None,
+    columns: tuple[tuple[str, str], ...] | None = None,
 ) -> dict[str, tuple[ViewCell, ...]]:
     ordered = sorted(sessions, key=_session_order)
     if limit is not None:
         ordered = ordered[:limit]
-    return {session_key(rec.node, rec.id): session_row(rec, now, compact=compact) for rec in ordered}
+    return {session_key(rec.node, rec.id): session_row(rec, now, compact=compact, columns=columns) for rec in ordered}
 
 
 def costs_today_by_node(fleet: Fleet, day_start: float) -> dict[str, float]:

@@ -35,7 +35,7 @@ class NodeScreen(LiveScreen):
         info.border_title = f"Node {self.node_id}"
         yield info
         with Vertical(classes="split"):
-            sessions = KeyedTable(views.SESSION_COLUMNS_COMPACT if self.compact else views.SESSION_COLUMNS, id="node-sessions")
+            sessions = KeyedTable(views.NODE_SESSION_COLUMNS, id="node-sessions")
             sessions.border_title = "Sessions"
             yield sessions
             procs = KeyedTable(PROCESS_COLUMNS, id="processes")
@@ -96,7 +96,10 @@ class NodeScreen(LiveScreen):
         show(self.part("#node-info", Static), self._info())
         now = reader.now()
         sessions = self.part("#node-sessions", KeyedTable)
-        sessions.sync(self.heady.cells(views.session_rows(reader.fleet.node_sessions(self.node_id), now, compact=self.compact)))
+        rows = views.session_rows(
+            reader.fleet.node_sessions(self.node_id), now, compact=self.compact, columns=views.NODE_SESSION_COLUMNS
+        )
+        sessions.sync(self.heady.cells(rows))
         procs = self.part("#processes", KeyedTable)
         detail = reader.node_detail(self.node_id)
         rows = {}

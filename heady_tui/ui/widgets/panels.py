@@ -260,7 +260,13 @@ class KeyBar(Static):
         active = screen.active_bindings
         entries = []
         seen_actions = set()
-        for _, binding, enabled, _ in active.values():
+        # This screen's own keys first, then help, then the keys that work everywhere: on a
+        # narrow terminal the line is cut at the end, and what is cut is one `?` away.
+        ordered = sorted(
+            active.values(),
+            key=lambda b: (b.node is app, b.binding.action != "help"),
+        )
+        for node, binding, enabled, _ in ordered:
             if not binding.show or binding.action in seen_actions:
                 continue
             seen_actions.add(binding.action)

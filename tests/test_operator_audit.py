@@ -118,7 +118,9 @@ async def test_a_command_sent_from_the_textual_app_is_audited_with_origin_ui(tmp
         await ui_wait_until(pilot, lambda: any(s.active and s.state == "running" for s in sup.fleet.node_sessions("node0")),
                             "a running session")
         sid = next(s.id for s in sup.fleet.node_sessions("node0") if s.active and s.state == "running")
-        assert await app.send_command("node0", "session.renice", sid, {"nice": 7})
+        app.send_command("node0", "session.renice", sid, {"nice": 7})  # runs as a worker
+        await ui_wait_until(pilot, lambda: app.command_results, "the agent's answer")
+        assert app.command_results[-1][3].ok
     (entry,) = operator_entries(tmp_path / "console")["session.renice"]
     assert entry["details"] == {"origin": "ui", "target": f"node0/{sid}", "args": {"nice": 7}, "result": "ok", "error": None}
 

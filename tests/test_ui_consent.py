@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from heady_tui.ui.modals.consent import ConsentModal
+from heady_tui.ui.modals.consent import INPUT_GUARD_S, ConsentModal
 from uikit import OVERFLOW, drive_to_consent, fast_config, tick, fixed_console, live_console, wait_until
 
 
-def dialog(app) -> ConsentModal | None:
-    """The consent dialog once it is on screen with its buttons mounted."""
+def dialog(app, *, guard_passed: bool = True) -> ConsentModal | None:
+    """The consent dialog once it is on screen with its buttons mounted (and, unless asked not to,
+    its input guard over: the dialog is treated as opened INPUT_GUARD_S ago)."""
     screen = app.screen
-    return screen if isinstance(screen, ConsentModal) and screen.query("#deny") else None
+    if not (isinstance(screen, ConsentModal) and screen.query("#deny")):
+        return None
+    if guard_passed:
+        screen.opened_at = min(screen.opened_at, time.monotonic() - INPUT_GUARD_S)
+    return screen
 
 
 async def test_dialog_opens_when_the_brain_asks_and_focuses_deny(tmp_path):
@@ -38,7 +45,7 @@ async def test_dialog_shows_the_plan_captured_when_it_opened(tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "scope"),
-    [("o", "single"), ("s", "session"), ("a", "persistent")],
+    [("o", "single"), ("s", "session"), ("A", "persistent")],
 )
 async def test_each_allow_key_records_its_grant_and_the_rebalance_starts(tmp_path, key, scope):
     async with fixed_console(tmp_path, config=fast_config()) as (app, pilot, clock):
@@ -125,3 +132,27 @@ async def test_w_with_nothing_pending_says_so(tmp_path):
         await pilot.pause(0.1)
         assert dialog(app) is None and type(app.screen).__name__ == "OverviewScreen"
         assert any(n.message == "no consent request is pending" for n in app._notifications)
+
+
+async def test_a_key_pressed_as_the_dialog_opens_does_not_answer_it(tmp_path):
+    async with fixed_console(tmp_path, config=fast_config()) as (app, pilot, clock):
+        brain = app.supervisor.brain
+        await drive_to_consent(app, pilot, clock)
+        modal = await wait_until(pilot, lambda: dialog(app, guard_passed=False), "the consent dialog")
+        modal.opened_at = time.monotonic()  # it opened this instant
+        await pilot.press("o")
+        assert brain.pending_consent(), "the key meant for the screen below answered the dialog"
+        assert app.screen is modal
+
+
+async def test_the_dialog_fits_80x24_with_its_buttons_and_keys_on_screen(tmp_path):
+    async with fixed_console(tmp_path, size=(80, 24), config=fast_config()) as (app, pilot, clock):
+        await drive_to_consent(app, pilot, clock)
+        modal = await wait_until(pilot, lambda: dialog(app), "the consent dialog")
+        await pilot.pause()
+        for button in modal.query("Button"):
+            region = button.region
+            assert region.height > 0 and region.bottom <= 24 and region.right <= 80, (button.id, region)
+        keys = str(modal.query_one(".modal-keys").content)
+        for text in ("Deny", "Allow once", "Allow session", "Always allow"):
+            assert text in keys

@@ -51,11 +51,11 @@ async def test_provider_costs_appear_beside_the_cost_from_tokens_by_model_and_by
             await show_costs(app, pilot)
             by_model = app.screen.query_one("#cost-by_model", KeyedTable)
             by_day = app.screen.query_one("#cost-by_day", KeyedTable)
-            await wait_until(pilot, lambda: by_model.get_cell("claude-sonnet-4-5", "provider") == "$1.23", "the billed model")
-            assert by_model.get_cell("(other)", "provider") == "$0.50"  # billed without a model
-            assert by_model.get_cell("gpt-5-codex", "provider") == "-"  # not reported by any provider
-            assert by_day.get_cell("2027-01-15", "provider") == "$1.73"
-            assert by_day.get_cell("2027-01-15", "cost") == app.screen.query_one("#cost-by_day", KeyedTable).get_cell("2027-01-15", "cost")
+            await wait_until(pilot, lambda: by_model.cell("claude-sonnet-4-5", "provider") == "$1.23", "the billed model")
+            assert by_model.cell("(other)", "provider") == "$0.50"  # billed without a model
+            assert by_model.cell("gpt-5-codex", "provider") == "-"  # not reported by any provider
+            assert by_day.cell("2027-01-15", "provider") == "$1.73"
+            assert by_day.cell("2027-01-15", "cost") == app.screen.query_one("#cost-by_day", KeyedTable).cell("2027-01-15", "cost")
             assert "from provider: anthropic as of" in summary_text(app)
     [request] = api.requests
     assert request.path == "/v1/organizations/cost_report" and request.headers["x-api-key"] == "sk-ant-admin01-ui-test"
@@ -71,7 +71,7 @@ async def test_a_rejected_provider_key_is_one_line_on_the_costs_screen(tmp_path,
             line = next(line for line in summary_text(app).splitlines() if "admin key rejected" in line)
             assert line == "anthropic: admin key rejected (HTTP 401: invalid x-api-key)"
             by_model = app.screen.query_one("#cost-by_model", KeyedTable)
-            assert by_model.get_cell("claude-sonnet-4-5", "provider") == "-"
+            assert by_model.cell("claude-sonnet-4-5", "provider") == "-"
 
 
 async def test_a_missing_key_variable_is_said_plainly(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ async def test_enter_on_a_node_opens_its_detail_and_escape_comes_back(tmp_path):
     async with fixed_console(tmp_path) as (app, pilot, clock):
         nodes = app.screen.query_one("#nodes", KeyedTable)
         nodes.focus()
-        nodes.move_cursor(row=nodes.get_row_index("build-2"))
+        nodes.move_cursor(row=nodes.row_of("build-2"))
         await pilot.press("enter")
         await wait_until(pilot, lambda: view(app) == "node", "the node screen")
         assert app.screen.node_id == "build-2"
@@ -67,16 +67,16 @@ async def test_filter_narrows_the_focused_table_and_escape_clears_it(tmp_path):
 async def test_freeze_holds_the_tables_and_shows_paused_until_released(tmp_path):
     async with fixed_console(tmp_path) as (app, pilot, clock):
         nodes = app.screen.query_one("#nodes", KeyedTable)
-        before = nodes.get_cell("build-1", "queue")
+        before = nodes.cell("build-1", "queue")
         await pilot.press("f")
         assert "PAUSED" in status(app)
         fleet = app.supervisor.fleet
         clock.advance(1)
         fleet.apply_frame("build-1", Metrics(journal="j-build-1", seq=10_000, ts=clock.now(), cpu=5, load=[0.1, 0.1, 0.1], mem=10, swap=0, queue_depth=999))
         await pilot.pause(0.3)
-        assert nodes.get_cell("build-1", "queue") == before
+        assert nodes.cell("build-1", "queue") == before
         await pilot.press("f")
-        await wait_until(pilot, lambda: nodes.get_cell("build-1", "queue") == "999", "the new queue depth")
+        await wait_until(pilot, lambda: nodes.cell("build-1", "queue") == "999", "the new queue depth")
         assert "PAUSED" not in status(app)
 
 
@@ -217,7 +217,7 @@ async def test_audit_screen_lists_entries_and_says_the_chain_verifies(tmp_path):
         await wait_until(pilot, lambda: view(app) == "audit" and app.screen.is_mounted, "the audit screen")
         table = app.screen.query_one("#audit-entries", KeyedTable)
         await wait_until(pilot, lambda: table.row_count >= 1, "audit entries")
-        actions = {str(table.get_row(key)[3]) for key in [row.key for row in table.ordered_rows]}
+        actions = {str(table.row(key)[3]) for key in table.ids()}
         assert "consent.grant" in actions
         verdict = app.screen.query_one("#audit-verdict")
         await wait_until(pilot, lambda: str(verdict.content).startswith("VERIFIED"), "the verification verdict")

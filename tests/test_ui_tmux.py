@@ -77,6 +77,7 @@ def test_demo_in_tmux_asks_for_consent_and_the_answer_lands_in_the_audit_log(tmp
                    for arg in ("-e", f"{key}={value}")], command)
         tmux.wait_for("SIMULATED")
         tmux.wait_for("Permission to rebalance the fleet?")
+        time.sleep(1.0)  # past the dialog's input guard (a key typed as it opens is not an answer)
         tmux.run("send-keys", "-t", "heady", "o")
         tmux.wait_for("rebalance.started")
         tmux.run("send-keys", "-t", "heady", "q")
@@ -93,3 +94,33 @@ def test_demo_in_tmux_asks_for_consent_and_the_answer_lands_in_the_audit_log(tmp
     grants = [e for e in entries if e["action"] == "consent.grant"]
     assert [g["details"]["scope"] for g in grants] == ["single"]
     assert any(e["action"].startswith("rebalance") for e in entries)
+
+
+IDLE_TARGET_BYTES_PER_S = 10_000
+IDLE_MEASURE_S = 20.0
+
+
+def test_an_unattended_calm_demo_writes_less_than_the_idle_target_to_the_terminal(tmp_path: Path):
+    """Bytes the console writes to a 160x50 terminal while nobody types, counted by tmux pipe-pane."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (scripts/test.sh installs it)")
+    written = tmp_path / "terminal.bytes"
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+           "TERM": "xterm-256color"}
+    command = " ".join([*HEADY, "--data-dir", str(tmp_path / "data"), "demo"])
+    tmux = Tmux()
+    try:
+        tmux.run("new-session", "-d", "-s", "heady", "-x", "160", "-y", "50", "-c", str(Path.cwd()),
+                 *[arg for key, value in env.items() for arg in ("-e", f"{key}={value}")], command)
+        tmux.wait_for("4/4 online")
+        time.sleep(5.0)  # the first paints of a starting fleet are not what is measured
+        tmux.run("pipe-pane", "-t", "heady", "-o", f"cat >> {written}")
+        started = time.monotonic()
+        time.sleep(IDLE_MEASURE_S)
+        tmux.run("pipe-pane", "-t", "heady")
+        elapsed = time.monotonic() - started
+        assert tmux.alive(), "heady exited while idle"
+    finally:
+        tmux.kill()
+    rate = written.stat().st_size / elapsed
+    assert rate < IDLE_TARGET_BYTES_PER_S, f"{rate:.0f} bytes/s written while idle"

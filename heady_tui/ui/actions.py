@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 # Screen names; "app" actions work everywhere.
 SCREENS = ("app", "overview", "node", "session", "costs", "healing", "permissions", "audit")
@@ -42,6 +42,10 @@ ACTIONS: tuple[UiAction, ...] = (
     UiAction("filter", "slash", "Filter", "app", "filter"),
     UiAction("export", "e", "Export report", "app", "export_report"),
     UiAction("consent_view", "w", "Pending consent", "app", "view_consent"),
+    UiAction("sort", "s", "Sort", "app", "sort(False)"),
+    UiAction("sort_reverse", "S", "Reverse sort", "app", "sort(True)", show=False),
+    UiAction("copy", "y", "Copy id", "app", "copy_id", show=False),
+    UiAction("log", "l", "Log", "app", "show_log"),
     UiAction("back", "escape", "Back", "app", "back", show=False),
     UiAction("quit", "q", "Quit", "app", "quit"),
     UiAction("open", "enter", "Open", "overview", "open_row", show=False),
@@ -76,7 +80,7 @@ def actions_for(screen: str) -> list[UiAction]:
     return [a for a in ACTIONS if a.screen == screen]
 
 
-def bindings_for(screen: str) -> list[Binding]:
+def bindings_for(screen: str) -> list[BindingType]:
     return [
         Binding(a.key, a.action, a.description, show=a.show, id=a.id)
         for a in actions_for(screen)

@@ -16,18 +16,22 @@ import asyncio
 import gc
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
 from rich.text import Text
-from textual import work
-from textual.app import App
+from textual import events, work
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
-from textual.screen import ModalScreen
+from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen, Screen
+from textual.worker import Worker, WorkerState
 
 from heady_agent.config import ConfigError
 from heady_agent.protocol import Result
@@ -39,7 +43,7 @@ from ..link import security_warnings
 from ..operator import ConsoleOperator
 from ..providers import fetch_provider_costs
 from ..report import ReportError, export_report, parse_time
-from ..store import Store
+from ..store import Store, StoreError
 from ..supervisor import Supervisor
 from . import theme as themes
 from .billing import ProviderBilling
@@ -47,12 +51,14 @@ from .formatting import level_severity
 from .actions import ACTIONS, UiAction, bindings_for
 from .modals.confirm import ConfirmModal
 from .modals.consent import NEWER_PLAN, ConsentModal, ConsentViewModal
+from .modals.error import ErrorModal
 from .modals.export import ExportModal
 from .reader import FleetReader
 from .screens.base import LiveScreen
 from .screens.help import HelpScreen, TooSmallScreen
-from .views import ViewCell
+from .views import SESSION_KEY_SEP, ViewCell, split_session_key
 from .widgets.panels import EventLog, StatusBar
+from .widgets.table import KeyedTable
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 # Below these sizes the screens use their compact layout.
@@ -60,6 +66,12 @@ WIDE_WIDTH, TALL_HEIGHT = 140, 32
 CELL_CACHE_SIZE = 50_000
 # Ages on screen ("offline for 3m", session ages) move at most this often when nothing else changes.
 CLOCK_S = 10.0
+# The refresh rate follows the operator's attention: [ui] refresh_hz for ACTIVE_S after a key press
+# or click, then one repaint per IDLE_REFRESH_S at most, so an unwatched console over SSH sends
+# little. A key pressed while idle brings the next repaint forward.
+ACTIVE_S = 10.0
+IDLE_REFRESH_S = 3.0
+LOG_ENTRIES = 200  # notices and errors kept for the `l` view
 VIEWS = ("overview", "costs", "healing", "permissions", "audit")
 DECISION_WORDS = {
     "deny": "rebalance denied (snoozed)",
@@ -67,6 +79,21 @@ DECISION_WORDS = {
     "session": "rebalance allowed for this session",
     "persistent": "rebalance always allowed (revocable on Permissions)",
 }
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """A notice or an error the console showed, kept for the `l` view."""
+
+    ts: float
+    severity: str  # information | warning | error
+    text: str
+
+
+@dataclass(frozen=True)
+class NodeControls:
+    drained: bool | None = None  # None: not set from this console
+    concurrency: int | None = None
 
 
 class HeadyEventPosted(Message):
@@ -112,7 +139,8 @@ class ActionsProvider(Provider):
 
     async def discover(self) -> Hits:
         for action in self._candidates():
-            yield DiscoveryHit(action.description, self._runner(action), help=f"key: {self.app.get_key_display_for(action)}")
+            app: HeadyApp = self.app  # type: ignore[assignment]
+            yield DiscoveryHit(action.description, self._runner(action), help=f"key: {app.get_key_display_for(action)}")
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -158,6 +186,7 @@ class HeadyApp(App[int]):
         self._refresh_handle: asyncio.TimerHandle | None = None
         self._clock_handle: asyncio.TimerHandle | None = None
         self._last_refresh = float("-inf")  # event-loop time of the last scheduled repaint
+        self._last_input = float("-inf")  # event-loop time of the last key press or click
         self._unwatch: Callable[[], None] | None = None
         self.billing = ProviderBilling(config.cost.providers)
         self._consent_queue: deque[ConsentRequest] = deque()
@@ -168,9 +197,21 @@ class HeadyApp(App[int]):
         # (node, action, target, Result) of the operator's commands, newest last.
         self.command_results: deque[tuple[str, str, str | None, Result]] = deque(maxlen=100)
         self.supervisor_error: str | None = None
+        self.log_entries: deque[LogEntry] = deque(maxlen=LOG_ENTRIES)
+        self._node_controls: dict[str, NodeControls] = {}
         self._cell_cache: dict[ViewCell, Text] = {}
         self._cell_cache_theme = ""
         self._views: dict[str, LiveScreen] = {}
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette's own entries: heady's two themes only. Textual's Screenshot, Maximize and
+        second Quit, and its themes (which lack heady's severity colours), are left out; every
+        heady action comes from ActionsProvider."""
+        for choice, theme in themes.THEMES.items():
+            yield SystemCommand(f"Theme: {choice}", f"switch to the {choice} theme", partial(self._set_theme, theme.name))
+
+    def _set_theme(self, name: str) -> None:
+        self.theme = name
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # The stylesheet names $heady-border and $sev-*; every theme must define them.
@@ -199,11 +240,11 @@ class HeadyApp(App[int]):
         gc.collect()
         gc.freeze()
 
-    @work(exclusive=True, group="supervisor", exit_on_error=False)
+    @work(exclusive=True, group="supervisor", exit_on_error=False, description="starting the console")
     async def _start_supervisor(self) -> None:
         try:
             await self.supervisor.start()
-        except (ConfigError, OSError, ValueError) as exc:
+        except (ConfigError, OSError, ValueError, StoreError) as exc:  # a locked database among them
             self.supervisor_error = str(exc)
             self.exit(1, message=f"heady: error: {exc}")
         else:
@@ -229,14 +270,29 @@ class HeadyApp(App[int]):
 
     # --- refresh -----------------------------------------------------------------------
 
+    def refresh_interval(self) -> float:
+        """Seconds between repaints now: 1/refresh_hz while the operator is at the keys, else
+        IDLE_REFRESH_S (or 1/refresh_hz if that is slower still)."""
+        active = asyncio.get_running_loop().time() - self._last_input < ACTIVE_S
+        return self._refresh_interval if active else max(IDLE_REFRESH_S, self._refresh_interval)
+
     def schedule_refresh(self) -> None:
-        """Something changed (called by the supervisor): repaint once, no sooner than 1/refresh_hz
-        after the last repaint. Changes arriving before that repaint share it."""
+        """Something changed (called by the supervisor): repaint once, no sooner than
+        refresh_interval() after the last repaint. Changes arriving before that repaint share it."""
         if self._refresh_handle is not None:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last_refresh + self._refresh_interval - loop.time())
+        delay = max(0.0, self._last_refresh + self.refresh_interval() - loop.time())
         self._refresh_handle = loop.call_later(delay, self.post_message, RefreshDue())
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self._last_input = asyncio.get_running_loop().time()
+            if self._refresh_handle is not None:  # waiting at the idle rate: come forward
+                self._refresh_handle.cancel()
+                self._refresh_handle = None
+                self.schedule_refresh()
+        await super().on_event(event)
 
     def on_refresh_due(self, message: RefreshDue) -> None:
         self._refresh_handle = None
@@ -299,9 +355,9 @@ class HeadyApp(App[int]):
         if len(cache) > CELL_CACHE_SIZE or self._cell_cache_theme != self.theme:
             cache.clear()
             self._cell_cache_theme = self.theme
-        out = {}
+        out: dict[str, tuple[Text | str, ...]] = {}
         for key, row in rows.items():
-            cells = []
+            cells: list[Text | str] = []
             for cell in row:
                 text, severity = cell
                 if severity is None:
@@ -441,11 +497,12 @@ class HeadyApp(App[int]):
 
     def _check_size(self, width: int, height: int) -> None:
         small = width < MIN_WIDTH or height < MIN_HEIGHT
-        showing = isinstance(self.screen, TooSmallScreen)
+        screen = self.screen
+        showing = isinstance(screen, TooSmallScreen)
         if small and not showing:
             self.push_screen(TooSmallScreen(MIN_WIDTH, MIN_HEIGHT))
-        elif small and showing:
-            self.screen.show_size(width, height)
+        elif small and isinstance(screen, TooSmallScreen):
+            screen.show_size(width, height)
         elif not small and showing:
             self.pop_screen()
 
@@ -493,7 +550,7 @@ class HeadyApp(App[int]):
 
         self.push_screen(SessionScreen(node_id, session_id, compact=self.compact))
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if len(self.screen_stack) > 2:
             self.pop_screen()
         elif isinstance(self.screen, LiveScreen) and self.screen.VIEW != "overview":
@@ -514,12 +571,37 @@ class HeadyApp(App[int]):
             else:
                 self.refresh_now(force=True)
 
+    def _focused_table(self) -> KeyedTable | None:
+        screen = self.screen
+        if isinstance(screen, LiveScreen):
+            return screen.filter_table()
+        focused = screen.focused
+        return focused if isinstance(focused, KeyedTable) else None
+
+    def action_sort(self, reverse: bool) -> None:
+        """`s` cycles the focused table's sort column, `S` reverses the order."""
+        table = self._focused_table()
+        if table is not None:
+            table.action_reverse_sort() if reverse else table.action_cycle_sort()
+
+    def action_copy_id(self) -> None:
+        """Copy the selected row's id (a session's own id) to the clipboard over OSC 52."""
+        table = self._focused_table()
+        key = table.selected_key if table is not None else None
+        if key is None:
+            self.notify("nothing selected to copy", severity="warning")
+            return
+        copied = split_session_key(key)[1] if SESSION_KEY_SEP in key else key
+        self.copy_to_clipboard(copied)
+        self.notify(f"copied {copied}", markup=False)
+
     def action_filter(self) -> None:
         if isinstance(self.screen, LiveScreen):
             self.screen.open_filter()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("filter", "toggle_freeze", "switch_view", "back", "export_report", "view_consent") and self.modal_open():
+        # Over a dialog only quit, help and the log apply (and show in its key line).
+        if self.modal_open() and action not in ("quit", "help", "show_log"):
             return False
         return True
 
@@ -577,36 +659,101 @@ class HeadyApp(App[int]):
         keys = self.config.ui.keymap.get(action.id, action.key)  # what set_keymap was given
         return ", ".join(self.get_key_display(Binding(key.strip(), "")) for key in keys.split(","))
 
+    # --- notices, errors and the log ---------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """A toast, also kept for the `l` log view (toasts vanish after a few seconds)."""
+        self.log_entries.append(LogEntry(self.reader.now(), severity, f"{title}: {message}" if title else message))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def action_show_log(self) -> None:
+        from .screens.log import LogScreen
+
+        if not isinstance(self.screen, LogScreen):
+            self.push_screen(LogScreen())
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place a failed worker (an operator action, a screen loader) is reported: an error
+        dialog and a log entry, and the console carries on."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        text = f"{type(error).__name__}: {error}".splitlines()[0] if error is not None else "unknown error"
+        what = event.worker.description or event.worker.name or "background work"
+        self.log_entries.append(LogEntry(self.reader.now(), "error", f"{what}: {text}"))
+        self.push_screen(ErrorModal(f"{what} failed", text))
+
     # --- acting on the fleet -----------------------------------------------------------
 
-    def confirm_then(self, title: str, body: str, on_yes, *, label: str = "Confirm") -> None:
-        """Ask before a destructive action; `on_yes` (a coroutine function) runs only on Confirm."""
+    def act(self, what: str, operation: Callable[[], Awaitable[object]], done: str) -> None:
+        """Run an operator action as a worker and return at once: the key press that asked for it
+        is handled, and the next key is not held up by the node or the database. A refused action
+        (ValueError: one line) is a notice; anything else reaches on_worker_state_changed."""
 
-        async def answered(yes: bool | None) -> None:
+        async def run() -> None:
+            try:
+                await operation()
+            except ValueError as exc:
+                self.notify(f"{what}: {exc}", severity="error", markup=False)
+                return
+            self.notify(done, markup=False)
+            self.refresh_now(force=True)
+
+        self.run_worker(run(), name=what, description=what, group="operator", exit_on_error=False)
+
+    def confirm_then(self, title: str, body: str, on_yes: Callable[[], None], *, label: str = "Confirm") -> None:
+        """Ask before a destructive action; `on_yes` runs only on Confirm."""
+
+        def answered(yes: bool | None) -> None:
             if yes:
-                await on_yes()
+                on_yes()
 
         self.push_screen(ConfirmModal(title, body, label), callback=answered)
 
-    async def send_command(self, node: str, action: str, target: str | None = None, args: dict | None = None) -> bool:
+    def node_controls(self, node: str) -> NodeControls:
+        """Drain and concurrency as last set on `node` from this console (the agents do not
+        report them back yet); shown on the node's screen and offered when `c` asks again."""
+        return self._node_controls.get(node, NodeControls())
+
+    def send_command(self, node: str, action: str, target: str | None = None, args: dict | None = None) -> None:
+        """Send one agent command through the operator layer, as a worker; its answer is posted
+        to the event log and as a notice when it arrives."""
         if self.read_only:
             self.notify("read-only console: nothing was sent", severity="warning")
-            return False
-        try:
-            result = await self.operator.command(node, action, target, args)
-        except ValueError as exc:  # the console is still starting, or not an operator action
-            self.notify(str(exc), severity="error", markup=False)
-            return False
-        self.command_results.append((node, action, target, result))
+            return
         what = f"{action} {target or node}"
-        for log in self._event_logs():
-            log.add_command(node, action, target, result.ok, result.error, self.reader.now())
-        if result.ok:
-            self.notify(f"{what}: done", markup=False)
-        else:
-            self.notify(f"{what}: {result.error}", severity="error", markup=False)
-        self.refresh_now(force=True)
-        return bool(result.ok)
+
+        async def run() -> None:
+            try:
+                result = await self.operator.command(node, action, target, args)
+            except ValueError as exc:  # the console is still starting, or not an operator action
+                self.notify(f"{what}: {exc}", severity="error", markup=False)
+                return
+            self.command_results.append((node, action, target, result))
+            if result.ok and action in ("node.drain", "node.undrain", "node.set_concurrency"):
+                controls = self.node_controls(node)
+                if action == "node.set_concurrency" and args is not None:
+                    controls = replace(controls, concurrency=int(args["value"]))
+                elif action != "node.set_concurrency":
+                    controls = replace(controls, drained=action == "node.drain")
+                self._node_controls[node] = controls
+            for log in self._event_logs():
+                log.add_command(node, action, target, result.ok, result.error, self.reader.now())
+            if result.ok:
+                self.notify(f"{what}: done", markup=False)
+            else:
+                self.notify(f"{what}: {result.error}", severity="error", markup=False)
+            self.refresh_now(force=True)
+
+        self.run_worker(run(), name=what, description=what, group="operator", exit_on_error=False)
 
 
 

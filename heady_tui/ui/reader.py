@@ -98,7 +98,11 @@ class FleetReader:
                     severity = fmt.level_severity(metric.level)
                 state = metric.state if metric.state != "firing" else metric.level
             trend = ""
-            if metric.seconds_to_critical is not None and metric.seconds_to_critical > 0:
+            # The engine projects every metric's trend, noise included; a projection is shown only
+            # for a metric already off balance (pending or firing) whose trend points at critical.
+            toward = (metric.trend_per_min or 0.0) > 0
+            off_balance = metric.level != "balanced" or metric.state == "pending"
+            if metric.seconds_to_critical is not None and metric.seconds_to_critical > 0 and toward and off_balance:
                 trend = f"critical in {fmt.duration(metric.seconds_to_critical)}"
             lines.append(
                 MetricLine(

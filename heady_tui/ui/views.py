@@ -6,7 +6,10 @@ rows, order and severity here lets tests read it without a terminal and keeps wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from heady_agent.config import AgentConfig
 
 from ..fleet import UNKNOWN_STATE, Fleet, NodeState, SessionRecord
 from . import formatting as fmt
@@ -74,14 +77,19 @@ SESSION_COLUMNS_COMPACT = (
     ("age", "Age"),
     ("cost", "Cost"),
 )
+# On a node's own screen the node column says nothing; its width goes to tokens and cost.
+NODE_SESSION_COLUMNS = tuple(column for column in SESSION_COLUMNS if column[0] not in ("node", "source"))
+
+
+SESSION_KEY_SEP = "\x1f"  # ids never contain it: control characters are stripped where they enter
 
 
 def session_key(node: str, session_id: str) -> str:
-    return f"{node}\x1f{session_id}"
+    return f"{node}{SESSION_KEY_SEP}{session_id}"
 
 
 def split_session_key(key: str) -> tuple[str, str]:
-    node, _, session_id = key.partition("\x1f")
+    node, _, session_id = key.partition(SESSION_KEY_SEP)
     return node, session_id
 
 
@@ -199,7 +207,9 @@ def session_label(rec: SessionRecord) -> str:
     return text if len(text) <= SESSION_LABEL_CHARS else text[: SESSION_LABEL_CHARS - 1] + "…"
 
 
-def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewCell, ...]:
+def session_row(
+    rec: SessionRecord, now: float, *, compact: bool, columns: tuple[tuple[str, str], ...] | None = None
+) -> tuple[ViewCell, ...]:
     age = None if rec.started is None else (rec.ended or now) - rec.started
     cost = fmt.money(rec.cost_usd) + ("?" if rec.cost_unknown else "")
     cells: dict[str, ViewCell] = {
@@ -213,8 +223,8 @@ def session_row(rec: SessionRecord, now: float, *, compact: bool) -> tuple[ViewC
         "tokens": (fmt.tokens(rec.tokens), None),
         "cost": (cost, None),
     }
-    columns = SESSION_COLUMNS_COMPACT if compact else SESSION_COLUMNS
-    return tuple(cells[key] for key, _ in columns)
+    shown = columns or (SESSION_COLUMNS_COMPACT if compact else SESSION_COLUMNS)
+    return tuple(cells[key] for key, _ in shown)
 
 
 def _session_order(rec: SessionRecord) -> tuple:
@@ -223,9 +233,34 @@ def _session_order(rec: SessionRecord) -> tuple:
 
 
 def session_rows(
-    sessions: Iterable[SessionRecord], now: float, *, compact: bool, limit: int | None = None
+    sessions: Iterable[SessionRecord],
+    now: float,
+    *,
+    compact: bool,
+    limit: int | None = None,
+    columns: tuple[tuple[str, str], ...] | None = None,
 ) -> dict[str, tuple[ViewCell, ...]]:
     ordered = sorted(sessions, key=_session_order)
     if limit is not None:
         ordered = ordered[:limit]
-    return {session_key(rec.node, rec.id): session_row(rec, now, compact=compact) for rec in ordered}
+    return {session_key(rec.node, rec.id): session_row(rec, now, compact=compact, columns=columns) for rec in ordered}
+
+
+def empty_state_lines(agent: AgentConfig, exists: Callable[[Path], bool], config_file: Path) -> list[str]:
+    """What the console on this machine looked for, where, and how to turn each source on: shown
+    while this machine has no session, so an empty table is not a mystery."""
+    enabled = set(agent.sources)
+    lines = ["No sessions on this machine yet. heady looked for:"]
+    for source, roots in (("claude-code", agent.claude_code.roots), ("codex", agent.codex.roots)):
+        if source not in enabled:
+            lines.append(f"  {source}: off (add \"{source}\" to [agent] sources)")
+            continue
+        found = [root for root in roots if exists(Path(root).expanduser())]
+        where = ", ".join(roots)
+        lines.append(f"  {source}: {'found ' + ', '.join(found) if found else 'nothing at ' + where}")
+    if enabled & {"opencode", "ingest"}:
+        lines.append(f"  opencode: following `opencode serve` at {agent.opencode.opencode_url} and {agent.opencode.resolve_db_path()}")
+    else:
+        lines.append('  opencode: off (add "opencode" to [agent] sources)')
+    lines.append(f"Sources are set in [agent] of {config_file} (see config.example.toml).")
+    return lines

@@ -9,6 +9,8 @@ deny; `o` allows once, `s` for this session (24 h), `a` always.
 
 from __future__ import annotations
 
+import time
+
 from typing import Any
 
 from rich.text import Text
@@ -19,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from .. import formatting as fmt
+from ..widgets.panels import KeyBar
 
 DECISIONS = ("deny", "single", "session", "persistent")
 NEWER_PLAN = "newer"  # dismissed to see the request that superseded this one
@@ -82,6 +85,11 @@ def plan_text(reason: str, plan: dict[str, Any], levels: dict[str, tuple[float, 
     return "\n".join(lines)
 
 
+# The dialog opens over whatever the operator is doing; keys typed in this first moment were aimed
+# at the screen below and must not answer it.
+INPUT_GUARD_S = 0.6
+
+
 class ConsentModal(ModalScreen[str]):
     """Dismisses with one of DECISIONS."""
 
@@ -90,7 +98,8 @@ class ConsentModal(ModalScreen[str]):
         Binding("escape", "decide('deny')", "Deny", show=False, id="consent_deny_esc"),
         Binding("o", "decide('single')", "Allow once", id="consent_once"),
         Binding("s", "decide('session')", "Allow session", id="consent_session"),
-        Binding("a", "decide('persistent')", "Always allow", id="consent_always"),
+        # Shift-a: a lasting grant takes a deliberate key, and `a` stays "approve" on Healing below.
+        Binding("A", "decide('persistent')", "Always allow", id="consent_always"),
         Binding("p", "newer_plan", "Newer plan", id="consent_newer"),
     ]
 
@@ -99,6 +108,7 @@ class ConsentModal(ModalScreen[str]):
         self.request_id: str = request.id
         self.is_superseded = False
         self._text = plan_text(request.reason, request.plan, levels, session_hours)
+        self.opened_at = time.monotonic()  # made when the request is shown: pushed at once
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-danger", id="consent"):
@@ -110,7 +120,8 @@ class ConsentModal(ModalScreen[str]):
                 yield Button("Deny (n)", id="deny", variant="primary")
                 yield Button("Once (o)", id="single")
                 yield Button("Session (s)", id="session")
-                yield Button("Always (a)", id="persistent", variant="error")
+                yield Button("Always (A)", id="persistent", variant="error")
+        yield KeyBar(classes="modal-keys")
 
     def on_mount(self) -> None:
         self.query_one("#consent-superseded", Static).display = False
@@ -127,12 +138,18 @@ class ConsentModal(ModalScreen[str]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.is_superseded if action == "newer_plan" else True
 
+    def guarded(self) -> bool:
+        """Just opened: a key press now was meant for the screen below, not for this dialog."""
+        return time.monotonic() - self.opened_at < INPUT_GUARD_S
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id)
+        if not self.guarded():
+            self.dismiss(event.button.id)
 
     def action_decide(self, decision: str) -> None:
-        self.dismiss(decision)
+        if not self.guarded():
+            self.dismiss(decision)
 
     def action_newer_plan(self) -> None:
         self.dismiss(NEWER_PLAN)

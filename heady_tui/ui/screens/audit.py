@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from .. import formatting as fmt
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 COLUMNS = (
@@ -57,7 +58,7 @@ class AuditScreen(LiveScreen):
             self._load()
         self.heady.update_status(self)
 
-    @work(exclusive=True, group="audit")
+    @work(exclusive=True, group="audit", exit_on_error=False, description="loading the audit log")
     async def _load(self) -> None:
         brain = self.heady.supervisor.brain
         if brain is None:
@@ -76,7 +77,7 @@ class AuditScreen(LiveScreen):
             )
         self.part("#audit-entries", KeyedTable).sync(rows)
 
-    @work(exclusive=True, group="audit-verify")
+    @work(exclusive=True, group="audit-verify", exit_on_error=False, description="verifying the audit chain")
     async def action_verify(self) -> None:
         brain = self.heady.supervisor.brain
         if brain is None:
@@ -85,6 +86,7 @@ class AuditScreen(LiveScreen):
         anchor = f"anchor {result.anchor.head.count} entries" if result.anchor else "no anchor yet"
         verdict = "VERIFIED" if result.ok else "BROKEN"
         line = f"{verdict}: {result.entries} entries, head {result.head.hash[:16]}, {anchor}. {result.message}"
-        self.part("#audit-verdict", Static).update(
+        show(
+            self.part("#audit-verdict", Static),
             self.heady.cells({"v": ((line, "ok" if result.ok else "critical"),)})["v"][0]
         )

@@ -79,7 +79,6 @@ class LiveScreen(Screen):
             table.set_filter(message.text)
             self.last_stamp = None
             self.refresh_view()
-            table.border_subtitle = f"filter: {message.text}" if message.text else ""
         if message.done:
             bar = self.query_one(FilterBar)
             bar.remove_class("-active")

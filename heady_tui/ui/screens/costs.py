@@ -11,7 +11,7 @@ from textual.containers import Grid
 from textual.widgets import Static
 
 from .. import formatting as fmt
-from ..widgets.panels import budget_line
+from ..widgets.panels import budget_line, set_title, show
 from ..widgets.spark import bar
 from ..widgets.table import KeyedTable
 from .base import LiveScreen
@@ -124,14 +124,14 @@ class CostsScreen(LiveScreen):
         app = self.heady
         summary = app.reader.cost_summary()
         if summary is None:
-            self.part("#cost-summary", Static).update("starting...")
+            show(self.part("#cost-summary", Static), "starting...")
             app.update_status(self)
             return
-        self.part("#cost-summary", Static).update(self._summary(summary))
+        show(self.part("#cost-summary", Static), self._summary(summary))
         if self.compact:
             attr, label = GROUPS[self.group]
             table = self.part("#cost-table", KeyedTable)
-            table.border_title = f"Cost by {label}  (b: by {GROUPS[(self.group + 1) % len(GROUPS)][1]})"
+            set_title(table, f"Cost by {label}  (b: by {GROUPS[(self.group + 1) % len(GROUPS)][1]})")
             table.sync(self._rows(attr, getattr(summary, attr)))
         else:
             for attr, _ in GROUPS:

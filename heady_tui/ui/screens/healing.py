@@ -133,25 +133,44 @@ class HealingScreen(LiveScreen):
             return None
         return key.split("\x1f")
 
-    async def action_approve(self) -> None:
+    def action_approve(self) -> None:
         parts = self._selected()
         if parts is None:
             return
         if parts[0] != "task":
             self.notify("a policy is reset with z, not approved", severity="warning")
             return
-        await self._act(self.heady.operator.approve_task(parts[1]), f"task {parts[1]} approved")
+        task_id = parts[1]
+        brain = self.heady.supervisor.brain
+        task = next((t for t in brain.tasks() if t.id == task_id), None) if brain is not None else None
 
-    async def action_reject(self) -> None:
+        def approve() -> None:
+            self.heady.act(f"approve task {task_id}", lambda: self.heady.operator.approve_task(task_id),
+                           f"task {task_id} approved")
+
+        if task is None or len(task.commands) <= 1:
+            approve()
+            return
+        # One key that acts on many sessions or nodes asks first, with the count.
+        what = command_summary(task.commands)
+        self.heady.confirm_then(
+            f"Approve task {task_id}? It sends {what}.",
+            f"{task.strategy} on {task.subject}: {task.recommendation}",
+            approve,
+            label=f"Approve ({what})",
+        )
+
+    def action_reject(self) -> None:
         parts = self._selected()
         if parts is None:
             return
         if parts[0] != "task":
             self.notify("a policy is reset with z, not rejected", severity="warning")
             return
-        await self._act(self.heady.operator.reject_task(parts[1]), f"task {parts[1]} rejected")
+        task_id = parts[1]
+        self.heady.act(f"reject task {task_id}", lambda: self.heady.operator.reject_task(task_id), f"task {task_id} rejected")
 
-    async def action_reset_policy(self) -> None:
+    def action_reset_policy(self) -> None:
         parts = self._selected()
         if parts is None:
             return
@@ -159,13 +178,17 @@ class HealingScreen(LiveScreen):
             self.notify("select a policy that needs attention", severity="warning")
             return
         _, node, session, policy = parts
-        await self._act(self.heady.operator.reset_policy(node, session, policy), f"{policy} reset for {session}")
+        self.heady.act(f"reset {policy}", lambda: self.heady.operator.reset_policy(node, session, policy),
+                       f"{policy} reset for {session}")
 
-    async def _act(self, pending, done: str) -> None:
-        try:
-            await pending
-        except ValueError as exc:
-            self.notify(str(exc), severity="error", markup=False)
-            return
-        self.notify(done, markup=False)
-        self.heady.refresh_now(force=True)
+
+def command_summary(commands: list[dict]) -> str:
+    """"16 sessions" / "3 nodes" / "2 sessions and 1 node": what a task's commands act on."""
+    sessions = {(c.get("node"), c.get("target")) for c in commands if c.get("target")}
+    nodes = {c.get("node") for c in commands if not c.get("target")}
+    parts = []
+    if sessions:
+        parts.append(f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
+    if nodes:
+        parts.append(f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}")
+    return " and ".join(parts) or f"{len(commands)} commands"

@@ -13,6 +13,7 @@ from .. import views
 from ..modals.ask import AskModal, int_between
 from ..widgets.spark import sparkline
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 PROCESS_COLUMNS = (("pid", "PID"), ("name", "Process"), ("cpu", "CPU"), ("rss", "RSS"), ("session", "Session"))
@@ -34,7 +35,7 @@ class NodeScreen(LiveScreen):
         info.border_title = Text(f"Node {self.node_id}")
         yield info
         with Vertical(classes="split"):
-            sessions = KeyedTable(views.SESSION_COLUMNS_COMPACT if self.compact else views.SESSION_COLUMNS, id="node-sessions")
+            sessions = KeyedTable(views.NODE_SESSION_COLUMNS, id="node-sessions")
             sessions.border_title = "Sessions"
             yield sessions
             procs = KeyedTable(PROCESS_COLUMNS, id="processes")
@@ -70,6 +71,11 @@ class NodeScreen(LiveScreen):
             text.append("  JOURNAL RESET", style="bold")
         if node.bad_events:
             text.append(f"  {node.bad_events} unreadable events")
+        controls = self.heady.node_controls(self.node_id)
+        if controls.drained:
+            text.append("  DRAINED", style="bold")
+        if controls.concurrency is not None:
+            text.append(f"  concurrency {controls.concurrency}")
         labels = " ".join(f"{k}={v}" for k, v in sorted(node.labels.items()))
         if labels:
             text.append(f"  {labels}")
@@ -87,10 +93,13 @@ class NodeScreen(LiveScreen):
 
     def refresh_view(self) -> None:
         reader = self.heady.reader
-        self.part("#node-info", Static).update(self._info())
+        show(self.part("#node-info", Static), self._info())
         now = reader.now()
         sessions = self.part("#node-sessions", KeyedTable)
-        sessions.sync(self.heady.cells(views.session_rows(reader.fleet.node_sessions(self.node_id), now, compact=self.compact)))
+        rows = views.session_rows(
+            reader.fleet.node_sessions(self.node_id), now, compact=self.compact, columns=views.NODE_SESSION_COLUMNS
+        )
+        sessions.sync(self.heady.cells(rows))
         procs = self.part("#processes", KeyedTable)
         detail = reader.node_detail(self.node_id)
         rows = {}
@@ -113,33 +122,37 @@ class NodeScreen(LiveScreen):
         return views.split_session_key(key)[1]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "node-sessions" and event.row_key.value:
-            node, session_id = views.split_session_key(event.row_key.value)
+        table = event.data_table
+        key = table.key_for(event.row_key) if isinstance(table, KeyedTable) else None
+        if table.id == "node-sessions" and key:
+            node, session_id = views.split_session_key(key)
             self.heady.open_session(node, session_id)
 
     def action_drain(self) -> None:
         node = self.node_id
 
-        async def drain() -> None:
-            await self.heady.send_command(node, "node.drain")
+        def drain() -> None:
+            self.heady.send_command(node, "node.drain")
 
         self.heady.confirm_then(
             f"Drain {node}?", f"{node} stops starting queued work until undrained.", drain, label="Drain"
         )
 
-    async def action_undrain(self) -> None:
-        await self.heady.send_command(self.node_id, "node.undrain")
+    def action_undrain(self) -> None:
+        self.heady.send_command(self.node_id, "node.undrain")
 
     def action_concurrency(self) -> None:
         node = self.node_id
+        current = self.heady.node_controls(node).concurrency
+        shown = "not set from this console" if current is None else str(current)
 
-        async def answered(value: str | None) -> None:
+        def answered(value: str | None) -> None:
             if value is not None:
-                await self.heady.send_command(node, "node.set_concurrency", None, {"value": int(value)})
+                self.heady.send_command(node, "node.set_concurrency", None, {"value": int(value)})
 
         self.app.push_screen(
-            AskModal(f"Concurrency on {node}", "Managed sessions that may run at once (0 stops new ones):",
-                     validate=int_between(0, 10_000)),
+            AskModal(f"Concurrency on {node}", f"Managed sessions that may run at once (0 stops new ones; now {shown}):",
+                     value="" if current is None else str(current), validate=int_between(0, 10_000)),
             callback=answered,
         )
 
@@ -149,8 +162,8 @@ class NodeScreen(LiveScreen):
             return
         node = self.node_id
 
-        async def pause() -> None:
-            await self.heady.send_command(node, "session.pause", session)
+        def pause() -> None:
+            self.heady.send_command(node, "session.pause", session)
 
         self.heady.confirm_then(f"Pause session {session}?", f"Session {session} on {node} is stopped (SIGSTOP) until resumed.", pause, label="Pause")
 
@@ -160,9 +173,9 @@ class NodeScreen(LiveScreen):
             return
         node = self.node_id
 
-        async def answered(value: str | None) -> None:
+        def answered(value: str | None) -> None:
             if value is not None:
-                await self.heady.send_command(node, "session.renice", session, {"nice": int(value)})
+                self.heady.send_command(node, "session.renice", session, {"nice": int(value)})
 
         self.app.push_screen(
             AskModal(f"Renice {session}", "Nice value, -20 (first) to 19 (last):", value="10", validate=int_between(-20, 19)),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from .. import views
-from ..widgets.panels import CostPanel, EquilibriumPanel, EventLog
+from ..widgets.panels import CostPanel, EquilibriumPanel, EventLog, set_title, show
 from ..widgets.table import KeyedTable
 from .base import LiveScreen
 
@@ -27,6 +30,10 @@ class OverviewScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         yield EquilibriumPanel(id="equilibrium")
+        empty = Static(id="empty-state", classes="panel")
+        empty.border_title = "This machine"
+        empty.display = False
+        yield empty
         with Vertical(id="overview-body"):
             with Vertical(id="overview-tables"):
                 nodes = KeyedTable(views.NODE_COLUMNS_COMPACT if self.compact else views.NODE_COLUMNS, id="nodes")
@@ -61,27 +68,41 @@ class OverviewScreen(LiveScreen):
         sessions = self.part("#sessions", KeyedTable)
         spark = 12 if not self.compact else 8
         nodes.sync(app.cells(reader.node_rows(spark_width=spark, compact=self.compact)))
-        nodes.border_title = f"Nodes ({reader.online_count()}/{len(reader.fleet.nodes)} online)"
+        set_title(nodes, f"Nodes ({reader.online_count()}/{len(reader.fleet.nodes)} online)")
         session_filter = sessions.filter_text
         records = list(reader.fleet.sessions.values())
         if session_filter:
             # Filter before the row limit so a match beyond the first rows is still found.
             records = [r for r in records if reader.session_matches(r, session_filter)]
         rows = views.session_rows(records, now, compact=self.compact, limit=SESSION_ROWS)
-        sessions.sync(app.cells(rows), filtered=True)  # matched on every field, the id included
+        sessions.sync(app.cells(rows), filtered=True, total=len(reader.fleet.sessions))  # matched on every field, the id included
         live, unknown = reader.session_counts()
         title = f"Sessions ({live} live, " + (f"{unknown} unknown, " if unknown else "") + f"{len(reader.fleet.sessions)} total"
         if len(reader.fleet.sessions) > SESSION_ROWS and not session_filter:
             title += f"; first {SESSION_ROWS} shown, / finds the rest"
-        sessions.border_title = title + ")"
+        set_title(sessions, title + ")")
+        self._show_empty_state()
         panel = self.part("#equilibrium", EquilibriumPanel)
         panel.show(reader.level(), reader.metric_lines(), compact=self.compact, ascii_only=app.ascii_only)
-        panel.border_subtitle = reader.rebalance_line()[0]
+        set_title(panel, reader.rebalance_line()[0], subtitle=True)
         self.part("#costs", CostPanel).show(reader.cost_lines(compact=self.compact, ascii_only=app.ascii_only))
         app.update_status(self)
 
+    def _show_empty_state(self) -> None:
+        """On this machine (no [[nodes]], not a demo) with no session yet: which sources were
+        looked for where, and how to turn them on."""
+        app = self.heady
+        reader = app.reader
+        wanted = not app.config.nodes and not reader.simulated and not reader.fleet.sessions
+        empty = self.part("#empty-state", Static)
+        if wanted:
+            show(empty, Text("\n".join(views.empty_state_lines(app.config.agent, Path.exists, app.supervisor.paths.config_file))))
+        if empty.display != wanted:
+            empty.display = wanted
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        key = event.row_key.value
+        table = event.data_table
+        key = table.key_for(event.row_key) if isinstance(table, KeyedTable) else None
         if key is None:
             return
         if event.data_table.id == "nodes":

@@ -8,6 +8,7 @@ from textual.widgets import Static
 
 from .. import formatting as fmt
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 COLUMNS = (
@@ -79,7 +80,8 @@ class PermissionsScreen(LiveScreen):
         self.part("#grants", KeyedTable).sync(rows)
         active = sum(1 for g in grants if g.status(now) == "active")
         scope = "all grants" if self.include_inactive else "active grants (i: show all)"
-        self.part("#permissions-note", Static).update(
+        show(
+            self.part("#permissions-note", Static),
             f"{active} active. The rebalancer runs only under an active grant; revoking one stops new runs.\n"
             f"Showing {scope}."
         )
@@ -96,14 +98,9 @@ class PermissionsScreen(LiveScreen):
             return
         grant_id = grant.id
 
-        async def revoke() -> None:
-            try:
-                await self.heady.operator.revoke_grant(grant_id)
-            except ValueError as exc:
-                self.notify(str(exc), severity="error", markup=False)
-                return
-            self.notify(f"grant {grant_id} revoked", markup=False)
-            self.refresh_view()
+        def revoke() -> None:
+            self.heady.act(f"revoke grant {grant_id}", lambda: self.heady.operator.revoke_grant(grant_id),
+                           f"grant {grant_id} revoked")
 
         self.heady.confirm_then(
             f"Revoke grant {grant_id}?",

@@ -12,6 +12,7 @@ from .. import formatting as fmt
 from .. import views
 from ..modals.ask import AskModal
 from ..widgets.table import KeyedTable
+from ..widgets.panels import show
 from .base import LiveScreen
 
 TIMELINE_COLUMNS = (
@@ -86,14 +87,14 @@ class SessionScreen(LiveScreen):
         return text
 
     def refresh_view(self) -> None:
-        self.part("#session-info", Static).update(self._info())
+        show(self.part("#session-info", Static), self._info())
         rec = self.record
         if rec is not None and rec.last_event_at != self._loaded_at:
             self._loaded_at = rec.last_event_at
             self._load_timeline()
         self.heady.update_status(self)
 
-    @work(exclusive=True, group="timeline")
+    @work(exclusive=True, group="timeline", exit_on_error=False, description="loading the session timeline")
     async def _load_timeline(self) -> None:
         store = self.heady.supervisor.store
         if store is None:  # the console is still starting
@@ -132,8 +133,8 @@ class SessionScreen(LiveScreen):
         self.part("#timeline", KeyedTable).sync(rows)
 
     def _command(self, action: str, args: dict | None = None):
-        async def run() -> None:
-            await self.heady.send_command(self.node_id, action, self.session_id, args)
+        def run() -> None:
+            self.heady.send_command(self.node_id, action, self.session_id, args)
 
         return run
 
@@ -153,16 +154,16 @@ class SessionScreen(LiveScreen):
             label="Restart",
         )
 
-    async def action_pause(self) -> None:
-        await self._command("session.pause")()
+    def action_pause(self) -> None:
+        self._command("session.pause")()
 
-    async def action_resume(self) -> None:
-        await self._command("session.resume")()
+    def action_resume(self) -> None:
+        self._command("session.resume")()
 
     def action_prompt(self) -> None:
-        async def answered(text: str | None) -> None:
+        def answered(text: str | None) -> None:
             if text:
-                await self._command("session.prompt", {"text": text})()
+                self._command("session.prompt", {"text": text})()
 
         self.app.push_screen(
             AskModal(f"Prompt {self.session_id}", "Text sent to the managed session:", placeholder="continue"),

@@ -4,16 +4,50 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from rich.style import Style
 from rich.text import Text
 from textual.message import Message
+from textual.visual import VisualType
+from textual.widget import Widget
 from textual.widgets import Input, RichLog, Static
 
 from ...events import HeadyEvent
 from .. import formatting as fmt
 from ..theme import styled
 from .spark import bar, sparkline
+
+
+# What each widget shows now. Textual repaints the whole widget on every Static.update and every
+# border title set, even to the same value; over SSH a repaint costs its bytes, so the unchanged
+# ones are skipped.
+_shown: WeakKeyDictionary[Widget, dict[str, object]] = WeakKeyDictionary()
+
+
+def _changed(widget: Widget, slot: str, value: object) -> bool:
+    shown = _shown.setdefault(widget, {})
+    if slot in shown and shown[slot] == value:
+        return False
+    shown[slot] = value
+    return True
+
+
+def show(widget: Static, content: VisualType) -> None:
+    """Static.update, skipped when the content is what the widget shows already."""
+    if _changed(widget, "content", content):
+        widget.update(content)
+
+
+def set_title(widget: Widget, title: str, *, subtitle: bool = False) -> None:
+    """Set a border title (or subtitle) as plain text, skipped when unchanged."""
+    if not _changed(widget, "subtitle" if subtitle else "title", title):
+        return
+    text = Text(title)  # plain: titles carry node, session and filter text, never markup
+    if subtitle:
+        widget.border_subtitle = text
+    else:
+        widget.border_title = text
 
 
 def _join(app, parts: Sequence[tuple[str, str | None]]) -> Text:
@@ -27,7 +61,7 @@ class StatusBar(Static):
     """One line: product, SIMULATED, the equilibrium level, nodes online, PAUSED, READ-ONLY, screen."""
 
     def show(self, parts: Sequence[tuple[str, str | None]]) -> None:
-        self.update(_join(self.app, parts))
+        show(self, _join(self.app, parts))
 
 
 @dataclass(frozen=True)
@@ -54,13 +88,15 @@ class EquilibriumPanel(Static):
     MARKS = {"pending": "~", "firing": "!"}
 
     def show(self, level: str, lines: Sequence[MetricLine], *, compact: bool, ascii_only: bool) -> None:
-        self.border_title = f"Equilibrium: {level.upper()}"
-        self.styles.border_title_color = self.app.theme_variables.get(f"sev-{fmt.level_severity(level)}")
+        set_title(self, f"Equilibrium: {level.upper()}")
+        colour = self.app.theme_variables.get(f"sev-{fmt.level_severity(level)}")
+        if _changed(self, "title-colour", colour):
+            self.styles.border_title_color = colour
         width = self.content_size.width or self.app.size.width - 4
         if not lines:
-            self.update("waiting for the first evaluation...")
+            show(self, "waiting for the first evaluation...")
             return
-        self.update(self._compact(lines, width, ascii_only) if compact else self._wide(lines, width, ascii_only))
+        show(self, self._compact(lines, width, ascii_only) if compact else self._wide(lines, width, ascii_only))
 
     def _spark(self, line: MetricLine, width: int, ascii_only: bool) -> Text:
         high = max([line.critical, *line.history]) if line.history else line.critical
@@ -78,8 +114,10 @@ class EquilibriumPanel(Static):
             text.append(f"  thr {fmt.metric_value(line.name, line.threshold):>6}")
             text.append(f" crit {fmt.metric_value(line.name, line.critical):>6} ")
             text.append_text(self._spark(line, spark_w, ascii_only))
+            # The state is followed by a space even at its longest ("degraded"), so it never runs
+            # into the projection.
             text.append_text(styled(self.app, f" {line.state:<8}", line.severity))
-            text.append(f"{line.trend:<22}"[:22])
+            text.append(f" {line.trend:<21}"[:22])
         return text
 
     def _compact(self, lines: Sequence[MetricLine], width: int, ascii_only: bool) -> Text:
@@ -107,7 +145,7 @@ class CostPanel(Static):
             if i:
                 text.append("\n")
             text.append_text(_join(self.app, line))
-        self.update(text)
+        show(self, text)
 
 
 def budget_line(label: str, spent: float, budget: float | None, width: int, ascii_only: bool) -> list[tuple[str, str | None]]:
@@ -154,7 +192,9 @@ class EventLog(RichLog):
     ROUTINE = frozenset({"ingest.stats"})
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=500, wrap=False, markup=False, auto_scroll=True, **kwargs)
+        # Wrapped, not scrolled sideways: a long event is read whole, and no horizontal scrollbar
+        # is repainted with every line.
+        super().__init__(max_lines=500, wrap=True, markup=False, auto_scroll=True, **kwargs)
 
     def add(self, event: HeadyEvent) -> None:
         if event.name in self.ROUTINE:
@@ -220,7 +260,13 @@ class KeyBar(Static):
         active = screen.active_bindings
         entries = []
         seen_actions = set()
-        for _, binding, enabled, _ in active.values():
+        # This screen's own keys first, then help, then the keys that work everywhere: on a
+        # narrow terminal the line is cut at the end, and what is cut is one `?` away.
+        ordered = sorted(
+            active.values(),
+            key=lambda b: (b.node is app, b.binding.action != "help"),
+        )
+        for node, binding, enabled, _ in ordered:
             if not binding.show or binding.action in seen_actions:
                 continue
             seen_actions.add(binding.action)

@@ -1,7 +1,11 @@
-"""A DataTable that is updated by key: rows added, removed and changed in place, never rebuilt.
+"""A DataTable that shows rows by id, sending only the cells that changed.
 
-Over SSH every repainted cell costs bytes, so `sync` touches only cells whose value changed and
-does it inside one batch_update. A filter (the `/` key) hides rows whose text does not contain it.
+Over SSH every repainted cell costs bytes. DataTable.update_cell repaints the whole table, and a
+reorder (DataTable.sort) does too, so this table keeps its rows in display slots: slot i is always
+row i, and `sync` writes a row's cells into the slot it should show in. A value that moved, a
+reorder, a new sort order all become cell updates, each repainting only its own cell's region.
+Rows are added and removed at the end only. `s` cycles the sort column, `S` reverses it (a header
+click does both; the keys are the app's `sort` actions); `/` filters. Sort and filter show in the table's bottom border with the count.
 
 Every cell is shown through `plain()`: DataTable parses a `str` cell as Textual markup, and cells
 carry agent-supplied names (`[@click=app.quit]` would be a live action). Converting here, at the one
@@ -10,12 +14,15 @@ place cells enter a table, makes every table safe without each screen rememberin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
+from rich.cells import cell_len
 from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.widget import Widget
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 Cell = str | Text
 
@@ -31,8 +38,27 @@ def plain(value: Cell, limit: int = CELL_MAX) -> Text:
     return text
 
 
+# "$1.16", "222.6k", "29%", "1m05s", "2h": a number with an optional unit, the whole cell.
+_QUANTITY = re.compile(r"^[$~<>]?(-?\d+(?:\.\d+)?)([kMGB%]?)$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_SCALE = {"": 1.0, "%": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
+
+
 def _plain(cell: Cell) -> str:
     return cell.plain if isinstance(cell, Text) else cell
+
+
+def sort_key(cell: Cell) -> tuple[int, float, str]:
+    """Numbers (money, counts with k/M, percentages, durations) sort by value, before text."""
+    text = _plain(cell).strip().replace(",", "")
+    match = _QUANTITY.match(text)
+    if match:
+        return (0, float(match.group(1)) * _SCALE[match.group(2)], "")
+    duration = _DURATION.match(text) if text else None
+    if duration and any(duration.groups()):
+        d, h, m, s = (int(part or 0) for part in duration.groups())
+        return (0, float(((d * 24 + h) * 60 + m) * 60 + s), "")
+    return (1, 0.0, text.lower())
 
 
 class KeyedTable(DataTable):
@@ -41,20 +67,35 @@ class KeyedTable(DataTable):
     DEFAULT_CSS = """
     KeyedTable { height: 1fr; }
     """
+    _cells_only = False  # a class default: DataTable.__init__ already refreshes
 
     def __init__(self, columns: Sequence[tuple[str, str]], **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._column_spec = list(columns)  # (key, label)
-        self._shown: dict[str, tuple[Cell, ...]] = {}
-        self._order: list[str] = []
+        self._slots: list[str] = []  # the id shown in each slot, slot i being row i
+        self._shown: list[tuple[Cell, ...]] = []
+        self._last_rows: dict[str, tuple[Cell, ...]] = {}
+        self._last_total: int | None = None
         self.filter_text = ""
         self.rows_total = 0
+        self.sort_column: int | None = None
+        self.sort_reverse = False
         self._style_check_due = True
         self._drawn_with: tuple | None = None
+        self._subtitle = ""
 
     def on_mount(self) -> None:
         for key, label in self._column_spec:
             self.add_column(label, key=key)
+
+    # --- painting only what changed --------------------------------------------------------
+
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):
+        # While `sync` writes cells, DataTable's whole-table repaint after each update_cell is
+        # replaced by a repaint of that cell's region alone (refresh_coordinate, below).
+        if self._cells_only and not regions and not layout and not recompose:
+            return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def _style_signature(self) -> tuple:
         """Everything from the stylesheet that the table's cells are drawn with."""
@@ -82,6 +123,8 @@ class KeyedTable(DataTable):
                 super().notify_style_update()
         return super().render_lines(crop)
 
+    # --- filter and sort --------------------------------------------------------------------
+
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip().lower()
 
@@ -90,55 +133,126 @@ class KeyedTable(DataTable):
             return True
         return any(self.filter_text in _plain(cell).lower() for cell in cells)
 
+    def action_cycle_sort(self) -> None:
+        """No sort (the screen's own order) -> first column -> ... -> last column -> no sort."""
+        count = len(self._column_spec)
+        self.sort_column = 0 if self.sort_column is None else (self.sort_column + 1 if self.sort_column + 1 < count else None)
+        self._resync()
+
+    def action_reverse_sort(self) -> None:
+        if self.sort_column is None:
+            self.sort_column = 0
+        else:
+            self.sort_reverse = not self.sort_reverse
+        self._resync()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        if self.sort_column == event.column_index:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = event.column_index, False
+        self._resync()
+
+    def _resync(self) -> None:
+        self.sync(self._last_rows, filtered=True, total=self._last_total)
+
+    def _ordered(self, rows: dict[str, tuple[Cell, ...]]) -> list[tuple[str, tuple[Cell, ...]]]:
+        items = list(rows.items())
+        column = self.sort_column
+        if column is None:
+            return items[::-1] if self.sort_reverse else items
+        return sorted(items, key=lambda item: sort_key(item[1][column]), reverse=self.sort_reverse)
+
+    def _update_subtitle(self, shown: int, total: int) -> None:
+        parts = []
+        if self.sort_column is not None:
+            label = self._column_spec[self.sort_column][1]
+            parts.append(f"sort: {label} {'v' if self.sort_reverse else '^'}")
+        if self.filter_text:
+            parts.append(f"filter: {self.filter_text} ({shown} of {total})")
+        subtitle = "  ".join(parts)
+        if subtitle != self._subtitle:
+            self._subtitle = subtitle
+            # A Text, not a string: the filter is typed text and must not be read as markup.
+            self.border_subtitle = Text(subtitle) if subtitle else None
+
+    # --- rows --------------------------------------------------------------------------------
+
     @property
     def selected_key(self) -> str | None:
-        if not self.row_count:
-            return None
-        try:
-            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
-        except CellDoesNotExist:
-            return None
-        return row_key.value
+        row = self.cursor_row
+        return self._slots[row] if self.row_count and 0 <= row < len(self._slots) else None
 
-    def sync(self, rows: Mapping[str, Sequence[Cell]], *, filtered: bool = False) -> None:
+    def ids(self) -> list[str]:
+        """The ids shown, top to bottom."""
+        return list(self._slots)
+
+    def row_of(self, key: str) -> int:
+        """The row index showing id `key` (ValueError if it is not shown)."""
+        return self._slots.index(key)
+
+    def row(self, key: str) -> tuple[Cell, ...]:
+        return self._shown[self.row_of(key)]
+
+    def cell(self, key: str, column: str) -> Cell:
+        """The cell of id `key` in the column keyed `column`, as shown."""
+        return self.row(key)[[k for k, _ in self._column_spec].index(column)]
+
+    def key_for(self, row_key: RowKey) -> str | None:
+        """The id shown in the row DataTable names `row_key` (its slot)."""
+        try:
+            return self._slots[self.get_row_index(row_key)]
+        except (RowDoesNotExist, IndexError):
+            return None
+
+    def sync(self, rows: Mapping[str, Sequence[Cell]], *, filtered: bool = False, total: int | None = None) -> None:
         """Make the table show exactly `rows` (after the filter, unless the caller has `filtered`
-        them on more than the cells show), keeping the cursor on its row."""
-        self.rows_total = len(rows)
+        them on more than the cells show; then `total` is how many there were before), sorted by
+        the chosen column if any, keeping the cursor on its row."""
         wanted = {key: tuple(cells) for key, cells in rows.items() if filtered or self._matches(tuple(cells))}
-        order = list(wanted)
+        self._last_rows, self._last_total = wanted, (total if filtered else len(rows))
+        self.rows_total = self._last_total if self._last_total is not None else len(wanted)
+        ordered = self._ordered(wanted)
         keys = [key for key, _ in self._column_spec]
         with self.app.batch_update():
             selected = self.selected_key
-            for key in [k for k in self._shown if k not in wanted]:
-                try:
-                    self.remove_row(key)
-                except RowDoesNotExist:
-                    pass
-                del self._shown[key]
-            for key, cells in wanted.items():
-                old = self._shown.get(key)
-                if old is None:
-                    self.add_row(*(plain(cell) for cell in cells), key=key)
-                elif old != cells:
-                    for column, before, after in zip(keys, old, cells):
+            while len(self._slots) > len(ordered):
+                self.remove_row(str(len(self._slots) - 1))
+                self._slots.pop()
+                self._shown.pop()
+            self._cells_only = True
+            try:
+                for slot, (key, cells) in enumerate(ordered):
+                    if slot == len(self._slots):
+                        break
+                    self._slots[slot] = key
+                    old = self._shown[slot]
+                    if old == cells:
+                        continue
+                    for column, (before, after) in enumerate(zip(old, cells)):
                         if before != after:
-                            self.update_cell(key, column, plain(after))
-                self._shown[key] = cells
-            if order != self._order and [k for k in self._order if k in wanted] != order:
-                self._reorder(order)
-            self._order = order
+                            # A value wider than its column widens it (a whole repaint, rare)
+                            # rather than being cut: "1m00s" must not show as "1m0".
+                            wider = cell_len(_plain(after)) > self.columns[ColumnKey(keys[column])].content_width
+                            self.update_cell(str(slot), keys[column], plain(after), update_width=wider)
+                            self.refresh_coordinate(Coordinate(slot, column))
+                    self._shown[slot] = cells
+            finally:
+                self._cells_only = False
+            for slot in range(len(self._slots), len(ordered)):
+                key, cells = ordered[slot]
+                self.add_row(*(plain(cell) for cell in cells), key=str(slot))
+                self._slots.append(key)
+                self._shown.append(cells)
             if selected is not None and selected in wanted:
-                index = self.get_row_index(selected)
+                index = self._slots.index(selected)
                 if index != self.cursor_row:
                     self.move_cursor(row=index, animate=False, scroll=False)
-
-    def _reorder(self, order: list[str]) -> None:
-        # DataTable.sort hands its key function a row's cell values only, not its key: the identities
-        # of the cell objects the table holds (get_row) name the row.
-        rank = {tuple(map(id, self.get_row(key))): i for i, key in enumerate(order)}
-        self.sort(key=lambda cells: rank.get(tuple(map(id, cells)), len(rank)))
+            self._update_subtitle(len(ordered), self.rows_total)
 
     def clear_rows(self) -> None:
         self.clear()
+        self._slots.clear()
         self._shown.clear()
-        self._order = []
+        self._last_rows = {}

@@ -339,6 +339,9 @@ class HeadyApp(App[int]):
             parts.append(("  PAUSED", "critical"))
         if self.read_only:
             parts.append(("  READ-ONLY", "careful"))
+        holder = reader.acting_brain()
+        if holder is not None:
+            parts.append((f"  VIEW-ONLY (brain: {holder})", "careful"))
         screen.part("#status", StatusBar).show(parts)
 
     # --- events and consent ------------------------------------------------------------
@@ -377,7 +380,8 @@ class HeadyApp(App[int]):
             for screen in self.screen_stack:
                 if isinstance(screen, ConsentModal) and screen.request_id == shown.id:
                     screen.superseded()
-        if self.read_only or self._consent_open is not None or not self._consent_queue:
+        # A view-only console asks nothing: the brain holding the lease asks its own operators.
+        if self.read_only or brain.view_only or self._consent_open is not None or not self._consent_queue:
             return
         request = self._consent_queue.popleft()
         try:

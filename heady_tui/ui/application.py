@@ -319,6 +319,9 @@ class HeadyApp(App[int]):
         parts: list[tuple[str, str | None]] = [("heady", None)]
         if reader.simulated:
             parts += [("  ", None), ("SIMULATED", "warning")]
+        holder = reader.acting_brain()
+        if holder is not None:  # first, so a narrow terminal still shows it
+            parts.append((f"  VIEW-ONLY (brain: {holder})", "careful"))
         parts += [
             ("  equilibrium ", None),
             (level.upper(), level_severity(level)),
@@ -334,14 +337,12 @@ class HeadyApp(App[int]):
             parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}", "warning"))
         pending = len(self._consent_queue) + (1 if self._consent_open else 0)
         if pending:
-            parts.append((f"  CONSENT PENDING {pending}" + (" (w: view)" if self.read_only else ""), "critical"))
+            viewing = self.read_only or holder is not None
+            parts.append((f"  CONSENT PENDING {pending}" + (" (w: view)" if viewing else ""), "critical"))
         if self.frozen:
             parts.append(("  PAUSED", "critical"))
         if self.read_only:
             parts.append(("  READ-ONLY", "careful"))
-        holder = reader.acting_brain()
-        if holder is not None:
-            parts.append((f"  VIEW-ONLY (brain: {holder})", "careful"))
         screen.part("#status", StatusBar).show(parts)
 
     # --- events and consent ------------------------------------------------------------

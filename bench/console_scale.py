@@ -4,9 +4,13 @@
     .venv/bin/python bench/console_scale.py [--nodes 100,500,1000,2000] [--sessions-per-node 10]
                                             [--rounds 20] [--links 200] [--link-seconds 20]
 
+Each part runs in a fresh child process, so resident memory one part freed cannot hide what the
+next one adds.
+
 1. Connections: `--links` NodeLinks of a real Supervisor to one real `heady-agent` child (distinct
-   node names, one WebSocket each), 1 frame/s each. Reported: memory and CPU the console spends per
-   connected node. Run first, so memory freed by a larger part cannot hide what the links add.
+   node names, one WebSocket each; the agent's synthetic node sends metrics each second plus its
+   sessions' events). Reported: memory the console adds per connection, frames/s received, and
+   CPU per connection and per 1,000 frames/s (WebSocket, parse, store, ack, fleet, brain).
 2. Fleet size (no sockets): for each node count, a console (store, fleet, brain) is fed a minute of
    history per node (metrics each second, sessions, LLM calls) through `Supervisor.link_frames`,
    the path every stored frame takes. Reported: resident memory added (MB, and KB per node), then
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -105,23 +110,36 @@ async def connections(links: int, seconds: float) -> None:
                 await wait_until(lambda: all(n.status == "online" for n in supervisor.fleet.nodes.values()), timeout=120,
                                  what="every link online")
                 await asyncio.sleep(5.0)  # past the replay of the agent's journal
+                seqs = {n.id: n.last_seq for n in supervisor.fleet.nodes.values()}
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 await asyncio.sleep(seconds)
-                cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+                wall = time.perf_counter() - wall0
+                cpu = (time.process_time() - cpu0) / wall
+                frames = sum(n.last_seq - seqs[n.id] for n in supervisor.fleet.nodes.values()) / wall
                 held = rss() - before
             finally:
                 await supervisor.stop()
         finally:
             await agent.terminate()
-    print(f"{links} live connections (1 frame/s each): +{held / MB:.1f} MB ({held / links / 1024:.1f} KB per connection), "
-          f"{cpu * 100:.1f}% of a core ({cpu * 100 / links * 1000:.1f}% per 1,000 connections)")
+    print(f"{links} live connections: +{held / MB:.1f} MB ({held / links / 1024:.1f} KB per connection); "
+          f"{frames:.0f} frames/s received ({frames / links:.1f} per connection); {cpu * 100:.1f}% of a core "
+          f"({cpu * 100 / links:.3f}% per connection, {cpu / max(frames, 1e-9) * 1000 * 100:.1f}% of a core per 1,000 frames/s)")
 
 
-async def run(args: argparse.Namespace) -> None:
-    if args.links:
-        await connections(args.links, args.link_seconds)
-    for nodes in (int(n) for n in args.nodes.split(",")):
-        await fleet_size(nodes, args.sessions_per_node, args.rounds)
+def run(args: argparse.Namespace) -> None:
+    common = ["--sessions-per-node", str(args.sessions_per_node), "--rounds", str(args.rounds),
+              "--links", str(args.links), "--link-seconds", str(args.link_seconds)]
+    parts = (["links"] if args.links else []) + [f"fleet:{n}" for n in args.nodes.split(",")]
+    for part in parts:
+        subprocess.run([sys.executable, __file__, "--only", part, *common], check=True)
+
+
+def run_part(args: argparse.Namespace) -> None:
+    kind, _, size = args.only.partition(":")
+    if kind == "links":
+        asyncio.run(connections(args.links, args.link_seconds))
+    else:
+        asyncio.run(fleet_size(int(size), args.sessions_per_node, args.rounds))
 
 
 def main() -> int:
@@ -131,7 +149,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--links", type=int, default=200)
     parser.add_argument("--link-seconds", type=float, default=20.0)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # one part, in this process (how run() spawns them)
+    args = parser.parse_args()
+    if args.only:
+        run_part(args)
+    else:
+        run(args)
     return 0
 
 

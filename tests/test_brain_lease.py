@@ -1,7 +1,7 @@
 """The brain's lease on a real SQLite file: who may act, when another takes over, and fencing.
 
-Two `Lease`s on one database stand for two consoles; a ManualClock is stepped past the lease time
-instead of waiting for it.
+Two `Lease`s (or two offline consoles with their brains) on one database stand for two consoles; a
+ManualClock is stepped past the lease time instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from contextlib import asynccontextmanager
 import pytest
 
 from heady_agent.clock import ManualClock
-from heady_tui.brain.lease import ACTING, VIEW_ONLY, Lease, LeaseView
+from heady_tui.brain.lease import ACTING, VIEW_ONLY, Lease, LeaseView, ViewOnlyError
+from heady_tui.config import Config, Paths
+from heady_tui.events import HeadyEvent
 from heady_tui.records import Records, StaleFence
 from heady_tui.store import Store
+from heady_tui.ui.samplefleet import close_offline, open_offline
 
 LEASE_S = 15.0
 T0 = 1_800_000_000.0
@@ -128,3 +131,30 @@ async def test_a_holder_whose_lease_lapsed_unclaimed_keeps_its_token(tmp_path):
         clock.advance(LEASE_S * 3)  # e.g. a suspended laptop: nobody acted meanwhile
         claim = await lease.claim()
         assert claim.held and claim.row.token == 1 and claim.previous is None
+
+
+async def test_a_brain_that_stalled_past_its_lease_is_refused_then_stands_down(tmp_path):
+    clock = ManualClock(T0)
+    config = Config.model_validate({"brain": {"lease_s": LEASE_S}})
+    paths = Paths(tmp_path / "config.toml", tmp_path / "data")
+    stalled = await open_offline(config, paths, clock)
+    other = await open_offline(config, paths, clock)
+    try:
+        seen: list[HeadyEvent] = []
+        stalled.subscribe(seen.append)
+        assert stalled.brain.lease_view().role == ACTING and other.brain.view_only
+        clock.advance(LEASE_S + 1)
+        await other.brain.tick()
+        assert other.brain.lease_view() == LeaseView(ACTING, other.brain.lease.me, other.brain.lease.me, 2, clock.now() + LEASE_S)
+
+        with pytest.raises(StaleFence):
+            await stalled.brain.grant("single", "written after the lease was taken over")
+        assert await other.brain.records.grants() == []
+        await stalled.brain.tick()
+        assert [(e.details["role"], e.details["holder"]) for e in seen if e.name == "brain.role"] == [
+            (VIEW_ONLY, other.brain.lease.me)]
+        with pytest.raises(ViewOnlyError, match="view-only: the brain of"):
+            await stalled.brain.reset_policy("n0", "s1", "resume_on_idle")
+    finally:
+        await close_offline(stalled)
+        await close_offline(other)

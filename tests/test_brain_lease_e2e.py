@@ -40,8 +40,8 @@ def named(events: list[HeadyEvent], name: str, **match: Any) -> list[HeadyEvent]
 
 def commands_received(caplog: pytest.LogCaptureFixture, action: str) -> list[str]:
     """Targets of every `action` command the in-process agents ran, from their command log."""
-    return [r.args[2] for r in caplog.records
-            if r.name == "heady_agent.server" and r.msg.startswith("command ") and isinstance(r.args, tuple) and r.args[1] == action]
+    return [str(r.args[2]) for r in caplog.records
+            if r.name == "heady_agent.server" and str(r.msg).startswith("command ") and isinstance(r.args, tuple) and r.args[1] == action]
 
 
 async def console(stack: AsyncExitStack, config: Config, paths: Paths, events: list[HeadyEvent]) -> Supervisor:

@@ -19,7 +19,6 @@ import hashlib
 from typing import Any
 
 from heady_agent.aio import cancel_and_wait
-
 from heady_agent.protocol import Event, LlmCallData, Metrics
 from heady_tui.audit import AuditEntry, Verification, canonical
 from heady_tui.engine.consent import ConsentRequest, Grant, grantor
@@ -166,6 +165,8 @@ class Brain:
             await cancel_and_wait([self._renewer])
             self._renewer = None
         lease = self.ctx.lease
+        if lease is not None and lease.held:
+            await lease.renew()  # a lease that lapsed unclaimed is still this brain's to stop cleanly
         if lease is not None and lease.acting(self.clock.now()):
             try:
                 if self.rebalancer.running:

@@ -71,8 +71,10 @@ class BrainContext:
 
     async def command(self, node: str, action: str, target: str | None, args: Mapping[str, object]) -> Outcome:
         """Send a decision's command, stamped with the lease token (`fence`); refused unless this brain
-        holds an unexpired lease."""
+        holds an unexpired lease (one that lapsed is renewed first, which fails if another brain took it)."""
         lease = self.lease
+        if lease is not None and lease.held and not lease.acting(self.clock.now()):
+            await lease.renew()
         if lease is None or not lease.acting(self.clock.now()):
             holder = lease.row.holder if lease is not None and lease.row is not None else "another console"
             return False, "view_only", {"message": f"not sent: the brain of {holder} acts on this fleet"}

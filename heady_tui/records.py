@@ -93,8 +93,9 @@ CHANGE_SELECT = ", ".join(CHANGE_COLUMNS)
 CHANGE_SELECT_C = ", ".join(f"c.{c}" for c in CHANGE_COLUMNS)
 
 
-class StaleFence(RuntimeError):
-    """A fenced write whose token is no longer the lease's: another brain took the fleet over."""
+class StaleFence(ValueError):
+    """A fenced write whose token is no longer the lease's: another brain took the fleet over.
+    A ValueError, so a console shows it as the one-line reason an action did not take."""
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,12 @@ class LivenessConfig(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+class BrainConfig(_Section):
+    # Only the brain holding the lease acts; it renews it every lease_s / 3, and another brain on the
+    # same database takes over once it has gone unrenewed this long.
+    lease_s: float = Field(default=15.0, gt=0, le=3600)
+
+
 class StoreConfig(_Section):
     retention_days: float = Field(default=30, gt=0)
     metric_rollup_s: int = Field(default=10, ge=1)
@@ -214,6 +220,7 @@ class Config(_Section):
     ui: UiConfig = Field(default_factory=UiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     liveness: LivenessConfig = Field(default_factory=LivenessConfig)
+    brain: BrainConfig = Field(default_factory=BrainConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @model_validator(mode="after")

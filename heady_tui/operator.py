@@ -51,7 +51,7 @@ class OperatorAudit:
             "args": dict(args),
             "result": "ok" if error is None else "error",
             "error": error,
-        })
+        }, fenced=False)  # a person's action: recorded whichever console's brain holds the lease
 
     async def run(self, action: str, target: str | None, args: Mapping[str, object], call: Awaitable[T]) -> T:
         """Await `call` and audit it; an exception is audited as the error, then raised again."""

@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,42 @@ CREATE INDEX healing_cycles_at ON healing_cycles (at);
 CREATE TABLE metric_level_changes (at REAL NOT NULL, metric TEXT NOT NULL, level TEXT NOT NULL, previous TEXT NOT NULL, value REAL);
 CREATE INDEX metric_level_changes_at ON metric_level_changes (at);
 """,
+    # One row: the brain that may act on the fleet (docs/engines.md, "One brain, many viewers").
+    """
+CREATE TABLE brain_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, token INTEGER NOT NULL,
+    acquired REAL NOT NULL, expires REAL NOT NULL
+);
+""",
 ]
 
 GRANT_COLUMNS = "id, scope, grantor, created, expires, caps, uses, max_uses, revoked, reason, fingerprint"
 CHANGE_COLUMNS = ("run_id", "seq", "node", "action", "target", "args", "revert_action", "revert_args", "applied", "reverted")
 CHANGE_SELECT = ", ".join(CHANGE_COLUMNS)
 CHANGE_SELECT_C = ", ".join(f"c.{c}" for c in CHANGE_COLUMNS)
+
+
+class StaleFence(ValueError):
+    """A fenced write whose token is no longer the lease's: another brain took the fleet over.
+    A ValueError, so a console shows it as the one-line reason an action did not take."""
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    holder: str
+    token: int
+    acquired: float
+    expires: float
+
+
+@dataclass(frozen=True)
+class LeaseClaim:
+    """The lease after a claim: `row` as it now is; `previous` the row it replaced when the claim
+    took the lease over (None for a renewal, a first lease or a refused claim)."""
+
+    row: LeaseRow
+    held: bool
+    previous: LeaseRow | None
 
 
 def _grant(row: Any) -> Grant:
@@ -98,6 +129,8 @@ class Records:
         self._committed_at = 0.0  # its time, which the anchor records
         self._durable = audit.Head(0, audit.GENESIS)  # the newest one fsync'd and anchored
         self._durable_lock = asyncio.Lock()
+        # The lease token while this console's brain acts: every write checks it and every audit entry carries it.
+        self.fence: int | None = None
 
     @classmethod
     async def open(cls, store: Store, anchor: Path) -> "Records":
@@ -109,14 +142,22 @@ class Records:
         return self.store.db
 
     @asynccontextmanager
-    async def write(self, audit_entry: tuple[float, str, str, dict[str, Any]] | None = None) -> AsyncIterator[aiosqlite.Connection]:
+    async def write(self, audit_entry: tuple[float, str, str, dict[str, Any]] | None = None, *,
+                    fenced: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         """One transaction; with `audit_entry` (ts, actor, action, details) the audit append commits in
-        it, and the write returns only once that entry is on disk and anchored."""
+        it, and the write returns only once that entry is on disk and anchored. While `fence` is set the
+        transaction first checks it is still the lease's token (StaleFence otherwise, nothing written)
+        and the audit entry carries it."""
         appended: audit.AuditEntry | None = None
         async with self.store.transaction() as db:
+            fence = self.fence if fenced else None
+            if fence is not None:
+                await self._check_fence(db, fence)
             yield db
             if audit_entry is not None:
                 ts, actor, action, details = audit_entry
+                if fence is not None:
+                    details = {**details, "fence": fence}
                 appended = await audit.append_in(db, ts=ts, actor=actor, action=action, details=details)
                 # Before the commit, so a crash between commit and anchor leaves a verifiable chain.
                 base, pending = audit.Head(appended.seq - 1, appended.prev_hash), audit.Head(appended.seq, appended.hash)
@@ -138,8 +179,16 @@ class Records:
             await asyncio.to_thread(audit.make_durable, self.store.path, self.anchor, target, self._committed_at)
             self._durable = target
 
-    async def audit(self, ts: float, actor: str, action: str, details: dict[str, Any]) -> None:
-        async with self.write((ts, actor, action, details)):
+    @staticmethod
+    async def _check_fence(db: aiosqlite.Connection, fence: int) -> None:
+        rows = list(await db.execute_fetchall("SELECT token, holder FROM brain_lease WHERE id = 1"))
+        if not rows or rows[0][0] != fence:
+            holder = rows[0][1] if rows else "nobody"
+            raise StaleFence(f"lease token {fence} is stale: the brain of {holder} acts on this fleet now")
+
+    async def audit(self, ts: float, actor: str, action: str, details: dict[str, Any], *, fenced: bool = True) -> None:
+        """One audit entry; `fenced=False` for an operator's own entry, which no lease governs."""
+        async with self.write((ts, actor, action, details), fenced=fenced):
             pass
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -163,7 +212,7 @@ class Records:
 
     async def use_grant(self, grant_id: str, now: float, fingerprint: str) -> bool:
         """Consume one use atomically: one conditional UPDATE; True only for the caller that got it."""
-        async with self.store.transaction() as db:
+        async with self.write() as db:
             cur = await db.execute(
                 """UPDATE grants SET uses = uses + 1 WHERE id = ? AND revoked IS NULL
                    AND (expires IS NULL OR expires > ?) AND (max_uses IS NULL OR uses < max_uses)
@@ -396,6 +445,50 @@ class Records:
     async def budget_notice(self, budget: str, period: str, percent: int, at: float) -> None:
         async with self.write() as db:
             await db.execute("INSERT OR IGNORE INTO budget_notices VALUES (?,?,?,?)", (budget, period, percent, at))
+
+    # --- the brain's lease ------------------------------------------------------------
+
+    async def lease(self) -> LeaseRow | None:
+        rows = await self._rows("SELECT holder, token, acquired, expires FROM brain_lease WHERE id = 1")
+        return LeaseRow(*rows[0]) if rows else None
+
+    async def claim_lease(self, holder: str, token: int | None, now: float, lease_s: float) -> LeaseClaim:
+        """Renew the lease `token` of `holder`, or take it when it is free or expired (a new token, one
+        above the last, audited as `brain.lease`); refused while another holder's lease runs. One
+        transaction, so two brains claiming at once get one lease."""
+        async with self.store.transaction() as db:
+            rows = list(await db.execute_fetchall("SELECT holder, token, acquired, expires FROM brain_lease WHERE id = 1"))
+            current = LeaseRow(*rows[0]) if rows else None
+            if current is not None and current.holder == holder and current.token == token:
+                row = LeaseRow(holder, current.token, current.acquired, now + lease_s)
+                await db.execute("UPDATE brain_lease SET expires = ? WHERE id = 1", (row.expires,))
+                return LeaseClaim(row, True, None)
+            if current is not None and current.expires > now:
+                return LeaseClaim(current, False, None)
+            row = LeaseRow(holder, (current.token if current else 0) + 1, now, now + lease_s)
+            await db.execute("INSERT OR REPLACE INTO brain_lease VALUES (1, ?, ?, ?, ?)", (row.holder, row.token, row.acquired, row.expires))
+            entry = await audit.append_in(db, ts=now, actor=holder, action="brain.lease", details={
+                "holder": holder, "fence": row.token, "expires": row.expires,
+                "previous": current.holder if current else None, "previous_expires": current.expires if current else None})
+        if entry.seq > self._committed.count:
+            self._committed = audit.Head(entry.seq, entry.hash)
+        await self._make_durable(entry.seq)
+        return LeaseClaim(row, True, current)
+
+    async def renew_lease(self, holder: str, token: int, now: float, lease_s: float) -> LeaseRow | None:
+        """Extend this holder's lease; None when its token is no longer the lease's."""
+        async with self.store.transaction() as db:
+            cur = await db.execute("UPDATE brain_lease SET expires = ? WHERE id = 1 AND holder = ? AND token = ?",
+                                   (now + lease_s, holder, token))
+            if cur.rowcount != 1:
+                return None
+            rows = list(await db.execute_fetchall("SELECT holder, token, acquired, expires FROM brain_lease WHERE id = 1"))
+        return LeaseRow(*rows[0])
+
+    async def release_lease(self, holder: str, token: int, now: float) -> None:
+        """End this holder's lease now, so another brain takes over at its next claim."""
+        async with self.store.transaction() as db:
+            await db.execute("UPDATE brain_lease SET expires = ? WHERE id = 1 AND holder = ? AND token = ?", (now, holder, token))
 
     # --- audit ------------------------------------------------------------------------
 

@@ -71,6 +71,8 @@ async def test_run_headless_stops_cleanly_on_sigterm(tmp_path):
             "--data-dir", str(tmp_path / "data"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env_for(tmp_path),
         )  # fmt: skip
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), TIMEOUT_S))
+        assert (first["event"], first["role"]) == ("brain.role", "acting")  # the brain's role comes first
         line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT_S)
         assert json.loads(line)["event"] == "node.online"
         proc.send_signal(signal.SIGTERM)

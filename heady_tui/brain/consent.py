@@ -45,10 +45,10 @@ class ConsentDesk:
         self._held: set[str] = set()  # requests shown in a dialog right now
 
     async def load(self) -> None:
+        """Grants and open requests as recorded (at a takeover, and each tick of a view-only brain)."""
         records = self.ctx.records
         self._grants = await records.grants()
-        for r in await records.requests(state="requested"):
-            self._requests[r.id] = r
+        self._requests = {r.id: r for r in await records.requests(state="requested")}
 
     async def _reload_grants(self) -> None:
         self._grants = await self.ctx.records.grants()

@@ -5,13 +5,20 @@ the reports and the CLI read and act through (docs/internals.md; types in docs/e
 This facade keeps the public API; the work is done by its parts: `CostLedger` (calls, costs,
 budgets), `ConsentDesk` (requests and grants), `RebalanceRunner` (runs), `PolicyExecutor`
 (session policies) and `HealingDispatcher` (healing cycles and tasks).
+
+Only the brain holding the lease (`Lease`) acts. The others run view-only: they evaluate and show
+the fleet and follow what the acting brain records, but send no command, ask no consent and write
+nothing. Taking the lease over reloads the state the previous holder left (policies, tasks,
+requests, runs to recover), so a crashed holder's open rebalance is reverted only then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
+from heady_agent.aio import cancel_and_wait
 from heady_agent.protocol import Event, Metrics
 from heady_tui.audit import AuditEntry, Verification, canonical
 from heady_tui.engine.consent import ConsentRequest, Grant, grantor
@@ -21,12 +28,13 @@ from heady_tui.engine.healing import HealingCycle, HealingEngine, Task, WeakPoin
 from heady_tui.engine.policies import NeedsAttention, PolicyEngine
 from heady_tui.engine.rebalance import NodeView, RebalanceStatus
 from heady_tui.ledger import PricedCall
-from heady_tui.records import Records
+from heady_tui.records import LeaseClaim, Records, StaleFence
 
 from .consent import ConsentDesk
 from .cost_ledger import CostLedger
 from .healing_dispatch import CYCLES_KEPT, HealingDispatcher
 from .host import BrainContext, BrainHost
+from .lease import ACTING, VIEW_ONLY, Lease, LeaseView, ViewOnlyError
 from .policy_exec import PolicyExecutor
 from .rebalance_run import RebalanceRunner
 
@@ -45,6 +53,9 @@ class Brain:
         self.healing = HealingDispatcher(self.ctx, HealingEngine(self.config.healing), self.ledger)
         self._saved_detector: dict[str, Any] | None = None
         self._errors_high = False
+        self._acting_token: int | None = None  # the lease token this brain loaded its state for
+        self._shown_role: tuple[str, str] | None = None  # (role, holder) last published
+        self._renewer: asyncio.Task[None] | None = None
         self.started = False
 
     @property
@@ -57,18 +68,79 @@ class Brain:
         store = self.host.store
         assert store is not None
         records = self.ctx.opened = await Records.open(store, self.host.paths.audit_anchor)
+        lease = self.ctx.lease = Lease(records, self.clock, self.config.brain.lease_s)
         saved = await records.kv_get("detector")
         if isinstance(saved, dict):
             self.detector.import_state(saved)
             self._saved_detector = saved
-        await self.policy_exec.load()
-        await self.healing.load()
         await self.ledger.load()
-        await self.consent.load()
+        await self._claim()
+        if self._acting_token is None:
+            await self._follow()
+        self._renewer = asyncio.create_task(lease.renew_forever(), name="brain:lease")
+        self.started = True
+
+    # --- the lease --------------------------------------------------------------------
+
+    @property
+    def lease(self) -> Lease:
+        assert self.ctx.lease is not None, "the brain is not started"
+        return self.ctx.lease
+
+    @property
+    def view_only(self) -> bool:
+        return self.ctx.lease is not None and not self.ctx.lease.held
+
+    def lease_view(self) -> LeaseView | None:
+        """This brain's role and the lease's holder, for the header and headless output."""
+        return self.ctx.lease.view() if self.ctx.lease is not None else None
+
+    def _require_acting(self) -> None:
+        view = self.lease_view()
+        if view is not None and view.role != ACTING:
+            raise ViewOnlyError(f"view-only: the brain of {view.holder} acts on this fleet")
+
+    async def _claim(self) -> None:
+        """Renew or take the lease; on a change of role take over or stand down, and say so."""
+        claim = await self.lease.claim()
+        token = claim.row.token if claim.held else None
+        if token != self._acting_token:
+            if self._acting_token is not None:
+                self._stand_down()
+            self._acting_token = None
+            if token is not None:
+                await self._take_over()
+                self._acting_token = token
+        self._announce(claim)
+
+    async def _take_over(self) -> None:
+        """This brain now acts: start from what the previous holder recorded."""
+        records = self.ctx.records
+        await self._follow()
+        self.ledger.cost.notices_sent = await records.budget_notices_sent()
         config_hash = hashlib.sha256(canonical(self.config.model_dump(mode="json")).encode()).hexdigest()
         await records.config_hash_check(config_hash, self.clock.now(), grantor())
         await self.rebalancer.load()
-        self.started = True
+
+    def _stand_down(self) -> None:
+        """Another brain holds the lease: drop the run in hand unreverted; the holder recovers it."""
+        self.rebalancer.abandon()
+
+    async def _follow(self) -> None:
+        """Read what the acting brain recorded: policy states, tasks, grants and open requests."""
+        await self.policy_exec.load()
+        await self.healing.load()
+        await self.consent.load()
+
+    def _announce(self, claim: LeaseClaim) -> None:
+        role = ACTING if claim.held else VIEW_ONLY
+        shown = (role, claim.row.holder)
+        if shown == self._shown_role:
+            return
+        self._shown_role = shown
+        previous = claim.previous.holder if claim.previous is not None else None
+        self.ctx.publish("brain.role", role=role, holder=claim.row.holder, fence=claim.row.token,
+                         expires=claim.row.expires, previous=previous)
 
     def on_frame(self, node_id: str, frame: Metrics | Event) -> None:
         """A stored frame (its calls come priced through `on_calls`)."""
@@ -87,8 +159,19 @@ class Brain:
         self.healing.on_node_status(node_id, status)
 
     async def stop(self) -> None:
-        if self.rebalancer.running and self.ctx.opened is not None:
-            await self.rebalancer.stop_run("stopped", self.clock.now())
+        if self._renewer is not None:
+            await cancel_and_wait([self._renewer])
+            self._renewer = None
+        lease = self.ctx.lease
+        if lease is not None and lease.held:
+            await lease.renew()  # a lease that lapsed unclaimed is still this brain's to stop cleanly
+        if lease is not None and lease.acting(self.clock.now()):
+            try:
+                if self.rebalancer.running:
+                    await self.rebalancer.stop_run("stopped", self.clock.now())
+            except StaleFence as exc:
+                lease.lost(exc)
+            await lease.release()
         self.started = False
 
     # --- the tick ---------------------------------------------------------------------
@@ -96,7 +179,18 @@ class Brain:
     async def tick(self) -> None:
         if self.ctx.opened is None:
             return
+        await self._claim()
         now = self.clock.now()
+        if not self.lease.acting(now):
+            self._evaluate_only(now)
+            await self._follow()
+            return
+        try:
+            await self._act(now)
+        except StaleFence as exc:
+            self.lease.lost(exc)  # the next tick's claim stands this brain down
+
+    async def _act(self, now: float) -> None:
         reading = await self._evaluate(now)
         errors = reading.metrics["error_rate"].value
         high = errors is not None and errors >= self.config.healing.trigger_error_rate
@@ -111,13 +205,22 @@ class Brain:
         await self.healing.heal(now)
         await self.ledger.budgets(now)
 
-    async def _evaluate(self, now: float) -> EquilibriumReading:
-        records = self.ctx.records
+    def _evaluate_only(self, now: float) -> None:
+        """A view-only brain's reading: shown and published, never recorded (the acting brain records it)."""
+        _, change = self.detector.evaluate(now, self._samples(), self.ledger.window(now))
+        if change is not None:
+            self.ctx.publish("equilibrium.level", level=change.level, previous=change.previous, metrics=change.metrics)
+
+    def _samples(self) -> list[NodeSample]:
         nodes = []
         for n in self.host.fleet.nodes.values():
             m = n.metrics
             nodes.append(NodeSample(n.id, n.status == "online", m.load[0] if m else None, n.cpu_count, m.queue_depth if m else 0, m.ts if m else None))
-        reading, change = self.detector.evaluate(now, nodes, self.ledger.window(now))
+        return nodes
+
+    async def _evaluate(self, now: float) -> EquilibriumReading:
+        records = self.ctx.records
+        reading, change = self.detector.evaluate(now, self._samples(), self.ledger.window(now))
         state = self.detector.export_state()
         if change is not None or reading.metric_changes:
             await records.level_changes_made(change, reading.metric_changes, state)
@@ -136,6 +239,7 @@ class Brain:
     async def decide_consent(self, request_id: str, decision: str) -> Grant | None:
         """deny | single | session | persistent. Returns the grant made, or None for a denial.
         An allow starts a run of exactly the plan the request showed (unless a run is going)."""
+        self._require_acting()
         approval = await self.consent.decide(request_id, decision)
         if approval is None:
             return None
@@ -144,6 +248,7 @@ class Brain:
 
     def hold_consent(self, request_id: str) -> ConsentRequest:
         """A dialog shows this request: it stays as shown and answerable until released."""
+        self._require_acting()
         return self.consent.hold(request_id)
 
     async def release_consent(self, request_id: str) -> None:
@@ -176,6 +281,7 @@ class Brain:
         return self.policy_exec.needs_attention()
 
     async def reset_policy(self, node: str, session: str, policy: str) -> bool:
+        self._require_acting()
         return await self.policy_exec.reset(node, session, policy)
 
     # --- healing ----------------------------------------------------------------------
@@ -190,9 +296,11 @@ class Brain:
         return self.healing.cycles(limit)
 
     async def approve_task(self, task_id: str) -> Task:
+        self._require_acting()
         return await self.healing.approve(task_id)
 
     async def reject_task(self, task_id: str) -> Task:
+        self._require_acting()
         return await self.healing.reject(task_id)
 
     async def notify_deploy(self, node: str | None = None) -> None:

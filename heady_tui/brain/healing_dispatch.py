@@ -26,7 +26,10 @@ class HealingDispatcher:
         self._came_back: list[str] = []
 
     async def load(self) -> None:
-        self.engine.restore(await self.ctx.records.tasks())
+        """The tasks as recorded (at a takeover, and each tick of a view-only brain)."""
+        saved = await self.ctx.records.tasks()
+        self.engine.tasks.clear()
+        self.engine.restore(saved)
 
     # --- what the brain is fed ----------------------------------------------------------
 

@@ -4,7 +4,7 @@ context its parts share: the host, the config, the clock and the records once th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from heady_agent.clock import Clock
 from heady_agent.protocol import Result
@@ -13,6 +13,9 @@ from heady_tui.events import HeadyEvent
 from heady_tui.fleet import Fleet
 from heady_tui.records import Records
 from heady_tui.store import Store
+
+if TYPE_CHECKING:
+    from .lease import Lease
 
 CONSOLE = "console"  # actor of automatic decisions in the audit chain
 
@@ -56,6 +59,7 @@ class BrainContext:
         self.clock = host.clock
         self.config = host.config
         self.opened: Records | None = None
+        self.lease: Lease | None = None  # set by Brain.start
 
     @property
     def records(self) -> Records:
@@ -66,5 +70,13 @@ class BrainContext:
         self.host.publish(name, **details)
 
     async def command(self, node: str, action: str, target: str | None, args: Mapping[str, object]) -> Outcome:
-        result = await self.host.command(node, action, target, args)
+        """Send a decision's command, stamped with the lease token (`fence`); refused unless this brain
+        holds an unexpired lease (one that lapsed is renewed first, which fails if another brain took it)."""
+        lease = self.lease
+        if lease is not None and lease.held and not lease.acting(self.clock.now()):
+            await lease.renew()
+        if lease is None or not lease.acting(self.clock.now()):
+            holder = lease.row.holder if lease is not None and lease.row is not None else "another console"
+            return False, "view_only", {"message": f"not sent: the brain of {holder} acts on this fleet"}
+        result = await self.host.command(node, action, target, {**args, "fence": lease.token})
         return result.ok, result.error, dict(result.detail)

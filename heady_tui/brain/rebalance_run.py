@@ -200,6 +200,13 @@ class RebalanceRunner:
         self.ctx.publish("rebalance.stopped", run=status.run_id, reason=reason, restored=restored, duration_s=duration, reverted=reverted)
         self.last_run, self.run = status, None
 
+    def abandon(self) -> None:
+        """Another brain took the fleet over: forget the run in hand without reverting it; its open
+        record is the new holder's to recover."""
+        if self.run is not None:
+            self.last_run, self.run = self.run.status, None
+        self._recovering, self._recover_runs, self._recovered = [], [], {}
+
     async def revoked(self, grant_id: str, now: float) -> None:
         """A grant was revoked: the run it started stops."""
         if self.run is not None and self.run.running and self.run.status.grant_id == grant_id:

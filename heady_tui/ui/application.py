@@ -376,6 +376,9 @@ class HeadyApp(App[int]):
         parts: list[tuple[str, str | None]] = [("heady", None)]
         if reader.simulated:
             parts += [("  ", None), ("SIMULATED", "warning")]
+        holder = reader.acting_brain()
+        if holder is not None:  # first, so a narrow terminal still shows it
+            parts.append((f"  VIEW-ONLY (brain: {holder})", "careful"))
         parts += [
             ("  equilibrium ", None),
             (level.upper(), level_severity(level)),
@@ -394,7 +397,8 @@ class HeadyApp(App[int]):
             parts.append((f"  {burn}", "critical"))
         pending = len(self._consent_queue) + (1 if self._consent_open else 0)
         if pending:
-            parts.append((f"  CONSENT PENDING {pending}" + (" (w: view)" if self.read_only else ""), "critical"))
+            viewing = self.read_only or holder is not None
+            parts.append((f"  CONSENT PENDING {pending}" + (" (w: view)" if viewing else ""), "critical"))
         if self.frozen:
             parts.append(("  PAUSED", "critical"))
         if self.read_only:
@@ -440,7 +444,8 @@ class HeadyApp(App[int]):
             for screen in self.screen_stack:
                 if isinstance(screen, ConsentModal) and screen.request_id == shown.id:
                     screen.superseded()
-        if self.read_only or self._consent_open is not None or not self._consent_queue:
+        # A view-only console asks nothing: the brain holding the lease asks its own operators.
+        if self.read_only or brain.view_only or self._consent_open is not None or not self._consent_queue:
             return
         request = self._consent_queue.popleft()
         try:

@@ -120,6 +120,11 @@ class FleetReader:
             )
         return lines
 
+    def acting_brain(self) -> str | None:
+        """The holder of the fleet's lease when this console's brain is view-only; None when it acts."""
+        view = self.brain.lease_view() if self.brain is not None else None
+        return view.holder if view is not None and view.role != "acting" else None
+
     def rebalance(self):
         """The current or last RebalanceStatus, None when there was none."""
         return self.brain.rebalance_status() if self.brain is not None else None

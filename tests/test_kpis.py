@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from heady_tui.engine.consent import ConsentRequest
+from heady_tui.config import Config, Paths
 from heady_tui.engine.kpis import rebalance_kpis
 from heady_tui.records import Records
+from heady_tui.report import gather_report, render_markdown
 from heady_tui.store import Store
 
 PLAN = {"priority": "normal", "actions": []}
@@ -83,3 +85,16 @@ def test_heady_kpis_with_a_bad_since_is_a_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "heady_tui", "kpis", "--since", "yesterday"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+async def test_the_markdown_report_shows_the_kpis_and_each_runs_restore_time(tmp_path):
+    store, records = await _records(tmp_path)
+    try:
+        await _run(records, "r1", 1000, True, 40.0)
+        paths = Paths(config_file=tmp_path / "none.toml", data_dir=tmp_path)
+        report = await gather_report(store, Config(), paths, since=0, until=10_000, now=10_000)
+    finally:
+        await store.close()
+    assert report.rebalances[0].time_to_restore_s == 40.0 and report.rebalances[0].restored is True
+    text = render_markdown(report)
+    assert "| rebalancing success rate | 100 % | >= 95 % | yes |" in text

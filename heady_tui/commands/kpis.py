@@ -10,25 +10,9 @@ from heady_agent.clock import Clock
 from heady_tui.cli import UsageError
 from heady_tui.commands._engine_store import StoreError, with_records
 from heady_tui.config import Config, Paths
-from heady_tui.engine.kpis import Kpi, rebalance_kpis
+from heady_tui.engine.kpis import rebalance_kpis
 from heady_tui.records import Records
-from heady_tui.report import ReportError, parse_time
-
-
-def _shown(k: Kpi) -> str:
-    if k.value is None:
-        return "no data"
-    if k.unit == "ratio":
-        return f"{k.value * 100:.0f} %"
-    if k.unit == "s":
-        return f"{k.value:.1f} s"
-    return f"{k.value:.0f}"
-
-
-def _target(k: Kpi) -> str:
-    bound = ">=" if k.direction == "min" else "<="
-    value = f"{k.target * 100:.0f} %" if k.unit == "ratio" else f"{k.target:g}{' s' if k.unit == 's' else ''}"
-    return f"{bound} {value}"
+from heady_tui.report import ReportError, kpi_text, parse_time
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         for k in kpis:
             mark = {True: "ok", False: "MISSED", None: "-"}[k.met]
-            print(f"{k.name:<26} {_shown(k):>9}  target {_target(k):<8} {mark}")
+            target = kpi_text(k.target, k.unit, ">=" if k.direction == "min" else "<=")
+            print(f"{k.name:<26} {kpi_text(k.value, k.unit):>9}  target {target:<9} {mark}")
         return 0
 
     try:

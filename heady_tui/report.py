@@ -126,7 +126,7 @@ class KpiRow(_Model):
     value: float | None
     target: float
     direction: str  # min: at least the target; max: at most
-    unit: str  # ratio | s | count
+    unit: str  # ratio | s | percent | count
     met: bool | None
 
 
@@ -456,7 +456,7 @@ def _timeline(report: ReportData) -> list[tuple[str, str, str]]:
 def kpi_text(value: float | None, unit: str, bound: str = "") -> str:
     if value is None:
         return "-"
-    shown = f"{value * 100:.0f} %" if unit == "ratio" else f"{value:.1f} s" if unit == "s" else f"{value:.0f}"
+    shown = f"{value * 100:.0f} %" if unit == "ratio" else f"{value:.0f} %" if unit == "percent" else f"{value:.1f} s" if unit == "s" else f"{value:.0f}"
     return f"{bound} {shown}".strip()
 
 

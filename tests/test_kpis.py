@@ -23,10 +23,10 @@ async def _records(tmp_path: Path) -> tuple[Store, Records]:
     return store, await Records.open(store, tmp_path / "heady.db.anchor")
 
 
-async def _run(records: Records, run_id: str, started: float, restored: bool, restore_s: float | None) -> None:
+async def _run(records: Records, run_id: str, started: float, restored: bool, restore_s: float | None, cpu: float = 50.0) -> None:
     await records.run_started(run_id, None, "normal", started, PLAN, "test")
     await records.run_stopped(run_id, now=started + 100, reason="done", restored=restored, time_to_restore_s=restore_s,
-                              reverted=0, duration_s=100, actor="test")
+                              reverted=0, duration_s=100, actor="test", peak_cpu_percent=cpu)
 
 
 async def _request(records: Records, rid: str, created: float, state: str) -> None:
@@ -37,7 +37,7 @@ async def _kpis(tmp_path: Path) -> dict[str, float | None]:
     store, records = await _records(tmp_path)
     try:
         await _run(records, "r1", 1000, True, 40.0)
-        await _run(records, "r2", 2000, True, 90.0)
+        await _run(records, "r2", 2000, True, 90.0, cpu=93.5)
         await _run(records, "r3", 3000, False, None)
         await _run(records, "r4", 4000, True, 10.0)
         for i, state in enumerate(("granted", "granted", "granted", "denied", "expired")):
@@ -58,6 +58,10 @@ async def test_success_rate_counts_restored_over_finished_runs(tmp_path):
 
 async def test_restore_time_is_the_slowest_restore_in_range(tmp_path):
     assert (await _kpis(tmp_path))["equilibrium restore time"] == 90.0
+
+
+async def test_cpu_during_runs_is_the_highest_peak_stored_with_any_run(tmp_path):
+    assert (await _kpis(tmp_path))["CPU during runs"] == 93.5
 
 
 async def test_activation_count_counts_every_run_started_in_range(tmp_path):

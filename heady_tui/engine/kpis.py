@@ -15,6 +15,7 @@ from heady_tui.engine.consent import ConsentRequest
 GRANT_RATE_TARGET = 0.80
 SUCCESS_RATE_TARGET = 0.95
 RESTORE_TIME_TARGET_S = 60.0
+CPU_DURING_RUNS_CAP_PERCENT = 80.0
 ACTIVATION_TARGET = 0
 
 
@@ -43,10 +44,12 @@ def rebalance_kpis(runs: Sequence[Mapping[str, Any]], requests: Sequence[Consent
     granted = sum(1 for r in decided if r.state == "granted")
     finished = [r for r in runs if r.get("restored") is not None]
     restored = [r for r in finished if r["restored"]]
+    peaks = [float(r["peak_cpu_percent"]) for r in runs if r.get("peak_cpu_percent") is not None]
     times = [float(r["time_to_restore_s"]) for r in restored if r.get("time_to_restore_s") is not None]
     return [
         Kpi("permission grant rate", granted / len(decided) if decided else None, GRANT_RATE_TARGET, "min", "ratio"),
         Kpi("rebalancing success rate", len(restored) / len(finished) if finished else None, SUCCESS_RATE_TARGET, "min", "ratio"),
         Kpi("equilibrium restore time", max(times) if times else None, RESTORE_TIME_TARGET_S, "max", "s"),
+        Kpi("CPU during runs", max(peaks) if peaks else None, CPU_DURING_RUNS_CAP_PERCENT, "max", "percent"),
         Kpi("activation count", float(len(runs)), ACTIVATION_TARGET, "max", "count"),
     ]

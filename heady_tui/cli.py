@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = pverbs.add_parser("revoke", parents=[common], help="revoke a grant")
     revoke.add_argument("id", help="grant id")
 
+    kpis = sub.add_parser("kpis", parents=[common], help="rebalancing KPIs against their targets")
+    kpis.add_argument("--since", default="7d", help="24h, 7d, or an ISO 8601 time (default 7d)")
+    kpis.add_argument("--json", action="store_true")
+
     notify = sub.add_parser("notify-deploy", parents=[common], help="tell the healing loop a deploy happened")
     notify.add_argument("--node", metavar="NAME", help="the node that was deployed (default: all)")
 
@@ -171,6 +175,7 @@ _HANDLERS = {
     "costs": "costs",
     "permissions": "permissions",
     "notify-deploy": "notify",
+    "kpis": "kpis",
     "consent": "consent",
 }
 

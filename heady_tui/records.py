@@ -85,6 +85,8 @@ CREATE TABLE brain_lease (
     acquired REAL NOT NULL, expires REAL NOT NULL
 );
 """,
+    # the highest CPU percent any node reached while the run was active (the "CPU during runs" KPI)
+    "ALTER TABLE rebalance_runs ADD COLUMN peak_cpu_percent REAL;",
 ]
 
 GRANT_COLUMNS = "id, scope, grantor, created, expires, caps, uses, max_uses, revoked, reason, fingerprint"
@@ -316,19 +318,21 @@ class Records:
         return [r[0] for r in await self._rows("SELECT id FROM rebalance_runs WHERE stopped IS NULL ORDER BY started")]
 
     async def run_stopped(self, run_id: str, *, now: float, reason: str, restored: bool, time_to_restore_s: float | None,
-                          reverted: int, duration_s: float, actor: str) -> None:
+                          reverted: int, duration_s: float, actor: str, peak_cpu_percent: float | None = None) -> None:
         async with self.write((now, actor, "rebalance.stop", {"run": run_id, "reason": reason, "restored": restored,
-                                                              "reverted": reverted, "duration_s": duration_s})) as db:
-            await db.execute("UPDATE rebalance_runs SET stopped=?, reason_stopped=?, restored=?, time_to_restore_s=? WHERE id=?",
-                             (now, reason, 1 if restored else 0, time_to_restore_s, run_id))
+                                                              "reverted": reverted, "duration_s": duration_s,
+                                                              "peak_cpu_percent": peak_cpu_percent})) as db:
+            await db.execute("UPDATE rebalance_runs SET stopped=?, reason_stopped=?, restored=?, time_to_restore_s=?, peak_cpu_percent=? WHERE id=?",
+                             (now, reason, 1 if restored else 0, time_to_restore_s, peak_cpu_percent, run_id))
 
     async def rebalances(self, since: float, until: float) -> list[dict[str, Any]]:
-        """Report rows: {started, stopped, reason_stopped, priority, actions, restored, time_to_restore_s, grant}."""
-        rows = await self._rows("SELECT id, grant_id, priority, started, stopped, reason_stopped, restored, time_to_restore_s, steps "
+        """Report rows: {started, stopped, reason_stopped, priority, actions, restored, time_to_restore_s, peak_cpu_percent, grant}."""
+        rows = await self._rows("SELECT id, grant_id, priority, started, stopped, reason_stopped, restored, time_to_restore_s, steps, peak_cpu_percent "
                                 "FROM rebalance_runs WHERE started >= ? AND started < ? ORDER BY started", (since, until))
         return [{"run": i, "grant": g, "priority": p, "started": s, "stopped": st, "reason_stopped": rs,
-                 "restored": None if r is None else bool(r), "time_to_restore_s": t, "actions": json.loads(steps)}
-                for i, g, p, s, st, rs, r, t, steps in rows]
+                 "restored": None if r is None else bool(r), "time_to_restore_s": t, "actions": json.loads(steps),
+                 "peak_cpu_percent": cpu}
+                for i, g, p, s, st, rs, r, t, steps, cpu in rows]
 
     # --- policies ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from heady_agent.protocol import clean_text
 from .config import Config, Paths
 from .ledger import SessionRecord, day_of
 from .engine.detector import CallSample, NodeSample, compute_metrics
+from .engine.kpis import rebalance_kpis
 from .events import iso_utc
 from .providers import fetch_provider_costs, reconcile_by_day
 from .records import Records
@@ -125,6 +126,19 @@ class RebalanceRow(_Model):
     priority: str
     actions: int
     steps: list[dict[str, Any]] = Field(default_factory=list)
+    restored: bool | None = None  # None while running
+    time_to_restore_s: float | None = None
+
+
+class KpiRow(_Model):
+    """One rebalancing KPI over the report's range (heady_tui.engine.kpis); value None: nothing to measure."""
+
+    name: str
+    value: float | None
+    target: float
+    direction: str  # min: at least the target; max: at most
+    unit: str  # ratio | s | percent | count
+    met: bool | None
 
 
 class HealingRow(_Model):
@@ -179,6 +193,7 @@ class ReportData(_Model):
     policies: list[PolicyRow]
     audit: AuditSummary
     series: Series = Field(default_factory=Series)
+    kpis: list[KpiRow] = Field(default_factory=list)
 
 
 class ReportError(Exception):
@@ -327,6 +342,7 @@ async def gather_report(
         costs=costs,
         audit=await _audit(records),
         series=await _series(store, config, since, until, calls, cumulative),
+        kpis=await _kpis(records, since, until),
         **sections,
     )
 
@@ -347,6 +363,11 @@ async def _equilibrium(records: Records, since: float, until: float) -> list[Equ
     return [row for _, _, row in sorted(rows, key=lambda r: (r[0], r[1]))]
 
 
+async def _kpis(records: Records, since: float, until: float) -> list[KpiRow]:
+    kpis = rebalance_kpis(await records.rebalances(since, until), await records.requests(since, until))
+    return [KpiRow(**k.to_dict()) for k in kpis]
+
+
 async def _engine_sections(records: Records, since: float, until: float) -> dict[str, Any]:
     equilibrium = await _equilibrium(records, since, until)
     consents = [
@@ -361,6 +382,8 @@ async def _engine_sections(records: Records, since: float, until: float) -> dict
             priority=r["priority"],
             actions=len(r["actions"]),
             steps=r["actions"],
+            restored=r["restored"],
+            time_to_restore_s=r["time_to_restore_s"],
         )
         for r in await records.rebalances(since, until)
     ]
@@ -457,6 +480,13 @@ def _timeline(report: ReportData) -> list[tuple[str, str, str]]:
     return sorted(items, key=lambda item: item[0])  # stable: a fleet change stays after the metric changes behind it
 
 
+def kpi_text(value: float | None, unit: str, bound: str = "") -> str:
+    if value is None:
+        return "-"
+    shown = f"{value * 100:.0f} %" if unit == "ratio" else f"{value:.0f} %" if unit == "percent" else f"{value:.1f} s" if unit == "s" else f"{value:.0f}"
+    return f"{bound} {shown}".strip()
+
+
 def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) in the order both the Markdown and the HTML report show them."""
     c = report.costs
@@ -479,8 +509,12 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
                     + [[f"({provider})", "-", f"not available: {error}"] for provider, error in c.provider_errors.items()]))
     out += [
         ("Timeline", ["at", "kind", "what"], [list(item) for item in _timeline(report)]),
-        ("Rebalance runs", ["started", "stopped", "reason", "priority", "actions"],
-         [[r.started, r.stopped or "running", r.reason_stopped or "-", r.priority, str(r.actions)] for r in report.rebalances]),
+        ("Rebalancing KPIs", ["KPI", "value", "target", "met"],
+         [[k.name, kpi_text(k.value, k.unit), kpi_text(k.target, k.unit, ">=" if k.direction == "min" else "<="),
+           {True: "yes", False: "NO", None: "-"}[k.met]] for k in report.kpis]),
+        ("Rebalance runs", ["started", "stopped", "reason", "priority", "actions", "restored", "time to restore"],
+         [[r.started, r.stopped or "running", r.reason_stopped or "-", r.priority, str(r.actions),
+           {True: "yes", False: "no", None: "-"}[r.restored], kpi_text(r.time_to_restore_s, "s")] for r in report.rebalances]),
         ("Healing cycles", ["at", "cycle", "kind", "weak points", "tasks"],
          [[h.at, h.cycle, h.kind, str(h.weak_points), str(h.tasks)] for h in report.healing]),
         ("Policy actions", ["at", "policy", "node", "session", "action", "outcome"],

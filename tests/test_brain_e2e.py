@@ -60,3 +60,16 @@ async def test_queue_overflow_with_a_single_grant_rebalances_stops_and_spends_th
         assert actions.count("rebalance.step") == sum(1 for e in events if e.name == "rebalance.step" and not str(e.details.get("error") or "").startswith("skipped"))
         assert (await brain.verify_audit()).ok
         assert status.reason_stopped == "balanced" and status.restored
+
+
+async def test_a_stopped_rebalance_run_stores_the_highest_node_cpu_seen_during_it(tmp_path):
+    events = []
+    async with AsyncExitStack() as stack:
+        sup = await fleet(tmp_path, stack, "queue-overflow", speed=10.0)
+        sup.subscribe(events.append)
+        brain = sup.brain
+        await wait_until(lambda: bool(brain.pending_consent()), timeout=60, what="a consent request")
+        await brain.decide_consent(brain.pending_consent()[0].id, "single")
+        await wait_until(lambda: any(e.name == "rebalance.stopped" for e in events), timeout=90, what="rebalance.stopped")
+        stop = [e for e in await brain.audit_entries(500) if e.action == "rebalance.stop"][0]
+        assert 0.0 < stop.details["peak_cpu_percent"] <= 100.0

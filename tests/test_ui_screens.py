@@ -246,3 +246,12 @@ async def test_event_log_leaves_out_routine_ingest_counters(tmp_path):
         texts = [line.text for line in log.lines]
         assert any("notice.test" in t for t in texts)
         assert not any("ingest.stats" in t for t in texts)
+
+
+async def test_the_permissions_screen_shows_the_rebalancing_kpis_with_their_targets(tmp_path):
+    async with fixed_console(tmp_path) as (app, pilot, clock):
+        await pilot.press("4")
+        await wait_until(pilot, lambda: view(app) == "permissions", "the permissions screen")
+        panel = app.screen.query_one("#kpis")
+        await wait_until(pilot, lambda: "rebalancing success rate" in str(panel.content), "the KPI panel")
+        assert "target >= 95 %" in str(panel.content)

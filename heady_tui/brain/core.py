@@ -25,6 +25,7 @@ from heady_tui.engine.consent import ConsentRequest, Grant, grantor
 from heady_tui.engine.cost import BurnNotice, CostSummary
 from heady_tui.engine.detector import EquilibriumDetector, EquilibriumReading, NodeSample
 from heady_tui.engine.healing import HealingCycle, HealingEngine, Task, WeakPoint
+from heady_tui.engine.kpis import Kpi, rebalance_kpis
 from heady_tui.engine.policies import NeedsAttention, PolicyEngine
 from heady_tui.engine.rebalance import NodeView, RebalanceStatus
 from heady_tui.ledger import PricedCall
@@ -274,6 +275,10 @@ class Brain:
 
     def node_views(self) -> list[NodeView]:
         return self.rebalancer.node_views()
+
+    async def rebalance_kpis(self, since: float, until: float) -> list[Kpi]:
+        records = self.ctx.records
+        return rebalance_kpis(await records.rebalances(since, until), await records.requests(since, until))
 
     # --- policies ---------------------------------------------------------------------
 

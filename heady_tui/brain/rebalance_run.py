@@ -41,6 +41,7 @@ class RebalanceRunner:
         self.ledger = ledger
         self.run: RebalanceRun | None = None
         self.last_run: RebalanceStatus | None = None
+        self.peak_cpu_percent = 0.0  # highest node CPU seen during the current run, stored when it stops
         self._change_seq = 0
         self._recovering: list[dict[str, Any]] = []
         self._recover_runs: list[str] = []
@@ -87,6 +88,7 @@ class RebalanceRunner:
     async def step(self, reading: EquilibriumReading, now: float) -> None:
         """One tick: advance or stop the run; with none, plan one when the level is critical."""
         if self.run is not None and self.run.running:
+            self.peak_cpu_percent = max([self.peak_cpu_percent, *(v.cpu_percent for v in self.node_views())])
             reason = self.run.observe(reading.level, now)
             if reason is not None:
                 await self.stop_run(reason, now)
@@ -128,6 +130,7 @@ class RebalanceRunner:
         plan = replace(plan, caps=caps) if caps != plan.caps else plan
         run_id = f"run-{secrets.token_hex(4)}"
         self.run = RebalanceRun(run_id, plan, g.id if g else None, now, self.ctx.config.rebalance)
+        self.peak_cpu_percent = max([0.0, *(v.cpu_percent for v in self.node_views())])
         self._change_seq = 0
         await self.ctx.records.run_started(run_id, self.run.status.grant_id, plan.priority, now, plan.to_dict(),
                                            g.grantor if g else CONSOLE)
@@ -196,7 +199,8 @@ class RebalanceRunner:
         status = run.stop(reason, now, restored=restored, reverted=reverted)
         duration = now - status.started_at
         await records.run_stopped(status.run_id, now=now, reason=reason, restored=restored,
-                                  time_to_restore_s=status.time_to_restore_s, reverted=reverted, duration_s=duration, actor=CONSOLE)
+                                  time_to_restore_s=status.time_to_restore_s, reverted=reverted, duration_s=duration, actor=CONSOLE,
+                                  peak_cpu_percent=self.peak_cpu_percent)
         self.ctx.publish("rebalance.stopped", run=status.run_id, reason=reason, restored=restored, duration_s=duration, reverted=reverted)
         self.last_run, self.run = status, None
 

@@ -3,9 +3,12 @@ confirmation (`x`); `i` shows spent, expired and revoked grants too."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from ...engine.consent import Grant
+from ...report import kpi_text
 from .. import formatting as fmt
 from ..widgets.table import KeyedTable
 from ..widgets.panels import show
@@ -21,6 +24,7 @@ COLUMNS = (
     ("uses", "Uses"),
     ("reason", "Reason"),
 )
+KPI_WINDOW_S = 7 * 86400  # the KPI panel's range, as `heady kpis`' default
 STATUS_SEVERITY = {"active": "ok", "spent": "muted", "expired": "muted", "revoked": "careful"}
 
 
@@ -32,7 +36,7 @@ class PermissionsScreen(LiveScreen):
         super().__init__(name="permissions")
         self.compact = compact
         self.include_inactive = False
-        self._grants: dict[str, object] = {}
+        self._grants: dict[str, Grant] = {}
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -42,6 +46,9 @@ class PermissionsScreen(LiveScreen):
         table = KeyedTable(COLUMNS, id="grants")
         table.border_title = "Grants"
         yield table
+        kpis = Static(id="kpis", classes="detail-info")
+        kpis.border_title = "Rebalancing KPIs (last 7 days)"
+        yield kpis
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
@@ -50,7 +57,20 @@ class PermissionsScreen(LiveScreen):
 
     def refresh_view(self) -> None:
         self._show_grants()
+        self.run_worker(self._show_kpis(), exclusive=True, group="kpis")
         self.heady.update_status(self)
+
+    async def _show_kpis(self) -> None:
+        brain = self.heady.supervisor.brain
+        if brain is None:
+            return
+        now = self.heady.reader.now()
+        lines = []
+        for k in await brain.rebalance_kpis(now - KPI_WINDOW_S, now):
+            target = kpi_text(k.target, k.unit, ">=" if k.direction == "min" else "<=")
+            mark = {True: "ok", False: "MISSED", None: "-"}[k.met]
+            lines.append(f"{k.name:<26} {kpi_text(k.value, k.unit):>8}  target {target:<9} {mark}")
+        self.part("#kpis", Static).update(Text("\n".join(lines)))
 
     def _show_grants(self) -> None:
         brain = self.heady.supervisor.brain

@@ -26,6 +26,8 @@ CALL_RING_SIZE = 100_000  # recent llm.calls kept for the detector's windows
 TERMINAL_STATES = ("completed", "error")
 # A session on a node that sent nothing for its timeout: not ended, but not known to be running.
 UNKNOWN_STATE = "unknown"
+# A session that waits for a person (reason permission, input or question); since = state_since.
+WAITING_STATE = "waiting"
 NODE_OFFLINE_REASON = "node offline"
 # Nodes' streams interleave (a replay after a reconnect lands late), so the call ring is only nearly
 # in time order; a window scan looks this far past its start before it stops.
@@ -472,6 +474,11 @@ class Fleet:
                 break
         out.reverse()
         return out
+
+    def waiting_sessions(self) -> list[SessionRecord]:
+        """Live sessions waiting for a person, the longest-waiting first: what needs the operator now."""
+        waiting = [rec for rec in self.sessions.values() if rec.live and rec.state == WAITING_STATE]
+        return sorted(waiting, key=lambda rec: (rec.state_since, rec.node, rec.id))
 
     def node_sessions(self, node_id: str) -> Iterator[SessionRecord]:
         return iter(list(self._node_sessions.get(node_id, {}).values()))

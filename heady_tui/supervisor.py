@@ -24,6 +24,7 @@ from .events import HeadyEvent
 from .fleet import UNKNOWN_STATE, Fleet
 from .link import NodeLink
 from .store import Store
+from .waits import WaitAlarm
 
 log = logging.getLogger("heady.supervisor")
 
@@ -83,6 +84,7 @@ class Supervisor:
         self._counts: dict[str, IngestCounts] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._wait_alarm = WaitAlarm(config.alerts.waiting_after_s)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -217,6 +219,13 @@ class Supervisor:
         if self.fleet.version != version:
             self.changed()
 
+    def check_waits(self) -> None:
+        """Publish `session.waiting` once per wait that has lasted alerts.waiting_after_s, on the injected clock."""
+        now = self.clock.now()
+        for rec in self._wait_alarm.due(self.fleet, now):
+            self.publish("session.waiting", node=rec.node, session=rec.id, project=rec.project or rec.title or "",
+                         reason=rec.state_reason or "", since=rec.state_since, waited_s=round(now - rec.state_since, 1))  # fmt: skip
+
     async def _liveness_loop(self) -> None:
         timeouts = [self.node_timeout_s(node) for node in self.nodes] or [self.config.liveness.timeout_s]
         # A few checks per timeout, so a silent node is marked within a fraction of it past the timeout.
@@ -225,6 +234,7 @@ class Supervisor:
             await asyncio.sleep(interval)
             try:
                 self.check_liveness()
+                self.check_waits()
             except Exception:
                 log.exception("liveness check failed")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentkit import AgentProcess, recv_until, ws_connect
+from hookkit import POST_TOOL_USE, PERMISSION_REQUEST, SID, claude_home, run_hook  # noqa: F401 (claude_home: a fixture)
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.hook_socket import socket_path
@@ -31,31 +32,7 @@ from heady_agent.hooks import (
 from heady_agent.sources.claude_code import ClaudeCodeSource
 from sourcekit import SqliteSourceContext
 
-SID = "7a0f3c52-91be-4d0e-8f0a-3b6c2e9d4a10"
-CWD = "/home/dev/src/billing-service"
 COMMAND = "/usr/local/bin/heady-agent hook"
-
-# A Claude Code 2.x PermissionRequest, as its hook receives it on stdin.
-PERMISSION_REQUEST = {
-    "session_id": SID,
-    "transcript_path": f"/home/dev/.claude/projects/-home-dev-src-billing-service/{SID}.jsonl",
-    "cwd": CWD,
-    "permission_mode": "default",
-    "hook_event_name": "PermissionRequest",
-    "tool_name": "Bash",
-    "tool_input": {"command": "rm -rf build/ && make", "description": "Clean and rebuild"},
-}
-POST_TOOL_USE = {
-    "session_id": SID,
-    "transcript_path": PERMISSION_REQUEST["transcript_path"],
-    "cwd": CWD,
-    "permission_mode": "default",
-    "hook_event_name": "PostToolUse",
-    "tool_name": "Bash",
-    "tool_input": PERMISSION_REQUEST["tool_input"],
-    "tool_response": {"stdout": "ok\n", "stderr": "", "interrupted": False},
-    "tool_use_id": "toolu_01AbCdEf",
-}
 
 # A user's settings.json as Claude Code writes it: 2-space JSON, raw UTF-8, the user's own hooks.
 USER_SETTINGS = """{
@@ -105,13 +82,6 @@ USER_SETTINGS = """{
 """
 
 
-def _run_hook(data_dir: Path, stdin: bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "heady_agent", "--data-dir", str(data_dir), "hook"],
-        input=stdin, capture_output=True, timeout=60, env={**os.environ, **(env or {})},
-    )
-
-
 # --- what a hook says ---------------------------------------------------------------------------
 
 
@@ -147,23 +117,6 @@ def test_hooks_that_say_nothing_about_waiting_give_no_signal(fields):
 # --- the hook command and the agent ----------------------------------------------------------------
 
 
-@pytest.fixture
-def claude_home(tmp_path, monkeypatch):
-    """A Claude Code config dir with one live session: its registry entry names a running process."""
-    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
-    root = tmp_path / "claude"
-    (root / "sessions").mkdir(parents=True)
-    (root / "projects").mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    now_ms = int(time.time() * 1000)
-    (root / "sessions" / f"{proc.pid}.json").write_text(json.dumps(
-        {"pid": proc.pid, "sessionId": SID, "cwd": CWD, "startedAt": now_ms - 1000, "version": "2.1.332",
-         "status": "busy", "updatedAt": now_ms}))
-    yield root
-    proc.kill()
-    proc.wait(timeout=30)
-
-
 async def test_a_session_goes_running_waiting_running_through_the_hook_command(tmp_path, claude_home):
     extra = {"claude_code": {"roots": [str(claude_home)], "poll_interval_s": 0.2}}
     async with AgentProcess(tmp_path, "a", sources=("claude-code",), extra=extra) as agent:
@@ -174,24 +127,24 @@ async def test_a_session_goes_running_waiting_running_through_the_hook_command(t
             def state_of(frame: dict) -> bool:
                 return frame.get("kind") == "session.state" and frame.get("session") == SID
 
-            ran = _run_hook(agent.dir, json.dumps(PERMISSION_REQUEST).encode())
+            ran = run_hook(agent.dir, json.dumps(PERMISSION_REQUEST).encode())
             assert (ran.returncode, ran.stdout, ran.stderr) == (0, b"", b"")
             waiting, _ = await recv_until(ws, state_of)
             assert waiting["data"] == {"state": "waiting", "reason": "permission"}
 
-            _run_hook(agent.dir, json.dumps(POST_TOOL_USE).encode())
+            run_hook(agent.dir, json.dumps(POST_TOOL_USE).encode())
             running, _ = await recv_until(ws, state_of)
             assert running["data"] == {"state": "running", "reason": "claude-code PostToolUse"}
 
 
 def test_the_hook_command_is_silent_and_succeeds_when_no_agent_runs(tmp_path):
-    ran = _run_hook(tmp_path, json.dumps(PERMISSION_REQUEST).encode())
+    ran = run_hook(tmp_path, json.dumps(PERMISSION_REQUEST).encode())
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, b"", b"")
 
 
 @pytest.mark.parametrize("stdin", [b"", b"not json", b"[1, 2]", b"\xff\xfe", b'{"hook_event_name": 3}'])
 def test_the_hook_command_is_silent_and_succeeds_on_bad_input(tmp_path, stdin):
-    ran = _run_hook(tmp_path, stdin)
+    ran = run_hook(tmp_path, stdin)
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, b"", b"")
 
 

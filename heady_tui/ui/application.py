@@ -44,6 +44,7 @@ from . import theme as themes
 from .billing import ProviderBilling
 from .formatting import level_severity
 from .actions import ACTIONS, UiAction, bindings_for
+from .actions import action as ui_action
 from .modals.confirm import ConfirmModal
 from .modals.consent import NEWER_PLAN, ConsentModal, ConsentViewModal
 from .modals.export import ExportModal
@@ -328,6 +329,9 @@ class HeadyApp(App[int]):
         parts.append((f"  {live} live", None))
         if unknown:
             parts.append((f"  {unknown} unknown (node offline)", "warning"))
+        waiting = len(reader.fleet.waiting_sessions())
+        if waiting:
+            parts.append((f"  {waiting} need you ({self.get_key_display_for(ui_action('jump_waiting'))})", "warning"))
         parts.append((f"  [{screen.TITLE_TEXT}]", None))
         run = reader.rebalance()
         if run is not None and run.state == "running":
@@ -475,6 +479,17 @@ class HeadyApp(App[int]):
         while len(self.screen_stack) > 2:
             self.pop_screen()
         self.switch_screen(self._view(name))
+
+    def action_jump_waiting(self) -> None:
+        """Open the session that has waited longest for a person."""
+        waiting = self.reader.fleet.waiting_sessions()
+        if not waiting:
+            self.notify("no session is waiting for you")
+            return
+        rec = waiting[0]
+        while len(self.screen_stack) > 2:  # one session screen at a time, over the current view
+            self.pop_screen()
+        self.open_session(rec.node, rec.id)
 
     def open_node(self, node_id: str) -> None:
         from .screens.node import NodeScreen

@@ -8,6 +8,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from ...fleet import WAITING_STATE
 from .. import formatting as fmt
 from .. import views
 from ..modals.ask import AskModal
@@ -67,6 +68,8 @@ class SessionScreen(LiveScreen):
         text.append_text(self.heady.cells({"s": ((rec.state, views.STATE_SEVERITY.get(rec.state)),)})["s"][0])
         if rec.state_reason:
             text.append(f" ({rec.state_reason})")
+        if rec.state == WAITING_STATE and rec.live:
+            text.append(f" for {fmt.duration(now - rec.state_since)}")
         text.append(f"  age {fmt.duration(age)}")
         text.append(f"\ncwd {rec.cwd or '-'}  pid {rec.pid or '-'}")
         if rec.managed:

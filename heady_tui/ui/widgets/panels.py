@@ -134,6 +134,7 @@ EVENT_SEVERITY = {
     "policy.needs_attention": "warning",
     "task.failed": "critical",
     "budget.notice": "warning",
+    "session.waiting": "warning",
 }
 
 

@@ -42,7 +42,7 @@ ACTIONS: tuple[UiAction, ...] = (
     UiAction("filter", "slash", "Filter", "app", "filter"),
     UiAction("export", "e", "Export report", "app", "export_report"),
     UiAction("consent_view", "w", "Pending consent", "app", "view_consent"),
-    UiAction("jump_waiting", "exclamation_mark", "Longest waiting", "app", "jump_waiting"),
+    UiAction("jump_waiting", "exclamation_mark", "Longest waiting", "app", "jump_waiting", show=False),  # the header shows it
     UiAction("back", "escape", "Back", "app", "back", show=False),
     UiAction("quit", "q", "Quit", "app", "quit"),
     UiAction("open", "enter", "Open", "overview", "open_row", show=False),

@@ -12,7 +12,7 @@ import html
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +20,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from heady_agent.protocol import LlmCallData
+from heady_agent.sources.common import plain_text
 
 from .config import Config, Paths
 from .engine.cost import PricingTable, day_of
 from .engine.detector import CallSample, NodeSample, compute_metrics
 from .events import iso_utc
+from .fleet import WAITING_STATE
 from .providers import fetch_provider_costs, reconcile_by_day
 from .records import Records
 from .store import Store
@@ -70,6 +72,18 @@ class SessionRow(_Model):
     input_tokens: int
     output_tokens: int
     cost_usd: float
+
+
+class WaitRow(_Model):
+    """A session's stay in `waiting`: a person was needed from `began` until `ended` (None: still at the range's end)."""
+
+    node: str
+    session: str
+    project: str | None
+    reason: str | None
+    began: str
+    ended: str | None
+    duration_s: float
 
 
 class ReconciledDay(_Model):
@@ -155,6 +169,7 @@ class ReportData(_Model):
     range: TimeRange
     nodes: list[NodeRow]
     sessions: list[SessionRow]
+    waits: list[WaitRow] = Field(default_factory=list)
     costs: Costs
     equilibrium: list[EquilibriumRow]
     consents: list[ConsentRow]
@@ -251,6 +266,34 @@ async def _sessions_and_costs(store: Store, pricing: PricingTable, since: float,
     return rows, costs, cumulative, calls
 
 
+WAIT_REASON_CHARS = 80  # a reason as the agent wrote it is cut here
+
+
+async def _waits(store: Store, sessions: list[SessionRow], since: float, until: float) -> list[WaitRow]:
+    """The waits that began in the range, oldest first: each lasts until the session's next state (or
+    its end); one still open at `until` is counted up to it."""
+    projects = {(s.node, s.id): s.project for s in sessions}
+    open_waits: dict[tuple[str, str], tuple[float, str | None]] = {}
+    rows: list[WaitRow] = []
+
+    def row(key: tuple[str, str], began: float, reason: str | None, ended: float | None) -> WaitRow:
+        return WaitRow(node=key[0], session=key[1], project=projects.get(key), reason=reason, began=iso_utc(began),
+                       ended=iso_utc(ended) if ended is not None else None, duration_s=round((ended or until) - began, 1))
+
+    for ev in await store.events(since, until, kinds=("session.state", "session.ended")):
+        if not ev.session:
+            continue
+        key = (ev.node, ev.session)
+        began = open_waits.pop(key, None)
+        if began is not None:
+            rows.append(row(key, began[0], began[1], ev.ts))
+        if ev.kind == "session.state" and ev.data.get("state") == WAITING_STATE:
+            reason = ev.data.get("reason")
+            open_waits[key] = (ev.ts, plain_text(reason, WAIT_REASON_CHARS) if isinstance(reason, str) else None)
+    rows += [row(key, began, reason, None) for key, (began, reason) in open_waits.items()]
+    return sorted(rows, key=lambda r: (r.began, r.node, r.session))
+
+
 def _downsample(points: Sequence[tuple[float, float]], limit: int = CHART_POINTS) -> list[tuple[float, float]]:
     if len(points) <= limit:
         return list(points)
@@ -282,8 +325,8 @@ async def _series(store: Store, config: Config, since: float, until: float, call
             for node, rows in per_node.items():
                 i = bisect.bisect_right(buckets[node], t) - 1
                 fresh = i >= 0 and t - buckets[node][i] <= 2 * step
-                row = rows[i] if i >= 0 else None
-                samples.append(NodeSample(node, fresh, row["load_avg"] if row and fresh else None, cpu_counts.get(node, 1), int(row["queue_avg"]) if row and fresh else 0, buckets[node][i] if i >= 0 else None))
+                latest = rows[i] if i >= 0 else None
+                samples.append(NodeSample(node, fresh, latest["load_avg"] if latest and fresh else None, cpu_counts.get(node, 1), int(latest["queue_avg"]) if latest and fresh else 0, buckets[node][i] if i >= 0 else None))
             recent = calls[bisect.bisect_right(call_ts, t - window) : bisect.bisect_right(call_ts, t)]
             values = compute_metrics(samples, recent, now=t, window_s=window, min_calls=config.detector.min_calls)
             for name, value in values.items():
@@ -307,6 +350,7 @@ async def gather_report(
     nodes, stored_simulated = await _nodes(store)
     pricing = PricingTable.load(config.cost)
     sessions, costs, cumulative, calls = await _sessions_and_costs(store, pricing, since, until)
+    waits = await _waits(store, sessions, since, until)
     providers = config.cost.providers
     if ask_providers and (providers.anthropic_admin_key_env or providers.openai_admin_key_env):
         billed = await fetch_provider_costs(providers, since, until, now=lambda: now)
@@ -321,6 +365,7 @@ async def gather_report(
         range=TimeRange(since=iso_utc(since), until=iso_utc(until)),
         nodes=nodes,
         sessions=sessions,
+        waits=waits,
         costs=costs,
         audit=await _audit(records),
         series=await _series(store, config, since, until, calls, cumulative),
@@ -438,6 +483,9 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
          [[n.id, n.hostname, n.journal, str(n.last_seq), str(n.events), str(n.gaps)] for n in report.nodes]),
         ("Sessions", ["session", "node", "source", "project", "model", "state", "calls", "input tokens", "output tokens", "cost"],
          [[s.id, s.node, s.source or "-", s.project or "-", s.model or "-", s.state, str(s.calls), f"{s.input_tokens:,}", f"{s.output_tokens:,}", _usd(s.cost_usd)] for s in report.sessions]),
+        ("Waits for a person", ["began", "node", "session", "project", "reason", "ended", "waited"],
+         [[w.began, w.node, w.session, w.project or "-", w.reason or "-", w.ended or "still waiting", f"{w.duration_s:g} s"]
+          for w in report.waits]),
         ("Cost by model", ["model", "cost"], [[k, _usd(v)] for k, v in c.by_model.items()]),
         ("Cost by node", ["node", "cost"], [[k, _usd(v)] for k, v in c.by_node.items()]),
         ("Cost by project", ["project", "cost"], [[k, _usd(v)] for k, v in c.by_project.items()]),
@@ -531,7 +579,7 @@ def _fmt_axis(value: float) -> str:
 
 
 def svg_line_chart(
-    lines: dict[str, Sequence[tuple[float, float]]], *, title: str, thresholds: Sequence[tuple[str, float]] = (),
+    lines: Mapping[str, Sequence[tuple[float, float]]], *, title: str, thresholds: Sequence[tuple[str, float]] = (),
     x_range: tuple[float, float] | None = None, width: int = 480, height: int = 180,
 ) -> str:  # fmt: skip
     """Inline SVG line chart; x is time (the report's range, so charts line up), y starts at 0."""

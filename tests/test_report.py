@@ -301,3 +301,19 @@ def test_since_takes_a_duration_ago_or_an_iso_time(text: str, expected: float) -
 def test_a_bad_since_is_a_one_line_error(text: str) -> None:
     with pytest.raises(ReportError, match=r"^--since: "):
         parse_time(text, 1_800_000_000.0, option="--since")
+
+
+async def test_waits_for_a_person_are_listed_with_their_durations(store: Store, tmp_path: Path) -> None:
+    await fill(store, "build-1", [
+        event(1, T0 - 60, "session.started", "s1", {"source": "claude-code", "project": "api", "model": "claude-sonnet-4-5"}),
+        event(2, T0 + 100, "session.state", "s1", {"state": "waiting", "reason": "permission"}),
+        event(3, T0 + 145, "session.state", "s1", {"state": "running", "reason": "claude-code PostToolUse"}),
+        event(4, T0 + 900, "session.state", "s1", {"state": "waiting", "reason": "input\x1b[31m"}),
+    ])  # fmt: skip
+    report = await _report(store, tmp_path)
+    waits = [(w.project, w.reason, w.began, w.ended, w.duration_s) for w in report.waits]
+    assert waits == [
+        ("api", "permission", "2026-11-20T23:51:40.000Z", "2026-11-20T23:52:25.000Z", 45.0),
+        ("api", "input[31m", "2026-11-21T00:05:00.000Z", None, 300.0),
+    ]
+    assert "| still waiting | 300 s |" in render(report, "md")

@@ -28,6 +28,15 @@ MAX_HEADER_LINES = 100
 FIRST_BACKOFF_S = 0.5
 STATUS_STATES = {"busy": "running", "retry": "running", "idle": "idle"}
 ABORTED = "MessageAbortedError"  # the user stopped the turn: not a provider failure
+# Events that stop a session until a person answers (`permission.updated` before opencode 1.x named
+# it `permission.asked`), and those that say the person did.
+WAITING_EVENTS = {"permission.asked": "permission", "permission.updated": "permission", "question.asked": "question"}
+ANSWERED_EVENTS = frozenset({"permission.replied", "question.replied", "question.rejected"})
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object from opencode, or an empty one for anything else (the stream is not trusted)."""
+    return value if isinstance(value, dict) else {}
 
 
 def parse_sse(buffer: list[str], line: str) -> str | None:
@@ -231,7 +240,7 @@ class IngestSource(WatchedSource[WatchedSession]):
 
     def _handle(self, event: dict[str, Any]) -> bool:
         etype = event.get("type")
-        props = event.get("properties") if isinstance(event.get("properties"), dict) else {}
+        props = _object(event.get("properties"))
         now = self.ctx.clock.now()
         if etype in ("session.created", "session.updated"):
             info = props.get("info")
@@ -270,6 +279,17 @@ class IngestSource(WatchedSource[WatchedSession]):
         if etype == "session.compacted":
             self._set_state(self._active(sid, now), "compacted", "auto", now)
             return True
+        if etype in WAITING_EVENTS:
+            session = self._active(sid, now)
+            if session.state != "waiting":
+                self._set_state(session, "waiting", WAITING_EVENTS[etype], now)
+            return True
+        if etype in ANSWERED_EVENTS:
+            waiting = self._sessions.get(sid) if sid in self._live else None
+            if waiting is None or waiting.state != "waiting":
+                return False
+            self._set_state(waiting, "running", f"opencode {etype}", now)
+            return True
         if etype == "session.error":
             error = props.get("error")
             name = error.get("name") if isinstance(error, dict) else None
@@ -283,7 +303,7 @@ class IngestSource(WatchedSource[WatchedSession]):
     def _message(self, sid: str, info: Any, now: float) -> bool:
         if not isinstance(info, dict) or info.get("role") != "assistant":
             return False
-        times = info.get("time") if isinstance(info.get("time"), dict) else {}
+        times = _object(info.get("time"))
         completed, created = times.get("completed"), times.get("created")
         error = info.get("error") if isinstance(info.get("error"), dict) else None
         if completed is None and error is None:
@@ -297,8 +317,8 @@ class IngestSource(WatchedSource[WatchedSession]):
         session = self._active(sid, now)
         if isinstance(info.get("modelID"), str):
             session.model = info["modelID"]
-        tokens = info.get("tokens") if isinstance(info.get("tokens"), dict) else {}
-        cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
+        tokens = _object(info.get("tokens"))
+        cache = _object(tokens.get("cache"))
         cost = info.get("cost")
         latency = None
         if isinstance(completed, (int, float)) and isinstance(created, (int, float)) and completed >= created:

@@ -17,7 +17,10 @@ from heady_agent.protocol import (
     Hello,
     LlmCallData,
     Metrics,
+    SessionEndedData,
     SessionInfo,
+    SessionStartedData,
+    SessionStateData,
     parse_event_data,
 )
 
@@ -357,7 +360,7 @@ class Fleet:
             return None
         rec = self._session(state.id, ev.session)
         rec.last_event_at = max(rec.last_event_at, ev.ts)
-        if ev.kind == "session.started":
+        if isinstance(data, SessionStartedData):
             rec.source = data.source
             rec.project = data.project or rec.project
             rec.cwd = data.cwd or rec.cwd
@@ -366,20 +369,20 @@ class Fleet:
             rec.title = data.title or rec.title
             rec.managed = data.managed or rec.managed
             rec.started = ev.ts if rec.started is None else min(rec.started, ev.ts)
-        elif ev.kind == "session.state":
+        elif isinstance(data, SessionStateData):
             # Replays may deliver older states after a fresher sessions snapshot: time decides.
             if ev.ts >= rec.state_since:
                 rec.state = data.state
                 rec.state_reason = data.reason
                 rec.state_since = ev.ts
-        elif ev.kind == "session.ended":
+        elif isinstance(data, SessionEndedData):
             rec.ended = ev.ts
             rec.exit_code = data.exit_code
             if ev.ts >= rec.state_since:
                 rec.state = "error" if (data.exit_code or 0) != 0 else "completed"
                 rec.state_reason = data.reason
                 rec.state_since = ev.ts
-        elif ev.kind == "llm.call":
+        elif isinstance(data, LlmCallData):
             self._apply_call(state.id, rec, ev.ts, data)
         return data
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def call(model: str, *, input_tokens: int = 0, output_tokens: int = 0, cache_rea
     }
 
 
-async def fill(store: Store, node: str, frames: list[Metrics | Event], *, simulated: bool = False, cpu_count: int = 4) -> None:
+async def fill(store: Store, node: str, frames: Sequence[Metrics | Event], *, simulated: bool = False, cpu_count: int = 4) -> None:
     info = {"id": node, "hostname": f"{node}.lan", "agent_version": "0.1.0", "os": "linux", "cpu_count": cpu_count, "mem_total": 8 << 30, "labels": {}}
     await store.record_node(node, hostname=f"{node}.lan", info=info, simulated=simulated, now=frames[0].ts)
     await store.store_batch(node, "j1", frames)

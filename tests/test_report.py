@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from heady_agent.protocol import Event, Metrics
 from heady_tui.config import Config, ConsentConfig, Paths
 from heady_tui.engine.consent import new_denial, new_grant
 from heady_tui.engine.detector import LevelChange, MetricLevelChange
@@ -24,7 +26,7 @@ SINCE, UNTIL = T0, T0 + 1200
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     db = await Store.open(tmp_path / "heady.db")
     yield db
     await db.close()
@@ -36,7 +38,7 @@ def _paths(tmp_path: Path) -> Paths:
 
 async def _two_nodes(store: Store, *, simulated: bool = False) -> None:
     """build-1: a sonnet session (started before the range) and one unknown model; build-2: gpt-5."""
-    b1 = [event(1, T0 - 600, "session.started", "s1", {"source": "claude-code", "project": "api", "model": "claude-sonnet-4-5"})]
+    b1: list[Metrics | Event] = [event(1, T0 - 600, "session.started", "s1", {"source": "claude-code", "project": "api", "model": "claude-sonnet-4-5"})]
     seq = 1
     for i in range(120):  # a metrics sample every 10 s over the 20 min range; the queue climbs
         seq += 1
@@ -49,7 +51,7 @@ async def _two_nodes(store: Store, *, simulated: bool = False) -> None:
         event(seq + 5, T0 + 730, "llm.call", "s9", call("mystery-1", input_tokens=5000)),
     ]
     await fill(store, "build-1", b1, simulated=simulated)
-    b2 = [event(1, T0 + 5, "session.started", "c1", {"source": "codex", "project": "web", "model": "gpt-5"})]
+    b2: list[Metrics | Event] = [event(1, T0 + 5, "session.started", "c1", {"source": "codex", "project": "web", "model": "gpt-5"})]
     for i in range(120):
         b2.append(metrics(i + 2, T0 + i * 10, load1=0.4, queue=10))
     b2 += [

@@ -18,13 +18,14 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
 from rich.text import Text
 from textual import work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.screen import ModalScreen
@@ -111,8 +112,9 @@ class ActionsProvider(Provider):
         return run
 
     async def discover(self) -> Hits:
+        app: HeadyApp = self.app  # type: ignore[assignment]
         for action in self._candidates():
-            yield DiscoveryHit(action.description, self._runner(action), help=f"key: {self.app.get_key_display_for(action)}")
+            yield DiscoveryHit(action.description, self._runner(action), help=f"key: {app.get_key_display_for(action)}")
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -125,7 +127,7 @@ class ActionsProvider(Provider):
 class HeadyApp(App[int]):
     CSS_PATH = "heady.tcss"
     TITLE = "heady"
-    BINDINGS = bindings_for("app")
+    BINDINGS: ClassVar[list[BindingType]] = [*bindings_for("app")]
     COMMANDS = App.COMMANDS | {ActionsProvider}
     ENABLE_COMMAND_PALETTE = True
 
@@ -299,9 +301,9 @@ class HeadyApp(App[int]):
         if len(cache) > CELL_CACHE_SIZE or self._cell_cache_theme != self.theme:
             cache.clear()
             self._cell_cache_theme = self.theme
-        out = {}
+        out: dict[str, tuple[Text | str, ...]] = {}
         for key, row in rows.items():
-            cells = []
+            cells: list[Text | str] = []
             for cell in row:
                 text, severity = cell
                 if severity is None:
@@ -417,7 +419,8 @@ class HeadyApp(App[int]):
                 self.notify(DECISION_WORDS[decision], markup=False)
         finally:
             self._consent_open = None
-            await brain.release_consent(request_id)
+            if brain is not None:
+                await brain.release_consent(request_id)
         self.refresh_now(force=True)
 
     # --- navigation and app actions ----------------------------------------------------
@@ -438,11 +441,12 @@ class HeadyApp(App[int]):
 
     def _check_size(self, width: int, height: int) -> None:
         small = width < MIN_WIDTH or height < MIN_HEIGHT
-        showing = isinstance(self.screen, TooSmallScreen)
+        screen = self.screen
+        showing = isinstance(screen, TooSmallScreen)
         if small and not showing:
             self.push_screen(TooSmallScreen(MIN_WIDTH, MIN_HEIGHT))
-        elif small and showing:
-            self.screen.show_size(width, height)
+        elif small and isinstance(screen, TooSmallScreen):
+            screen.show_size(width, height)
         elif not small and showing:
             self.pop_screen()
 
@@ -501,7 +505,7 @@ class HeadyApp(App[int]):
 
         self.push_screen(SessionScreen(node_id, session_id, compact=self.compact))
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if len(self.screen_stack) > 2:
             self.pop_screen()
         elif isinstance(self.screen, LiveScreen) and self.screen.VIEW != "overview":

@@ -65,7 +65,11 @@ class SessionScreen(LiveScreen):
         age = None if rec.started is None else (rec.ended or now) - rec.started
         text = Text(end="")
         text.append(f"{rec.source or '?'}  {rec.project or '-'}  model {rec.model or '-'}  ")
-        text.append_text(self.heady.cells({"s": ((rec.state, views.STATE_SEVERITY.get(rec.state)),)})["s"][0])
+        state = self.heady.cells({"s": ((rec.state, views.STATE_SEVERITY.get(rec.state)),)})["s"][0]
+        if isinstance(state, Text):
+            text.append_text(state)
+        else:
+            text.append(state)
         if rec.state_reason:
             text.append(f" ({rec.state_reason})")
         if rec.state == WAITING_STATE and rec.live:
@@ -100,7 +104,7 @@ class SessionScreen(LiveScreen):
         if store is None:  # the console is still starting
             return
         events = await store.events(node=self.node_id, session=self.session_id)
-        rows = {}
+        rows: dict[str, tuple[str | Text, ...]] = {}
         for ev in reversed(events[-TIMELINE_ROWS:]):
             data = ev.data
             key = f"{ev.journal}:{ev.seq}"

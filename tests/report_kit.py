@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from heady_agent.protocol import Event, Metrics
+from heady_agent.protocol import Event, EventKind, Metrics
 from heady_tui.store import Store
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
@@ -20,7 +20,7 @@ def metrics(seq: int, ts: float, *, load1: float, queue: int, cpu: float = 20.0)
     return Metrics(journal="j1", seq=seq, ts=ts, cpu=cpu, load=[load1, load1, load1], mem=40.0, swap=0.0, queue_depth=queue)
 
 
-def event(seq: int, ts: float, kind: str, session: str | None, data: dict[str, Any]) -> Event:
+def event(seq: int, ts: float, kind: EventKind, session: str | None, data: dict[str, Any]) -> Event:
     return Event(journal="j1", seq=seq, ts=ts, kind=kind, session=session, data=data)
 
 

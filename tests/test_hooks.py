@@ -18,6 +18,7 @@ from hookkit import POST_TOOL_USE, PERMISSION_REQUEST, SID, claude_home, run_hoo
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.hook_socket import socket_path
+from heady_agent.protocol import Command
 from heady_agent.hooks import (
     BACKUP_SUFFIX,
     HOOK_EVENTS,
@@ -273,11 +274,33 @@ def test_hooks_install_on_a_broken_settings_file_fails_in_one_line(tmp_path):
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "not valid JSON" in done.stderr
 
 
-def test_a_registry_entry_waiting_for_a_permission_prompt_gives_the_hooks_reason(tmp_path, claude_home):
+def _watching(tmp_path: Path, claude_home: Path) -> tuple[ClaudeCodeSource, SqliteSourceContext]:
     config = AgentConfig(sources=["claude-code"], claude_code=ClaudeCodeConfig(roots=[str(claude_home)]))
     ctx = SqliteSourceContext(tmp_path / "journal.db", config, ManualClock(time.time()))
     source = ClaudeCodeSource(ctx)
     source.scan()
+    return source, ctx
+
+
+def test_a_hook_for_a_session_the_agent_does_not_watch_changes_nothing(tmp_path, claude_home):
+    source, ctx = _watching(tmp_path, claude_home)
+    assert not source.person_signal("0d6f1e2a-0000-4000-8000-000000000000", "waiting", "permission")
+    assert ctx.events("session.state") == []
+    ctx.close()
+
+
+async def test_a_paused_session_stays_paused_whatever_a_hook_says(tmp_path, claude_home):
+    source, ctx = _watching(tmp_path, claude_home)
+    pause = Command.model_validate({"id": "c1", "action": "session.pause", "target": SID, "args": {}})
+    await source.command(pause)
+    assert source.person_signal(SID, "waiting", "permission")
+    assert [s.state for s in source.sessions()] == ["paused"]
+    assert [e.data["state"] for e in ctx.events("session.state")] == ["paused"]
+    ctx.close()
+
+
+def test_a_registry_entry_waiting_for_a_permission_prompt_gives_the_hooks_reason(tmp_path, claude_home):
+    source, ctx = _watching(tmp_path, claude_home)
     [entry] = (claude_home / "sessions").glob("*.json")
     entry.write_text(json.dumps({**json.loads(entry.read_text()), "status": "waiting", "waitingFor": "permission prompt"}))
     source.scan()

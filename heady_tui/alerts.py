@@ -66,6 +66,15 @@ def _money(value: Any) -> str:
         return "$?"
 
 
+def _minutes(seconds: Any) -> str:
+    try:
+        whole = int(float(seconds))
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+    minutes, secs = divmod(max(0, whole), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 LEVEL_SEVERITY: dict[str, Severity] = {"critical": "critical", "degraded": "warning", "unknown": "warning"}
 
 
@@ -119,6 +128,12 @@ def classify(event: HeadyEvent, *, simulated: bool = False) -> Alert | None:
     if name == "node.offline":
         title = f"node {d.get('node', '?')} lost"
         return Alert(event, "warning", title, (f"reason: {d.get('reason', '?')}",), (name, d.get("node")), simulated)
+    if name == "session.waiting":
+        project = d.get("project") or d.get("session", "?")
+        title = f"{project} on {d.get('node', '?')} waits for you ({d.get('reason') or 'unknown reason'})"
+        lines = (f"waiting for {_minutes(d.get('waited_s'))}", f"session: {d.get('session', '?')}")
+        # One alert per wait: a new wait of the same session begins at a new `since`.
+        return Alert(event, "warning", title, lines, (name, d.get("node"), d.get("session"), d.get("since")), simulated)
     if name == "node.journal_reset":
         title = f"node {d.get('node', '?')} journal reset"
         lines = (f"{d.get('old_journal', '?')} -> {d.get('new_journal', '?')}", "events before the reset may be missing")

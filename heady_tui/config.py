@@ -180,6 +180,8 @@ class AlertsConfig(_Section):
     dedupe_window_s: float = Field(default=300, ge=0)
     max_retries: int = Field(default=3, ge=0)
     timeout_s: float = Field(default=5.0, gt=0)
+    # A session waiting for a person this long raises one `session.waiting` alert per wait.
+    waiting_after_s: float = Field(default=120.0, gt=0)
 
 
 class UiConfig(_Section):

@@ -33,6 +33,7 @@ from .ledger import (
     PricedCall,
     NODE_OFFLINE_REASON,
     UNKNOWN_STATE,
+    WAITING_STATE,
     SessionRecord,
     apply_call,
     apply_ended,
@@ -43,7 +44,7 @@ from .ledger import (
     price_call,
 )
 
-__all__ = ["RING_SIZE", "TERMINAL_STATES", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
+__all__ = ["RING_SIZE", "TERMINAL_STATES", "UNKNOWN_STATE", "WAITING_STATE", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
 
 RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
 MAX_SESSIONS_PER_NODE = 2000  # StoreConfig.max_sessions_per_node's default
@@ -383,6 +384,11 @@ class Fleet:
 
     def online_nodes(self) -> list[NodeState]:
         return [n for n in self.nodes.values() if n.status == "online"]
+
+    def waiting_sessions(self) -> list[SessionRecord]:
+        """Live sessions waiting for a person, the longest-waiting first: what needs the operator now."""
+        waiting = [rec for rec in self.sessions.values() if rec.live and rec.state == WAITING_STATE]
+        return sorted(waiting, key=lambda rec: (rec.state_since, rec.node, rec.id))
 
     def node_sessions(self, node_id: str) -> Iterator[SessionRecord]:
         return iter(list(self._node_sessions.get(node_id, {}).values()))

@@ -20,6 +20,8 @@ GONE_REASON = "no longer reported by the agent"
 # A session on a node that sent nothing for its timeout: not ended, but not known to be running.
 UNKNOWN_STATE = "unknown"
 NODE_OFFLINE_REASON = "node offline"
+# A session that waits for a person (reason permission, input or question); since = state_since.
+WAITING_STATE = "waiting"
 
 
 class CallPricer(Protocol):

@@ -27,6 +27,7 @@ from .ledger import SessionRecord, day_of
 from .engine.detector import CallSample, NodeSample, compute_metrics
 from .engine.kpis import rebalance_kpis
 from .events import iso_utc
+from .fleet import WAITING_STATE
 from .providers import fetch_provider_costs, reconcile_by_day
 from .records import Records
 from .store import Store
@@ -82,6 +83,18 @@ class SessionRow(_Model):
     reasoning_tokens: int = 0
     cost_usd: float
     reported_cost_usd: float | None = None  # what the agent said it cost, when it says
+
+
+class WaitRow(_Model):
+    """A session's stay in `waiting`: a person was needed from `began` until `ended` (None: still at the range's end)."""
+
+    node: str
+    session: str
+    project: str | None
+    reason: str | None
+    began: str
+    ended: str | None
+    duration_s: float
 
 
 class ReconciledDay(_Model):
@@ -185,6 +198,7 @@ class ReportData(_Model):
     range: TimeRange
     nodes: list[NodeRow]
     sessions: list[SessionRow]
+    waits: list[WaitRow] = Field(default_factory=list)
     costs: Costs
     equilibrium: list[EquilibriumRow]
     consents: list[ConsentRow]
@@ -265,6 +279,34 @@ async def _sessions_and_costs(store: Store, since: float, until: float) -> tuple
     return rows, costs, cumulative, calls
 
 
+WAIT_REASON_CHARS = 80  # a reason as the agent wrote it is cut here
+
+
+async def _waits(store: Store, sessions: list[SessionRow], since: float, until: float) -> list[WaitRow]:
+    """The waits that began in the range, oldest first: each lasts until the session's next state (or
+    its end); one still open at `until` is counted up to it."""
+    projects = {(s.node, s.id): s.project for s in sessions}
+    open_waits: dict[tuple[str, str], tuple[float, str | None]] = {}
+    rows: list[WaitRow] = []
+
+    def row(key: tuple[str, str], began: float, reason: str | None, ended: float | None) -> WaitRow:
+        return WaitRow(node=key[0], session=key[1], project=projects.get(key), reason=reason, began=iso_utc(began),
+                       ended=iso_utc(ended) if ended is not None else None, duration_s=round((ended or until) - began, 1))
+
+    for ev in await store.events(since, until, kinds=("session.state", "session.ended")):
+        if not ev.session:
+            continue
+        key = (ev.node, ev.session)
+        began = open_waits.pop(key, None)
+        if began is not None:
+            rows.append(row(key, began[0], began[1], ev.ts))
+        if ev.kind == "session.state" and ev.data.get("state") == WAITING_STATE:
+            reason = ev.data.get("reason")
+            open_waits[key] = (ev.ts, clean_text(reason, WAIT_REASON_CHARS) if isinstance(reason, str) else None)
+    rows += [row(key, began, reason, None) for key, (began, reason) in open_waits.items()]
+    return sorted(rows, key=lambda r: (r.began, r.node, r.session))
+
+
 def _downsample(points: Sequence[tuple[float, float]], limit: int = CHART_POINTS) -> list[tuple[float, float]]:
     if len(points) <= limit:
         return list(points)
@@ -325,6 +367,7 @@ async def gather_report(
     with `ask_providers`, also what the configured providers billed (network, up to their timeouts)."""
     nodes, stored_simulated = await _nodes(store)
     sessions, costs, cumulative, calls = await _sessions_and_costs(store, since, until)
+    waits = await _waits(store, sessions, since, until)
     providers = config.cost.providers
     if ask_providers and (providers.anthropic_admin_key_env or providers.openai_admin_key_env):
         billed = await fetch_provider_costs(providers, since, until, now=lambda: now)
@@ -339,6 +382,7 @@ async def gather_report(
         range=TimeRange(since=iso_utc(since), until=iso_utc(until)),
         nodes=nodes,
         sessions=sessions,
+        waits=waits,
         costs=costs,
         audit=await _audit(records),
         series=await _series(store, config, since, until, calls, cumulative),
@@ -498,6 +542,9 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
          [[s.id, s.node, s.source or "-", s.project or "-", s.model or "-", session_state(s), f"{s.calls:,}",
            f"{s.input_tokens:,}", f"{s.output_tokens:,}", f"{s.cache_write_5m_tokens + s.cache_write_1h_tokens:,}",
            f"{s.cache_read_tokens:,}", _usd(s.cost_usd)] for s in report.sessions]),
+        ("Waits for a person", ["began", "node", "session", "project", "reason", "ended", "waited"],
+         [[w.began, w.node, w.session, w.project or "-", w.reason or "-", w.ended or "still waiting", f"{w.duration_s:g} s"]
+          for w in report.waits]),
         ("Cost by model", ["model", "cost"], [[k, _usd(v)] for k, v in c.by_model.items()]),
         ("Cost by node", ["node", "cost"], [[k, _usd(v)] for k, v in c.by_node.items()]),
         ("Cost by project", ["project", "cost"], [[k, _usd(v)] for k, v in c.by_project.items()]),

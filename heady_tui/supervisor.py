@@ -25,6 +25,7 @@ from .events import HeadyEvent
 from .fleet import UNKNOWN_STATE, Fleet
 from .link import NodeLink, security_warnings
 from .store import Store, StoreError
+from .waits import WaitAlarm
 
 log = logging.getLogger("heady.supervisor")
 
@@ -84,6 +85,7 @@ class Supervisor:
         self._counts: dict[str, IngestCounts] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._wait_alarm = WaitAlarm(config.alerts.waiting_after_s)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -231,6 +233,13 @@ class Supervisor:
         except StoreError as exc:
             log.error("could not mark the sessions of %s unknown: %s", node, exc)
 
+    def check_waits(self) -> None:
+        """Publish `session.waiting` once per wait that has lasted alerts.waiting_after_s, on the injected clock."""
+        now = self.clock.now()
+        for rec in self._wait_alarm.due(self.fleet, now):
+            self.publish("session.waiting", node=rec.node, session=rec.id, project=rec.project or rec.title or "",
+                         reason=rec.state_reason or "", since=rec.state_since, waited_s=round(now - rec.state_since, 1))  # fmt: skip
+
     async def _liveness_loop(self) -> None:
         timeouts = [self.node_timeout_s(node) for node in self.nodes] or [self.config.liveness.timeout_s]
         # A few checks per timeout, so a silent node is marked within a fraction of it past the timeout.
@@ -239,6 +248,7 @@ class Supervisor:
             await asyncio.sleep(interval)
             try:
                 self.check_liveness()
+                self.check_waits()
             except Exception:
                 log.exception("liveness check failed")
 

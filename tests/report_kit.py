@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from heady_agent.protocol import Event, Metrics
+from heady_agent.protocol import Event, EventKind, Metrics
 from heady_tui.store import Store
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
@@ -19,7 +20,7 @@ def metrics(seq: int, ts: float, *, load1: float, queue: int, cpu: float = 20.0)
     return Metrics(journal="j1", seq=seq, ts=ts, cpu=cpu, load=[load1, load1, load1], mem=40.0, swap=0.0, queue_depth=queue)
 
 
-def event(seq: int, ts: float, kind: str, session: str | None, data: dict[str, Any]) -> Event:
+def event(seq: int, ts: float, kind: EventKind, session: str | None, data: dict[str, Any]) -> Event:
     return Event(journal="j1", seq=seq, ts=ts, kind=kind, session=session, data=data)
 
 
@@ -38,7 +39,7 @@ def call(model: str, *, input_tokens: int = 0, output_tokens: int = 0, cache_rea
     }
 
 
-async def fill(store: Store, node: str, frames: list[Metrics | Event], *, simulated: bool = False, cpu_count: int = 4) -> None:
+async def fill(store: Store, node: str, frames: Sequence[Metrics | Event], *, simulated: bool = False, cpu_count: int = 4) -> None:
     info = {"id": node, "hostname": f"{node}.lan", "agent_version": "0.1.0", "os": "linux", "cpu_count": cpu_count, "mem_total": 8 << 30, "labels": {}}
     await store.record_node(node, hostname=f"{node}.lan", info=info, simulated=simulated, now=frames[0].ts)
     await store.store_batch(node, "j1", frames)

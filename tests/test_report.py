@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from heady_tui.config import Config, ConsentConfig, CostConfig, Paths
+from heady_agent.protocol import Event, Metrics
 from heady_tui.engine.consent import new_denial, new_grant
 from heady_tui.engine.cost import PricingTable
 from heady_tui.engine.detector import LevelChange, MetricLevelChange
@@ -25,7 +27,7 @@ SINCE, UNTIL = T0, T0 + 1200
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     db = await Store.open(tmp_path / "heady.db", pricing=PricingTable.load(CostConfig()))
     yield db
     await db.close()
@@ -37,7 +39,7 @@ def _paths(tmp_path: Path) -> Paths:
 
 async def _two_nodes(store: Store, *, simulated: bool = False) -> None:
     """build-1: a sonnet session (started before the range) and one unknown model; build-2: gpt-5."""
-    b1 = [event(1, T0 - 600, "session.started", "s1", {"source": "claude-code", "project": "api", "model": "claude-sonnet-4-5"})]
+    b1: list[Metrics | Event] = [event(1, T0 - 600, "session.started", "s1", {"source": "claude-code", "project": "api", "model": "claude-sonnet-4-5"})]
     seq = 1
     for i in range(120):  # a metrics sample every 10 s over the 20 min range; the queue climbs
         seq += 1
@@ -50,7 +52,7 @@ async def _two_nodes(store: Store, *, simulated: bool = False) -> None:
         event(seq + 5, T0 + 730, "llm.call", "s9", call("mystery-1", input_tokens=5000)),
     ]
     await fill(store, "build-1", b1, simulated=simulated)
-    b2 = [event(1, T0 + 5, "session.started", "c1", {"source": "codex", "project": "web", "model": "gpt-5"})]
+    b2: list[Metrics | Event] = [event(1, T0 + 5, "session.started", "c1", {"source": "codex", "project": "web", "model": "gpt-5"})]
     for i in range(120):
         b2.append(metrics(i + 2, T0 + i * 10, load1=0.4, queue=10))
     b2 += [
@@ -302,3 +304,19 @@ def test_since_takes_a_duration_ago_or_an_iso_time(text: str, expected: float) -
 def test_a_bad_since_is_a_one_line_error(text: str) -> None:
     with pytest.raises(ReportError, match=r"^--since: "):
         parse_time(text, 1_800_000_000.0, option="--since")
+
+
+async def test_waits_for_a_person_are_listed_with_their_durations(store: Store, tmp_path: Path) -> None:
+    await fill(store, "build-1", [
+        event(1, T0 - 60, "session.started", "s1", {"source": "claude-code", "project": "api", "model": "claude-sonnet-4-5"}),
+        event(2, T0 + 100, "session.state", "s1", {"state": "waiting", "reason": "permission"}),
+        event(3, T0 + 145, "session.state", "s1", {"state": "running", "reason": "claude-code PostToolUse"}),
+        event(4, T0 + 900, "session.state", "s1", {"state": "waiting", "reason": "input\x1b[31m"}),
+    ])  # fmt: skip
+    report = await _report(store, tmp_path)
+    waits = [(w.project, w.reason, w.began, w.ended, w.duration_s) for w in report.waits]
+    assert waits == [
+        ("api", "permission", "2026-11-20T23:51:40.000Z", "2026-11-20T23:52:25.000Z", 45.0),
+        ("api", "input[31m", "2026-11-21T00:05:00.000Z", None, 300.0),
+    ]
+    assert "| still waiting | 300 s |" in render(report, "md")

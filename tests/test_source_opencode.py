@@ -421,3 +421,27 @@ def test_sse_lines_join_multi_line_data_and_ignore_comments():
     buffer: list[str] = []
     got = [parse_sse(buffer, line) for line in (": ping", "id: 7", "data: {\"a\":", "data:  1}", "")]
     assert got == [None, None, None, None, '{"a":\n 1}']
+
+
+def permission_asked() -> dict:
+    """A permission request as opencode 1.x puts it on /event (bash wants to run a command)."""
+    return {"type": "permission.asked", "properties": {
+        "id": "per_01JQ7Z3H4K", "sessionID": SID, "permission": "bash", "patterns": ["git push origin main"],
+        "metadata": {}, "always": ["git push *"], "tool": {"messageID": "msg_1", "callID": "call_1"}}}
+
+
+async def test_a_permission_request_makes_the_session_wait_until_it_is_answered(source, opencode, ctx):
+    opencode.send(status("busy"))
+    opencode.send(permission_asked())
+    opencode.send({"type": "permission.replied", "properties": {"sessionID": SID, "requestID": "per_01JQ7Z3H4K", "reply": "once"}})
+    await until(lambda: len(ctx.events("session.state")) == 2, "waiting, then running")
+    assert [(e.data["state"], e.data["reason"]) for e in ctx.events("session.state")] == [
+        ("waiting", "permission"), ("running", "opencode permission.replied")]
+
+
+async def test_a_question_to_the_user_is_a_wait_for_a_question(source, opencode, ctx):
+    opencode.send(status("busy"))
+    opencode.send({"type": "question.asked", "properties": {"id": "que_1", "sessionID": SID, "questions": []}})
+    await until(lambda: ctx.events("session.state"), "waiting")
+    assert [s.state for s in source.sessions()] == ["waiting"]
+    assert ctx.events("session.state")[0].data == {"state": "waiting", "reason": "question"}

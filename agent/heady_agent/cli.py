@@ -20,6 +20,8 @@ from .config import SCENARIOS, SOURCE_NAMES, AgentConfig, ConfigError, load_agen
 
 log = logging.getLogger("heady_agent")
 
+MAX_HOOK_INPUT_BYTES = 16 * 1024 * 1024  # a hook's JSON holds the tool input (a whole file for Write)
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2
@@ -53,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("token", help="print a new random token for agent.token / $HEADY_AGENT_TOKEN")
+    sub.add_parser(
+        "hook", help="run by a Claude Code hook: hand its JSON (stdin) to the running agent; prints nothing, exits 0"
+    )
+    hooks = sub.add_parser("hooks", help="add or remove the hook in Claude Code's settings.json")
+    hooks.add_argument("action", choices=("install", "uninstall"))
     return parser
 
 
@@ -108,10 +115,12 @@ def _write_ready(path: Path, url: str) -> None:
     os.replace(tmp, path)
 
 
-async def _serve(config: AgentConfig, journal_path: Path | None, ready_file: Path | None) -> int:
+async def _serve(config: AgentConfig, journal_path: Path | None, ready_file: Path | None, data_dir: str | None) -> int:
+    from .hook_socket import socket_path
     from .server import AgentServer
 
-    server = AgentServer(config, journal_path=journal_path)
+    hook_socket = socket_path(data_dir) if "claude-code" in config.sources else None
+    server = AgentServer(config, journal_path=journal_path, hook_socket=hook_socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -134,11 +143,52 @@ def _check(config: AgentConfig, journal_path: Path | None) -> None:
     server.check_tls()
 
 
+def _hooks_status() -> str:
+    from .hooks import installed, settings_path
+
+    path = settings_path(os.environ)
+    if installed(path):
+        return f"claude-code hooks: installed in {path}"
+    return f"claude-code hooks: not installed in {path} (heady-agent hooks install)"
+
+
+def _hook(data_dir: str | None) -> int:
+    """Never fails Claude Code: no output, exit 0, whatever the input and whether an agent runs."""
+    from .hook_socket import send_hook, socket_path
+
+    try:
+        send_hook(sys.stdin.buffer.read(MAX_HOOK_INPUT_BYTES), socket_path(data_dir))
+    except Exception:  # a hook that fails would show an error in Claude Code
+        log.debug("hook not handed over", exc_info=True)
+    return 0
+
+
+def _hooks(action: str, data_dir: str | None) -> int:
+    from .hooks import HooksError, hook_command, install, settings_path, uninstall
+
+    path = settings_path(os.environ)
+    try:
+        if action == "install":
+            changed = install(path, hook_command(data_dir))
+            print(f"installed the heady hook in {path}" if changed else f"the heady hook is already in {path}")
+        else:
+            changed = uninstall(path)
+            print(f"removed the heady hook from {path}" if changed else f"no heady hook in {path}")
+    except (HooksError, OSError) as exc:
+        print(f"heady-agent: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
         print(secrets.token_urlsafe(32))
         return 0
+    if args.command == "hook":
+        return _hook(args.data_dir)
+    if args.command == "hooks":
+        return _hooks(args.action, args.data_dir)
     logging.basicConfig(
         stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -153,9 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             _check(config, journal_path)
             print("OK")
+            if "claude-code" in config.sources:
+                print(_hooks_status())
             return 0
         ready = Path(args.ready_file).expanduser() if args.ready_file else None
-        return asyncio.run(_serve(config, journal_path, ready))
+        return asyncio.run(_serve(config, journal_path, ready, args.data_dir))
     except (ConfigError, StartError, JournalError) as exc:
         print(f"heady-agent: error: {exc}", file=sys.stderr)
         return 1

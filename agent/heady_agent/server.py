@@ -42,6 +42,8 @@ from .clock import Clock, SystemClock
 from .collector import Collector
 from .config import SOURCE_NAMES, AgentConfig, data_dir, parse_listen
 from .journal import Appended, FrameTooLarge, Journal
+from .hook_socket import HookListener, HookSocketError
+from .hooks import HookSignal
 from .protocol import (
     EVENT_KINDS,
     MAX_FRAME_BYTES,
@@ -233,6 +235,7 @@ class AgentServer:
         clock: Clock | None = None,
         journal_path: Path | None = None,
         sources: Sequence[SessionSource | type[SessionSource]] | None = None,
+        hook_socket: Path | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -270,6 +273,8 @@ class AgentServer:
         self._refusals = _RefusalLog(self.clock)
         self._stopping = False
         self.counts = Counts()
+        # Claude Code hooks arrive here (hook_socket.py); None: not listened for.
+        self._hooks = HookListener(hook_socket, self._person_signal) if hook_socket is not None else None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -339,6 +344,7 @@ class AgentServer:
             except Exception as exc:  # one broken source must not stop the others
                 log.exception("source %s failed to start", source.name)
                 self.emit("agent.notice", None, {"severity": "warning", "message": f"source {source.name} failed to start: {exc}"})
+        await self._listen_for_hooks()
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="heady-agent-ticks"))
         log.info("listening on %s (journal %s, seq %d)", self.url, self.journal.id, self.journal.last_seq)
 
@@ -352,6 +358,19 @@ class AgentServer:
             return
         if mode & 0o077:
             log.warning("agent.token_file %s is readable by other users (mode %o); chmod 600 it", path, mode)
+
+    async def _listen_for_hooks(self) -> None:
+        if self._hooks is None:
+            return
+        try:
+            await self._hooks.start()
+        except (HookSocketError, OSError) as exc:  # the agent works without hooks, from the registry alone
+            self.emit("agent.notice", None, {"severity": "warning", "message": f"hooks not accepted: {exc}"})
+
+    def _person_signal(self, signal: HookSignal) -> None:
+        for source in self.sources:
+            if source.person_signal(signal.session_id, signal.state, signal.reason):
+                return
 
     def check_tls(self) -> None:
         """Raise StartError when the configured certificate or key cannot be loaded."""
@@ -371,6 +390,8 @@ class AgentServer:
         self._stopping = True
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
+        if self._hooks is not None:
+            await self._hooks.stop()
         for source in self.sources:
             try:
                 await source.stop()

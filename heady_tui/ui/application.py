@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
 from rich.text import Text
 from textual import events, work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.notifications import SeverityLevel
@@ -49,6 +50,7 @@ from . import theme as themes
 from .billing import ProviderBilling
 from .formatting import level_severity
 from .actions import ACTIONS, UiAction, bindings_for
+from .actions import action as ui_action
 from .modals.confirm import ConfirmModal
 from .modals.consent import NEWER_PLAN, ConsentModal, ConsentViewModal
 from .modals.error import ErrorModal
@@ -138,8 +140,8 @@ class ActionsProvider(Provider):
         return run
 
     async def discover(self) -> Hits:
+        app: HeadyApp = self.app  # type: ignore[assignment]
         for action in self._candidates():
-            app: HeadyApp = self.app  # type: ignore[assignment]
             yield DiscoveryHit(action.description, self._runner(action), help=f"key: {app.get_key_display_for(action)}")
 
     async def search(self, query: str) -> Hits:
@@ -153,7 +155,7 @@ class ActionsProvider(Provider):
 class HeadyApp(App[int]):
     CSS_PATH = "heady.tcss"
     TITLE = "heady"
-    BINDINGS = bindings_for("app")
+    BINDINGS: ClassVar[list[BindingType]] = [*bindings_for("app")]
     COMMANDS = App.COMMANDS | {ActionsProvider}
     ENABLE_COMMAND_PALETTE = True
 
@@ -388,6 +390,9 @@ class HeadyApp(App[int]):
         parts.append((f"  {live} live", None))
         if unknown:
             parts.append((f"  {unknown} unknown (node offline)", "warning"))
+        waiting = len(reader.fleet.waiting_sessions())
+        if waiting:
+            parts.append((f"  {waiting} need you ({self.get_key_display_for(ui_action('jump_waiting'))})", "warning"))
         parts.append((f"  [{screen.TITLE_TEXT}]", None))
         run = reader.rebalance()
         if run is not None and run.state == "running":
@@ -481,7 +486,8 @@ class HeadyApp(App[int]):
                 self.notify(DECISION_WORDS[decision], markup=False)
         finally:
             self._consent_open = None
-            await brain.release_consent(request_id)
+            if brain is not None:
+                await brain.release_consent(request_id)
         self.refresh_now(force=True)
 
     # --- navigation and app actions ----------------------------------------------------
@@ -544,6 +550,17 @@ class HeadyApp(App[int]):
         while len(self.screen_stack) > 2:
             self.pop_screen()
         self.switch_screen(self._view(name))
+
+    def action_jump_waiting(self) -> None:
+        """Open the session that has waited longest for a person."""
+        waiting = self.reader.fleet.waiting_sessions()
+        if not waiting:
+            self.notify("no session is waiting for you")
+            return
+        rec = waiting[0]
+        while len(self.screen_stack) > 2:  # one session screen at a time, over the current view
+            self.pop_screen()
+        self.open_session(rec.node, rec.id)
 
     def open_node(self, node_id: str) -> None:
         from .screens.node import NodeScreen

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from heady_agent.config import AgentConfig
 
-from ..fleet import UNKNOWN_STATE, Fleet, NodeState, SessionRecord
+from ..fleet import UNKNOWN_STATE, WAITING_STATE, Fleet, NodeState, SessionRecord
 from . import formatting as fmt
 from .widgets.spark import sparkline
 
@@ -20,6 +20,7 @@ ViewCell = tuple[str, str | None]
 STATE_SEVERITY = {
     "running": "ok",
     "idle": "careful",
+    "waiting": "warning",
     "compacted": "careful",
     "paused": "warning",
     "error": "critical",
@@ -191,10 +192,12 @@ class NodeRows:
         return rows
 
 
-def _state_text(rec: SessionRecord) -> str:
+def _state_text(rec: SessionRecord, now: float) -> str:
     # `unknown` alone would not say why; the reason (node offline) is part of the state shown.
     if rec.state == UNKNOWN_STATE and rec.state_reason:
         return f"{rec.state} ({rec.state_reason})"
+    if rec.state == WAITING_STATE and rec.live:  # what for, and how long the person has kept it waiting
+        return f"waiting {rec.state_reason or '?'} {fmt.duration(now - rec.state_since)}"
     return rec.state
 
 
@@ -218,7 +221,7 @@ def session_row(
         "source": (rec.source or "-", None),
         "project": (rec.project or "-", None),
         "model": (rec.model or "-", None),
-        "state": (_state_text(rec), STATE_SEVERITY.get(rec.state)),
+        "state": (_state_text(rec, now), STATE_SEVERITY.get(rec.state)),
         "age": (fmt.duration(age), None),
         "tokens": (fmt.tokens(rec.tokens), None),
         "cost": (cost, None),
@@ -228,8 +231,10 @@ def session_row(
 
 
 def _session_order(rec: SessionRecord) -> tuple:
-    # Live sessions first, then the most expensive: what an operator looks for.
-    return (not rec.live, not rec.active, -rec.cost_usd, rec.node, rec.id)
+    # Sessions waiting for a person first (the longest wait on top), then live ones, then the most
+    # expensive: what an operator looks for.
+    waiting = rec.live and rec.state == WAITING_STATE
+    return (not waiting, rec.state_since if waiting else 0.0, not rec.live, not rec.active, -rec.cost_usd, rec.node, rec.id)
 
 
 def session_rows(

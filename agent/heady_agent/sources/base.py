@@ -127,6 +127,11 @@ class SessionSource:
         """Replacement per-process top list for `detail` frames (simulated nodes only), else None."""
         return None
 
+    def person_signal(self, session_id: str, state: str, reason: str) -> bool:
+        """A hook says the session waits for a person, or works again (hooks.py); False when the
+        session is not this source's."""
+        return False
+
     async def command(self, cmd: Command) -> dict[str, Any]:
         """Carry out a command; returns the result's `detail`, or raises CommandError."""
         raise CommandError("not_supported", f"{cmd.action} is not supported by the {self.name} source")

@@ -417,7 +417,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             session.registry_status = status
             state = REGISTRY_STATES.get(status)
             if state is not None and state != session.state and session.state != "paused":
-                self._set_state(session, state, f"claude-code status {status}", now)
+                self._set_state(session, state, _registry_reason(status, entry), now)
                 return
             changed = True
         if changed:
@@ -514,6 +514,14 @@ class ClaudeCodeSource(JsonlSource[_Session]):
                 self._set_state(session, state, "resumed by command", now)
         self._flush()
         return {"session": session.id, "pid": pid, "state": session.state}
+
+
+def _registry_reason(status: str, entry: dict[str, Any]) -> str:
+    """`permission` for a registry entry waiting for a permission prompt (the reason hooks give too)."""
+    waiting_for = entry.get("waitingFor")
+    if status == "waiting" and isinstance(waiting_for, str) and "permission" in waiting_for:
+        return "permission"
+    return f"claude-code status {status}"
 
 
 def _real_model(record: dict[str, Any]) -> str | None:

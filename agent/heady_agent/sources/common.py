@@ -214,6 +214,17 @@ class WatchedSource(SessionSource, Generic[S]):
         session = self._sessions.get(session_id) if session_id in self._live else None
         return session is not None and session.managed_as is None
 
+    def person_signal(self, session_id: str, state: str, reason: str) -> bool:
+        # A session a managed one runs takes the signal too: _set_state reports it under the managed id.
+        session = self._sessions.get(session_id) if session_id in self._live else None
+        if session is None:
+            return False
+        if session.state != state and session.state != "paused":  # a paused session stays paused
+            with self.ctx.atomic():
+                self._set_state(session, state, reason, self.ctx.clock.now())
+            self._flush()
+        return True
+
     def _target(self, cmd: Command) -> S:
         """The live session a session.* command names, or the unknown_session refusal."""
         session = self._sessions.get(cmd.target or "") if cmd.target in self._live else None

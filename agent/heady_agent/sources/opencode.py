@@ -45,6 +45,10 @@ REQUEST_TIMEOUT_S = 10.0
 FIRST_BACKOFF_S = 0.5
 STATUS_STATES = {"busy": "running", "retry": "running", "idle": "idle"}
 ABORTED = "MessageAbortedError"  # the user stopped the turn: not a provider failure
+# Events that stop a session until a person answers (`permission.updated` before opencode 1.x named
+# it `permission.asked`), and those that say the person did.
+WAITING_EVENTS = {"permission.asked": "permission", "permission.updated": "permission", "question.asked": "question"}
+ANSWERED_EVENTS = frozenset({"permission.replied", "question.replied", "question.rejected"})
 # opencode names a session "New session - <ISO time>" (a child "Child session - ...") until its
 # title request answers; that is no title.
 PLACEHOLDER_TITLE = re.compile(r"^(New|Child) session - \d{4}-\d\d-\d\dT")
@@ -66,7 +70,7 @@ KNOWN_IGNORED = frozenset({
     "project.updated", "reference.updated", "integration.updated", "session.diff", "session.idle",
     "message.part.delta", "message.part.removed", "message.removed", "file.edited", "file.watcher.updated",
     "lsp.updated", "lsp.client.diagnostics", "installation.updated", "installation.update-available",
-    "todo.updated", "permission.updated", "permission.asked", "permission.replied", "command.executed",
+    "todo.updated", "command.executed",
     "tui.toast.show", "vcs.branch.updated", "pty.created", "pty.updated", "pty.exited", "pty.deleted",
     "mcp.tools.changed",
 })
@@ -340,6 +344,14 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         sid = props.get("sessionID")
         if etype == "session.status" and isinstance(sid, str):
             self._status(sid, _dict(props.get("status")), now)
+        elif etype in WAITING_EVENTS and isinstance(sid, str):
+            session = self._active(sid, now)
+            if session.state != "waiting":
+                self._set_state(session, "waiting", WAITING_EVENTS[etype], now)
+        elif etype in ANSWERED_EVENTS and isinstance(sid, str):
+            waiting = self._sessions.get(sid) if sid in self._live else None
+            if waiting is not None and waiting.state == "waiting":
+                self._set_state(waiting, "running", f"opencode {etype}", now)
         elif etype == "session.error" and isinstance(sid, str):
             error = _dict(props.get("error"))
             if error.get("name") != ABORTED:

@@ -8,6 +8,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from ...fleet import WAITING_STATE
 from .. import formatting as fmt
 from .. import views
 from ..modals.ask import AskModal
@@ -65,9 +66,15 @@ class SessionScreen(LiveScreen):
         age = None if rec.started is None else (rec.ended or now) - rec.started
         text = Text(end="")
         text.append(f"{rec.source or '?'}  {rec.project or '-'}  model {rec.model or '-'}  ")
-        text.append_text(self.heady.cells({"s": ((rec.state, views.STATE_SEVERITY.get(rec.state)),)})["s"][0])
+        state = self.heady.cells({"s": ((rec.state, views.STATE_SEVERITY.get(rec.state)),)})["s"][0]
+        if isinstance(state, Text):
+            text.append_text(state)
+        else:
+            text.append(state)
         if rec.state_reason:
             text.append(f" ({rec.state_reason})")
+        if rec.state == WAITING_STATE and rec.live:
+            text.append(f" for {fmt.duration(now - rec.state_since)}")
         text.append(f"  age {fmt.duration(age)}")
         text.append(f"\ncwd {rec.cwd or '-'}  pid {rec.pid or '-'}")
         if rec.managed:
@@ -102,7 +109,7 @@ class SessionScreen(LiveScreen):
         events = await store.events(node=self.node_id, session=self.session_id)
         # Each call's cost as the store priced it when it stored the call.
         priced = {(c.journal, c.seq): c for c in await store.priced_calls(node=self.node_id, session=self.session_id)}
-        rows = {}
+        rows: dict[str, tuple[str | Text, ...]] = {}
         for ev in reversed(events[-TIMELINE_ROWS:]):
             data = ev.data
             key = f"{ev.journal}:{ev.seq}"

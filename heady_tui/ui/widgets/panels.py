@@ -172,6 +172,7 @@ EVENT_SEVERITY = {
     "policy.needs_attention": "warning",
     "task.failed": "critical",
     "budget.notice": "warning",
+    "session.waiting": "warning",
 }
 
 

@@ -133,6 +133,7 @@ class NodeState:
     queue: Ring = field(default_factory=Ring)
     sample_ts: Ring = field(default_factory=Ring)
     bad_events: int = 0
+    source: str = "agent"  # "prometheus": a metrics-only node, read from Prometheus, that takes no commands
 
     @property
     def utilisation(self) -> float | None:

@@ -51,6 +51,7 @@ class NodeSample:
     mem_total: int  # bytes
     load: tuple[float, float, float]
     cores: int
+    received_at: float  # console clock: the node's liveness counts from here
 
 
 def _queries(selector: str, rate_window: str) -> dict[str, str]:
@@ -116,6 +117,7 @@ class PrometheusPoller:
     async def poll(self) -> list[NodeSample]:
         """One sample per instance that has every series and only valid values."""
         vectors = {name: await self._vector(q) for name, q in self._queries.items()}
+        received_at = self.clock.now()
         samples = []
         for instance, (ts, cores_raw) in vectors["cores"].items():
             try:
@@ -134,11 +136,11 @@ class PrometheusPoller:
             samples.append(NodeSample(
                 instance=instance, ts=ts, cpu=round(100.0 * (1.0 - min(1.0, idle)), 2),
                 mem=round(100.0 * (1.0 - avail / total), 2), mem_available=int(avail), mem_total=int(total),
-                load=(l1, l5, l15), cores=int(cores)))
+                load=(l1, l5, l15), cores=int(cores), received_at=received_at))
         return samples
 
 
-def apply_sample(fleet: Fleet, sample: NodeSample, now: float) -> None:
+def apply_sample(fleet: Fleet, sample: NodeSample) -> None:
     """A Prometheus sample is a metrics-only node's frame: metrics, rings and liveness, like the link's."""
     state = fleet.node(sample.instance)
     state.source = SOURCE
@@ -155,5 +157,5 @@ def apply_sample(fleet: Fleet, sample: NodeSample, now: float) -> None:
     state.queue.push(0.0)
     state.sample_ts.push(sample.ts)
     if state.link_status != "online":
-        fleet.set_status(sample.instance, "online", now)
-    fleet.frames_arrived(sample.instance, now)
+        fleet.set_status(sample.instance, "online", sample.received_at)
+    fleet.frames_arrived(sample.instance, sample.received_at)

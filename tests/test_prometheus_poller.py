@@ -71,9 +71,10 @@ def prom() -> Iterator[FakePrometheus]:
     fake.server.server_close()
 
 
-async def poll(prom: FakePrometheus, selector: str = "", token: str | None = None) -> list[NodeSample]:
+async def poll(prom: FakePrometheus, selector: str = "", token: str | None = None,
+               clock: ManualClock | None = None) -> list[NodeSample]:
     source = PrometheusSource(url=prom.url, selector=selector, token=token)
-    poller = PrometheusPoller(source, ManualClock(0.0), timeout_s=30)
+    poller = PrometheusPoller(source, clock or ManualClock(0.0), timeout_s=30)
     try:
         return await poller.poll()
     finally:
@@ -132,17 +133,17 @@ async def test_a_sample_makes_an_online_metrics_only_node_with_load_per_core(pro
     prom.answers = node_answers("host-a:9100")
     [sample] = await poll(prom)
     fleet = Fleet()
-    apply_sample(fleet, sample, now=10.0)
+    apply_sample(fleet, sample)
     node = fleet.nodes["host-a:9100"]
     assert (node.source, node.status, node.cpu_count, node.utilisation) == ("prometheus", "online", 4, 0.5)
 
 
 async def test_a_node_whose_series_stopped_goes_offline(prom: FakePrometheus) -> None:
     prom.answers = node_answers("host-a:9100")
-    [sample] = await poll(prom)
+    [sample] = await poll(prom, clock=ManualClock(10.0))
     fleet = Fleet()
     fleet.track("host-a:9100", 0.0, timeout_s=30.0)
-    apply_sample(fleet, sample, now=10.0)
+    apply_sample(fleet, sample)
     prom.answers = {}
     assert await poll(prom) == []
     assert [n.id for n in fleet.update_liveness(40.0)] == ["host-a:9100"]

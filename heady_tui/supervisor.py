@@ -25,6 +25,7 @@ from .engine.cost import PricingTable
 from .events import HeadyEvent
 from .fleet import UNKNOWN_STATE, Fleet
 from .link import NodeLink
+from .prometheus import SOURCE as PROMETHEUS_SOURCE
 from .prometheus import PrometheusError, PrometheusPoller, PrometheusSource, apply_sample
 from .store import Store, StoreError
 
@@ -340,6 +341,10 @@ class Supervisor:
         *, timeout: float | None = None,
     ) -> Result:  # fmt: skip
         link = self.links.get(node)
+        state = self.fleet.nodes.get(node)
+        if link is None and state is not None and state.source == PROMETHEUS_SOURCE:
+            return Result(id="-", ok=False, error="metrics_only",
+                          detail={"message": f"{node} is a metrics-only node read from Prometheus; it takes no commands"})
         if link is None:
             return Result(id="-", ok=False, error="unknown_node", detail={"message": f"no node named {node!r}"})
         if action not in ACTIONS:

@@ -73,5 +73,6 @@ async def test_a_node_exporter_host_appears_with_cpu_memory_and_load_and_takes_n
             assert node.cpu_count >= 1 and node.utilisation is not None
             with pytest.raises(OperatorError, match="metrics-only node read from Prometheus"):
                 await ConsoleOperator(sup).command(instance, "node.drain")
+            assert (await sup.command(instance, "node.drain")).error == "metrics_only"
         finally:
             await sup.stop()

@@ -49,6 +49,22 @@ class NodeConfig(_Section):
         return read_token(self.token, self.token_file, self.token_env, where=f"nodes.{self.name}", env_required=True)
 
 
+class PrometheusConfig(_Section):
+    """A Prometheus server whose node_exporter targets join the fleet as metrics-only nodes."""
+
+    url: str = Field(pattern=r"^https?://")
+    selector: str = ""  # label matchers, e.g. job="node"
+    token_env: str | None = None
+    token_file: str | None = None
+    ca_file: str | None = None  # extra CA bundle for https:// with a private CA
+    interval_s: float = Field(default=15.0, gt=0)  # seconds between polls; match the scrape interval
+    # Seconds without a sample after which the node is offline (default: three polls).
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    def resolve_token(self) -> str | None:
+        return read_token(None, self.token_file, self.token_env, where=f"prometheus {self.url}", env_required=True)
+
+
 class MetricLevels(_Section):
     threshold: float = Field(ge=0)
     critical: float = Field(ge=0)
@@ -212,6 +228,7 @@ class StoreConfig(_Section):
 
 class Config(_Section):
     nodes: list[NodeConfig] = Field(default_factory=list)
+    prometheus: list[PrometheusConfig] = Field(default_factory=list)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)

@@ -138,6 +138,7 @@ class NodeState:
     bad_events: int = 0
     sessions_forgotten: int = 0  # ended sessions dropped to stay within the bound
     sessions_refused: int = 0  # events and reports of sessions past the bound, all of them live
+    source: str = "agent"  # "prometheus": a metrics-only node, read from Prometheus, that takes no commands
 
     @property
     def utilisation(self) -> float | None:

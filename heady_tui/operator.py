@@ -20,6 +20,7 @@ from heady_tui.brain import Brain
 from heady_tui.config import Config
 from heady_tui.engine.consent import ConsentRequest, Denial, Grant, grantor, new_denial, new_grant
 from heady_tui.engine.healing import Task
+from heady_tui.prometheus import SOURCE as PROMETHEUS_SOURCE
 from heady_tui.records import Records
 from heady_tui.supervisor import Supervisor
 
@@ -93,6 +94,9 @@ class ConsoleOperator:
         """An agent command (session.kill|pause|resume|restart|prompt|renice, node.drain|undrain|set_concurrency)."""
         if action not in AGENT_ACTIONS:
             raise OperatorError(f"unknown operator action {action!r} (known: {', '.join(AGENT_ACTIONS)})")
+        state = self.supervisor.fleet.nodes.get(node)
+        if state is not None and state.source == PROMETHEUS_SOURCE:
+            raise OperatorError(f"{node} is a metrics-only node read from Prometheus; it takes no commands")
         audit = self._audit()
         body = dict(args or {})
         result = await self.supervisor.command(node, action, target, body)

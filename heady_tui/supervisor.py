@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,11 +20,13 @@ from heady_agent.protocol import ACTIONS, Detail, Event, Hello, Metrics, Result,
 
 from .alerts import AlertDispatcher
 from .brain import Brain
-from .config import Config, NodeConfig, Paths
+from .config import Config, ConfigError, NodeConfig, Paths, PrometheusConfig
 from .engine.cost import PricingTable
 from .events import HeadyEvent
 from .fleet import UNKNOWN_STATE, Fleet
 from .link import NodeLink, security_warnings
+from .prometheus import SOURCE as PROMETHEUS_SOURCE
+from .prometheus import PrometheusError, PrometheusPoller, PrometheusSource, apply_sample
 from .store import Store, StoreError
 from .waits import WaitAlarm
 
@@ -49,6 +52,14 @@ class Launcher(Protocol):
 class IngestCounts:
     stored: int = 0
     duplicates: int = 0
+
+
+def prometheus_source(entry: PrometheusConfig) -> PrometheusSource:
+    try:
+        return PrometheusSource(url=entry.url, selector=entry.selector, token=entry.resolve_token(),
+                                ca_file=Path(entry.ca_file).expanduser() if entry.ca_file else None)
+    except ValueError as exc:
+        raise ConfigError(f"prometheus {entry.url}: {exc}") from None
 
 
 class Supervisor:
@@ -100,6 +111,8 @@ class Supervisor:
             self.nodes = list(self.config.nodes)
             if self.launcher is not None:
                 self.nodes += await self.launcher.start()
+            # Tokens are read and selectors checked now, so a bad entry stops the start with its error.
+            prometheus = [(entry, prometheus_source(entry)) for entry in self.config.prometheus]
             now = self.clock.now()
             for node in self.nodes:
                 self.fleet.track(node.name, now, self.node_timeout_s(node))
@@ -129,6 +142,9 @@ class Supervisor:
             asyncio.create_task(self._stats_loop(), name="supervisor:stats"),
             asyncio.create_task(self._prune_loop(), name="supervisor:prune"),
             asyncio.create_task(self._liveness_loop(), name="supervisor:liveness"),
+        ] + [
+            asyncio.create_task(self._prometheus_loop(entry, source), name=f"supervisor:prometheus:{entry.url}")
+            for entry, source in prometheus
         ]
         self.started = True
 
@@ -252,6 +268,26 @@ class Supervisor:
             except Exception:
                 log.exception("liveness check failed")
 
+    async def _prometheus_loop(self, entry: PrometheusConfig, source: PrometheusSource) -> None:
+        """Polls one [[prometheus]] entry: each instance is a metrics-only node with the fleet's liveness."""
+        timeout_s = entry.timeout_s if entry.timeout_s is not None else 3 * entry.interval_s
+        # Each poll must end before the next one is due.
+        poller = PrometheusPoller(source, self.clock, timeout_s=entry.interval_s * 0.8)
+        try:
+            while True:
+                try:
+                    samples = await poller.poll()
+                except PrometheusError as exc:
+                    log.warning("%s", exc)
+                    samples = []
+                for sample in samples:
+                    if self.fleet.nodes.get(sample.instance) is None:
+                        self.fleet.track(sample.instance, sample.received_at, timeout_s)
+                    apply_sample(self.fleet, sample)
+                await asyncio.sleep(entry.interval_s)
+        finally:
+            await poller.aclose()
+
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self._stats_interval_s)
@@ -318,6 +354,10 @@ class Supervisor:
         *, timeout: float | None = None,
     ) -> Result:  # fmt: skip
         link = self.links.get(node)
+        state = self.fleet.nodes.get(node)
+        if link is None and state is not None and state.source == PROMETHEUS_SOURCE:
+            return Result(id="-", ok=False, error="metrics_only",
+                          detail={"message": f"{node} is a metrics-only node read from Prometheus; it takes no commands"})
         if link is None:
             return Result(id="-", ok=False, error="unknown_node", detail={"message": f"no node named {node!r}"})
         if action not in ACTIONS:

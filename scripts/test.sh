@@ -3,10 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System tools some tests drive (tmux for the terminal end-to-end test, chromium for the HTML
-# report, prometheus-node-exporter for the agent benchmark). Tests that need a missing tool skip.
+# report, prometheus-node-exporter for the agent benchmark and, with prometheus, the [[prometheus]]
+# end-to-end test). Tests that need a missing tool skip.
 need=()
 command -v tmux >/dev/null || need+=(tmux)
 command -v chromium >/dev/null || need+=(chromium)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \

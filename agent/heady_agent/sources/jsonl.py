@@ -96,7 +96,8 @@ def read_complete_lines(
         return None
     fd = os.open(path, os.O_RDONLY)  # a file that exists but cannot be read raises: the caller counts it
     try:
-        data = os.pread(fd, chunk, cursor.offset)
+        # Ask only for what the stat saw appended: pread allocates the full size asked for.
+        data = os.pread(fd, min(chunk, st.st_size - cursor.offset), cursor.offset)
         # A single line longer than the chunk: keep reading until its end (or the file's).
         while data and b"\n" not in data:
             more = os.pread(fd, chunk, cursor.offset + len(data))

@@ -17,6 +17,7 @@ if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nul
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
-# The layering contracts of pyproject.toml [tool.importlinter] (docs/internals.md).
+# Types (pyproject.toml [tool.mypy]) and the layering contracts of [tool.importlinter] (docs/internals.md).
+.venv/bin/mypy
 .venv/bin/lint-imports --no-logo --no-cache
 exec .venv/bin/python -m pytest -q "$@"

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from heady_agent.clock import SystemClock
+from heady_agent.clock import Clock, SystemClock
 from heady_agent.config import ConfigError
 
 from ..cli import UsageError
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"heady: error: no data yet: {database} does not exist (nothing to reprice)", file=sys.stderr)
         return 1
 
-    async def body(records: Records, config: Config, paths: Paths, _clock: SystemClock) -> int:
+    async def body(records: Records, config: Config, paths: Paths, _clock: Clock) -> int:
         details = await reprice(records, config, since=since, now=now, actor=grantor())
         if args.json:
             print(json.dumps(details, sort_keys=True))

@@ -16,7 +16,7 @@ import asyncio
 import gc
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -351,7 +351,12 @@ class HeadyApp(App[int]):
                 return None
         return None
 
-    def cells(self, rows: dict[str, tuple[ViewCell, ...]]) -> dict[str, tuple[Text | str, ...]]:
+    def styled_text(self, text: str, severity: str | None) -> Text:
+        """One piece of text in its severity's colour (plain without one), as the tables colour cells."""
+        cell = self.cells({"c": ((text, severity),)})["c"][0]
+        return cell if isinstance(cell, Text) else Text(cell, end="")
+
+    def cells(self, rows: Mapping[str, tuple[ViewCell, ...]]) -> dict[str, tuple[Text | str, ...]]:
         """View cells as table cells: coloured Text for cells with a severity (cached: most repeat)."""
         cache = self._cell_cache
         if len(cache) > CELL_CACHE_SIZE or self._cell_cache_theme != self.theme:

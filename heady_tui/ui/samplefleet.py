@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from heady_agent.clock import ManualClock
-from heady_agent.protocol import Detail, Event, Hello, JournalInfo, Metrics, NodeInfo, ProcessRow, SessionInfo, Sessions
+from heady_agent.protocol import Detail, Event, Hello, JournalInfo, Metrics, NodeInfo, ProcessRow, SessionInfo, Sessions, SessionState
 
 from ..brain import Brain
 from ..config import Config, Paths
@@ -180,7 +180,7 @@ def _stream(
                 "input_tokens": 1200 + 300 * c + 50 * s, "output_tokens": 400 + 80 * c,
                 "cache_creation_tokens": 0, "cache_read_tokens": 8000 * (c + 1), "cost_usd": None,
                 "latency_ms": 900 + 150 * c + 40 * index, "ok": not failed, "error": "rate_limit" if failed else None})))
-        state = ("running", "idle", "paused", "running")[s % 4]
+        state: SessionState = ("running", "idle", "paused", "running")[s % 4]
         timed.append((began + 50, 1, dict(type="event", kind="session.state", session=sid,
                                            data={"state": state, "reason": None})))
         sessions.append(SessionInfo(id=sid, source=source, project=project, model=model, state=state,
@@ -188,6 +188,6 @@ def _stream(
     frames: list[Metrics | Event] = []
     for seq, (ts, _, body) in enumerate(sorted(timed, key=lambda t: (t[0], t[1])), start=1):
         kind = body.pop("type")
-        model = Metrics if kind == "metrics" else Event
-        frames.append(model(journal=journal, seq=seq, ts=ts, simulated=simulated, **body))
+        frame_type: type[Metrics] | type[Event] = Metrics if kind == "metrics" else Event
+        frames.append(frame_type(journal=journal, seq=seq, ts=ts, simulated=simulated, **body))
     return frames, sessions

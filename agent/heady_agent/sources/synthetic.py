@@ -592,9 +592,9 @@ class SyntheticSource(SessionSource):
             return {"drained": self._drained, "previous": previous}
         if action == "node.set_concurrency":
             self._check_managed(args.managed)
-            previous = self._concurrency
+            was = self._concurrency
             self._concurrency = args.value
-            return {"managed": TASK, "concurrency": args.value, "previous": previous}
+            return {"managed": TASK, "concurrency": args.value, "previous": was}
         if action == "queue.move":
             self._check_managed(args.managed)
             taken = [self._queue.pop() for _ in range(min(args.count, len(self._queue)))]

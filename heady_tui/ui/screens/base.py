@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import ComposeResult
 from textual.screen import Screen
+from textual.widget import Widget
 
 from ..actions import bindings_for, changes_state
 from ..widgets.panels import FilterBar, KeyBar, StatusBar
@@ -15,7 +16,7 @@ from ..widgets.table import KeyedTable
 if TYPE_CHECKING:
     from ..application import HeadyApp
 
-W = TypeVar("W")
+W = TypeVar("W", bound=Widget)
 
 
 class LiveScreen(Screen):

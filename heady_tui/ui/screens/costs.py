@@ -77,7 +77,7 @@ class CostsScreen(LiveScreen):
     def _summary(self, summary) -> Text:
         app = self.heady
         width = 12 if self.compact else 24
-        lines = [
+        lines: list[list[tuple[str, str | None]]] = [
             [(f"today {fmt.money(summary.today_usd)}   month {fmt.money(summary.month_usd)}   "
               f"burn {fmt.money(summary.burn_rate_usd_per_h)}/h   projected today {fmt.money(summary.projected_today_usd)}", None)],
             budget_line("daily budget  ", summary.today_usd, summary.daily_budget_usd, width, app.ascii_only),
@@ -92,7 +92,7 @@ class CostsScreen(LiveScreen):
             if i:
                 text.append("\n")
             for chunk, severity in line:
-                text.append_text(app.cells({"c": ((chunk, severity),)})["c"][0] if severity else Text(chunk, end=""))
+                text.append_text(app.styled_text(chunk, severity))
         return text
 
     def _rows(self, attr: str, values: dict[str, float]) -> dict[str, tuple]:

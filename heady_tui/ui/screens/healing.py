@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 
 from .. import formatting as fmt
+from ..views import ViewCell
 from ..widgets.table import KeyedTable
 from .base import LiveScreen
 
@@ -90,7 +91,7 @@ class HealingScreen(LiveScreen):
                 (f"{item.attempts} attempts; last: {item.last_outcome or '-'}", None),
             )
         self.part("#approvals", KeyedTable).sync(app.cells(approvals))
-        task_rows = {}
+        task_rows: dict[str, tuple[ViewCell, ...]] = {}
         for task in sorted(tasks, key=lambda t: -t.updated)[:200]:
             task_rows[task.id] = (
                 (task.id, None),

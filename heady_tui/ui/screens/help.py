@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -10,6 +12,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from ..actions import ACTIONS
+
+if TYPE_CHECKING:
+    from ..application import HeadyApp
 
 SCREEN_TITLES = {
     "app": "Everywhere",
@@ -35,8 +40,8 @@ class HelpScreen(ModalScreen[None]):
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """(keys, description, where, note) of every action available here, this screen's first."""
-        app = self.app
-        read_only = getattr(app, "read_only", False)
+        app = cast("HeadyApp", self.app)
+        read_only = app.read_only
         ordered = sorted(
             ACTIONS, key=lambda a: (a.screen not in ("app", self.view), list(SCREEN_TITLES).index(a.screen))
         )

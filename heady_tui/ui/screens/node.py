@@ -63,7 +63,7 @@ class NodeScreen(LiveScreen):
         status = f"{node.status} for {fmt.duration(now - node.since)}" if node.since else node.status
         text.append(f"{node.hostname or '?'}  {node.os}  agent {node.agent_version or '?'}  {node.cpu_count} cores  ")
         text.append(f"{node.mem_total / 2**30:.1f} GiB  ")
-        text.append_text(self.heady.cells({"s": ((status, views.STATUS_SEVERITY.get(node.status)),)})["s"][0])
+        text.append_text(self.heady.styled_text(status, views.STATUS_SEVERITY.get(node.status)))
         if node.last_error:
             text.append(f"  last error: {node.last_error}")
         text.append(f"\njournal {node.journal or '-'} seq {node.last_seq}")
@@ -102,16 +102,16 @@ class NodeScreen(LiveScreen):
         sessions.sync(self.heady.cells(rows))
         procs = self.part("#processes", KeyedTable)
         detail = reader.node_detail(self.node_id)
-        rows = {}
+        proc_rows: dict[str, tuple[str | Text, ...]] = {}
         for proc in sorted(detail, key=lambda p: -p.cpu)[:50]:
-            rows[str(proc.pid)] = (
+            proc_rows[str(proc.pid)] = (
                 str(proc.pid),
                 Text(proc.name, end=""),
                 fmt.percent(proc.cpu, 1),
                 f"{proc.rss / 2**20:.0f}M",
                 proc.session or "-",
             )
-        procs.sync(rows)
+        procs.sync(proc_rows)
         self.heady.update_status(self)
 
     def _selected_session(self) -> str | None:

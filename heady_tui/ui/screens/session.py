@@ -66,11 +66,7 @@ class SessionScreen(LiveScreen):
         age = None if rec.started is None else (rec.ended or now) - rec.started
         text = Text(end="")
         text.append(f"{rec.source or '?'}  {rec.project or '-'}  model {rec.model or '-'}  ")
-        state = self.heady.cells({"s": ((rec.state, views.STATE_SEVERITY.get(rec.state)),)})["s"][0]
-        if isinstance(state, Text):
-            text.append_text(state)
-        else:
-            text.append(state)
+        text.append_text(self.heady.styled_text(rec.state, views.STATE_SEVERITY.get(rec.state)))
         if rec.state_reason:
             text.append(f" ({rec.state_reason})")
         if rec.state == WAITING_STATE and rec.live:

@@ -376,8 +376,9 @@ class Fleet:
         # The snapshot on a copy: the sessions it no longer lists end first, so at the bound the
         # ones replacing them have room; new records then pass the bound like the ledger's.
         kept = self._node_sessions.setdefault(node_id, {})
+        listed = {info.id for info in sessions}
         for rec in apply_snapshot(dict(kept), node_id, sessions, now):
-            if rec.id not in kept:  # the kept ones changed in place
+            if rec.id in listed and rec.id not in kept:  # kept ones changed in place; forgotten ones stay so
                 self._admit(rec)
         self.version += 1
 

@@ -171,19 +171,23 @@ class _Inbox:
     """Frames between the reader and the storer: a deque with a bound (back-pressure on the socket).
 
     Cheaper per frame than asyncio.Queue, which matters at tens of thousands of frames a second.
+    The bound weighs a sessions frame by the sessions it lists: one frame may carry thousands,
+    and storing each costs like storing a frame.
     """
 
     def __init__(self, limit: int) -> None:
-        self.items: deque[Any] = deque()
+        self.items: deque[tuple[Any, int]] = deque()
         self.limit = limit
+        self.weight = 0
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
 
-    async def put(self, item: Any) -> None:
-        self.items.append(item)
+    async def put(self, item: Any, weight: int = 1) -> None:
+        self.items.append((item, weight))
+        self.weight += weight
         self._ready.set()
-        if len(self.items) >= self.limit:
+        if self.weight >= self.limit:
             self._room.clear()
             await self._room.wait()
 
@@ -192,8 +196,12 @@ class _Inbox:
             self._ready.clear()
             await self._ready.wait()
         items = self.items
-        batch = [items.popleft() for _ in range(min(most, len(items)))]
-        if len(items) < self.limit:
+        batch = []
+        for _ in range(min(most, len(items))):
+            item, weight = items.popleft()
+            self.weight -= weight
+            batch.append(item)
+        if self.weight < self.limit:
             self._room.set()
         return batch
 
@@ -535,7 +543,7 @@ class NodeLink:
             await queue.put(frame)
             return frame.seq
         if isinstance(frame, Sessions):
-            await queue.put(frame)
+            await queue.put(frame, max(1, len(frame.sessions)))
         elif isinstance(frame, Result):
             future = self._pending.pop(frame.id, None)
             if future is not None and not future.done():

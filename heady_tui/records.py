@@ -160,15 +160,25 @@ class Records:
                 ts, actor, action, details = audit_entry
                 if fence is not None:
                     details = {**details, "fence": fence}
-                appended = await audit.append_in(db, ts=ts, actor=actor, action=action, details=details)
-                # Before the commit, so a crash between commit and anchor leaves a verifiable chain.
-                base, pending = audit.Head(appended.seq - 1, appended.prev_hash), audit.Head(appended.seq, appended.hash)
-                await asyncio.to_thread(audit.mark_pending, self.anchor, base, pending)
+                appended = await self._append_in(db, ts, actor, action, details)
         if appended is not None:
-            if appended.seq > self._committed.count:
-                self._committed = audit.Head(appended.seq, appended.hash)
-                self._committed_at = appended.ts
-            await self._make_durable(appended.seq)
+            await self._appended(appended)
+
+    async def _append_in(self, db: aiosqlite.Connection, ts: float, actor: str, action: str,
+                         details: dict[str, Any]) -> audit.AuditEntry:
+        """Append inside the caller's transaction and mark it pending in the anchor before the commit,
+        so a crash between commit and anchor leaves a verifiable chain."""
+        appended = await audit.append_in(db, ts=ts, actor=actor, action=action, details=details)
+        base, pending = audit.Head(appended.seq - 1, appended.prev_hash), audit.Head(appended.seq, appended.hash)
+        await asyncio.to_thread(audit.mark_pending, self.anchor, base, pending)
+        return appended
+
+    async def _appended(self, appended: audit.AuditEntry) -> None:
+        """After the commit: the entry on disk and anchored before the write returns."""
+        if appended.seq > self._committed.count:
+            self._committed = audit.Head(appended.seq, appended.hash)
+            self._committed_at = appended.ts
+        await self._make_durable(appended.seq)
 
     async def _make_durable(self, seq: int) -> None:
         """fsync and anchor in a worker thread, one at a time and in chain order. Appends that commit
@@ -471,12 +481,10 @@ class Records:
                 return LeaseClaim(current, False, None)
             row = LeaseRow(holder, (current.token if current else 0) + 1, now, now + lease_s)
             await db.execute("INSERT OR REPLACE INTO brain_lease VALUES (1, ?, ?, ?, ?)", (row.holder, row.token, row.acquired, row.expires))
-            entry = await audit.append_in(db, ts=now, actor=holder, action="brain.lease", details={
+            entry = await self._append_in(db, now, holder, "brain.lease", {
                 "holder": holder, "fence": row.token, "expires": row.expires,
                 "previous": current.holder if current else None, "previous_expires": current.expires if current else None})
-        if entry.seq > self._committed.count:
-            self._committed = audit.Head(entry.seq, entry.hash)
-        await self._make_durable(entry.seq)
+        await self._appended(entry)
         return LeaseClaim(row, True, current)
 
     async def renew_lease(self, holder: str, token: int, now: float, lease_s: float) -> LeaseRow | None:

@@ -27,7 +27,8 @@ def test_anchor_export_prints_the_verified_head(heady):
     heady("permissions", "grant", "--scope", "single")
     out = heady("audit", "anchor", "--export")
     count, digest = out.stdout.strip().split(":")
-    assert out.returncode == 0 and count == "1" and len(digest) == 64
+    # Two entries: the grant, and the operator action that made it (operator.grant).
+    assert out.returncode == 0 and count == "2" and len(digest) == 64
 
 
 def test_verify_against_an_exported_head_passes_while_the_chain_grows(heady):

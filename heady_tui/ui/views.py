@@ -58,16 +58,18 @@ NODE_COLUMNS_COMPACT = (
     ("seen", "Seen"),
 )
 
+# Cost before tokens and source last: when the table is narrower than its columns, what scrolls
+# out of sight at the right edge is the least needed.
 SESSION_COLUMNS = (
     ("node", "Node"),
     ("session", "Session"),
-    ("source", "Source"),
     ("project", "Project"),
     ("model", "Model"),
     ("state", "State"),
     ("age", "Age"),
-    ("tokens", "Tokens"),
     ("cost", "Cost"),
+    ("tokens", "Tokens"),
+    ("source", "Source"),
 )
 SESSION_COLUMNS_COMPACT = (
     ("node", "Node"),
@@ -201,7 +203,7 @@ def _state_text(rec: SessionRecord, now: float) -> str:
     return rec.state
 
 
-SESSION_LABEL_CHARS = 24
+SESSION_LABEL_CHARS = 20
 
 
 def session_label(rec: SessionRecord) -> str:

@@ -144,7 +144,8 @@ async def test_a_managed_session_gets_only_the_base_environment_and_what_its_ent
     assert env["SESSION_KEY"] == "passed-on"
     assert env["SET_HERE"] == "1"
     assert env["PATH"]
-    assert set(env) <= {"SESSION_KEY", "SET_HERE", *BASE_ENV}
+    # HEADY_MANAGED_SESSION: the session's own id, so a watching source can find it (no secret).
+    assert set(env) <= {"SESSION_KEY", "SET_HERE", "HEADY_MANAGED_SESSION", *BASE_ENV}
 
 
 def _launcher(tmp_path: Path, out: Path) -> AgentLauncher:

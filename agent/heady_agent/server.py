@@ -697,7 +697,11 @@ class AgentServer:
         try:
             frame = parse_console_frame(message)
         except FrameError as exc:
-            self._offer(peer, dump(ErrorFrame(code=exc.code, message=_cut(exc.message))))
+            command_id = _command_id(message)
+            if command_id is not None:  # answered as its result, so the console's wait for it ends now
+                self._offer(peer, dump(Result(id=command_id, ok=False, error=f"{exc.code}: {_cut(exc.message)}")))
+            else:
+                self._offer(peer, dump(ErrorFrame(code=exc.code, message=_cut(exc.message))))
             return
         except RecursionError:
             self._offer(peer, dump(ErrorFrame(code="bad_json", message="frame is nested too deeply")))
@@ -792,3 +796,15 @@ def _source_class(name: str) -> type[SessionSource]:
         return load_source(name)
     except (KeyError, ImportError, AttributeError) as exc:
         raise StartError(f"source {name!r} is not available: {exc}") from None
+
+
+def _command_id(message: str | bytes) -> str | None:
+    """The id of a refused frame that is a command with a well-formed id, else None."""
+    try:
+        raw = json.loads(message)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict) or raw.get("type") != "command":
+        return None
+    command_id = raw.get("id")
+    return command_id if isinstance(command_id, str) and JOURNAL_ID.fullmatch(command_id) else None

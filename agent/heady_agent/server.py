@@ -259,6 +259,8 @@ class AgentServer:
             else:
                 given.ctx = self.context  # an instance built elsewhere reports through this server
                 self.sources.append(given)
+        if config.otlp.listen is not None:
+            self.sources.append(self._otlp_source(config))
         self.simulated = any(s.simulated for s in self.sources)
         self.journal: Journal = None  # type: ignore[assignment]  # opened in start()
         self.collector = Collector(self.clock)
@@ -275,6 +277,18 @@ class AgentServer:
         self.counts = Counts()
         # Claude Code hooks arrive here (hook_socket.py); None: not listened for.
         self._hooks = HookListener(hook_socket, self._person_signal) if hook_socket is not None else None
+
+    def _otlp_source(self, config: AgentConfig) -> SessionSource:
+        """The OTLP/HTTP receiver's source; off loopback it takes the agent's token, as the WebSocket does."""
+        from .sources.otlp import OtlpSource  # loads protobuf only on agents that receive telemetry
+
+        host, port = parse_listen(config.otlp.listen or "")
+        problem = config.token_problem(host)
+        if problem:
+            raise StartError(f"refusing to receive OTLP on {host}:{port} {problem} (agent.otlp.listen)")
+        source = OtlpSource(self.context)
+        source.others = list(self.sources)
+        return source
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -1,0 +1,311 @@
+"""Claude Code and Codex sessions from the OpenTelemetry they export (`[agent.otlp] listen`).
+
+The agent's OTLP/HTTP receiver (otlp.py) hands each batch here. Claude Code's `claude_code.*`
+events (keyed by `session.id`) and Codex's `codex.*` events (keyed by `conversation.id`) become the
+same `llm.call` and `session.state` events the transcript sources emit, so a host whose transcripts
+the agent cannot read (a container, a CI runner) is still covered. Where the transcript sources see
+the same session, they own it (announce it, follow its states, end it) and this source only adds
+the calls the ledger (sources/ledger.py) says no route counted yet. Facts: docs/sources.md "otlp".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import is_loopback, parse_listen
+from ..otlp import Batch, OtlpReceiver, Scalar, TelemetryRecord
+from .base import SessionSource, SourceContext
+from .common import WatchedSession, WatchedSource, plain_text, session_info, started_data
+from .ledger import FAILED_TURN, CallLedger, anthropic_identity, openai_identity
+from ..protocol import SessionInfo
+
+CLAUDE_CODE = "claude-code"
+CODEX = "codex"
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_TOKENS = 100_000_000  # one call's token count above this is not a count
+MAX_LATENCY_MS = 24 * 3600 * 1000.0
+FUTURE_SLACK_S = 300.0  # a record stamped further ahead of the agent's clock is stamped on arrival
+INACTIVE_AFTER_S = 600.0  # no telemetry for this long: the session has ended (as for transcripts)
+SWEEP_EVERY_S = 5.0
+ERROR_CHARS = 80
+MODEL_CHARS = 128
+COMPACT_QUERY = "compact"  # Claude Code's query_source of the requests a compaction makes
+COMPLETED = "response.completed"
+
+
+@dataclass
+class TelemetrySession(WatchedSession):
+    client: str = ""  # CLAUDE_CODE or CODEX
+    last_ts: float = 0.0
+    ended_at: float = 0.0
+    # Codex: when the latest model request was sent, and a failed request no success followed yet
+    # ({"error", "ts", "latency_ms"}): it is a failed call once the turn is over.
+    asked_at: float | None = None
+    failure: dict[str, Any] | None = None
+
+
+class OtlpSource(WatchedSource[TelemetrySession]):
+    name = "otlp"
+    watches = "otlp"
+    state_prefix = "ot"
+    session_type = TelemetrySession
+
+    def __init__(self, ctx: SourceContext) -> None:
+        super().__init__(ctx)
+        self.ledger = CallLedger(ctx)
+        # The agent's other sources: a session one of them owns is theirs (set by the server).
+        self.others: Sequence[SessionSource] = ()
+        host, port = parse_listen(ctx.config.otlp.listen or "127.0.0.1:4318")
+        token = None if is_loopback(host) else ctx.config.resolve_token()
+        self.receiver = OtlpReceiver(host, port, self.receive, token=token)
+
+    async def start(self) -> None:
+        self._load_live()
+        await self.receiver.start()
+        self._task = asyncio.create_task(self._sweep_loop(), name="otlp-sweep")
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.receiver.stop()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            self.sweep()
+
+    # --- what arrives ---------------------------------------------------------------------
+
+    async def receive(self, batch: Batch) -> None:
+        """One export request's records, committed (events and state together) before the client hears 200."""
+        now = self.ctx.clock.now()
+        with self.ctx.atomic():
+            for record in batch.records:
+                self._record(record, now)
+        self._flush()
+
+    def _record(self, record: TelemetryRecord, now: float) -> None:
+        attrs = record.attributes
+        if record.name.startswith("claude_code.") or record.service == CLAUDE_CODE:
+            client, sid = CLAUDE_CODE, attrs.get("session.id")
+        elif record.name.startswith("codex.") or record.service.startswith("codex"):
+            client, sid = CODEX, attrs.get("conversation.id")
+        else:
+            return  # another program's telemetry
+        if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
+            return  # process-wide records (startup, plugins) name no session
+        ts = record.ts
+        when = ts if ts is not None and 0 < ts <= now + FUTURE_SLACK_S else now
+        session = self._active(sid, client, _text(attrs.get("model"), MODEL_CHARS), when)
+        if record.signal == "logs":
+            if client == CLAUDE_CODE:
+                self._claude_code(session, record.name, attrs, when)
+            else:
+                self._codex(session, record.name, attrs, when)
+
+    def _active(self, sid: str, client: str, model: str, when: float) -> TelemetrySession:
+        """The session a record at `when` belongs to, announced unless a transcript source owns it."""
+        session = self._session(sid)
+        session.client = client
+        if session.ended and when > session.ended_at:
+            self._reopen(session)
+        session.last_ts = max(session.last_ts, when)
+        renamed = bool(model) and model != session.model
+        if renamed:
+            session.model = model
+        if session.started is None and not session.ended and not self._known_elsewhere(sid):
+            self._announce(session, when)
+        elif renamed and self._mine(session):
+            self._reannounce(session, when)
+        return session
+
+    # --- Claude Code ------------------------------------------------------------------------
+
+    def _claude_code(self, session: TelemetrySession, name: str, attrs: Mapping[str, Scalar], when: float) -> None:
+        if name == "claude_code.api_request":
+            self._claude_call(session, attrs, when, ok=True)
+        elif name == "claude_code.api_error":
+            self._claude_call(session, attrs, when, ok=False)
+        elif name == "claude_code.compaction":
+            trigger = _text(attrs.get("trigger"), 16)
+            self._state(session, "compacted", trigger if trigger in ("auto", "manual") else "auto", when)
+        elif name == "claude_code.user_prompt":
+            self._state(session, "running", "prompt", when)
+        elif name == "claude_code.api_retries_exhausted":
+            self._state(session, "idle", f"turn failed: {_claude_error(attrs)}", when)
+
+    def _claude_call(self, session: TelemetrySession, attrs: Mapping[str, Scalar], when: float, *, ok: bool) -> None:
+        request_id = _text(attrs.get("request_id"), 128)
+        if not REQUEST_ID.fullmatch(request_id):
+            return  # no identity the transcript shares: counting it could count it twice
+        data: dict[str, Any] = {
+            "provider": "anthropic",
+            "model": session.model or "",
+            "input_tokens": _count(attrs.get("input_tokens")),
+            "output_tokens": _count(attrs.get("output_tokens")),
+            "cache_creation_tokens": _count(attrs.get("cache_creation_tokens")),
+            "cache_read_tokens": _count(attrs.get("cache_read_tokens")),
+            "cost_usd": None,  # priced by the console from the tokens, as transcript calls are
+            "latency_ms": _latency(attrs.get("duration_ms")),
+            "ok": ok,
+            "error": None if ok else _claude_error(attrs),
+        }
+        if "cache_creation_5m_tokens" in attrs or "cache_creation_1h_tokens" in attrs:
+            data["cache_creation_5m_tokens"] = _count(attrs.get("cache_creation_5m_tokens"))
+            data["cache_creation_1h_tokens"] = _count(attrs.get("cache_creation_1h_tokens"))
+        if attrs.get("speed") == "fast":
+            data["speed"] = "fast"
+        if not ok and not any(data[k] for k in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")):
+            data["cost_usd"] = 0.0  # nothing was served
+        if not self.ledger.first("telemetry", session.id, anthropic_identity(request_id)):
+            return
+        if attrs.get("query_source") == COMPACT_QUERY and self.ledger.covered(session.id, data["model"], data):
+            return  # the transcript counted it from Claude Code's cost-state
+        self._emit_call(session, data, when)
+
+    # --- Codex ------------------------------------------------------------------------------
+
+    def _codex(self, session: TelemetrySession, name: str, attrs: Mapping[str, Scalar], when: float) -> None:
+        if name in ("codex.conversation_starts", "codex.user_prompt"):
+            self._settle_failure(session)  # a new turn: the last one is over
+            self._state(session, "running", "prompt", when)
+        elif name == "codex.api_request":
+            status = _count(attrs.get("http.response.status_code"))
+            latency = _latency(attrs.get("duration_ms"))
+            if 200 <= status < 300:
+                session.failure = None
+                session.asked_at = when - (latency or 0.0) / 1000.0
+            else:
+                error = f"http_{status}" if 100 <= status <= 599 else _text(attrs.get("error.message"), ERROR_CHARS) or "request failed"
+                session.failure = {"error": error, "ts": when, "latency_ms": latency}
+            self._save(session)
+        elif name == "codex.sse_event" and attrs.get("event.kind") == COMPLETED and "input_token_count" in attrs:
+            session.failure = None
+            self._codex_call(session, attrs, when)
+
+    def _codex_call(self, session: TelemetrySession, attrs: Mapping[str, Scalar], when: float) -> None:
+        given = _count(attrs.get("input_token_count"))
+        cached = min(given, _count(attrs.get("cached_token_count")))
+        output = _count(attrs.get("output_token_count"))
+        reasoning = _count(attrs.get("reasoning_token_count"))
+        asked = session.asked_at
+        session.asked_at = None
+        self._save(session)
+        if not self.ledger.first("telemetry", session.id, openai_identity(given, cached, output, reasoning)):
+            return
+        self._emit_call(session, {
+            "provider": "openai",
+            "model": session.model or "unknown",
+            "input_tokens": given - cached,
+            "output_tokens": output,
+            "cache_creation_tokens": 0,
+            "cache_read_tokens": cached,
+            "cost_usd": None,
+            "latency_ms": round((when - asked) * 1000.0, 1) if asked is not None and when >= asked else None,
+            "ok": True,
+            "error": None,
+        }, when)
+
+    def _settle_failure(self, session: TelemetrySession) -> None:
+        """A failed request no success followed before the turn ended: Codex gave the turn up, one failed call."""
+        failure, session.failure = session.failure, None
+        if failure is None:
+            return
+        self._save(session)
+        when = float(failure["ts"])
+        if self.ledger.first("telemetry", session.id, FAILED_TURN):
+            self._emit_call(session, {"provider": "openai", "model": session.model or "unknown",
+                                      "latency_ms": failure.get("latency_ms"), "ok": False, "error": str(failure["error"])}, when)
+        self._state(session, "idle", f"turn failed: {failure['error']}", when)
+
+    # --- events out -------------------------------------------------------------------------
+
+    def _emit_call(self, session: TelemetrySession, data: dict[str, Any], when: float) -> None:
+        self.ctx.emit("llm.call", session.id, data, ts=when)
+        self.ledger.tally(session.id, str(data["model"]), data)
+        if data["ok"] and session.state == "compacted":
+            self._state(session, "running", "continued after compaction", when)
+
+    def _state(self, session: TelemetrySession, state: str, reason: str, when: float) -> None:
+        if self._mine(session) and session.state != state:
+            self._set_state(session, state, reason, when)
+
+    def _mine(self, session: TelemetrySession) -> bool:
+        """Announced by this source and not (since) owned by a transcript source."""
+        return session.started is not None and not session.ended and not self._owned_elsewhere(session.id)
+
+    def _owned_elsewhere(self, sid: str) -> bool:
+        return any(other.owns(sid) for other in self.others)
+
+    def _known_elsewhere(self, sid: str) -> bool:
+        """A transcript source has reported the session: it announces and ends it, not this source."""
+        return any(other.knows(sid) for other in self.others)
+
+    def _announce(self, session: TelemetrySession, when: float) -> None:
+        session.started = when
+        self.ctx.emit("session.started", session.id, started_data(session.client, session), ts=when)
+        self._save(session)
+
+    def _reannounce(self, session: TelemetrySession, when: float) -> None:
+        self.ctx.emit("session.started", session.id, started_data(session.client, session), ts=when)
+        self._save(session)
+
+    def sweep(self) -> None:
+        """End the sessions quiet for INACTIVE_AFTER_S (a Codex turn that ended in a failure is settled first)."""
+        now = self.ctx.clock.now()
+        with self.ctx.atomic():
+            for sid in sorted(self._live):
+                session = self._sessions.get(sid)
+                if session is None or now - session.last_ts <= INACTIVE_AFTER_S:
+                    continue
+                self._settle_failure(session)
+                session.ended_at = session.last_ts
+                if session.started is None or self._known_elsewhere(sid):
+                    session.ended, session.state = True, "completed"  # a transcript source ends it
+                    self._save(session)
+                else:
+                    self._end(session, "inactive", session.last_ts)
+        self._flush()
+
+    def sessions(self) -> list[SessionInfo]:
+        return [session_info(s.client, s) for s in (self._sessions[sid] for sid in sorted(self._live))
+                if s.started is not None and not self._owned_elsewhere(s.id)]
+
+    def owns(self, session_id: str) -> bool:
+        session = self._sessions.get(session_id) if session_id in self._live else None
+        return session is not None and session.started is not None and not self._owned_elsewhere(session_id)
+
+
+def _text(value: Scalar | None, limit: int) -> str:
+    return plain_text(value, limit) if isinstance(value, str) else ""
+
+
+def _count(value: Scalar | None) -> int:
+    """A token count or status code: a non-negative integer (or its decimal text) within bounds, else 0."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        return 0
+    return value
+
+
+def _latency(value: Scalar | None) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_LATENCY_MS:
+        return None
+    return float(value)
+
+
+def _claude_error(attrs: Mapping[str, Scalar]) -> str:
+    status = _count(attrs.get("status_code"))
+    if 100 <= status <= 599:
+        return f"http_{status}"
+    return _text(attrs.get("error"), ERROR_CHARS) or "api_error"

@@ -49,6 +49,8 @@ VALUE_CHARS = 256  # a string attribute value
 MAX_CONNECTIONS = 64
 MAX_DECODING = 2  # batches decoded at once; more wait for a 503 and the client's retry
 RETRY_AFTER_S = 2
+LINGER_S = 2.0  # after refusing a body unread, how long the rest of it is read and dropped
+LINGER_BYTES = 2 * MAX_BODY_BYTES
 READ_TIMEOUT_S = 30.0  # a request must arrive whole within this (a slow client holds no slot for long)
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -155,7 +157,10 @@ class OtlpReceiver:
             writer.write(conn.send(h11.Data(data=body)) or b"")
             writer.write(conn.send(h11.EndOfMessage()) or b"")
             await writer.drain()
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+            if conn.their_state is not h11.DONE:
+                await _linger(reader)
+                return
+            if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
 
@@ -210,6 +215,21 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> obj
         if event is not h11.NEED_DATA:
             return event
         conn.receive_data(await reader.read(65536))
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Read and drop what the client still sends of a refused body for a while, so it reads the
+    answer instead of a connection reset."""
+    dropped = 0
+    try:
+        async with asyncio.timeout(LINGER_S):
+            while dropped <= LINGER_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                dropped += len(chunk)
+    except TimeoutError:
+        pass
 
 
 async def _read_body(conn: h11.Connection, reader: asyncio.StreamReader) -> bytes | None:

@@ -203,3 +203,10 @@ def test_an_agent_refuses_to_receive_otlp_off_loopback_without_a_good_token(tmp_
 def test_an_otlp_listen_address_that_is_not_host_port_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         AgentConfig(otlp={"listen": "4318"})
+
+
+async def test_refused_requests_are_counted_by_status_in_the_agents_metrics(agent: Any) -> None:
+    running, base = agent
+    await post(base + "/v1/logs", b"{}", content_type="text/plain")
+    await post(base + "/v1/logs", b"{}", content_type="text/plain")
+    assert running.server.counts.refused["otlp_415"] == 2

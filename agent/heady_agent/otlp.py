@@ -100,7 +100,8 @@ class OtlpReceiver:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._decoding = 0
-        self.refused: dict[int, int] = {}  # HTTP status -> requests answered with it
+        # Refused requests by reason (`otlp_<status>`); the server shares its /metrics counts here.
+        self.refused: dict[str, int] = {}
 
     @property
     def port(self) -> int:
@@ -147,7 +148,7 @@ class OtlpReceiver:
                 return
             status, content_type, body = await asyncio.wait_for(self._answer(conn, reader, event), READ_TIMEOUT_S)
             if status != 200:
-                self.refused[status] = self.refused.get(status, 0) + 1
+                self._refused(status, body)
             headers = [("content-type", content_type), ("content-length", str(len(body)))]
             if status == 503:
                 headers.append(("retry-after", str(RETRY_AFTER_S)))
@@ -163,6 +164,12 @@ class OtlpReceiver:
             if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
+
+    def _refused(self, status: int, body: bytes) -> None:
+        reason = f"otlp_{status}"
+        if reason not in self.refused:  # the first of each kind is logged, the rest counted
+            log.warning("refused an OTLP request (%d): %s", status, _one_line(body.decode("utf-8", "replace")))
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     async def _answer(self, conn: h11.Connection, reader: asyncio.StreamReader, request: h11.Request) -> tuple[int, str, bytes]:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.headers}
@@ -199,7 +206,6 @@ class OtlpReceiver:
         try:
             batch = await asyncio.to_thread(decode, signal, body, json_body, encoding == "gzip")
         except BadRequest as exc:
-            log.warning("refused an OTLP %s batch: %s", signal, exc)
             return error(400, str(exc))
         except TooLarge as exc:
             return error(413, str(exc))

@@ -259,8 +259,6 @@ class AgentServer:
             else:
                 given.ctx = self.context  # an instance built elsewhere reports through this server
                 self.sources.append(given)
-        if config.otlp.listen is not None:
-            self.sources.append(self._otlp_source(config))
         self.simulated = any(s.simulated for s in self.sources)
         self.journal: Journal = None  # type: ignore[assignment]  # opened in start()
         self.collector = Collector(self.clock)
@@ -275,6 +273,8 @@ class AgentServer:
         self._refusals = _RefusalLog(self.clock)
         self._stopping = False
         self.counts = Counts()
+        if config.otlp.listen is not None:
+            self.sources.append(self._otlp_source(config))
         # Claude Code hooks arrive here (hook_socket.py); None: not listened for.
         self._hooks = HookListener(hook_socket, self._person_signal) if hook_socket is not None else None
 
@@ -288,6 +288,7 @@ class AgentServer:
             raise StartError(f"refusing to receive OTLP on {host}:{port} {problem} (agent.otlp.listen)")
         source = OtlpSource(self.context)
         source.others = list(self.sources)
+        source.receiver.refused = self.counts.refused  # /metrics: heady_agent_connections_refused{reason="otlp_<status>"}
         return source
 
     # --- lifecycle ----------------------------------------------------------------------

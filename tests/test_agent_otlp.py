@@ -210,3 +210,18 @@ async def test_refused_requests_are_counted_by_status_in_the_agents_metrics(agen
     await post(base + "/v1/logs", b"{}", content_type="text/plain")
     await post(base + "/v1/logs", b"{}", content_type="text/plain")
     assert running.server.counts.refused["otlp_415"] == 2
+
+
+async def test_json_nested_past_any_reason_is_refused_with_400(agent: Any) -> None:
+    _, base = agent
+    answer = await post(base + "/v1/logs", b'{"resourceLogs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert answer.status_code == 400
+
+
+async def test_only_the_first_attributes_of_a_record_are_read(agent: Any) -> None:
+    running, base = agent
+    body = api_request(**{f"padding.{i}": i for i in range(100)})
+    record = body["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    record["attributes"] = record["attributes"][5:] + record["attributes"][:5]  # the session id comes last
+    assert (await post(base + "/v1/logs", json.dumps(body).encode())).status_code == 200
+    assert journalled(running.server, "llm.call") == []

@@ -253,3 +253,31 @@ def test_telemetry_arriving_after_the_transcripts_announces_and_ends_no_session_
     both.quiet()
     for kind in ("session.started", "session.ended"):
         assert len(both.ctx.events(kind)) == len(alone.ctx.events(kind)), kind
+
+
+@pytest.mark.parametrize("fixture", [CLAUDE, CODEX], ids=["claude-code", "codex"])
+def test_telemetry_sent_again_counts_each_call_once(nodes: Any, fixture: Path) -> None:
+    once = nodes(fixture, transcripts=False, telemetry=True)
+    once.receive_telemetry(fixture)
+    once.quiet()
+    twice = nodes(fixture, transcripts=False, telemetry=True)
+    twice.receive_telemetry(fixture)
+    twice.receive_telemetry(fixture)  # a client that missed the answers sends every batch again
+    twice.quiet()
+    assert by_session(twice.calls()) == by_session(once.calls())
+
+
+def test_a_restarted_agent_counts_telemetry_it_had_received_once(nodes: Any) -> None:
+    node = nodes(CODEX, transcripts=True, telemetry=True)
+    node.receive_telemetry(CODEX)
+    restarted = OtlpSource(node.ctx)
+    restarted.others = [CodexSource(node.ctx)]
+    for request in sent_requests(CODEX):
+        asyncio.run(restarted.receive(request.decoded()))
+    node.telemetry = restarted
+    node.transcripts = restarted.others[0]  # type: ignore[assignment]
+    node.read_transcripts()
+    node.quiet()
+    alone = nodes(CODEX, transcripts=True, telemetry=False)
+    alone.read_transcripts()
+    assert by_session(node.calls()) == by_session(alone.calls())

@@ -11,6 +11,8 @@ the calls the ledger (sources/ledger.py) says no route counted yet. Facts: docs/
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ ERROR_CHARS = 80
 MODEL_CHARS = 128
 COMPACT_QUERY = "compact"  # Claude Code's query_source of the requests a compaction makes
 COMPLETED = "response.completed"
+# Events that carry a call (or a failed request): a record of these seen twice is counted once.
+CALL_EVENTS = frozenset({"claude_code.api_request", "claude_code.api_error", "codex.api_request", "codex.sse_event"})
 
 
 @dataclass
@@ -63,6 +67,7 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         host, port = parse_listen(ctx.config.otlp.listen or "127.0.0.1:4318")
         token = None if is_loopback(host) else ctx.config.resolve_token()
         self.receiver = OtlpReceiver(host, port, self.receive, token=token)
+        self._models: dict[str, str] = {}  # the batch being received: session -> the model it names first
 
     async def start(self) -> None:
         self._load_live()
@@ -83,6 +88,12 @@ class OtlpSource(WatchedSource[TelemetrySession]):
     async def receive(self, batch: Batch) -> None:
         """One export request's records, committed (events and state together) before the client hears 200."""
         now = self.ctx.clock.now()
+        # The model of each session as the batch first names it: a session is announced with it.
+        self._models = {}
+        for record in batch.records:
+            sid, model = record.attributes.get("session.id") or record.attributes.get("conversation.id"), record.attributes.get("model")
+            if isinstance(sid, str) and isinstance(model, str):
+                self._models.setdefault(sid, _text(model, MODEL_CHARS))
         with self.ctx.atomic():
             for record in batch.records:
                 self._record(record, now)
@@ -100,12 +111,23 @@ class OtlpSource(WatchedSource[TelemetrySession]):
             return  # process-wide records (startup, plugins) name no session
         ts = record.ts
         when = ts if ts is not None and 0 < ts <= now + FUTURE_SLACK_S else now
-        session = self._active(sid, client, _text(attrs.get("model"), MODEL_CHARS), when)
+        session = self._active(sid, client, _text(attrs.get("model"), MODEL_CHARS) or self._models.get(sid, ""), when)
+        if record.signal == "logs" and record.name in CALL_EVENTS and self._repeated(sid, record):
+            return
         if record.signal == "logs":
             if client == CLAUDE_CODE:
                 self._claude_code(session, record.name, attrs, when)
             else:
                 self._codex(session, record.name, attrs, when)
+
+    def _repeated(self, sid: str, record: TelemetryRecord) -> bool:
+        """The very record came before: a client sends a batch again when it missed the answer."""
+        digest = hashlib.sha256(json.dumps([record.name, record.ts, sorted(record.attributes.items())]).encode()).hexdigest()
+        key = f"{self.state_prefix}.record:{sid}:{digest[:32]}"
+        if self.ctx.get_state(key) is not None:
+            return True
+        self.ctx.set_state(key, "1")
+        return False
 
     def _active(self, sid: str, client: str, model: str, when: float) -> TelemetrySession:
         """The session a record at `when` belongs to, announced unless a transcript source owns it."""

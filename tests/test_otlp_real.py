@@ -25,7 +25,7 @@ from heady_agent.sources.base import SessionSource
 from heady_agent.sources.claude_code import ClaudeCodeSource
 from heady_agent.sources.codex import CodexSource
 from heady_agent.sources.jsonl import JsonlSource
-from heady_agent.sources.otlp import INACTIVE_AFTER_S, OtlpSource
+from heady_agent.sources.otlp import FAILED_TURN_AFTER_S, INACTIVE_AFTER_S, OtlpSource
 from otlpkit import FIXTURES, sent_requests
 from sourcekit import Emitted, SqliteSourceContext
 
@@ -223,10 +223,20 @@ def test_codex_telemetry_alone_gives_the_calls_its_rollouts_give(nodes: Any) -> 
 def test_a_codex_turn_that_failed_last_is_one_failed_call_once_the_session_is_quiet(nodes: Any) -> None:
     telemetry = nodes(CODEX, transcripts=False, telemetry=True)
     telemetry.receive_telemetry(CODEX)
+    failing = [r for request in sent_requests(CODEX) for r in request.decoded().records
+               if r.name == "codex.api_request" and r.attributes.get("http.response.status_code") == 500]
+    session = failing[0].attributes["conversation.id"]
+    last = max(r.ts or 0.0 for request in sent_requests(CODEX) for r in request.decoded().records
+               if r.attributes.get("conversation.id") == session)
+    telemetry.clock.advance(last + FAILED_TURN_AFTER_S - 1 - telemetry.clock.now())
+    telemetry.telemetry.sweep()
     assert [c for c in telemetry.calls() if not c.data["ok"]] == []
-    telemetry.quiet()
+    telemetry.clock.advance(2)
+    telemetry.telemetry.sweep()
     [failed] = [c for c in telemetry.calls() if not c.data["ok"]]
-    assert failed.data["error"] == "http_500"
+    assert (failed.session, failed.data["error"]) == (session, "http_500")
+    states = [e.data for e in telemetry.ctx.events("session.state") if e.session == session]
+    assert states[-1] == {"state": "idle", "reason": "turn failed: http_500"}
 
 
 @pytest.mark.parametrize("first", ["transcripts", "telemetry"])

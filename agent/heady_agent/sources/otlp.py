@@ -34,6 +34,9 @@ MAX_LATENCY_MS = 24 * 3600 * 1000.0
 FUTURE_SLACK_S = 300.0  # a record stamped further ahead of the agent's clock is stamped on arrival
 INACTIVE_AFTER_S = 600.0  # no telemetry for this long: the session has ended (as for transcripts)
 SWEEP_EVERY_S = 5.0
+# A Codex request failed and nothing of its session came for this long: Codex gave the turn up (its
+# retries, Retry-After included, come sooner; its telemetry has no turn-failed event).
+FAILED_TURN_AFTER_S = 120.0
 ERROR_CHARS = 80
 MODEL_CHARS = 128
 COMPACT_QUERY = "compact"  # Claude Code's query_source of the requests a compaction makes
@@ -277,14 +280,17 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         self._save(session)
 
     def sweep(self) -> None:
-        """End the sessions quiet for INACTIVE_AFTER_S (a Codex turn that ended in a failure is settled first)."""
+        """Settle the Codex turns that ended in a failure (quiet for FAILED_TURN_AFTER_S) and end the
+        sessions quiet for INACTIVE_AFTER_S."""
         now = self.ctx.clock.now()
         with self.ctx.atomic():
             for sid in sorted(self._live):
                 session = self._sessions.get(sid)
-                if session is None or now - session.last_ts <= INACTIVE_AFTER_S:
+                if session is None or now - session.last_ts <= FAILED_TURN_AFTER_S:
                     continue
                 self._settle_failure(session)
+                if now - session.last_ts <= INACTIVE_AFTER_S:
+                    continue
                 session.ended_at = session.last_ts
                 if session.started is None or self._known_elsewhere(sid):
                     session.ended, session.state = True, "completed"  # a transcript source ends it

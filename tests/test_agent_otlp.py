@@ -225,3 +225,24 @@ async def test_only_the_first_attributes_of_a_record_are_read(agent: Any) -> Non
     record["attributes"] = record["attributes"][5:] + record["attributes"][:5]  # the session id comes last
     assert (await post(base + "/v1/logs", json.dumps(body).encode())).status_code == 200
     assert journalled(running.server, "llm.call") == []
+
+
+async def test_a_batch_that_cannot_be_stored_is_answered_500_and_the_next_one_is_taken() -> None:
+    stored: list[Batch] = []
+
+    async def handler(batch: Batch) -> None:
+        if not stored and not getattr(handler, "failed", False):
+            handler.failed = True  # type: ignore[attr-defined]
+            raise OSError("disk full")
+        stored.append(batch)
+
+    receiver = OtlpReceiver("127.0.0.1", 0, handler, token=None)
+    await receiver.start()
+    try:
+        url = f"http://127.0.0.1:{receiver.port}/v1/logs"
+        body = json.dumps(api_request()).encode()
+        assert (await post(url, body)).status_code == 500
+        assert (await post(url, body)).status_code == 200
+    finally:
+        await receiver.stop()
+    assert len(stored) == 1 and receiver.refused == {"otlp_500": 1}

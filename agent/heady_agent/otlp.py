@@ -10,7 +10,8 @@ the client hears 200. Loopback by default; on any other address the agent's bear
 Answers follow the specification: 200 with an empty (or partial-success) export response in the
 request's encoding; 400 for a body that does not decode; 401 without the token; 404 / 405 for
 other paths and methods; 413 for a body over the limits; 415 for other media types or encodings;
-503 with Retry-After while too many batches are being decoded.
+503 with Retry-After while too many batches are being decoded; 500 when the batch could not be
+stored (nothing of it was).
 """
 
 from __future__ import annotations
@@ -211,7 +212,11 @@ class OtlpReceiver:
             return error(413, str(exc))
         finally:
             self._decoding -= 1
-        await self.handler(batch)
+        try:
+            await self.handler(batch)
+        except Exception:  # a fault of ours, not of the batch: the client is told, the agent goes on
+            log.exception("an OTLP %s batch could not be stored", signal)
+            return error(500, "the agent could not store this batch")
         return 200, (JSON if json_body else PROTOBUF), _success(signal, batch, json_body)
 
 

@@ -97,10 +97,19 @@ class OtlpSource(WatchedSource[TelemetrySession]):
             sid, model = record.attributes.get("session.id") or record.attributes.get("conversation.id"), record.attributes.get("model")
             if isinstance(sid, str) and isinstance(model, str):
                 self._models.setdefault(sid, _text(model, MODEL_CHARS))
-        with self.ctx.atomic():
-            for record in batch.records:
-                self._record(record, now)
+        try:
+            with self.ctx.atomic():
+                for record in batch.records:
+                    self._record(record, now)
+        except Exception:
+            self._forget()  # the journal rolled the batch back: so does memory
+            raise
         self._flush()
+
+    def _forget(self) -> None:
+        self._sessions.clear()
+        self._live.clear()
+        self._load_live()
 
     def _record(self, record: TelemetryRecord, now: float) -> None:
         attrs = record.attributes

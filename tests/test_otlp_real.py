@@ -21,11 +21,12 @@ import pytest
 
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, ClaudeCodeConfig, CodexConfig
+from heady_agent.otlp import Batch, TelemetryRecord
 from heady_agent.sources.base import SessionSource
 from heady_agent.sources.claude_code import ClaudeCodeSource
 from heady_agent.sources.codex import CodexSource
 from heady_agent.sources.jsonl import JsonlSource
-from heady_agent.sources.otlp import FAILED_TURN_AFTER_S, INACTIVE_AFTER_S, OtlpSource
+from heady_agent.sources.otlp import FAILED_TURN_AFTER_S, INACTIVE_AFTER_S, METRICS_SETTLE_S, OtlpSource
 from otlpkit import FIXTURES, sent_requests
 from sourcekit import Emitted, SqliteSourceContext
 
@@ -47,10 +48,11 @@ class Node:
         assert self.transcripts is not None
         self.transcripts.scan()
 
-    def receive_telemetry(self, fixture: Path) -> None:
+    def receive_telemetry(self, fixture: Path, paths: tuple[str, ...] = ("/v1/logs", "/v1/metrics")) -> None:
         assert self.telemetry is not None
         for request in sent_requests(fixture):
-            asyncio.run(self.telemetry.receive(request.decoded()))
+            if request.path in paths:
+                asyncio.run(self.telemetry.receive(request.decoded()))
 
     def quiet(self) -> None:
         """Time passes until every session is over (a Codex turn that failed last is settled then)."""
@@ -291,3 +293,54 @@ def test_a_restarted_agent_counts_telemetry_it_had_received_once(nodes: Any) -> 
     alone = nodes(CODEX, transcripts=True, telemetry=False)
     alone.read_transcripts()
     assert by_session(node.calls()) == by_session(alone.calls())
+
+
+def test_claude_code_exporting_only_metrics_is_counted_from_its_token_usage(nodes: Any) -> None:
+    transcript = nodes(CLAUDE, transcripts=True, telemetry=False)
+    transcript.read_transcripts()
+    metrics = nodes(CLAUDE, transcripts=False, telemetry=True)
+    metrics.receive_telemetry(CLAUDE, paths=("/v1/metrics",))
+    assert metrics.calls() == []  # events may still come
+    metrics.quiet()
+    for session in CLAUDE_SESSIONS.values():
+        if session in CUT_OFF:  # the metrics hold Claude Code's tally of the cut-off stream, as its cost-state does
+            continue
+        assert summed(metrics.calls(), session) == summed(transcript.calls(), session), session
+    assert all(c.data["cost_usd"] > 0 for c in metrics.calls())
+
+
+def test_usage_metrics_of_a_session_that_sends_events_are_not_counted(nodes: Any) -> None:
+    events = nodes(CLAUDE, transcripts=False, telemetry=True)
+    events.receive_telemetry(CLAUDE, paths=("/v1/logs",))
+    events.quiet()
+    both = nodes(CLAUDE, transcripts=False, telemetry=True)
+    both.receive_telemetry(CLAUDE, paths=("/v1/metrics",))  # the metrics first, the events within METRICS_SETTLE_S
+    both.receive_telemetry(CLAUDE, paths=("/v1/logs",))
+    both.quiet()
+    assert by_session(both.calls()) == by_session(events.calls())
+
+
+def test_usage_metrics_of_a_session_a_transcript_reports_are_not_counted(nodes: Any) -> None:
+    alone = nodes(CLAUDE, transcripts=True, telemetry=False)
+    alone.read_transcripts()
+    both = nodes(CLAUDE, transcripts=True, telemetry=True)
+    both.receive_telemetry(CLAUDE, paths=("/v1/metrics",))
+    both.read_transcripts()
+    both.clock.advance(METRICS_SETTLE_S + 1)
+    both.quiet()
+    assert by_session(both.calls()) == by_session(alone.calls())
+
+
+def test_cumulative_usage_metrics_count_what_each_total_grew_by(nodes: Any) -> None:
+    node = nodes(CLAUDE, transcripts=False, telemetry=True)
+    assert node.telemetry is not None
+
+    def total(value: float) -> Batch:
+        attrs = {"session.id": "cumulative-1", "model": "claude-sonnet-4-5", "type": "input"}
+        return Batch([TelemetryRecord("metrics", "claude-code", "claude_code.token.usage", RECORDED_AT, attrs, value, True)], 0)
+
+    for value in (100.0, 150.0, 150.0):
+        asyncio.run(node.telemetry.receive(total(value)))
+    node.quiet()
+    [call] = node.calls()
+    assert call.data["input_tokens"] == 150

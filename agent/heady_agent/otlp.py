@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_CUMULATIVE
 
 log = logging.getLogger("heady_agent.otlp")
 
@@ -73,6 +74,7 @@ class TelemetryRecord:
     ts: float | None  # seconds since the epoch, when the record says (the handler judges it)
     attributes: Mapping[str, Scalar]
     value: float | None = None  # a metric point's value
+    cumulative: bool = False  # a sum point holding the total since its start, not the interval's delta
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,7 @@ def _metric_points(message: ExportMetricsServiceRequest) -> Batch:
                 name = _cut(metric.name, NAME_CHARS)
                 kind = metric.WhichOneof("data")
                 points = metric.sum.data_points if kind == "sum" else metric.gauge.data_points if kind == "gauge" else []
+                cumulative = kind == "sum" and metric.sum.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
                 for point in points:
                     if len(records) >= MAX_RECORDS:
                         rejected += 1
@@ -370,7 +373,7 @@ def _metric_points(message: ExportMetricsServiceRequest) -> Batch:
                         rejected += 1
                         continue
                     records.append(TelemetryRecord("metrics", service, name, _nanos(point.time_unix_nano),
-                                                   _scalars(point.attributes), value))
+                                                   _scalars(point.attributes), value, cumulative))
     return Batch(records, rejected)
 
 

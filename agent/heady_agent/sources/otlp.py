@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import is_loopback, parse_listen
@@ -41,6 +41,15 @@ ERROR_CHARS = 80
 MODEL_CHARS = 128
 COMPACT_QUERY = "compact"  # Claude Code's query_source of the requests a compaction makes
 COMPLETED = "response.completed"
+# Claude Code's metrics that hold a session's usage, and the slot of each token type.
+TOKEN_USAGE = "claude_code.token.usage"
+COST_USAGE = "claude_code.cost.usage"
+TOKEN_SLOTS = {"input": 0, "output": 1, "cacheRead": 2, "cacheCreation": 3}
+COST_SLOT = 4
+MAX_COST_USD = 1_000_000.0
+# A Claude Code session that sends usage metrics but no event for this long exports no events: its
+# metrics are counted as calls. Events come within the log export interval (5 s by default) of their call.
+METRICS_SETTLE_S = 120.0
 # Events that carry a call (or a failed request): a record of these seen twice is counted once.
 CALL_EVENTS = frozenset({"claude_code.api_request", "claude_code.api_error", "codex.api_request", "codex.sse_event"})
 
@@ -54,6 +63,13 @@ class TelemetrySession(WatchedSession):
     # ({"error", "ts", "latency_ms"}): it is a failed call once the turn is over.
     asked_at: float | None = None
     failure: dict[str, Any] | None = None
+    # Claude Code: an event of the session came (its events count its calls); until then, what its
+    # token and cost metrics added up per model ([input, output, cacheRead, cacheCreation, cost])
+    # since `metered_since`, and the last value of each cumulative series.
+    logged: bool = False
+    metered: dict[str, list[float]] = field(default_factory=dict)
+    metered_since: float | None = None
+    totals: dict[str, float] = field(default_factory=dict)
 
 
 class OtlpSource(WatchedSource[TelemetrySession]):
@@ -124,13 +140,20 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         ts = record.ts
         when = ts if ts is not None and 0 < ts <= now + FUTURE_SLACK_S else now
         session = self._active(sid, client, _text(attrs.get("model"), MODEL_CHARS) or self._models.get(sid, ""), when)
-        if record.signal == "logs" and record.name in CALL_EVENTS and self._repeated(sid, record):
+        if record.signal == "metrics":
+            if record.name in (TOKEN_USAGE, COST_USAGE):
+                self._metered(session, record, when)
             return
-        if record.signal == "logs":
-            if client == CLAUDE_CODE:
-                self._claude_code(session, record.name, attrs, when)
-            else:
-                self._codex(session, record.name, attrs, when)
+        if client == CLAUDE_CODE and not session.logged:
+            session.logged = True  # its events count its calls: what its metrics added up goes
+            session.metered, session.metered_since = {}, None
+            self._save(session)
+        if record.name in CALL_EVENTS and self._repeated(sid, record):
+            return
+        if client == CLAUDE_CODE:
+            self._claude_code(session, record.name, attrs, when)
+        else:
+            self._codex(session, record.name, attrs, when)
 
     def _repeated(self, sid: str, record: TelemetryRecord) -> bool:
         """The very record came before: a client sends a batch again when it missed the answer."""
@@ -200,6 +223,50 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         if attrs.get("query_source") == COMPACT_QUERY and self.ledger.covered(session.id, data["model"], data):
             return  # the transcript counted it from Claude Code's cost-state
         self._emit_call(session, data, when)
+
+    def _metered(self, session: TelemetrySession, record: TelemetryRecord, when: float) -> None:
+        """A Claude Code usage metric point of a session that sent no event (yet): added up per model."""
+        attrs = record.attributes
+        model = _text(attrs.get("model"), MODEL_CHARS)
+        slot = TOKEN_SLOTS.get(str(attrs.get("type"))) if record.name == TOKEN_USAGE else COST_SLOT
+        value = record.value
+        limit = MAX_TOKENS if slot != COST_SLOT else MAX_COST_USD
+        if session.logged or not model or slot is None or value is None or not 0 <= value <= limit:
+            return
+        if record.cumulative:  # the total since the series started: the usage is what it grew by
+            series = hashlib.sha256(json.dumps([record.name, sorted(attrs.items())]).encode()).hexdigest()[:32]
+            last = session.totals.get(series, 0.0)
+            session.totals[series] = value
+            value = value - last if value >= last else value  # a total that fell was restarted
+        session.metered.setdefault(model, [0.0] * (COST_SLOT + 1))[slot] += value
+        if session.metered_since is None:
+            session.metered_since = when
+        self._save(session)
+
+    def _settle_metered(self, session: TelemetrySession) -> None:
+        """No event came for the metered usage: it is counted, one ok call per model (the number of
+        requests is not in the metrics), unless a transcript source reports the session."""
+        metered, since = session.metered, session.metered_since
+        session.metered, session.metered_since = {}, None
+        self._save(session)
+        if since is None or session.logged or self._known_elsewhere(session.id):
+            return
+        for model, usage in sorted(metered.items()):
+            tokens = [round(v) for v in usage[:COST_SLOT]]
+            if not any(tokens):
+                continue
+            self._emit_call(session, {
+                "provider": "anthropic",
+                "model": model,
+                "input_tokens": tokens[0],
+                "output_tokens": tokens[1],
+                "cache_read_tokens": tokens[2],
+                "cache_creation_tokens": tokens[3],
+                "cost_usd": round(usage[COST_SLOT], 6),  # Claude Code's own figure: the metrics split no cache writes by TTL
+                "latency_ms": None,
+                "ok": True,
+                "error": None,
+            }, since)
 
     # --- Codex ------------------------------------------------------------------------------
 
@@ -289,13 +356,18 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         self._save(session)
 
     def sweep(self) -> None:
-        """Settle the Codex turns that ended in a failure (quiet for FAILED_TURN_AFTER_S) and end the
-        sessions quiet for INACTIVE_AFTER_S."""
+        """Count the Claude Code usage metrics no event followed (METRICS_SETTLE_S), settle the Codex
+        turns that ended in a failure (quiet for FAILED_TURN_AFTER_S), end the sessions quiet for
+        INACTIVE_AFTER_S."""
         now = self.ctx.clock.now()
         with self.ctx.atomic():
             for sid in sorted(self._live):
                 session = self._sessions.get(sid)
-                if session is None or now - session.last_ts <= FAILED_TURN_AFTER_S:
+                if session is None:
+                    continue
+                if session.metered_since is not None and now - session.metered_since > METRICS_SETTLE_S:
+                    self._settle_metered(session)
+                if now - session.last_ts <= FAILED_TURN_AFTER_S:
                     continue
                 self._settle_failure(session)
                 if now - session.last_ts <= INACTIVE_AFTER_S:

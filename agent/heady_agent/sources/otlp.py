@@ -86,7 +86,9 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         host, port = parse_listen(ctx.config.otlp.listen or "127.0.0.1:4318")
         token = None if is_loopback(host) else ctx.config.resolve_token()
         self.receiver = OtlpReceiver(host, port, self.receive, token=token)
-        self._models: dict[str, str] = {}  # the batch being received: session -> the model it names first
+        # The batch being received: session -> the model it names first; the sessions it touched.
+        self._models: dict[str, str] = {}
+        self._touched: set[str] = set()
 
     async def start(self) -> None:
         self._load_live()
@@ -113,10 +115,13 @@ class OtlpSource(WatchedSource[TelemetrySession]):
             sid, model = record.attributes.get("session.id") or record.attributes.get("conversation.id"), record.attributes.get("model")
             if isinstance(sid, str) and isinstance(model, str):
                 self._models.setdefault(sid, _text(model, MODEL_CHARS))
+        self._touched = set()
         try:
             with self.ctx.atomic():
                 for record in batch.records:
                     self._record(record, now)
+                for sid in sorted(self._touched):  # their latest record times, once per batch
+                    self._save(self._sessions[sid])
         except Exception:
             self._forget()  # the journal rolled the batch back: so does memory
             raise
@@ -171,6 +176,7 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         if session.ended and when > session.ended_at:
             self._reopen(session)
         session.last_ts = max(session.last_ts, when)
+        self._touched.add(sid)
         renamed = bool(model) and model != session.model
         if renamed:
             session.model = model

@@ -41,6 +41,8 @@ ERROR_CHARS = 80
 MODEL_CHARS = 128
 COMPACT_QUERY = "compact"  # Claude Code's query_source of the requests a compaction makes
 COMPLETED = "response.completed"
+CUT_OFF = "stream_cut_off"  # the error of a response whose stream broke, as the transcript source names it
+HOLD_S = 30.0  # a held response nothing followed for this long was complete (as the transcript source holds)
 # Claude Code's metrics that hold a session's usage, and the slot of each token type.
 TOKEN_USAGE = "claude_code.token.usage"
 COST_USAGE = "claude_code.cost.usage"
@@ -66,6 +68,9 @@ class TelemetrySession(WatchedSession):
     # Claude Code: an event of the session came (its events count its calls); until then, what its
     # token and cost metrics added up per model ([input, output, cacheRead, cacheCreation, cost])
     # since `metered_since`, and the last value of each cumulative series.
+    # Claude Code: a response with at most one output token, held until the next event of the
+    # session says whether its stream was cut off (Claude Code asks again in the same prompt).
+    held: dict[str, Any] | None = None
     logged: bool = False
     metered: dict[str, list[float]] = field(default_factory=dict)
     metered_since: float | None = None
@@ -189,11 +194,12 @@ class OtlpSource(WatchedSource[TelemetrySession]):
     # --- Claude Code ------------------------------------------------------------------------
 
     def _claude_code(self, session: TelemetrySession, name: str, attrs: Mapping[str, Scalar], when: float) -> None:
-        if name == "claude_code.api_request":
-            self._claude_call(session, attrs, when, ok=True)
-        elif name == "claude_code.api_error":
-            self._claude_call(session, attrs, when, ok=False)
-        elif name == "claude_code.compaction":
+        if name in ("claude_code.api_request", "claude_code.api_error"):
+            self._claude_call(session, attrs, when, ok=name == "claude_code.api_request")
+            return
+        if name in ("claude_code.compaction", "claude_code.user_prompt"):
+            self._release_held(session, None)  # a compaction or a new prompt: the held response was whole
+        if name == "claude_code.compaction":
             trigger = _text(attrs.get("trigger"), 16)
             self._state(session, "compacted", trigger if trigger in ("auto", "manual") else "auto", when)
         elif name == "claude_code.user_prompt":
@@ -224,11 +230,34 @@ class OtlpSource(WatchedSource[TelemetrySession]):
             data["speed"] = "fast"
         if not ok and not any(data[k] for k in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")):
             data["cost_usd"] = 0.0  # nothing was served
-        if not self.ledger.first("telemetry", session.id, anthropic_identity(request_id)):
+        prompt = _text(attrs.get("prompt.id"), 128)
+        call = {"request_id": request_id, "prompt": prompt, "compact": attrs.get("query_source") == COMPACT_QUERY,
+                "data": data, "ts": when}
+        self._release_held(session, prompt)
+        if ok and data["output_tokens"] <= 1:
+            session.held = call  # what a stream cut off looks like: the next event of the prompt tells
+            self._save(session)
+        else:
+            self._count_claude(session, call)
+
+    def _release_held(self, session: TelemetrySession, next_prompt: str | None) -> None:
+        """The response held as a possible cut-off stream is judged: Claude Code asking again in the
+        same prompt (`next_prompt`) means its stream broke, anything else that it was complete."""
+        held, session.held = session.held, None
+        if held is None:
             return
-        if attrs.get("query_source") == COMPACT_QUERY and self.ledger.covered(session.id, data["model"], data):
+        self._save(session)
+        if next_prompt and held["prompt"] == next_prompt:
+            held["data"].update(ok=False, error=CUT_OFF)
+        self._count_claude(session, held)
+
+    def _count_claude(self, session: TelemetrySession, call: dict[str, Any]) -> None:
+        data = call["data"]
+        if not self.ledger.first("telemetry", session.id, anthropic_identity(call["request_id"])):
+            return
+        if call["compact"] and self.ledger.covered(session.id, data["model"], data):
             return  # the transcript counted it from Claude Code's cost-state
-        self._emit_call(session, data, when)
+        self._emit_call(session, data, float(call["ts"]))
 
     def _metered(self, session: TelemetrySession, record: TelemetryRecord, when: float) -> None:
         """A Claude Code usage metric point of a session that sent no event (yet): added up per model."""
@@ -373,6 +402,8 @@ class OtlpSource(WatchedSource[TelemetrySession]):
                     continue
                 if session.metered_since is not None and now - session.metered_since > METRICS_SETTLE_S:
                     self._settle_metered(session)
+                if session.held is not None and now - float(session.held["ts"]) >= HOLD_S:
+                    self._release_held(session, None)
                 if now - session.last_ts <= FAILED_TURN_AFTER_S:
                     continue
                 self._settle_failure(session)

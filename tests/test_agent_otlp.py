@@ -247,3 +247,25 @@ async def test_a_batch_that_cannot_be_stored_is_answered_500_and_the_next_one_is
     finally:
         await receiver.stop()
     assert len(stored) == 1 and receiver.refused == {"otlp_500": 1}
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    def varint(n: int) -> bytes:
+        out = b""
+        while n > 0x7F:
+            out += bytes([n & 0x7F | 0x80])
+            n >>= 7
+        return out + bytes([n])
+
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+async def test_protobuf_nested_past_any_reason_is_refused_with_400(agent: Any) -> None:
+    _, base = agent
+    value = _field(1, b"x")  # AnyValue.string_value
+    for _ in range(300):  # AnyValue.kvlist_value holding one KeyValue whose value nests again
+        value = _field(6, _field(1, _field(1, b"k") + _field(2, value)))
+    body = _field(1, _field(2, _field(2, _field(5, value))))  # resource_logs.scope_logs.log_records.body
+    answer = await post(base + "/v1/logs", body, content_type="application/x-protobuf")
+    assert answer.status_code == 400

@@ -180,6 +180,18 @@ class SyntheticConfig(_Section):
     speed: float = Field(default=1.0, gt=0)  # event-rate multiplier (tests run fast fleets)
 
 
+class OtlpConfig(_Section):
+    # OTLP/HTTP receiver for the clients' own telemetry (docs/sources.md "otlp"); None: off.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+
 class AgentConfig(_Section):
     listen: str = "127.0.0.1:7420"
     token: str | None = None
@@ -205,6 +217,7 @@ class AgentConfig(_Section):
     codex: CodexConfig = Field(default_factory=CodexConfig)
     managed: list[ManagedConfig] = Field(default_factory=list)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     # `[agent.ingest]` is the section's old name, still read.
     opencode: OpencodeConfig = Field(default_factory=OpencodeConfig,
                                      validation_alias=AliasChoices("opencode", "ingest"))

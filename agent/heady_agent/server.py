@@ -273,8 +273,23 @@ class AgentServer:
         self._refusals = _RefusalLog(self.clock)
         self._stopping = False
         self.counts = Counts()
+        if config.otlp.listen is not None:
+            self.sources.append(self._otlp_source(config))
         # Claude Code hooks arrive here (hook_socket.py); None: not listened for.
         self._hooks = HookListener(hook_socket, self._person_signal) if hook_socket is not None else None
+
+    def _otlp_source(self, config: AgentConfig) -> SessionSource:
+        """The OTLP/HTTP receiver's source; off loopback it takes the agent's token, as the WebSocket does."""
+        from .sources.otlp import OtlpSource  # loads protobuf only on agents that receive telemetry
+
+        host, port = parse_listen(config.otlp.listen or "")
+        problem = config.token_problem(host)
+        if problem:
+            raise StartError(f"refusing to receive OTLP on {host}:{port} {problem} (agent.otlp.listen)")
+        source = OtlpSource(self.context)
+        source.others = list(self.sources)
+        source.receiver.refused = self.counts.refused  # /metrics: heady_agent_connections_refused{reason="otlp_<status>"}
+        return source
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -107,6 +107,10 @@ class SessionSource:
     def owns(self, session_id: str) -> bool:
         return any(s.id == session_id for s in self.sessions())
 
+    def knows(self, session_id: str) -> bool:
+        """The source has reported the session, live or ended."""
+        return self.owns(session_id)
+
     def queue_depth(self) -> int:
         return 0
 

@@ -22,6 +22,7 @@ from ..protocol import Command
 from .base import CommandError, SourceContext
 from .common import TITLE_CHARS, command_args, plain_text
 from .managed import MANAGED_SESSION_ENV
+from .ledger import CallLedger, anthropic_identity
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE
 from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
 
@@ -118,6 +119,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         # cost-state records read this poll, with their file and its cursor
         self._pending_costs: list[tuple[str, dict[str, Any], float, Path, FileCursor]] = []
         self._reading: Path | None = None  # the file _records is reading
+        self.ledger = CallLedger(ctx)  # the telemetry route (sources/otlp.py) may report the same calls
 
     def _forget(self) -> None:
         super()._forget()
@@ -307,7 +309,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if failure is not None and data["ok"]:
             data["ok"], data["error"] = False, failure
         session = self._session(call.sid)
-        self._emit_counted(session, data, call.when, cursor)
+        if call.request_id is None or self.ledger.first("transcript", session.id, anthropic_identity(call.request_id)):
+            self._emit_counted(session, data, call.when, cursor)
         if session.state == "compacted" and data["ok"]:
             self._set_state(session, "running", "continued after compaction", call.when)
 
@@ -342,7 +345,8 @@ class ClaudeCodeSource(JsonlSource[_Session]):
             for model, totals in sorted(usage.items()):
                 if not isinstance(model, str) or not isinstance(totals, dict) or model == SYNTHETIC_MODEL:
                     continue
-                counted = self._counted(sid, model)
+                # What the telemetry route counted of this session was counted too (sources/ledger.py).
+                counted = [a + b for a, b in zip(self._counted(sid, model), self.ledger.tallied(sid, model))]
                 unseen = [max(0, as_int(totals.get(name)) - counted[i]) for i, name in enumerate(COST_STATE_KINDS)]
                 if unseen[0] + unseen[2] + unseen[3] == 0:
                     continue  # every request sends input: output alone is a cut-off stream's tally, not a request
@@ -350,6 +354,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
                                         "ok": True, "error": UNWRITTEN_ERROR}
                 data.update(zip(USAGE_KINDS, unseen))
                 self._emit_counted(session, data, when, cursor)
+                self.ledger.credit(sid, model, data)
                 self.ctx.set_state(self._cursor_key(path), cursor.dump())
 
     def _session(self, sid: str) -> _Session:

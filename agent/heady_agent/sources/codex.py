@@ -26,6 +26,7 @@ import zstandard
 from ..protocol import Command
 from .base import CommandError, SourceContext
 from .common import plain_text
+from .ledger import FAILED_TURN, CallLedger, openai_identity
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE
 from .jsonl import (
     FileCursor,
@@ -208,6 +209,7 @@ class CodexSource(JsonlSource[CodexSession]):
         cfg = ctx.config.codex
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
+        self.ledger = CallLedger(ctx)  # the telemetry route (sources/otlp.py) may report the same calls
 
     # --- rollouts -----------------------------------------------------------------------
 
@@ -448,24 +450,27 @@ class CodexSource(JsonlSource[CodexSession]):
             return  # already counted from another copy of this rollout
         self.ctx.set_state(key, "1")
         cached = as_int(usage.get("cached_input_tokens"))
-        self.ctx.emit(
-            "llm.call",
-            session.id,
-            {
-                "provider": "openai",
-                "model": session.model or "unknown",
-                "input_tokens": max(0, as_int(usage.get("input_tokens")) - cached),
-                "output_tokens": as_int(usage.get("output_tokens")),
-                "cache_creation_tokens": 0,
-                "cache_read_tokens": cached,
-                "cost_usd": None,
-                "latency_ms": latency_ms if isinstance(latency_ms, (int, float)) else None,
-                "ok": True,
-                "error": None,
-                "rate_limits": rate_limits,
-            },
-            ts=when,
-        )
+        identity = openai_identity(as_int(usage.get("input_tokens")), cached, as_int(usage.get("output_tokens")),
+                                   as_int(usage.get("reasoning_output_tokens")))
+        if self.ledger.first("transcript", session.id, identity):  # else the telemetry route counted it
+            self.ctx.emit(
+                "llm.call",
+                session.id,
+                {
+                    "provider": "openai",
+                    "model": session.model or "unknown",
+                    "input_tokens": max(0, as_int(usage.get("input_tokens")) - cached),
+                    "output_tokens": as_int(usage.get("output_tokens")),
+                    "cache_creation_tokens": 0,
+                    "cache_read_tokens": cached,
+                    "cost_usd": None,
+                    "latency_ms": latency_ms if isinstance(latency_ms, (int, float)) else None,
+                    "ok": True,
+                    "error": None,
+                    "rate_limits": rate_limits,
+                },
+                ts=when,
+            )
         if session.state != "running":
             self._set_state(session, "running", "model call", when)
 
@@ -478,8 +483,10 @@ class CodexSource(JsonlSource[CodexSession]):
         if kind not in _TURN_ERRORS:
             self.radar.seen(UNKNOWN_TYPE, f"turn error {kind}", detail=path.name)
         key = f"cx.failed:{session.id}:{payload.get('turn_id') or when}"
-        if kind not in _NOT_MODEL_ERRORS and self.ctx.get_state(key) is None:
+        first_read = kind not in _NOT_MODEL_ERRORS and self.ctx.get_state(key) is None
+        if first_read:
             self.ctx.set_state(key, "1")
+        if first_read and self.ledger.first("transcript", session.id, FAILED_TURN):
             self.ctx.emit(
                 "llm.call",
                 session.id,

@@ -214,6 +214,9 @@ class WatchedSource(SessionSource, Generic[S]):
         session = self._sessions.get(session_id) if session_id in self._live else None
         return session is not None and session.managed_as is None
 
+    def knows(self, session_id: str) -> bool:
+        return self._load(session_id) is not None
+
     def person_signal(self, session_id: str, state: str, reason: str) -> bool:
         # A session a managed one runs takes the signal too: _set_state reports it under the managed id.
         session = self._sessions.get(session_id) if session_id in self._live else None

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Records the native OpenTelemetry of real Claude Code and Codex sessions, together with the
+# transcripts / rollouts the same sessions wrote, against the local fake model servers, and saves
+# them as tests/fixtures/real/otlp-claude-code-<version>/ and otlp-codex-<version>/.
+#
+#   scripts/record/otlp.sh                                   # the pinned versions
+#   CLAUDE_VERSION=2.1.400 CODEX_VERSION=0.172.0 scripts/record/otlp.sh
+#
+# Each client's OTLP/HTTP export goes to scripts/record/otlp_capture.py on 127.0.0.1, which keeps
+# every request body exactly as sent (protobuf or JSON, gzip or not) and lists them in
+# otlp/requests.jsonl. Needs npm (to install the clients) and the repo's .venv; the clients talk to
+# 127.0.0.1 only. Takes about a minute plus the installs.
+set -euo pipefail
+
+CLAUDE_VERSION="${CLAUDE_VERSION:-2.1.332}"
+CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
+MODEL="${MODEL:-claude-sonnet-4-5-20250929}"
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+WORK="$(mktemp -d /tmp/heady-rec-otlp.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do [ -s "$1" ] && break; sleep 0.1; done; cat "$1"; }
+start_capture() {  # start_capture DIR: prints the capture receiver's port
+    "$PY" "$REPO/scripts/record/otlp_capture.py" --out "$1" --port-file "$1.port" >/dev/null 2>&1 &
+    PIDS+=($!)
+    wait_port "$1.port"
+}
+save_otlp() {  # save_otlp CAPTURE_DIR OUT: bodies gzipped for size (the listing says how each came)
+    mkdir -p "$2/otlp"
+    cp "$1/requests.jsonl" "$2/otlp/requests.jsonl"
+    for f in "$1"/*-*; do
+        case "$f" in *.gz) cp "$f" "$2/otlp/" ;; *) gzip -9n <"$f" >"$2/otlp/$(basename "$f").gz" ;; esac
+    done
+}
+
+echo "installing @anthropic-ai/claude-code@$CLAUDE_VERSION and @openai/codex@$CODEX_VERSION" >&2
+npm install --silent --no-audit --no-fund --prefix "$WORK/npm" \
+    "@anthropic-ai/claude-code@$CLAUDE_VERSION" "@openai/codex@$CODEX_VERSION" >/dev/null
+CLAUDE="$(ls "$WORK"/npm/node_modules/@anthropic-ai/claude-code-linux-x64*/claude 2>/dev/null | head -1)"
+[ -x "$CLAUDE" ] || CLAUDE="$WORK/npm/node_modules/.bin/claude"
+CODEX="$WORK/npm/node_modules/.bin/codex"
+
+# --- Claude Code ----------------------------------------------------------------------------
+CC="$WORK/cc"
+mkdir -p "$CC/home" "$CC/cfg" "$CC/work"
+cat >"$CC/schedule.json" <<'JSON'
+{"faults": [
+  {"match": "RETRY-AFTER-429", "fault": "429", "times": 1},
+  {"match": "ALWAYS-500", "fault": "500", "times": 1000},
+  {"match": "BREAK-STREAM", "fault": "broken", "times": 1000}
+]}
+JSON
+"$PY" "$REPO/tests/fake_anthropic.py" --log "$CC/answers.jsonl" --schedule "$CC/schedule.json" \
+    --port-file "$CC/port" >"$CC/server.out" 2>&1 &
+PIDS+=($!)
+PORT="$(wait_port "$CC/port")"
+CPORT="$(start_capture "$CC/capture")"
+
+# Telemetry to the capture receiver only (1 s export intervals; logs are flushed at exit anyway).
+claude() {  # claude PROTOCOL COMPRESSION ARGS...; prints the session id
+    local protocol="$1" compression="$2"
+    shift 2
+    (cd "$CC/work" && env -i PATH=/usr/bin:/bin HOME="$CC/home" CLAUDE_CONFIG_DIR="$CC/cfg" \
+        ANTHROPIC_BASE_URL="http://127.0.0.1:$PORT" ANTHROPIC_API_KEY=any DISABLE_AUTOUPDATER=1 \
+        CLAUDE_CODE_MAX_RETRIES=2 CLAUDE_CODE_ENABLE_TELEMETRY=1 OTEL_LOGS_EXPORTER=otlp \
+        OTEL_METRICS_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL="$protocol" \
+        OTEL_EXPORTER_OTLP_COMPRESSION="$compression" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$CPORT" \
+        OTEL_LOGS_EXPORT_INTERVAL=1000 OTEL_METRIC_EXPORT_INTERVAL=1000 \
+        timeout 120 "$CLAUDE" --model "$MODEL" --output-format json "$@" </dev/null \
+        | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("session_id",""))') || true
+}
+declare -A CASES
+echo "recording Claude Code" >&2
+CASES[clean_json]="$(claude http/json none -p 'say hello')"
+CASES[tool_call]="$(claude http/protobuf gzip --allowedTools='Bash(echo:*)' -p 'run it [[tool:Bash:{"command": "echo hi", "description": "say hi"}]]')"
+CASES[retry_429]="$(claude http/protobuf gzip -p 'RETRY-AFTER-429 then answer')"
+CASES[always_500]="$(claude http/protobuf none -p 'ALWAYS-500 never answers')"
+CASES[broken_stream]="$(claude http/protobuf gzip -p 'BREAK-STREAM mid answer')"
+COMPACT="$(claude http/protobuf gzip -p 'a turn to compact later')"
+claude http/protobuf gzip -p --resume "$COMPACT" '/compact' >/dev/null
+claude http/protobuf gzip -p --resume "$COMPACT" 'after the compaction' >/dev/null
+CASES[compact]="$COMPACT"
+
+OUT="$REPO/tests/fixtures/real/otlp-claude-code-$CLAUDE_VERSION"
+rm -rf "$OUT"; mkdir -p "$OUT"
+(cd "$CC/cfg" && find projects -type f -name '*.jsonl' | while read -r f; do
+    mkdir -p "$OUT/claude/$(dirname "$f")"; sed "s#$WORK#/rec#g" "$f" | gzip -9n >"$OUT/claude/$f.gz"; done)
+sed "s#$WORK#/rec#g" "$CC/answers.jsonl" >"$OUT/answers.jsonl"
+cp "$CC/schedule.json" "$OUT/schedule.json"
+save_otlp "$CC/capture" "$OUT"
+{ echo "{"; first=1; for k in "${!CASES[@]}"; do [ $first = 1 ] || echo ","; first=0; printf '  "%s": "%s"' "$k" "${CASES[$k]}"; done; echo; echo "}"; } >"$OUT/sessions.json"
+echo "$CLAUDE_VERSION" >"$OUT/VERSION"
+echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2
+
+# --- Codex ----------------------------------------------------------------------------------
+CX="$WORK/cx"
+mkdir -p "$CX/home/.codex" "$CX/work"
+cat >"$CX/schedule.json" <<'JSON'
+{"rules": [
+  {"match": "RATE-LIMITED-ONCE", "fault": "429", "times": 1},
+  {"match": "SERVER-DOWN", "fault": "500", "times": null},
+  {"match": "STREAM-BREAKS-ONCE", "fault": "broken", "times": 1}
+]}
+JSON
+"$PY" "$REPO/tests/fake_openai.py" --seed 7 --port-file "$CX/port" --log "$CX/server.jsonl" \
+    --schedule "$CX/schedule.json" >"$CX/server.out" 2>&1 &
+PIDS+=($!)
+PORT="$(wait_port "$CX/port")"
+CPORT="$(start_capture "$CX/capture")"
+cat >"$CX/home/.codex/config.toml" <<TOML
+model = "gpt-5-codex"
+model_provider = "fake"
+check_for_update_on_startup = false
+
+[model_providers.fake]
+name = "fake"
+base_url = "http://127.0.0.1:$PORT/v1"
+env_key = "FAKE_OPENAI_API_KEY"
+wire_api = "responses"
+request_max_retries = 2
+stream_max_retries = 1
+stream_idle_timeout_ms = 5000
+
+[analytics]
+enabled = false
+
+[otel]
+environment = "record"
+log_user_prompt = false
+exporter = { otlp-http = { endpoint = "http://127.0.0.1:$CPORT/v1/logs", protocol = "binary" } }
+metrics_exporter = { otlp-http = { endpoint = "http://127.0.0.1:$CPORT/v1/metrics", protocol = "binary" } }
+TOML
+git -C "$CX/work" init -q -b record-codex
+codex() {  # codex ARGS...; a failing turn is part of the recording
+    (cd "$CX/work" && env HOME="$CX/home" CODEX_HOME="$CX/home/.codex" FAKE_OPENAI_API_KEY=sk-fake-recording \
+        timeout 120 "$CODEX" exec --skip-git-repo-check -s workspace-write "$@" </dev/null >>"$CX/codex.out" 2>&1) || true
+}
+JSON_EXPORTER="otel.exporter={otlp-http={endpoint=\"http://127.0.0.1:$CPORT/v1/logs\",protocol=\"json\"}}"
+echo "recording Codex" >&2
+codex -c "$JSON_EXPORTER" "Say hello."              # one clean call, exported as OTLP/JSON
+codex "Show the date. RUN: echo hello"               # a tool call and the answer after it
+codex "Try again. RATE-LIMITED-ONCE"                 # 429 with Retry-After, retried, then success
+codex "This will fail. SERVER-DOWN"                  # 500 on every attempt: a failed turn
+codex "Stream this. STREAM-BREAKS-ONCE"              # broken stream, retried, then success
+
+OUT="$REPO/tests/fixtures/real/otlp-codex-$CODEX_VERSION"
+rm -rf "$OUT"; mkdir -p "$OUT"
+(cd "$CX/home/.codex" && find sessions -name 'rollout-*' | while read -r f; do
+    mkdir -p "$OUT/codex-home/$(dirname "$f")"; sed "s#$WORK#/rec#g" "$f" >"$OUT/codex-home/$f"; done)
+cp "$CX/server.jsonl" "$OUT/server.jsonl"
+cp "$CX/schedule.json" "$OUT/schedule.json"
+sed "s#$WORK#/rec#g; s#127.0.0.1:$PORT#127.0.0.1:PORT#; s#127.0.0.1:$CPORT#127.0.0.1:OTLP_PORT#g" \
+    "$CX/home/.codex/config.toml" >"$OUT/config.toml"
+save_otlp "$CX/capture" "$OUT"
+echo "$CODEX_VERSION" >"$OUT/VERSION"
+echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2

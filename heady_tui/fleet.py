@@ -17,12 +17,8 @@ from heady_agent.protocol import (
     Event,
     FrameError,
     Hello,
-    LlmCallData,
     Metrics,
-    SessionEndedData,
     SessionInfo,
-    SessionStartedData,
-    SessionStateData,
     parse_event_data,
 )
 
@@ -35,13 +31,9 @@ from .ledger import (
     UNKNOWN_STATE,
     WAITING_STATE,
     SessionRecord,
-    apply_call,
-    apply_ended,
+    apply_event,
     apply_snapshot,
-    apply_started,
-    apply_state,
     mark_unknown,
-    price_call,
 )
 
 __all__ = ["RING_SIZE", "TERMINAL_STATES", "UNKNOWN_STATE", "WAITING_STATE", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
@@ -329,18 +321,7 @@ class Fleet:
         rec = self._session(state.id, ev.session)
         if rec is None:
             return None
-        if isinstance(data, SessionStartedData):
-            apply_started(rec, ev.ts, data)
-        elif isinstance(data, SessionStateData):
-            apply_state(rec, ev.ts, data)
-        elif isinstance(data, SessionEndedData):
-            apply_ended(rec, ev.ts, data)
-        elif isinstance(data, LlmCallData):
-            call = price_call(self.pricing, data, node=state.id, journal=ev.journal or "", seq=ev.seq, session=ev.session,
-                              project=rec.project, ts=ev.ts)  # fmt: skip
-            apply_call(rec, call)
-            return call
-        return None
+        return apply_event(rec, data, pricing=self.pricing, node=state.id, journal=ev.journal or "", seq=ev.seq, ts=ev.ts)
 
     def _session(self, node_id: str, session_id: str) -> SessionRecord | None:
         """The node's record of a session, new if need be; None when the node is at its bound."""

@@ -231,6 +231,23 @@ def apply_call(rec: SessionRecord, call: PricedCall) -> None:
         rec.last_latency_ms = call.latency_ms
 
 
+def apply_event(rec: SessionRecord, data: object, *, pricing: CallPricer, node: str, journal: str, seq: int,
+                ts: float) -> PricedCall | None:
+    """One validated session event into its session's record; an llm.call is priced here (the one
+    dispatch the store's ledger and a storeless fleet share). Returns the priced call, if it was one."""
+    if isinstance(data, SessionStartedData):
+        apply_started(rec, ts, data)
+    elif isinstance(data, SessionStateData):
+        apply_state(rec, ts, data)
+    elif isinstance(data, SessionEndedData):
+        apply_ended(rec, ts, data)
+    elif isinstance(data, LlmCallData):
+        call = price_call(pricing, data, node=node, journal=journal, seq=seq, session=rec.id, project=rec.project, ts=ts)
+        apply_call(rec, call)
+        return call
+    return None
+
+
 def apply_snapshot(node_sessions: dict[str, SessionRecord], node: str, infos: Iterable[SessionInfo], now: float) -> list[SessionRecord]:
     """The agent's list of its current sessions: upsert them; the node's other live ones are over.
 

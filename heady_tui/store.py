@@ -28,10 +28,7 @@ from heady_agent.protocol import (
     FrameError,
     LlmCallData,
     Metrics,
-    SessionEndedData,
     SessionInfo,
-    SessionStartedData,
-    SessionStateData,
     parse_event_data,
 )
 
@@ -41,14 +38,10 @@ from .ledger import (
     CallPricer,
     PricedCall,
     SessionRecord,
-    apply_call,
-    apply_ended,
+    apply_event,
     apply_snapshot,
-    apply_started,
-    apply_state,
     day_of,
     mark_unknown,
-    price_call,
 )
 
 CORE = "core"
@@ -586,15 +579,8 @@ class Store:
             if rec is None:
                 rec = sessions[ev.session] = SessionRecord(node=node, id=ev.session)
             changed[rec.id] = rec
-            if isinstance(data, SessionStartedData):
-                apply_started(rec, ev.ts, data)
-            elif isinstance(data, SessionStateData):
-                apply_state(rec, ev.ts, data)
-            elif isinstance(data, SessionEndedData):
-                apply_ended(rec, ev.ts, data)
-            elif isinstance(data, LlmCallData):
-                call = price_call(self.pricing, data, node=node, journal=journal, seq=ev.seq, session=ev.session, project=rec.project, ts=ev.ts)
-                apply_call(rec, call)
+            call = apply_event(rec, data, pricing=self.pricing, node=node, journal=journal, seq=ev.seq, ts=ev.ts)
+            if call is not None:
                 result.calls.append(call)
                 day = day_of(call.ts)
                 call_rows.append((stream, call.seq, day, *_call_values(call)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -31,4 +32,14 @@ def with_records(args: argparse.Namespace, body: RecordsBody[T]) -> T:
     return asyncio.run(main())
 
 
-__all__ = ["RecordsBody", "with_records", "StoreError"]
+def run_records_command(args: argparse.Namespace, body: RecordsBody[int],
+                        errors: tuple[type[Exception], ...] = (StoreError,)) -> int:
+    """A command's exit code: `body`'s, or 1 with the one-line error of any of `errors`."""
+    try:
+        return with_records(args, body)
+    except errors as exc:
+        print(f"heady: error: {exc}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["RecordsBody", "run_records_command", "with_records", "StoreError"]

@@ -12,7 +12,7 @@ from heady_agent.clock import Clock
 from heady_agent.protocol import clean_line
 from heady_tui.audit import Head
 from heady_tui.cli import UsageError
-from heady_tui.commands._engine_store import RecordsBody, StoreError, with_records
+from heady_tui.commands._engine_store import RecordsBody, run_records_command
 from heady_tui.config import Config, Paths
 from heady_tui.records import Records
 
@@ -35,11 +35,7 @@ def run(args: argparse.Namespace) -> int:
         body = _export
     else:
         body = _log(args)
-    try:
-        return with_records(args, body)
-    except StoreError as exc:
-        print(f"heady: error: {exc}", file=sys.stderr)
-        return 1
+    return run_records_command(args, body)
 
 
 def _verify(against: Head | None) -> RecordsBody[int]:

@@ -24,7 +24,7 @@ from ..engine.cost import PricingTable
 from ..records import Records
 from ..report import ReportError, parse_time
 from ..store import reprice_in
-from ._engine_store import StoreError, with_records
+from ._engine_store import StoreError, run_records_command
 
 
 async def reprice(records: Records, config: Config, *, since: float | None, now: float, actor: str) -> dict[str, Any]:
@@ -60,8 +60,4 @@ def run(args: argparse.Namespace) -> int:
                   f"total ${details['old_total_usd']:,.4f} -> ${details['new_total_usd']:,.4f}")  # fmt: skip
         return 0
 
-    try:
-        return with_records(args, body)
-    except (StoreError, ConfigError) as exc:
-        print(f"heady: error: {exc}", file=sys.stderr)
-        return 1
+    return run_records_command(args, body, (StoreError, ConfigError))

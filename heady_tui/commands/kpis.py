@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from heady_agent.clock import Clock
 from heady_tui.cli import UsageError
-from heady_tui.commands._engine_store import StoreError, with_records
+from heady_tui.commands._engine_store import run_records_command
 from heady_tui.config import Config, Paths
 from heady_tui.engine.kpis import rebalance_kpis
 from heady_tui.records import Records
@@ -32,8 +31,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"{k.name:<26} {kpi_text(k.value, k.unit):>9}  target {target:<9} {mark}")
         return 0
 
-    try:
-        return with_records(args, body)
-    except StoreError as exc:
-        print(f"heady: error: {exc}", file=sys.stderr)
-        return 1
+    return run_records_command(args, body)

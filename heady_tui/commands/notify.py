@@ -8,7 +8,7 @@ import sys
 from heady_agent.clock import Clock
 from heady_tui.config import Config, Paths
 from heady_tui.records import Records
-from heady_tui.commands._engine_store import StoreError, with_records
+from heady_tui.commands._engine_store import run_records_command
 from heady_tui.operator import RecordsOperator
 
 
@@ -22,8 +22,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"deploy noted for {args.node or 'all nodes'}; the healing loop runs a full cycle at its next tick")
         return 0
 
-    try:
-        return with_records(args, body)
-    except StoreError as exc:
-        print(f"heady: error: {exc}", file=sys.stderr)
-        return 1
+    return run_records_command(args, body)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
 
 from heady_agent.clock import Clock
 from heady_tui.config import Config, Paths
 from heady_tui.records import Records
-from heady_tui.commands._engine_store import RecordsBody, StoreError, with_records
+from heady_tui.commands._engine_store import RecordsBody, StoreError, run_records_command
 from heady_tui.engine.consent import ConsentError
 from heady_tui.operator import RecordsOperator
 
@@ -21,11 +20,7 @@ def _when(ts: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return with_records(args, {"list": _list, "grant": _grant, "revoke": _revoke}[args.verb](args))
-    except (StoreError, ConsentError) as exc:
-        print(f"heady: error: {exc}", file=sys.stderr)
-        return 1
+    return run_records_command(args, {"list": _list, "grant": _grant, "revoke": _revoke}[args.verb](args), (StoreError, ConsentError))
 
 
 def _list(args: argparse.Namespace) -> RecordsBody[int]:

@@ -372,6 +372,10 @@ class Supervisor:
             await link.stop()
             link.start()
 
+    def insecure_links(self) -> list[str]:
+        """Nodes whose link is not verified TLS (the header warns about them)."""
+        return [node.name for node in self.nodes if security_warnings(node)]
+
     def focus(self, node: str, on: bool) -> None:
         link = self.links.get(node)
         if link is None:

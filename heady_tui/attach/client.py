@@ -46,6 +46,7 @@ log = logging.getLogger("heady.attach")
 CONNECT_TIMEOUT_S = 10.0
 # An action waits this long for the service's answer; the service bounds an agent command itself.
 CALL_TIMEOUT_S = 120.0
+PROBE_TIMEOUT_S = 2.0
 T = TypeVar("T")
 LOST_EVENT = "attach.lost"  # published to subscribers when the service goes away
 
@@ -62,6 +63,22 @@ def _validated(adapter: TypeAdapter[T], value: Json, what: str) -> T:
         return adapter.validate_python(value)
     except ValidationError as exc:
         raise WireError(f"{what}: {wire.one_line(exc)}") from None
+
+
+async def answers(path: Path, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """A headless console serves this socket: it accepts a connection and says hello."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=wire.MAX_SERVICE_LINE), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        return wire.decode(line, max_depth=wire.MAX_SERVICE_DEPTH).get("type") == "hello"
+    except (OSError, TimeoutError, ValueError):
+        return False
+    finally:
+        writer.close()
+
 
 
 class RemoteBrain:
@@ -225,7 +242,10 @@ class AttachedConsole:
         self.send({"type": "focus", "node": node, "on": on})
 
     async def start(self) -> None:
-        """Connect, exchange hellos and read the snapshot. AttachError (one line) when it cannot."""
+        """Connect, exchange hellos and read the snapshot. AttachError (one line) when it cannot.
+        Attached already: nothing to do."""
+        if self._task is not None:
+            return
         try:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(self.path), limit=wire.MAX_SERVICE_LINE), CONNECT_TIMEOUT_S)

@@ -28,6 +28,7 @@ from heady_tui.operator import ConsoleOperator
 from heady_tui.supervisor import Supervisor
 
 from . import wire
+from .client import answers
 from .wire import (
     BRAIN_ADAPTER,
     CONSOLE_ADAPTER,
@@ -52,7 +53,6 @@ HELLO_TIMEOUT_S = 10.0
 MAX_BACKLOG = 64 * 1024 * 1024
 DIR_MODE = 0o700
 SOCKET_MODE = 0o600
-PROBE_TIMEOUT_S = 2.0
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -72,21 +72,6 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-async def answers(path: Path, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """A console serves this socket: it accepts a connection and says hello."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=wire.MAX_SERVICE_LINE), timeout)
-    except (OSError, TimeoutError):
-        return False
-    try:
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        return wire.decode(line, max_depth=wire.MAX_SERVICE_DEPTH).get("type") == "hello"
-    except (OSError, TimeoutError, ValueError):
-        return False
-    finally:
-        writer.close()
 
 
 def brain_shown(brain: Brain) -> BrainShown:

@@ -1,0 +1,109 @@
+"""`heady attach` end to end: a real `heady run --headless` child supervising real agents on
+loopback, and consoles attached to its socket. The brain stays in the service; each attached UI
+shows its fleet and answers its consent requests, and one answer closes every dialog."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentkit import running_agent, wait_until
+from uikit import fast_config
+from uikit import wait_until as ui_wait_until
+
+from heady_tui.attach.client import AttachedConsole, answers
+from heady_tui.attach.wire import socket_path
+from heady_tui.config import Paths
+from heady_tui.ui.application import HeadyApp
+from heady_tui.ui.modals.consent import INPUT_GUARD_S, ConsentModal
+
+LINE_TIMEOUT_S = 90.0
+SERVICE_CONFIG = [
+    "[detector]", "evaluation_interval_s = 0.25", "for_seconds = 1", "clear_seconds = 2", "keep_firing_seconds = 1", "",
+    "[rebalance]", "step_interval_s = 0.25", "",
+]
+
+
+@asynccontextmanager
+async def headless_service(tmp_path: Path, stack: AsyncExitStack, *, scenario: str = "queue-overflow") -> AsyncIterator[Path]:
+    """Two synthetic agents and a `heady run --headless` child on them; yields its data dir once
+    its attach socket answers."""
+    lines = []
+    for i in range(2):
+        agent = await stack.enter_async_context(running_agent(
+            tmp_path, scenario=scenario, node_index=i, node_count=2, speed=10.0, name=f"n{i}", extra={"interval_s": 0.25}))
+        lines += ["[[nodes]]", f'name = "n{i}"', f'url = "{agent.url}"', f'token = "{agent.token}"', ""]
+    config_file, data_dir = tmp_path / "config.toml", tmp_path / "data"
+    config_file.write_text("\n".join(lines + SERVICE_CONFIG))
+    stderr = stack.enter_context(open(tmp_path / "service.stderr", "wb"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "heady_tui", "run", "--headless", "--config", str(config_file), "--data-dir", str(data_dir),
+        stdout=asyncio.subprocess.DEVNULL, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + LINE_TIMEOUT_S
+        while not (socket_path(data_dir).exists() and await answers(socket_path(data_dir))):
+            assert proc.returncode is None, (tmp_path / "service.stderr").read_text()
+            assert time.monotonic() < deadline, "the headless console's socket never answered"
+            await asyncio.sleep(0.1)
+        yield data_dir
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 60)
+
+
+async def attached(stack: AsyncExitStack, tmp_path: Path, data_dir: Path) -> AttachedConsole:
+    console = AttachedConsole(socket_path(data_dir), Paths(tmp_path / "client.toml", data_dir))
+    await console.start()
+    stack.push_async_callback(console.stop)
+    return console
+
+
+def dialog(app: HeadyApp) -> ConsentModal | None:
+    """The consent dialog once it is on screen with its buttons, its input guard treated as over."""
+    screen = app.screen
+    if not (isinstance(screen, ConsentModal) and screen.query("#deny")):
+        return None
+    screen.opened_at = min(screen.opened_at, time.monotonic() - INPUT_GUARD_S)
+    return screen
+
+
+@pytest.mark.slow
+async def test_one_answer_closes_both_dialogs_and_one_grant_names_who_answered(tmp_path):
+    async with AsyncExitStack() as stack:
+        data_dir = await stack.enter_async_context(headless_service(tmp_path, stack))
+        first, second = [await attached(stack, tmp_path, data_dir) for _ in range(2)]
+        config = fast_config()
+        first_app = HeadyApp(first, config, operator=first.operator)
+        second_app = HeadyApp(second, config, operator=second.operator)
+        first_pilot = await stack.enter_async_context(first_app.run_test(size=(120, 40)))
+        second_pilot = await stack.enter_async_context(second_app.run_test(size=(120, 40)))
+
+        shown = await ui_wait_until(first_pilot, lambda: dialog(first_app), "the first console's consent dialog",
+                                    timeout=LINE_TIMEOUT_S)
+        other = await ui_wait_until(second_pilot, lambda: dialog(second_app), "the second console's consent dialog")
+        assert other.request_id == shown.request_id
+        await first_pilot.press("o")
+
+        await ui_wait_until(first_pilot, lambda: not isinstance(first_app.screen, ConsentModal), "the first dialog to close")
+        await ui_wait_until(second_pilot, lambda: not isinstance(second_app.screen, ConsentModal), "the second dialog to close")
+        assert second.brain is not None
+        grants = second.brain.grants(include_inactive=True)
+        assert [(g.scope, g.grantor) for g in grants] == [("single", first.actor)]
+        closed = f"consent request {shown.request_id} allowed by {first.actor}"
+        assert any(n.message == closed for n in second_app._notifications)
+        entries = await second.brain.audit_entries(2000)
+        decided = [e for e in entries if e.action == "operator.consent.decide"]
+        assert [(e.actor, e.details["origin"], e.details["target"], e.details["result"]) for e in decided] == [
+            (first.actor, "attach", shown.request_id, "ok")]
+        assert [e.details["grantor"] for e in entries if e.action == "consent.grant"] == [first.actor]

@@ -130,7 +130,7 @@ class AttachService:
         self._last_publish = float("-inf")
         self._unsubscribe: Callable[[], None] | None = None
         self._unwatch: Callable[[], None] | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -169,10 +169,9 @@ class AttachService:
             self._publish_handle = None
         if self._server is not None:
             self._server.close()
-            for peer in list(self._peers):
-                peer.writer.close()
-            for task in list(self._connections):
-                task.cancel()
+            # Closed connections end their readers at EOF; a cancelled one would be logged by asyncio.
+            for writer in self._connections.values():
+                writer.close()
             await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
@@ -263,13 +262,13 @@ class AttachService:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

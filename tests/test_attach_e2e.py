@@ -26,6 +26,8 @@ from heady_tui.attach.wire import socket_path
 from heady_tui.config import Paths
 from heady_tui.ui.application import HeadyApp
 from heady_tui.ui.modals.consent import INPUT_GUARD_S, ConsentModal
+from heady_tui.ui.widgets.panels import StatusBar
+from heady_tui.ui.widgets.table import KeyedTable
 
 LINE_TIMEOUT_S = 90.0
 SERVICE_CONFIG = [
@@ -69,6 +71,10 @@ async def attached(stack: AsyncExitStack, tmp_path: Path, data_dir: Path) -> Att
     return console
 
 
+def status_text(app: HeadyApp) -> str:
+    return str(app.screen.query_one(StatusBar).content)
+
+
 def dialog(app: HeadyApp) -> ConsentModal | None:
     """The consent dialog once it is on screen with its buttons, its input guard treated as over."""
     screen = app.screen
@@ -101,9 +107,45 @@ async def test_one_answer_closes_both_dialogs_and_one_grant_names_who_answered(t
         grants = second.brain.grants(include_inactive=True)
         assert [(g.scope, g.grantor) for g in grants] == [("single", first.actor)]
         closed = f"consent request {shown.request_id} allowed by {first.actor}"
-        assert any(n.message == closed for n in second_app._notifications)
+        await ui_wait_until(second_pilot, lambda: any(n.message == closed for n in second_app._notifications),
+                            "the second console to say who answered")
         entries = await second.brain.audit_entries(2000)
         decided = [e for e in entries if e.action == "operator.consent.decide"]
         assert [(e.actor, e.details["origin"], e.details["target"], e.details["result"]) for e in decided] == [
             (first.actor, "attach", shown.request_id, "ok")]
         assert [e.details["grantor"] for e in entries if e.action == "consent.grant"] == [first.actor]
+
+
+async def test_an_attached_console_shows_the_services_fleet_through_the_same_screens(tmp_path):
+    async with AsyncExitStack() as stack:
+        data_dir = await stack.enter_async_context(headless_service(tmp_path, stack, scenario="calm"))
+        console = await attached(stack, tmp_path, data_dir)
+        app = HeadyApp(console, fast_config(), operator=console.operator)
+        pilot = await stack.enter_async_context(app.run_test(size=(160, 48)))
+        nodes = app.screen.query_one("#nodes", KeyedTable)
+        await ui_wait_until(pilot, lambda: nodes.row_count == 2 and "2/2 online" in status_text(app), "both nodes online")
+        sessions = app.screen.query_one("#sessions", KeyedTable)
+        await ui_wait_until(pilot, lambda: sessions.row_count > 0, "the service's sessions")
+        await ui_wait_until(pilot, lambda: all(len(n.cpu) > 2 for n in console.fleet.nodes.values()), "metric samples")
+        await ui_wait_until(pilot, lambda: "equilibrium BALANCED" in status_text(app), "the service's level")
+
+
+@pytest.mark.slow
+async def test_plain_heady_attaches_to_the_headless_console_of_its_data_dir(tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    async with AsyncExitStack() as stack:
+        data_dir = await stack.enter_async_context(headless_service(tmp_path, stack, scenario="calm"))
+        (tmp_path / "client.toml").write_text("")
+        child = pexpect.spawn(sys.executable, ["-m", "heady_tui", "--config", str(tmp_path / "client.toml"),
+                                               "--data-dir", str(data_dir)],
+                              env={**os.environ, "TERM": "xterm-256color"}, encoding="utf-8", timeout=LINE_TIMEOUT_S,
+                              dimensions=(40, 120))
+        stack.callback(lambda: child.terminate(force=True))
+        log = tmp_path / "service.stderr"
+        await wait_until(lambda: "console attached" in log.read_text(), timeout=LINE_TIMEOUT_S,
+                         what="the service to log the attached console")
+        await asyncio.to_thread(child.expect, "2/2 online")
+        child.send("q")
+        await asyncio.to_thread(child.expect, pexpect.EOF)
+        await wait_until(lambda: "console detached" in log.read_text(), timeout=LINE_TIMEOUT_S,
+                         what="the service to log the console gone")

@@ -254,8 +254,10 @@ class AttachService:
     def _on_event(self, event: HeadyEvent) -> None:
         if not self._peers:
             return
-        self.publish()  # the state the event speaks of reaches the clients first
+        # The event, then at once the state it changed: a console that closes a dialog on that state
+        # already knows who answered.
         self._broadcast(wire.encode({"type": "event", "name": event.name, "ts": event.ts, "details": event.details}))
+        self.publish()
 
     # --- connections ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from agentkit import running_agent, wait_until
 
 from heady_tui.attach import wire
 from heady_tui.attach.client import answers
-from heady_tui.attach.service import AttachService, peer_uid
+from heady_tui.attach.service import MAX_CONNECTIONS, MAX_PENDING_CALLS, AttachService, peer_uid
 from heady_tui.attach.wire import AttachError, socket_path
 from heady_tui.config import Config, Paths
 from heady_tui.supervisor import Supervisor
@@ -269,3 +269,34 @@ def test_attach_with_no_headless_console_says_so_in_one_line(tmp_path):
     assert done.returncode == 1
     expected = f"heady: error: no headless console answers on {socket_path(tmp_path / 'data')} (start one with `heady run --headless`)"
     assert done.stderr.strip() == expected
+
+
+async def test_connections_past_the_bound_are_refused_in_one_line(tmp_path):
+    async with serving(tmp_path) as (_, path):
+        held = [await asyncio.open_unix_connection(str(path)) for _ in range(MAX_CONNECTIONS)]
+        try:
+            for reader, _ in held:
+                assert json.loads(await asyncio.wait_for(reader.readline(), READ_S))["type"] == "hello"
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            refusal = json.loads(await asyncio.wait_for(reader.readline(), READ_S))
+            writer.close()
+        finally:
+            for _, held_writer in held:
+                held_writer.close()
+        assert refusal == {"type": "error", "error": f"refused: {MAX_CONNECTIONS} consoles are attached already"}
+
+
+async def test_calls_past_the_bound_waiting_for_answers_are_refused_under_their_id(tmp_path):
+    async with serving(tmp_path) as (_, path):
+        async with client(path) as line:
+            kill = {"type": "act", "action": "command", "args": {"node": "n0", "action": "session.kill", "target": "none"}}
+            burst = b"".join(json.dumps({**kill, "id": str(i)}).encode() + b"\n" for i in range(MAX_PENDING_CALLS + 1))
+            await line.send(burst)  # read in one go: none of them has been answered when the last arrives
+            replies = {}
+            while len(replies) <= MAX_PENDING_CALLS:
+                reply = await line.read_until("reply")
+                replies[reply["id"]] = reply
+        assert replies[str(MAX_PENDING_CALLS)] == {
+            "type": "reply", "id": str(MAX_PENDING_CALLS), "ok": False,
+            "error": f"{MAX_PENDING_CALLS} calls are waiting for an answer already"}
+        assert all(replies[str(i)]["ok"] for i in range(MAX_PENDING_CALLS))

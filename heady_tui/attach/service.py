@@ -51,6 +51,10 @@ PUBLISH_INTERVAL_S = 0.2
 HELLO_TIMEOUT_S = 10.0
 # A client that reads this far behind is dropped (it can attach again) rather than held in memory.
 MAX_BACKLOG = 64 * 1024 * 1024
+# Bounds on what clients can make the service hold: connections at once, and actions or queries
+# one client has waiting for an answer.
+MAX_CONNECTIONS = 32
+MAX_PENDING_CALLS = 16
 DIR_MODE = 0o700
 SOCKET_MODE = 0o600
 
@@ -264,6 +268,10 @@ class AttachService:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            writer.write(wire.error_line(f"refused: {MAX_CONNECTIONS} consoles are attached already"))
+            writer.close()
+            return
         self._connections[task] = writer
         try:
             await self._serve(reader, writer)
@@ -341,6 +349,9 @@ class AttachService:
                 args = wire.parsed_args(table, action, kind, message.args)
             except WireError as exc:  # answered under the call's id, so the caller is not left waiting
                 self._reply(peer, message.id, error=str(exc))
+                return
+            if len(peer.tasks) >= MAX_PENDING_CALLS:
+                self._reply(peer, message.id, error=f"{MAX_PENDING_CALLS} calls are waiting for an answer already")
                 return
             work = self._act(peer, message.id, action, args) if kind == "action" else self._query(peer, message.id, args)
             task = asyncio.create_task(work)

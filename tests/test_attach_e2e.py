@@ -24,6 +24,7 @@ from uikit import wait_until as ui_wait_until
 from heady_tui.attach.client import AttachedConsole, answers
 from heady_tui.attach.wire import socket_path
 from heady_tui.config import Paths
+from heady_tui.operator import OperatorError
 from heady_tui.ui.application import HeadyApp
 from heady_tui.ui.modals.consent import INPUT_GUARD_S, ConsentModal
 from heady_tui.ui.widgets.panels import StatusBar
@@ -37,9 +38,10 @@ SERVICE_CONFIG = [
 
 
 @asynccontextmanager
-async def headless_service(tmp_path: Path, stack: AsyncExitStack, *, scenario: str = "queue-overflow") -> AsyncIterator[Path]:
+async def headless_service(tmp_path: Path, stack: AsyncExitStack, *, scenario: str = "queue-overflow",
+                           into: list[asyncio.subprocess.Process] | None = None) -> AsyncIterator[Path]:
     """Two synthetic agents and a `heady run --headless` child on them; yields its data dir once
-    its attach socket answers."""
+    its attach socket answers (the child is appended to `into` when given)."""
     lines = []
     for i in range(2):
         agent = await stack.enter_async_context(running_agent(
@@ -51,6 +53,8 @@ async def headless_service(tmp_path: Path, stack: AsyncExitStack, *, scenario: s
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "heady_tui", "run", "--headless", "--config", str(config_file), "--data-dir", str(data_dir),
         stdout=asyncio.subprocess.DEVNULL, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if into is not None:
+        into.append(proc)
     try:
         deadline = time.monotonic() + LINE_TIMEOUT_S
         while not (socket_path(data_dir).exists() and await answers(socket_path(data_dir))):
@@ -149,3 +153,19 @@ async def test_plain_heady_attaches_to_the_headless_console_of_its_data_dir(tmp_
         await asyncio.to_thread(child.expect, pexpect.EOF)
         await wait_until(lambda: "console detached" in log.read_text(), timeout=LINE_TIMEOUT_S,
                          what="the service to log the console gone")
+
+
+async def test_an_attached_console_exits_with_one_line_when_the_service_dies(tmp_path):
+    service: list[asyncio.subprocess.Process] = []
+    async with AsyncExitStack() as stack:
+        data_dir = await stack.enter_async_context(headless_service(tmp_path, stack, scenario="calm", into=service))
+        console = await attached(stack, tmp_path, data_dir)
+        app = HeadyApp(console, fast_config(), operator=console.operator)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ui_wait_until(pilot, lambda: "2/2 online" in status_text(app), "both nodes online")
+            service[0].send_signal(signal.SIGKILL)
+            await service[0].wait()
+            await ui_wait_until(pilot, lambda: app.return_value == 1, "the console to exit with 1", timeout=LINE_TIMEOUT_S)
+        assert console.lost == "the headless console closed the connection"
+        with pytest.raises(OperatorError, match="not attached: the headless console closed the connection"):
+            await console.operator.grant("single", "too late")

@@ -132,6 +132,7 @@ async def test_an_attached_console_shows_the_services_fleet_through_the_same_scr
         await ui_wait_until(pilot, lambda: sessions.row_count > 0, "the service's sessions")
         await ui_wait_until(pilot, lambda: all(len(n.cpu) > 2 for n in console.fleet.nodes.values()), "metric samples")
         await ui_wait_until(pilot, lambda: "equilibrium BALANCED" in status_text(app), "the service's level")
+        assert f"ATTACHED as {console.actor}" in status_text(app)
 
 
 @pytest.mark.slow

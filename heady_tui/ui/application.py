@@ -37,6 +37,7 @@ from textual.worker import Worker, WorkerState
 from heady_agent.config import ConfigError
 from heady_agent.protocol import Result
 
+from ..attach.client import AttachedConsole
 from ..config import Config, Paths
 from ..engine.consent import ConsentError, ConsentRequest
 from ..events import HeadyEvent
@@ -393,6 +394,8 @@ class HeadyApp(App[int]):
         holder = reader.acting_brain()
         if holder is not None:  # first, so a narrow terminal still shows it
             parts.append((f"  VIEW-ONLY (brain: {holder})", "careful"))
+        if isinstance(self.supervisor, AttachedConsole):  # the brain is the headless service's
+            parts.append((f"  ATTACHED as {self.supervisor.actor}", "careful"))
         parts += [
             ("  equilibrium ", None),
             (level.upper(), level_severity(level)),

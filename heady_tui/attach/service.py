@@ -341,7 +341,7 @@ class AttachService:
             except WireError as exc:
                 peer.send(wire.error_line(str(exc)))
 
-    async def _dispatch(self, peer: _Peer, message: wire._Message) -> None:
+    async def _dispatch(self, peer: _Peer, message: wire.ClientMessage) -> None:
         if isinstance(message, (Act, Query)):
             action = message.action if isinstance(message, Act) else message.what
             table, kind = (wire.ACTIONS, "action") if isinstance(message, Act) else (wire.QUERIES, "query")
@@ -369,7 +369,7 @@ class AttachService:
         else:
             raise WireError("hello was said already")
 
-    async def _act(self, peer: _Peer, call_id: str, action: str, args: wire._Args) -> None:
+    async def _act(self, peer: _Peer, call_id: str, action: str, args: wire.Arguments) -> None:
         operator = peer.operator
         try:
             if isinstance(args, wire.CommandArgs):
@@ -397,7 +397,7 @@ class AttachService:
             self.publish()  # every client sees the outcome (a closed request) before this reply
             self._reply(peer, call_id, value=value)
 
-    async def _query(self, peer: _Peer, call_id: str, args: wire._Args) -> None:
+    async def _query(self, peer: _Peer, call_id: str, args: wire.Arguments) -> None:
         brain = self.supervisor.brain
         if brain is None or brain.records is None:
             self._reply(peer, call_id, error="the console is still starting; try again in a moment")

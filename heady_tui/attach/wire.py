@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
@@ -131,47 +131,51 @@ def one_line(exc: ValidationError) -> str:
 
 # --- client messages ----------------------------------------------------------------------
 
-Id = Field(min_length=1, max_length=MAX_ID)
 
 
-class _Message(BaseModel):
+def _id() -> Any:
+    """An id, node or session name: 1 to MAX_ID characters."""
+    return Field(min_length=1, max_length=MAX_ID)
+
+
+class ClientMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     type: str
 
 
-class ClientHello(_Message):
+class ClientHello(ClientMessage):
     version: int
 
 
-class Act(_Message):
+class Act(ClientMessage):
     """An operator action; `id` is echoed in the reply."""
 
-    id: str = Id
+    id: str = _id()
     action: str = Field(max_length=MAX_ID)
     args: dict[str, object] = Field(default_factory=dict)
 
 
-class Hold(_Message):
-    request: str = Id
+class Hold(ClientMessage):
+    request: str = _id()
 
 
-class Focus(_Message):
-    node: str = Id
+class Focus(ClientMessage):
+    node: str = _id()
     on: bool
 
 
-class Query(_Message):
-    id: str = Id
+class Query(ClientMessage):
+    id: str = _id()
     what: str = Field(max_length=MAX_ID)
     args: dict[str, object] = Field(default_factory=dict)
 
 
-CLIENT_MESSAGES: dict[str, type[_Message]] = {
+CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
     "hello": ClientHello, "act": Act, "hold": Hold, "release": Hold, "focus": Focus, "query": Query,
 }
 
 
-def client_message(message: dict[str, Json]) -> _Message:
+def client_message(message: dict[str, Json]) -> ClientMessage:
     """A decoded line as its message; WireError for an unknown type or bad fields."""
     kind = str(message["type"])
     model = CLIENT_MESSAGES.get(kind)
@@ -186,46 +190,46 @@ def client_message(message: dict[str, Json]) -> _Message:
 # --- operator actions: their arguments and what they return -------------------------------
 
 
-class _Args(BaseModel):
+class Arguments(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class CommandArgs(_Args):
-    node: str = Id
+class CommandArgs(Arguments):
+    node: str = _id()
     action: str = Field(max_length=MAX_ID)
     target: str | None = Field(default=None, max_length=MAX_ID)
     args: dict[str, object] = Field(default_factory=dict)
 
 
-class TaskArgs(_Args):
-    task: str = Id
+class TaskArgs(Arguments):
+    task: str = _id()
 
 
-class PolicyArgs(_Args):
-    node: str = Id
-    session: str = Id
+class PolicyArgs(Arguments):
+    node: str = _id()
+    session: str = _id()
     policy: str = Field(max_length=MAX_ID)
 
 
-class DecideArgs(_Args):
-    request: str = Id
+class DecideArgs(Arguments):
+    request: str = _id()
     decision: str = Field(max_length=MAX_ID)
 
 
-class GrantArgs(_Args):
+class GrantArgs(Arguments):
     scope: str = Field(max_length=MAX_ID)
     reason: str = Field(max_length=MAX_TEXT)
 
 
-class RevokeArgs(_Args):
-    grant: str = Id
+class RevokeArgs(Arguments):
+    grant: str = _id()
 
 
-class DeployArgs(_Args):
+class DeployArgs(Arguments):
     node: str | None = Field(default=None, max_length=MAX_ID)
 
 
-ACTIONS: dict[str, type[_Args]] = {
+ACTIONS: dict[str, type[Arguments]] = {
     "command": CommandArgs,
     "task.approve": TaskArgs,
     "task.reject": TaskArgs,
@@ -237,23 +241,23 @@ ACTIONS: dict[str, type[_Args]] = {
 }
 
 
-class AuditArgs(_Args):
+class AuditArgs(Arguments):
     limit: int = Field(default=50, ge=1, le=5000)
 
 
-class KpiArgs(_Args):
+class KpiArgs(Arguments):
     since: float = Field(allow_inf_nan=False)
     until: float = Field(allow_inf_nan=False)
 
 
-class NoArgs(_Args):
+class NoArgs(Arguments):
     pass
 
 
-QUERIES: dict[str, type[_Args]] = {"audit_entries": AuditArgs, "verify_audit": NoArgs, "rebalance_kpis": KpiArgs}
+QUERIES: dict[str, type[Arguments]] = {"audit_entries": AuditArgs, "verify_audit": NoArgs, "rebalance_kpis": KpiArgs}
 
 
-def parsed_args(table: Mapping[str, type[_Args]], what: str, kind: str, args: Mapping[str, object]) -> _Args:
+def parsed_args(table: Mapping[str, type[Arguments]], what: str, kind: str, args: Mapping[str, object]) -> Arguments:
     model = table.get(what)
     if model is None:
         raise WireError(f"unknown {kind} {what[:MAX_ID]!r} (known: {', '.join(table)})")

@@ -135,6 +135,23 @@ async def test_an_attached_console_shows_the_services_fleet_through_the_same_scr
         assert f"ATTACHED as {console.actor}" in status_text(app)
 
 
+async def test_an_attached_session_screen_shows_the_timeline_the_service_stored(tmp_path):
+    async with AsyncExitStack() as stack:
+        data_dir = await stack.enter_async_context(headless_service(tmp_path, stack, scenario="calm"))
+        console = await attached(stack, tmp_path, data_dir)
+        app = HeadyApp(console, fast_config(), operator=console.operator)
+        pilot = await stack.enter_async_context(app.run_test(size=(160, 48)))
+        rec = await ui_wait_until(pilot, lambda: next((r for r in console.fleet.sessions.values() if r.calls), None),
+                                  "a session with calls")
+        app.open_session(rec.node, rec.id)
+        timeline = await ui_wait_until(pilot, lambda: app.screen.query("#timeline") and app.screen.query_one("#timeline", KeyedTable),
+                                       "the session screen")
+        await ui_wait_until(pilot, lambda: timeline.row_count > 0, "the stored events of the session")
+        stored = await console.session_timeline(rec.node, rec.id, 500)
+        assert stored is not None and any(event.kind == "llm.call" for event in stored.events)
+        assert {(c.journal, c.seq) for c in stored.calls} <= {(e.journal, e.seq) for e in stored.events}
+
+
 @pytest.mark.slow
 async def test_plain_heady_attaches_to_the_headless_console_of_its_data_dir(tmp_path):
     pexpect = pytest.importorskip("pexpect")

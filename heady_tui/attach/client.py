@@ -36,7 +36,7 @@ from heady_tui.engine.rebalance import RebalanceStatus
 from heady_tui.events import HeadyEvent
 from heady_tui.fleet import Fleet
 from heady_tui.operator import OperatorError
-from heady_tui.store import Store
+from heady_tui.supervisor import SessionTimeline
 
 from . import wire
 from .wire import BRAIN_ADAPTER, CONSOLE_ADAPTER, SESSION_ADAPTER, AttachError, BrainShown, ConsoleShown, Json, WireError
@@ -56,6 +56,7 @@ _VERIFICATION = TypeAdapter(Verification)
 _TASK = TypeAdapter(Task)
 _GRANT = TypeAdapter(Grant)
 _MAYBE_GRANT = TypeAdapter(Grant | None)
+_TIMELINE = TypeAdapter(SessionTimeline | None)
 
 
 def _validated(adapter: TypeAdapter[T], value: Json, what: str) -> T:
@@ -199,7 +200,6 @@ class AttachedConsole:
         self.paths = paths  # the data dir becomes the service's once it says hello
         self.fleet = Fleet(max_sessions_per_node=2**31)  # the service bounds its fleet; this mirrors it
         self.details: dict[str, Detail] = {}
-        self.store: Store | None = None
         self.actor = ""  # who this console acts as, as the service names it
         self.service = ""
         self.operator = RemoteOperator(self)
@@ -227,6 +227,10 @@ class AttachedConsole:
 
     def insecure_links(self) -> list[str]:
         return list(self._console.insecure_links)
+
+    async def session_timeline(self, node: str, session: str, newest: int) -> SessionTimeline | None:
+        value = await self.call("query", "session_timeline", {"node": node, "session": session, "newest": newest})
+        return _validated(_TIMELINE, value, "session_timeline")
 
     def subscribe(self, callback: Callable[[HeadyEvent], None]) -> Callable[[], None]:
         self._subscribers.append(callback)

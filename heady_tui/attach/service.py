@@ -398,6 +398,10 @@ class AttachService:
             self._reply(peer, call_id, value=value)
 
     async def _query(self, peer: _Peer, call_id: str, args: wire.Arguments) -> None:
+        if isinstance(args, wire.TimelineArgs):
+            timeline = await self.supervisor.session_timeline(args.node, args.session, args.newest)
+            self._reply(peer, call_id, value=timeline)
+            return
         brain = self.supervisor.brain
         if brain is None or brain.records is None:
             self._reply(peer, call_id, error="the console is still starting; try again in a moment")

@@ -250,11 +250,18 @@ class KpiArgs(Arguments):
     until: float = Field(allow_inf_nan=False)
 
 
+class TimelineArgs(Arguments):
+    node: str = _id()
+    session: str = _id()
+    newest: int = Field(ge=1, le=5000)
+
+
 class NoArgs(Arguments):
     pass
 
 
-QUERIES: dict[str, type[Arguments]] = {"audit_entries": AuditArgs, "verify_audit": NoArgs, "rebalance_kpis": KpiArgs}
+QUERIES: dict[str, type[Arguments]] = {"audit_entries": AuditArgs, "verify_audit": NoArgs, "rebalance_kpis": KpiArgs,
+                                       "session_timeline": TimelineArgs}
 
 
 def parsed_args(table: Mapping[str, type[Arguments]], what: str, kind: str, args: Mapping[str, object]) -> Arguments:

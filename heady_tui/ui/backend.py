@@ -26,7 +26,7 @@ from ..engine.policies import NeedsAttention
 from ..engine.rebalance import RebalanceStatus
 from ..events import HeadyEvent
 from ..fleet import Fleet
-from ..store import Store
+from ..supervisor import SessionTimeline
 
 
 class BrainReads(Protocol):
@@ -91,10 +91,8 @@ class ConsoleBackend(Protocol):
     @property
     def details(self) -> Mapping[str, Detail]: ...
 
-    @property
-    def store(self) -> Store | None:
-        """The console's store, for reads the query layer does not hold (a session's timeline);
-        None while starting and when attached."""
+    async def session_timeline(self, node: str, session: str, newest: int) -> SessionTimeline | None:
+        """A session's newest stored events with their calls' prices; None while starting."""
         ...
 
     def insecure_links(self) -> list[str]: ...

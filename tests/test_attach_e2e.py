@@ -26,6 +26,7 @@ from heady_tui.attach.wire import socket_path
 from heady_tui.config import Paths
 from heady_tui.operator import OperatorError
 from heady_tui.ui.application import HeadyApp
+from heady_tui.ui.screens.help import HelpScreen
 from heady_tui.ui.modals.consent import INPUT_GUARD_S, ConsentModal
 from heady_tui.ui.widgets.panels import StatusBar
 from heady_tui.ui.widgets.table import KeyedTable
@@ -79,6 +80,10 @@ def status_text(app: HeadyApp) -> str:
     return str(app.screen.query_one(StatusBar).content)
 
 
+def dialogs(app: HeadyApp) -> list[ConsentModal]:
+    return [screen for screen in app.screen_stack if isinstance(screen, ConsentModal)]
+
+
 def dialog(app: HeadyApp) -> ConsentModal | None:
     """The consent dialog once it is on screen with its buttons, its input guard treated as over."""
     screen = app.screen
@@ -105,8 +110,8 @@ async def test_one_answer_closes_both_dialogs_and_one_grant_names_who_answered(t
         assert other.request_id == shown.request_id
         await first_pilot.press("o")
 
-        await ui_wait_until(first_pilot, lambda: not isinstance(first_app.screen, ConsentModal), "the first dialog to close")
-        await ui_wait_until(second_pilot, lambda: not isinstance(second_app.screen, ConsentModal), "the second dialog to close")
+        await ui_wait_until(first_pilot, lambda: not dialogs(first_app), "the first dialog to close")
+        await ui_wait_until(second_pilot, lambda: not dialogs(second_app), "the second dialog to close")
         assert second.brain is not None
         grants = second.brain.grants(include_inactive=True)
         assert [(g.scope, g.grantor) for g in grants] == [("single", first.actor)]
@@ -118,6 +123,24 @@ async def test_one_answer_closes_both_dialogs_and_one_grant_names_who_answered(t
         assert [(e.actor, e.details["origin"], e.details["target"], e.details["result"]) for e in decided] == [
             (first.actor, "attach", shown.request_id, "ok")]
         assert [e.details["grantor"] for e in entries if e.action == "consent.grant"] == [first.actor]
+
+
+@pytest.mark.slow
+async def test_a_dialog_under_the_help_screen_closes_too_when_another_console_answers(tmp_path):
+    async with AsyncExitStack() as stack:
+        data_dir = await stack.enter_async_context(headless_service(tmp_path, stack))
+        first, second = [await attached(stack, tmp_path, data_dir) for _ in range(2)]
+        first_app = HeadyApp(first, fast_config(), operator=first.operator)
+        second_app = HeadyApp(second, fast_config(), operator=second.operator)
+        first_pilot = await stack.enter_async_context(first_app.run_test(size=(120, 40)))
+        second_pilot = await stack.enter_async_context(second_app.run_test(size=(120, 40)))
+        await ui_wait_until(first_pilot, lambda: dialog(first_app), "the first console's dialog", timeout=LINE_TIMEOUT_S)
+        await ui_wait_until(second_pilot, lambda: dialog(second_app), "the second console's dialog")
+        second_app.action_help()  # another screen over the dialog
+        await ui_wait_until(second_pilot, lambda: isinstance(second_app.screen, HelpScreen), "help over the dialog")
+        await first_pilot.press("n")
+        await ui_wait_until(second_pilot, lambda: not dialogs(second_app), "the dialog under help to close")
+        assert not isinstance(second_app.screen, (HelpScreen, ConsentModal))
 
 
 async def test_an_attached_console_shows_the_services_fleet_through_the_same_screens(tmp_path):

@@ -465,7 +465,9 @@ class HeadyApp(App[int]):
         if self._consent_open is not None and self._consent_open not in live:
             for screen in self.screen_stack:
                 if isinstance(screen, ConsentModal) and screen.request_id == self._consent_open:
+                    screen.pop_until_active()  # help or the log may be open over it; dismiss pops the top
                     screen.dismiss(ANSWERED_ELSEWHERE)
+                    break
         shown = live.get(self._consent_open or "")
         if shown is not None and shown.superseded_by is not None:
             for screen in self.screen_stack:

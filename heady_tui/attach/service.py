@@ -32,7 +32,6 @@ from .client import answers
 from .wire import (
     BRAIN_ADAPTER,
     CONSOLE_ADAPTER,
-    SESSION_ADAPTER,
     AttachError,
     Act,
     BrainShown,
@@ -192,8 +191,7 @@ class AttachService:
         sections = dict(self._last)
         if fleet.version != self._fleet_version:
             sections["nodes"] = {node_id: wire.dump_node(node) for node_id, node in fleet.nodes.items()}
-            sections["sessions"] = {wire.session_key(rec): SESSION_ADAPTER.dump_python(rec, mode="json")
-                                    for rec in fleet.sessions.values()}
+            sections["sessions"] = {wire.session_key(rec): wire.dump_session(rec) for rec in fleet.sessions.values()}
             self._fleet_version = fleet.version
         sections["details"] = {node: wire.dump_detail(detail) for node, detail in sup.details.items()}
         brain = sup.brain

@@ -11,7 +11,9 @@ them in the snapshot, the new ones in each delta.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -319,7 +321,18 @@ NodeWire = create_model(  # type: ignore[call-overload]
 
 
 def session_key(rec: SessionRecord) -> str:
-    return json.dumps([rec.node, rec.id])
+    return _key(rec.node, rec.id)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # computed once per session, not once per publication
+def _key(node: str, session: str) -> str:
+    return json.dumps([node, session])
+
+
+def dump_session(rec: SessionRecord) -> dict[str, Json]:
+    """The ledger row's fields (all of them plain JSON values), copied: cheap enough to redo for
+    thousands of sessions at every publication and compare with the last one sent."""
+    return dict(vars(rec))
 
 
 def dump_node(node: NodeState) -> dict[str, Json]:
@@ -339,9 +352,15 @@ def load_node(data: Json) -> NodeState:
 
 
 def node_samples(node: NodeState, after: float | None) -> list[list[float]]:
-    """The node's ring samples newer than `after` (all of them for None), oldest first."""
-    rings = [node.sample_ts.values(), node.cpu.values(), node.mem.values(), node.load.values(), node.queue.values()]
-    return [list(sample) for sample in zip(*rings, strict=True) if after is None or sample[0] > after]
+    """The node's ring samples newer than `after` (all of them for None), oldest first. Only the
+    new tail of each ring is read, so a delta costs what it carries."""
+    times = node.sample_ts.values()
+    start = 0 if after is None else bisect.bisect_right(times, after)
+    count = len(times) - start
+    if count <= 0:
+        return []
+    rings = [times[start:], node.cpu.values(count), node.mem.values(count), node.load.values(count), node.queue.values(count)]
+    return [list(sample) for sample in zip(*rings, strict=True)]
 
 
 def push_samples(node: NodeState, data: Json) -> None:

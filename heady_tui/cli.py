@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--headless", action="store_true", required=True, help="required: run without UI")
     run.add_argument("--for", dest="duration", type=_duration, metavar="SECONDS", help="stop after this long")
 
+    attach = sub.add_parser("attach", parents=[common, ui], help="the console on a headless console of this machine")
+    attach.add_argument("socket", nargs="?", metavar="SOCKET",
+                        help="its attach socket (default: <data dir>/attach/console.sock)")
+
     for noun in ("nodes", "sessions"):
         p = sub.add_parser(noun, parents=[common], help=f"list {noun}")
         verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
@@ -168,6 +172,7 @@ _HANDLERS = {
     None: "console",
     "demo": "demo",
     "run": "headless",
+    "attach": "attach",
     "nodes": "inventory",
     "sessions": "inventory",
     "report": "report",

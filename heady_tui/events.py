@@ -31,14 +31,14 @@ class HeadyEvent:
         try:
             return json.dumps(body, separators=(",", ":"), default=str, allow_nan=False)
         except ValueError:
-            return json.dumps(_finite(body), separators=(",", ":"), default=str, allow_nan=False)
+            return json.dumps(finite_json(body), separators=(",", ":"), default=str, allow_nan=False)
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value

@@ -363,6 +363,13 @@ class Fleet:
                 self._admit(rec)
         self.version += 1
 
+    def remove_sessions(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Drop these records: a fleet mirroring another console's (heady attach) follows its removals."""
+        for node_id, session_id in keys:
+            self.sessions.pop((node_id, session_id), None)
+            self._node_sessions.get(node_id, {}).pop(session_id, None)
+        self.version += 1
+
     # --- reads ------------------------------------------------------------------------
 
     def online_nodes(self) -> list[NodeState]:

@@ -24,7 +24,7 @@ from heady_tui.prometheus import SOURCE as PROMETHEUS_SOURCE
 from heady_tui.records import Records
 from heady_tui.supervisor import Supervisor
 
-Origin = Literal["ui", "cli"]
+Origin = Literal["ui", "cli", "attach"]  # attach: a console attached to a headless one (docs/attach.md)
 T = TypeVar("T")
 
 # Queue moves and accepts belong to the rebalancer; an operator sends the others.
@@ -122,7 +122,7 @@ class ConsoleOperator:
     async def decide_consent(self, request_id: str, decision: str) -> Grant | None:
         brain = self._brain()
         return await self._audit().run("consent.decide", request_id, {"decision": decision},
-                                       brain.decide_consent(request_id, decision))
+                                       brain.decide_consent(request_id, decision, self.actor))
 
     async def grant(self, scope: str, reason: str) -> Grant:
         brain = self._brain()

@@ -27,7 +27,8 @@ from .fleet import UNKNOWN_STATE, Fleet
 from .link import NodeLink, security_warnings
 from .prometheus import SOURCE as PROMETHEUS_SOURCE
 from .prometheus import PrometheusError, PrometheusPoller, PrometheusSource, apply_sample
-from .store import Store, StoreError
+from .ledger import PricedCall
+from .store import Store, StoreError, StoredEvent
 from .waits import WaitAlarm
 
 log = logging.getLogger("heady.supervisor")
@@ -46,6 +47,14 @@ class Launcher(Protocol):
     async def start(self) -> list[NodeConfig]: ...
 
     async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionTimeline:
+    """A session's newest stored events and the stored prices of the calls among them."""
+
+    events: list[StoredEvent]
+    calls: list[PricedCall]
 
 
 @dataclass
@@ -371,6 +380,20 @@ class Supervisor:
             link.backoff.reset()
             await link.stop()
             link.start()
+
+    async def session_timeline(self, node: str, session: str, newest: int) -> SessionTimeline | None:
+        """The session's `newest` stored events, oldest first, with their calls' prices; None while
+        the store is not open (the console is starting)."""
+        if self.store is None:
+            return None
+        events = (await self.store.events(node=node, session=session))[-newest:]
+        shown = {(event.journal, event.seq) for event in events}
+        calls = [call for call in await self.store.priced_calls(node=node, session=session) if (call.journal, call.seq) in shown]
+        return SessionTimeline(events, calls)
+
+    def insecure_links(self) -> list[str]:
+        """Nodes whose link is not verified TLS (the header warns about them)."""
+        return [node.name for node in self.nodes if security_warnings(node)]
 
     def focus(self, node: str, on: bool) -> None:
         link = self.links.get(node)

@@ -71,9 +71,10 @@ class ConsentDesk:
         if req is not None and req.state == "requested" and req.superseded_by is not None:
             await self._expire(req, superseded_by=req.superseded_by)
 
-    async def decide(self, request_id: str, decision: str) -> Approval | None:
-        """deny | single | session | persistent. Returns the approval (the request's own plan and its
-        grant) for an allow, or None for a denial."""
+    async def decide(self, request_id: str, decision: str, by: str | None = None) -> Approval | None:
+        """deny | single | session | persistent, answered by `by` (user@host; this process's user by
+        default). Returns the approval (the request's own plan and its grant) for an allow, or None
+        for a denial."""
         records = self.ctx.records
         if decision not in DECISIONS:
             raise ConsentError(f"unknown decision {decision!r} (known: {', '.join(DECISIONS)})")
@@ -82,7 +83,7 @@ class ConsentDesk:
             raise ConsentError(f"no open consent request {request_id!r}")
         now = self.ctx.clock.now()
         config = self.ctx.config.consent
-        by = grantor()
+        by = by or grantor()
         req.decided_at, req.decision = now, decision
         if decision == "deny":
             denial = new_denial(req.fingerprint, now=now, config=config, reason=req.reason, by=by)

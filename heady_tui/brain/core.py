@@ -237,11 +237,12 @@ class Brain:
     def pending_consent(self) -> list[ConsentRequest]:
         return self.consent.pending()
 
-    async def decide_consent(self, request_id: str, decision: str) -> Grant | None:
-        """deny | single | session | persistent. Returns the grant made, or None for a denial.
-        An allow starts a run of exactly the plan the request showed (unless a run is going)."""
+    async def decide_consent(self, request_id: str, decision: str, by: str | None = None) -> Grant | None:
+        """deny | single | session | persistent, by whom (user@host; this process's user by default).
+        Returns the grant made, or None for a denial. An allow starts a run of exactly the plan the
+        request showed (unless a run is going)."""
         self._require_acting()
-        approval = await self.consent.decide(request_id, decision)
+        approval = await self.consent.decide(request_id, decision, by)
         if approval is None:
             return None
         await self.rebalancer.start_approved(approval, self.clock.now())

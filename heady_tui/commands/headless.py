@@ -1,4 +1,5 @@
-"""`heady run --headless [--for S]`: the supervisor without UI; JSON lines on stdout, logs on stderr."""
+"""`heady run --headless [--for S]`: the supervisor without UI; JSON lines on stdout, logs on stderr,
+and the attach socket under the data dir for consoles on this machine (docs/attach.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 
 from heady_agent.protocol import clean_text
 
+from ..attach.service import AttachService
+from ..attach.wire import AttachError, socket_path
 from ..config import Config, Paths, load_config
 from ..events import HeadyEvent
 from ..launcher import embedded_launcher
@@ -61,7 +64,8 @@ def node_launcher(config: Config, paths: Paths) -> Launcher | None:
 
 
 async def run_headless(supervisor: Supervisor, duration: float | None) -> int:
-    """Print every event as a JSON line until `duration` passes or SIGINT/SIGTERM; exit 0."""
+    """Print every event as a JSON line and serve attached consoles until `duration` passes or
+    SIGINT/SIGTERM; exit 0. A socket that cannot be served is logged; the console runs on without it."""
     stop = asyncio.Event()
 
     def emit(event: HeadyEvent) -> None:
@@ -75,8 +79,15 @@ async def run_headless(supervisor: Supervisor, duration: float | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     unsubscribe = supervisor.subscribe(emit)
+    service: AttachService | None = None
     try:
         await supervisor.start()
+        service = AttachService(supervisor, socket_path(supervisor.paths.data_dir))
+        try:
+            await service.start()
+        except AttachError as exc:
+            log.warning("no attach socket: %s", exc)
+            service = None
         try:
             await asyncio.wait_for(stop.wait(), duration)
         except TimeoutError:
@@ -89,6 +100,8 @@ async def run_headless(supervisor: Supervisor, duration: float | None) -> int:
         print(f"heady: error: could not start: {exc}", file=sys.stderr)
         return 1
     finally:
+        if service is not None:
+            await service.stop()
         await supervisor.stop()
         unsubscribe()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from ..config import Config
+from .backend import ConsoleBackend, Operator
 
 # --color -> Textual's colour system (Rich names); "none" means NO_COLOR, which Textual honours.
 COLOR_SYSTEMS = {"truecolor": "truecolor", "256": "256", "16": "standard"}
@@ -25,8 +26,9 @@ def configure_terminal(config: Config, color: str) -> None:
         os.environ["TEXTUAL_COLOR_SYSTEM"] = COLOR_SYSTEMS[color]
 
 
-def run_app(supervisor: Any, config: Config, args: Any) -> int:
-    """Run the console until the operator quits; returns the exit status."""
+def run_app(supervisor: ConsoleBackend, config: Config, args: Any, operator: Operator | None = None) -> int:
+    """Run the console until the operator quits; returns the exit status. `operator` for a console
+    that is not this process's supervisor (an attached one)."""
     color = getattr(args, "color", None) or "auto"
     configure_terminal(config, color)
     from .application import HeadyApp
@@ -34,6 +36,7 @@ def run_app(supervisor: Any, config: Config, args: Any) -> int:
     app = HeadyApp(
         supervisor,
         config,
+        operator=operator,
         read_only=bool(getattr(args, "read_only", False)),
         theme=getattr(args, "theme", None),
     )

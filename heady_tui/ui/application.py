@@ -37,10 +37,10 @@ from textual.worker import Worker, WorkerState
 from heady_agent.config import ConfigError
 from heady_agent.protocol import Result
 
+from ..attach.client import AttachedConsole
 from ..config import Config, Paths
 from ..engine.consent import ConsentError, ConsentRequest
 from ..events import HeadyEvent
-from ..link import security_warnings
 from ..operator import ConsoleOperator
 from ..providers import fetch_provider_costs
 from ..report import ReportError, export_report, parse_time
@@ -50,9 +50,10 @@ from . import theme as themes
 from .billing import ProviderBilling
 from .formatting import level_severity
 from .actions import ACTIONS, UiAction, bindings_for
+from .backend import ConsoleBackend, Operator
 from .actions import action as ui_action
 from .modals.confirm import ConfirmModal
-from .modals.consent import NEWER_PLAN, ConsentModal, ConsentViewModal
+from .modals.consent import ANSWERED_ELSEWHERE, NEWER_PLAN, ConsentModal, ConsentViewModal
 from .modals.error import ErrorModal
 from .modals.export import ExportModal
 from .reader import FleetReader
@@ -81,6 +82,8 @@ DECISION_WORDS = {
     "session": "rebalance allowed for this session",
     "persistent": "rebalance always allowed (revocable on Permissions)",
 }
+ANSWER_EVENTS = ("consent.granted", "consent.denied")
+LOST_EVENT = "attach.lost"  # an attached console's service went away (heady_tui/attach/client.py)
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,10 @@ class HeadyApp(App[int]):
 
     def __init__(
         self,
-        supervisor: Supervisor,
+        supervisor: ConsoleBackend,
         config: Config,
         *,
+        operator: Operator | None = None,
         read_only: bool = False,
         theme: str | None = None,
         manage_supervisor: bool = True,
@@ -180,7 +184,11 @@ class HeadyApp(App[int]):
         # The app starts and stops the supervisor unless its caller owns it (tests, benchmarks).
         self.manage_supervisor = manage_supervisor
         self.reader = FleetReader(supervisor, config)
-        self.operator = ConsoleOperator(supervisor, "ui")  # every action the operator takes goes through it
+        if operator is None:  # embedded: this process's supervisor; attached consoles bring their operator
+            if not isinstance(supervisor, Supervisor):
+                raise TypeError("a console without a Supervisor needs its operator")
+            operator = ConsoleOperator(supervisor, "ui")
+        self.operator: Operator = operator  # every action the operator takes goes through it
         self.frozen = False
         self.ascii_only = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8"
         self.compact = True
@@ -386,6 +394,8 @@ class HeadyApp(App[int]):
         holder = reader.acting_brain()
         if holder is not None:  # first, so a narrow terminal still shows it
             parts.append((f"  VIEW-ONLY (brain: {holder})", "careful"))
+        if isinstance(self.supervisor, AttachedConsole):  # the brain is the headless service's
+            parts.append((f"  ATTACHED as {self.supervisor.actor}", "careful"))
         parts += [
             ("  equilibrium ", None),
             (level.upper(), level_severity(level)),
@@ -413,7 +423,7 @@ class HeadyApp(App[int]):
             parts.append(("  PAUSED", "critical"))
         if self.read_only:
             parts.append(("  READ-ONLY", "careful"))
-        insecure = [node.name for node in self.supervisor.nodes if security_warnings(node)]
+        insecure = self.supervisor.insecure_links()
         if insecure:
             parts.append((f"  INSECURE LINK: {', '.join(insecure)}", "critical"))
         screen.part("#status", StatusBar).show(parts)
@@ -427,6 +437,8 @@ class HeadyApp(App[int]):
             log.add(event)
         if event.name == "consent.requested":
             self._check_consent()
+        elif event.name == LOST_EVENT:
+            self.exit(1, message=f"heady: error: detached from {event.details.get('socket')}: {event.details.get('reason')}")
 
     def _event_logs(self) -> list[EventLog]:
         """Event logs of every kept view, shown or not, so none misses an event."""
@@ -447,8 +459,15 @@ class HeadyApp(App[int]):
             if request.id not in self._consent_seen:
                 self._consent_seen.add(request.id)
                 self._consent_queue.append(request)
-        # A request that expired or was answered elsewhere while queued is dropped.
+        # A request that expired or was answered elsewhere while queued is dropped; its open dialog
+        # closes (another console attached to the same service answered it).
         self._consent_queue = deque(r for r in self._consent_queue if r.id in live)
+        if self._consent_open is not None and self._consent_open not in live:
+            for screen in self.screen_stack:
+                if isinstance(screen, ConsentModal) and screen.request_id == self._consent_open:
+                    screen.pop_until_active()  # help or the log may be open over it; dismiss pops the top
+                    screen.dismiss(ANSWERED_ELSEWHERE)
+                    break
         shown = live.get(self._consent_open or "")
         if shown is not None and shown.superseded_by is not None:
             for screen in self.screen_stack:
@@ -468,6 +487,14 @@ class HeadyApp(App[int]):
         )
         self.push_screen(dialog, callback=lambda decision, rid=request.id: self._decided(rid, decision))
 
+    def _answered_elsewhere(self, request_id: str) -> str:
+        """Who closed a request this console showed, from the event the service published."""
+        for event in reversed(self._events):
+            if event.name in ANSWER_EVENTS and event.details.get("request") == request_id:
+                verb = "denied" if event.name == "consent.denied" else "allowed"
+                return f"consent request {request_id} {verb} by {event.details.get('grantor')}"
+        return f"consent request {request_id} closed elsewhere"
+
     def action_view_consent(self) -> None:
         """The pending requests and their plans, view only: how a read-only console sees them."""
         brain = self.supervisor.brain
@@ -480,15 +507,18 @@ class HeadyApp(App[int]):
 
     async def _decided(self, request_id: str, decision: str) -> None:
         brain = self.supervisor.brain
+        answers = decision not in (NEWER_PLAN, ANSWERED_ELSEWHERE)  # the newer request is queued and opens next
         try:
-            if decision != NEWER_PLAN:  # the newer request is queued and opens next
+            if answers:
                 await self.operator.decide_consent(request_id, decision)
         except Exception as exc:  # the decision did not take: say so, the request stays pending
             self._consent_seen.discard(request_id)
             self.notify(f"consent {decision} failed: {exc}", severity="error", markup=False)
         else:
-            if decision != NEWER_PLAN:
+            if answers:
                 self.notify(DECISION_WORDS[decision], markup=False)
+            elif decision == ANSWERED_ELSEWHERE:
+                self.notify(self._answered_elsewhere(request_id), markup=False)
         finally:
             self._consent_open = None
             if brain is not None:

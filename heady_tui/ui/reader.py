@@ -1,6 +1,7 @@
-"""Reads the supervisor's fleet and brain into what the screens show.
+"""Reads the console's fleet and brain into what the screens show.
 
-The one place the UI touches the supervisor's data model; screens ask it for rows and lines.
+The one place the UI touches the console's data model (`backend.ConsoleBackend`: this process's
+supervisor, or a headless console attached to); screens ask it for rows and lines.
 """
 
 from __future__ import annotations
@@ -8,12 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from ..brain import Brain
 from ..config import Config
 from ..fleet import Fleet, SessionRecord
-from ..supervisor import Supervisor
 from . import formatting as fmt
 from . import views
+from .backend import BrainReads, ConsoleBackend
 from .widgets.panels import MetricLine, budget_line
 
 METRIC_LABELS = {
@@ -26,7 +26,7 @@ METRIC_SHORT = {"node_load_variance": "loadvar", "task_queue_depth": "queue", "e
 
 
 class FleetReader:
-    def __init__(self, supervisor: Supervisor, config: Config) -> None:
+    def __init__(self, supervisor: ConsoleBackend, config: Config) -> None:
         self.supervisor = supervisor
         self.config = config
         self._node_rows = views.NodeRows()
@@ -36,12 +36,12 @@ class FleetReader:
         return self.supervisor.fleet
 
     @property
-    def brain(self) -> Brain | None:
+    def brain(self) -> BrainReads | None:
         return self.supervisor.brain
 
     @property
     def simulated(self) -> bool:
-        return bool(getattr(self.supervisor, "simulated", False)) or any(
+        return self.supervisor.simulated or any(
             n.simulated for n in self.fleet.nodes.values()
         )
 

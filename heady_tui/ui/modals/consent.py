@@ -25,6 +25,7 @@ from ..widgets.panels import KeyBar
 
 DECISIONS = ("deny", "single", "session", "persistent")
 NEWER_PLAN = "newer"  # dismissed to see the request that superseded this one
+ANSWERED_ELSEWHERE = "answered-elsewhere"  # closed: another console answered it, or it expired
 SUPERSEDED_NOTE = "Superseded by a newer plan: p shows it; this plan can still be answered."
 
 

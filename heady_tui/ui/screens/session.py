@@ -99,14 +99,13 @@ class SessionScreen(LiveScreen):
 
     @work(exclusive=True, group="timeline", exit_on_error=False, description="loading the session timeline")
     async def _load_timeline(self) -> None:
-        store = self.heady.supervisor.store
-        if store is None:  # the console is still starting
+        timeline = await self.heady.supervisor.session_timeline(self.node_id, self.session_id, TIMELINE_ROWS)
+        if timeline is None:  # the console is still starting
             return
-        events = await store.events(node=self.node_id, session=self.session_id)
         # Each call's cost as the store priced it when it stored the call.
-        priced = {(c.journal, c.seq): c for c in await store.priced_calls(node=self.node_id, session=self.session_id)}
+        priced = {(c.journal, c.seq): c for c in timeline.calls}
         rows: dict[str, tuple[str | Text, ...]] = {}
-        for ev in reversed(events[-TIMELINE_ROWS:]):
+        for ev in reversed(timeline.events):
             data = ev.data
             key = f"{ev.journal}:{ev.seq}"
             if ev.kind == "llm.call":

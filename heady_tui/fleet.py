@@ -31,6 +31,7 @@ from .ledger import (
     UNPRICED,
     CallPricer,
     PricedCall,
+    PriorityRules,
     NODE_OFFLINE_REASON,
     UNKNOWN_STATE,
     WAITING_STATE,
@@ -160,8 +161,9 @@ class Fleet:
         self.sessions: dict[tuple[str, str], SessionRecord] = {}
         # The same records per node, so per-node reads stay cheap with thousands of sessions.
         self._node_sessions: dict[str, dict[str, SessionRecord]] = {}
-        # Only for a fleet fed events without a store; the store prices the console's calls.
+        # Only for a fleet fed events without a store; the store prices and classifies the console's sessions.
         self.pricing: CallPricer = pricing or UNPRICED
+        self.priority = PriorityRules()
         self.version = 0
 
     # --- writes -----------------------------------------------------------------------
@@ -331,6 +333,7 @@ class Fleet:
             return None
         if isinstance(data, SessionStartedData):
             apply_started(rec, ev.ts, data)
+            self.priority.classify(rec)
         elif isinstance(data, SessionStateData):
             apply_state(rec, ev.ts, data)
         elif isinstance(data, SessionEndedData):
@@ -377,6 +380,7 @@ class Fleet:
         # ones replacing them have room; new records then pass the bound like the ledger's.
         kept = self._node_sessions.setdefault(node_id, {})
         for rec in apply_snapshot(dict(kept), node_id, sessions, now):
+            self.priority.classify(rec)
             if rec.id not in kept:  # the kept ones changed in place
                 self._admit(rec)
         self.version += 1

@@ -312,6 +312,7 @@ class ManagedSource(SessionSource):
     def _renice(self, run: _Run, nice: int) -> dict[str, Any]:
         try:
             leader = psutil.Process(run.proc.pid)
+            previous = leader.nice()  # what a revert sets back
             for proc in [leader, *leader.children(recursive=True)]:
                 proc.nice(nice)
         except psutil.NoSuchProcess:
@@ -319,7 +320,7 @@ class ManagedSource(SessionSource):
         except psutil.AccessDenied:
             raise CommandError("not_permitted", f"the agent may not set nice {nice} (lowering needs privileges)") from None
         self.ctx.sessions_changed()
-        return {"pid": run.proc.pid, "nice": nice}
+        return {"pid": run.proc.pid, "nice": nice, "previous": previous}
 
     async def _prompt(self, run: _Run, text: str) -> dict[str, Any]:
         d = self._defs.get(run.name)

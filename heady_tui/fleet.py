@@ -113,6 +113,7 @@ class NodeState:
     cpu_count: int = 1
     mem_total: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    managed: dict[str, str | None] = field(default_factory=dict)  # managed name -> its sessions' project (hello)
     # What the console shows (connecting | online | offline | error), derived in one place,
     # Fleet._derive_status, from what the link reports and how long ago the last frame arrived.
     status: str = "connecting"
@@ -253,6 +254,7 @@ class Fleet:
         state.cpu_count = info.cpu_count
         state.mem_total = info.mem_total
         state.labels = dict(info.labels)
+        state.managed = {entry.name: entry.project for entry in info.managed}
         state.simulated = hello.simulated
         if state.journal is not None and state.journal != hello.journal.id:
             state.journal_reset = True

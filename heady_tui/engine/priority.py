@@ -159,6 +159,7 @@ class LoadShedder:
             return
         if step.action == "session.renice":
             previous = detail.get("previous")
-            st.reniced[step.session] = previous if isinstance(previous, int) and not isinstance(previous, bool) else 0
+            if isinstance(previous, int) and not isinstance(previous, bool):  # an agent that does not say has nothing to revert to
+                st.reniced[step.session] = previous
         elif step.action == "session.pause":
             st.paused.append(step.session)

@@ -148,3 +148,19 @@ async def test_the_report_carries_each_sessions_class_in_json_and_markdown(tmp_p
 
 def test_config_defaults_cap_high_sessions_at_two_per_node():
     assert Config().priority.max_high_per_node == 2
+
+
+async def test_sessions_list_shows_the_stored_class(tmp_path: Path):
+    from ledgerkit import sessions_list_json
+
+    data = tmp_path / "data"
+    store = await Store.open(data / "heady.db", priority=rules({"priority_class": "high", "project": "release"}))
+    try:
+        info = {"id": "n1", "hostname": "n1", "agent_version": "0.1.0", "os": "linux", "cpu_count": 4, "mem_total": 1 << 30, "labels": {}}
+        await store.record_node("n1", hostname="n1", info=info, simulated=False, now=T0)
+        await store.ingest("n1", "j1", [started(1, "s1", project="release"), started(2, "s2", project="web")])
+        await store.set_priority("n1", "s2", "background")
+    finally:
+        await store.close()
+    rows = await sessions_list_json(tmp_path, data)
+    assert sorted((r["id"], r["priority"], r["priority_by"]) for r in rows) == [("s1", "high", "rule"), ("s2", "background", "operator")]

@@ -22,7 +22,7 @@ from heady_agent.config import (
     validation_message,
 )
 
-__all__ = ["Config", "ConfigError", "Paths", "load_config", "STRATEGIES"]
+__all__ = ["Config", "ConfigError", "Paths", "load_config", "STRATEGIES", "PRIORITY_CLASSES", "PriorityClass"]
 
 # Healing strategies the loop knows; `healing.auto_dispatch` may name only these.
 STRATEGIES = ("revive_agent", "repair_endpoint", "environment_sync", "optimize_sessions", "cost_control")
@@ -160,6 +160,48 @@ class HealingConfig(_Section):
         return value
 
 
+PRIORITY_CLASSES = ("high", "normal", "background")
+PriorityClass = Literal["high", "normal", "background"]
+
+
+class PriorityRule(_Section):
+    """Sessions matching every key given (shell-style patterns, `label` as key=value of the node's
+    labels) get `priority_class`; the first matching rule wins."""
+
+    priority_class: PriorityClass
+    project: str | None = None
+    source: str | None = None
+    managed: str | None = None
+    label: str | None = Field(default=None, pattern=r"^[^=]+=")
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> "PriorityRule":
+        if self.project is None and self.source is None and self.managed is None and self.label is None:
+            raise ValueError("a priority rule needs at least one of project, source, managed, label")
+        return self
+
+
+class PriorityConfig(_Section):
+    rules: list[PriorityRule] = Field(default_factory=list)
+    # At most this many high-priority sessions live at once per node; managed ones beyond it wait in the queue.
+    max_high_per_node: int = Field(default=2, ge=0)
+    # A node is loaded when its load1 per core (the detector's utilisation) is at or above loaded_utilisation
+    # for loaded_for_s: its background sessions are reniced; still loaded pause_after_s later, they are
+    # paused; once it stays below unloaded_utilisation for clear_s, both are reverted.
+    loaded_utilisation: float = Field(default=1.0, gt=0)
+    unloaded_utilisation: float = Field(default=0.8, gt=0)
+    loaded_for_s: float = Field(default=10.0, ge=0)
+    pause_after_s: float = Field(default=30.0, ge=0)
+    clear_s: float = Field(default=15.0, ge=0)
+    background_nice: int = Field(default=10, ge=1, le=19)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PriorityConfig":
+        if self.unloaded_utilisation > self.loaded_utilisation:
+            raise ValueError(f"unloaded_utilisation ({self.unloaded_utilisation}) must not be above loaded_utilisation ({self.loaded_utilisation})")
+        return self
+
+
 class ProviderCostConfig(_Section):
     anthropic_admin_key_env: str | None = None
     openai_admin_key_env: str | None = None
@@ -240,6 +282,7 @@ class Config(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     liveness: LivenessConfig = Field(default_factory=LivenessConfig)
     brain: BrainConfig = Field(default_factory=BrainConfig)
+    priority: PriorityConfig = Field(default_factory=PriorityConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from .ledger import (
     UNPRICED,
     CallPricer,
     PricedCall,
+    PriorityRules,
     NODE_OFFLINE_REASON,
     UNKNOWN_STATE,
     WAITING_STATE,
@@ -104,6 +105,7 @@ class NodeState:
     cpu_count: int = 1
     mem_total: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    managed: dict[str, str | None] = field(default_factory=dict)  # managed name -> its sessions' project (hello)
     # What the console shows (connecting | online | offline | error), derived in one place,
     # Fleet._derive_status, from what the link reports and how long ago the last frame arrived.
     status: str = "connecting"
@@ -152,8 +154,9 @@ class Fleet:
         self.sessions: dict[tuple[str, str], SessionRecord] = {}
         # The same records per node, so per-node reads stay cheap with thousands of sessions.
         self._node_sessions: dict[str, dict[str, SessionRecord]] = {}
-        # Only for a fleet fed events without a store; the store prices the console's calls.
+        # Only for a fleet fed events without a store; the store prices and classifies the console's sessions.
         self.pricing: CallPricer = pricing or UNPRICED
+        self.priority = PriorityRules()
         self.version = 0
 
     # --- writes -----------------------------------------------------------------------
@@ -243,6 +246,7 @@ class Fleet:
         state.cpu_count = info.cpu_count
         state.mem_total = info.mem_total
         state.labels = dict(info.labels)
+        state.managed = {entry.name: entry.project for entry in info.managed}
         state.simulated = hello.simulated
         if state.journal is not None and state.journal != hello.journal.id:
             state.journal_reset = True
@@ -321,7 +325,9 @@ class Fleet:
         rec = self._session(state.id, ev.session)
         if rec is None:
             return None
-        return apply_event(rec, data, pricing=self.pricing, node=state.id, journal=ev.journal or "", seq=ev.seq, ts=ev.ts)
+        call = apply_event(rec, data, pricing=self.pricing, node=state.id, journal=ev.journal or "", seq=ev.seq, ts=ev.ts)
+        self.priority.classify(rec)  # as the store's ledger does for every row it changes
+        return call
 
     def _session(self, node_id: str, session_id: str) -> SessionRecord | None:
         """The node's record of a session, new if need be; None when the node is at its bound."""
@@ -359,6 +365,7 @@ class Fleet:
         kept = self._node_sessions.setdefault(node_id, {})
         listed = {info.id for info in sessions}
         for rec in apply_snapshot(dict(kept), node_id, sessions, now):
+            self.priority.classify(rec)
             if rec.id in listed and rec.id not in kept:  # kept ones changed in place; forgotten ones stay so
                 self._admit(rec)
         self.version += 1

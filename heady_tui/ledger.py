@@ -7,13 +7,15 @@ those. A fleet without a store (the UI's sample fleet, unit tests) applies the s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Protocol
 
 from heady_agent.protocol import LlmCallData, SessionEndedData, SessionInfo, SessionStartedData, SessionStateData
+from heady_tui.config import PriorityRule
 
 TERMINAL_STATES = ("completed", "error")
 GONE_REASON = "no longer reported by the agent"
@@ -22,6 +24,44 @@ UNKNOWN_STATE = "unknown"
 NODE_OFFLINE_REASON = "node offline"
 # A session that waits for a person (reason permission, input or question); since = state_since.
 WAITING_STATE = "waiting"
+
+
+# A session's priority class: from the first matching `[[priority.rules]]` entry, unless an operator set it.
+DEFAULT_PRIORITY = "normal"
+PRIORITY_BY_RULE = "rule"
+PRIORITY_BY_OPERATOR = "operator"
+
+
+class PriorityRules:
+    """`[[priority.rules]]` and the labels each node announced: the one place a class is decided."""
+
+    def __init__(self, rules: Sequence[PriorityRule] = ()) -> None:
+        self.rules = tuple(rules)
+        self.labels: dict[str, dict[str, str]] = {}
+
+    def set_labels(self, node: str, labels: Mapping[str, str]) -> None:
+        self.labels[node] = dict(labels)
+
+    def class_of(self, node: str, *, source: str, project: str | None, managed: str | None) -> str:
+        labels = self.labels.get(node, {})
+        for rule in self.rules:
+            if rule.source is not None and not fnmatchcase(source, rule.source):
+                continue
+            if rule.project is not None and not fnmatchcase(project or "", rule.project):
+                continue
+            if rule.managed is not None and not fnmatchcase(managed or "", rule.managed):
+                continue
+            if rule.label is not None:
+                key, _, value = rule.label.partition("=")
+                if key not in labels or not fnmatchcase(labels[key], value):
+                    continue
+            return rule.priority_class
+        return DEFAULT_PRIORITY
+
+    def classify(self, rec: "SessionRecord") -> None:
+        """A ledger row's class from the rules, unless an operator chose it (that choice stays)."""
+        if rec.priority_by != PRIORITY_BY_OPERATOR:
+            rec.priority = self.class_of(rec.node, source=rec.source, project=rec.project, managed=rec.managed)
 
 
 class CallPricer(Protocol):
@@ -147,6 +187,8 @@ class SessionRecord:
     last_event_at: float = 0.0  # last activity
     last_call_at: float | None = None
     last_latency_ms: float | None = None
+    priority: str = DEFAULT_PRIORITY  # high | normal | background (PriorityRules.classify)
+    priority_by: str = PRIORITY_BY_RULE  # rule | operator
 
     @property
     def key(self) -> tuple[str, str]:

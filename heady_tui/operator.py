@@ -17,9 +17,10 @@ from typing import Literal, TypeVar
 from heady_agent.clock import Clock
 from heady_agent.protocol import ACTIONS, Result
 from heady_tui.brain import Brain
-from heady_tui.config import Config
+from heady_tui.config import PRIORITY_CLASSES, Config
 from heady_tui.engine.consent import ConsentRequest, Denial, Grant, grantor, new_denial, new_grant
 from heady_tui.engine.healing import Task
+from heady_tui.fleet import SessionRecord
 from heady_tui.prometheus import SOURCE as PROMETHEUS_SOURCE
 from heady_tui.records import Records
 from heady_tui.supervisor import Supervisor
@@ -102,6 +103,20 @@ class ConsoleOperator:
         result = await self.supervisor.command(node, action, target, body)
         await audit.record(action, session_target(node, target), body, None if result.ok else (result.error or "failed"))
         return result
+
+    async def set_priority(self, node: str, session: str, priority: str) -> SessionRecord:
+        """A session's priority class, kept over the rules' from now on (audited as `operator.session.priority`)."""
+        audit = self._audit()
+
+        async def chosen() -> SessionRecord:
+            if priority not in PRIORITY_CLASSES:
+                raise OperatorError(f"unknown priority class {priority!r} (known: {', '.join(PRIORITY_CLASSES)})")
+            rec = await self.supervisor.set_priority(node, session, priority)
+            if rec is None:
+                raise OperatorError(f"no session {session} on {node}")
+            return rec
+
+        return await audit.run("session.priority", session_target(node, session), {"priority": priority}, chosen())
 
     async def approve_task(self, task_id: str) -> Task:
         brain = self._brain()

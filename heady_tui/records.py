@@ -386,6 +386,11 @@ class Records:
         async with self.write() as db:
             await db.execute("INSERT OR REPLACE INTO engine_kv VALUES (?, ?)", (key, json.dumps(value)))
 
+    async def kv_set_audited(self, key: str, value: Any, entry: tuple[float, str, str, dict[str, Any]]) -> None:
+        """An engine's state with the audit entry of the step that changed it, in one transaction."""
+        async with self.write(entry) as db:
+            await db.execute("INSERT OR REPLACE INTO engine_kv VALUES (?, ?)", (key, json.dumps(value)))
+
     async def level_changes_made(self, change: LevelChange | None, metric_changes: Sequence[MetricLevelChange],
                                  detector_state: dict[str, Any]) -> None:
         """An evaluation's fleet and per-metric level changes, with the detector's timers, in one transaction."""

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from heady_agent.protocol import clean_text
 
 from .config import Config, Paths
-from .ledger import SessionRecord, day_of
+from .ledger import PRIORITY_BY_OPERATOR, SessionRecord, day_of
 from .engine.detector import CallSample, NodeSample, compute_metrics
 from .engine.kpis import rebalance_kpis
 from .events import iso_utc
@@ -73,6 +73,8 @@ class SessionRow(_Model):
     model: str | None
     state: str
     reason: str | None = None  # why it is in that state (an ended session: killed, exit, ...)
+    priority: str = "normal"  # high | normal | background, as the ledger stored it
+    priority_by: str = "rule"  # rule | operator
     calls: int
     failed_calls: int = 0
     input_tokens: int  # uncached input only
@@ -237,7 +239,8 @@ async def _nodes(store: Store) -> tuple[list[NodeRow], bool]:
 def session_row(rec: SessionRecord) -> SessionRow:
     return SessionRow(
         id=rec.id, node=rec.node, source=rec.source or None, project=rec.project, title=rec.title, model=rec.model,
-        state=rec.state, reason=rec.state_reason, calls=rec.calls, failed_calls=rec.failed_calls,
+        state=rec.state, reason=rec.state_reason, priority=rec.priority, priority_by=rec.priority_by,
+        calls=rec.calls, failed_calls=rec.failed_calls,
         input_tokens=rec.input_tokens, output_tokens=rec.output_tokens, cache_write_5m_tokens=rec.cache_write_5m_tokens,
         cache_write_1h_tokens=rec.cache_write_1h_tokens, cache_read_tokens=rec.cache_read_tokens,
         reasoning_tokens=rec.reasoning_tokens, cost_usd=_round(rec.cost_usd),
@@ -495,6 +498,11 @@ def _num(value: float | None) -> str:
     return f"{int(value):,}"
 
 
+def session_priority(s: SessionRow) -> str:
+    """A session's class, `(operator)` when a person set it rather than the rules."""
+    return s.priority + (" (operator)" if s.priority_by == PRIORITY_BY_OPERATOR else "")
+
+
 def session_state(s: SessionRow) -> str:
     """A session's state as every screen writes it: `error (killed)`."""
     return f"{s.state} ({s.reason})" if s.reason else s.state
@@ -537,9 +545,9 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
     out: list[tuple[str, list[str], list[list[str]]]] = [
         ("Nodes", ["node", "hostname", "journal", "last seq", "events", "gaps"],
          [[n.id, n.hostname, n.journal, str(n.last_seq), str(n.events), str(n.gaps)] for n in report.nodes]),
-        ("Sessions", ["session", "node", "source", "project", "model", "state", "calls", "input tokens", "output tokens",
-                      "cache write", "cache read", "cost"],
-         [[s.id, s.node, s.source or "-", s.project or "-", s.model or "-", session_state(s), f"{s.calls:,}",
+        ("Sessions", ["session", "node", "source", "project", "model", "state", "priority", "calls", "input tokens",
+                      "output tokens", "cache write", "cache read", "cost"],
+         [[s.id, s.node, s.source or "-", s.project or "-", s.model or "-", session_state(s), session_priority(s), f"{s.calls:,}",
            f"{s.input_tokens:,}", f"{s.output_tokens:,}", f"{s.cache_write_5m_tokens + s.cache_write_1h_tokens:,}",
            f"{s.cache_read_tokens:,}", _usd(s.cost_usd)] for s in report.sessions]),
         ("Waits for a person", ["began", "node", "session", "project", "reason", "ended", "waited"],
@@ -718,7 +726,7 @@ def _html_table(header: list[str], rows: list[list[str]], numeric: Iterable[int]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_NUMERIC = {"Nodes": (3, 4, 5), "Sessions": (6, 7, 8, 9, 10, 11), "Rebalance runs": (4,), "Healing cycles": (3, 4)}
+_NUMERIC = {"Nodes": (3, 4, 5), "Sessions": (7, 8, 9, 10, 11, 12), "Rebalance runs": (4,), "Healing cycles": (3, 4)}
 
 
 def render_html(report: ReportData, config: Config | None = None) -> str:

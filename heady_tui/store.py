@@ -34,9 +34,11 @@ from heady_agent.protocol import (
 
 from .ledger import (
     TERMINAL_STATES,
+    PRIORITY_BY_OPERATOR,
     UNPRICED,
     CallPricer,
     PricedCall,
+    PriorityRules,
     SessionRecord,
     apply_event,
     apply_snapshot,
@@ -194,6 +196,12 @@ CORE_MIGRATIONS = [
         PRIMARY KEY (day, node, project, model)
     ) WITHOUT ROWID;
     """,
+    # Priority classes (docs/engines.md "Priority classes"): the class each session got when it entered
+    # the ledger, and whether a rule or an operator set it.
+    """
+    ALTER TABLE sessions ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
+    ALTER TABLE sessions ADD COLUMN priority_by TEXT NOT NULL DEFAULT 'rule';
+    """,
 ]
 
 # SessionRecord attribute per `sessions` column, in column order.
@@ -206,7 +214,7 @@ SESSION_FIELDS = (
     ("cache_write_1h_tokens", "cache_write_1h_tokens"), ("cache_read_tokens", "cache_read_tokens"),
     ("reasoning_tokens", "reasoning_tokens"), ("cost_usd", "cost_usd"), ("reported_cost_usd", "reported_cost_usd"),
     ("first_activity", "first_activity"), ("last_activity", "last_event_at"), ("last_call_at", "last_call_at"),
-    ("last_latency_ms", "last_latency_ms"),
+    ("last_latency_ms", "last_latency_ms"), ("priority", "priority"), ("priority_by", "priority_by"),
 )  # fmt: skip
 _SESSION_SELECT = "SELECT " + ", ".join(c for c, _ in SESSION_FIELDS) + " FROM sessions"
 _SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({', '.join(c for c, _ in SESSION_FIELDS)}) VALUES ({','.join('?' * len(SESSION_FIELDS))})"
@@ -339,20 +347,23 @@ class Store:
 
     def __init__(
         self, path: Path, db: aiosqlite.Connection, reader: aiosqlite.Connection, *, metric_rollup_s: int = 10,
-        pricing: CallPricer | None = None,
+        pricing: CallPricer | None = None, priority: PriorityRules | None = None,
     ) -> None:  # fmt: skip
         self.path = path
         self.db = db
         # Prices each llm.call as it is stored. The console passes its configured table; a store
         # opened only to read (the CLI, reports) has none, and what it would ingest stays unpriced.
         self.pricing: CallPricer = pricing or UNPRICED
+        # Gives each session its priority class as it enters the ledger (the console's rules; none: normal).
+        self.priority = priority or PriorityRules()
         self.reader = reader
         self.metric_rollup_s = metric_rollup_s
         self._lock = asyncio.Lock()
 
     @classmethod
     async def open(
-        cls, path: Path | str, *, metric_rollup_s: int = 10, busy_timeout_s: float = 5.0, pricing: CallPricer | None = None
+        cls, path: Path | str, *, metric_rollup_s: int = 10, busy_timeout_s: float = 5.0, pricing: CallPricer | None = None,
+        priority: PriorityRules | None = None,
     ) -> "Store":
         path = Path(path)
         try:
@@ -371,7 +382,7 @@ class Store:
             opened.append(reader)
             await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             await reader.execute("PRAGMA query_only = ON")
-            store = cls(path, db, reader, metric_rollup_s=metric_rollup_s, pricing=pricing)
+            store = cls(path, db, reader, metric_rollup_s=metric_rollup_s, pricing=pricing, priority=priority)
             await store.apply_migrations(CORE, CORE_MIGRATIONS)
         except (sqlite3.Error, StoreError) as exc:
             for conn in opened:
@@ -588,6 +599,8 @@ class Store:
                 agg[0] += 1
                 agg[1] += 0 if call.priced else 1
                 agg[2] += call.cost_usd
+        for rec in changed.values():
+            self.priority.classify(rec)
         if call_rows:
             await db.executemany(_CALL_INSERT, call_rows)
             await db.executemany(_COST_DAY_UPSERT, [(day, node, project, model, *agg) for (day, project, model), agg in days.items()])
@@ -602,6 +615,8 @@ class Store:
             async with self.transaction() as db:
                 node_sessions = await self._load_sessions_in(db, node, [info.id for info in infos], where=live)
                 changed = apply_snapshot(node_sessions, node, infos, now)
+                for rec in changed:
+                    self.priority.classify(rec)
                 await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed])
         except sqlite3.Error as exc:
             raise StoreError(_explain(self.path, exc)) from None
@@ -617,6 +632,19 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(_explain(self.path, exc)) from None
         return changed
+
+    async def set_priority(self, node: str, session_id: str, priority: str) -> SessionRecord | None:
+        """An operator's class for a session: kept over the rules from now on. None: no such session."""
+        try:
+            async with self.transaction() as db:
+                rec = (await self._load_sessions_in(db, node, [session_id])).get(session_id)
+                if rec is None:
+                    return None
+                rec.priority, rec.priority_by = priority, PRIORITY_BY_OPERATOR
+                await db.execute(_SESSION_UPSERT, _session_row(rec))
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        return rec
 
     def _roll_up(self, rollups: dict[int, list[float]], m: Metrics) -> None:
         step = self.metric_rollup_s

@@ -23,7 +23,8 @@ from .brain import Brain
 from .config import Config, ConfigError, NodeConfig, Paths, PrometheusConfig
 from .engine.cost import PricingTable
 from .events import HeadyEvent
-from .fleet import UNKNOWN_STATE, Fleet
+from .fleet import UNKNOWN_STATE, Fleet, SessionRecord
+from .ledger import PriorityRules
 from .link import NodeLink, security_warnings
 from .prometheus import SOURCE as PROMETHEUS_SOURCE
 from .prometheus import PrometheusError, PrometheusPoller, PrometheusSource, apply_sample
@@ -89,6 +90,8 @@ class Supervisor:
         self.simulated = simulated
         self.launcher = launcher
         self.fleet = Fleet(max_sessions_per_node=config.store.max_sessions_per_node)
+        # One set of rules for the store's ledger and a store-less fleet; fed each node's labels from its hello.
+        self.priority = self.fleet.priority = PriorityRules(config.priority.rules)
         self.store: Store | None = None
         self.links: dict[str, NodeLink] = {}
         self.nodes: list[NodeConfig] = []
@@ -115,7 +118,8 @@ class Supervisor:
             return
         pricing = PricingTable.load(self.config.cost)
         self.fleet.pricing = pricing
-        self.store = await Store.open(self.paths.database, metric_rollup_s=self.config.store.metric_rollup_s, pricing=pricing)
+        self.store = await Store.open(self.paths.database, metric_rollup_s=self.config.store.metric_rollup_s, pricing=pricing,
+                                      priority=self.priority)
         try:
             self.nodes = list(self.config.nodes)
             if self.launcher is not None:
@@ -373,6 +377,15 @@ class Supervisor:
             return Result(id="-", ok=False, error="unknown_action", detail={"message": f"unknown action {action!r}"})
         return await link.send_command(action, target, dict(args) if args is not None else None, timeout)
 
+    async def set_priority(self, node: str, session_id: str, priority: str) -> SessionRecord | None:
+        """An operator's priority class for a session, stored over the rules' (None: no such session)."""
+        assert self.store is not None
+        rec = await self.store.set_priority(node, session_id, priority)
+        if rec is not None:
+            self.fleet.apply_ledger([rec])
+            self.changed()
+        return rec
+
     async def reconnect(self, node: str) -> None:
         """Drop a node's link that is not online and dial again at once (no backoff wait)."""
         link = self.links.get(node)
@@ -414,6 +427,7 @@ class Supervisor:
     async def link_hello(self, node: str, hello: Hello, previous_journal: str | None) -> None:
         assert self.store is not None
         self._hellos[node] = hello
+        self.priority.set_labels(node, hello.node.labels)
         self.fleet.apply_hello(node, hello)
         if hello.simulated:
             self.simulated = True

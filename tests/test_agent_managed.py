@@ -123,6 +123,18 @@ async def test_renice_sets_the_process_niceness(tmp_path: Path) -> None:
     assert result["ok"] is True
 
 
+async def test_renice_reports_the_niceness_it_replaced_so_a_console_can_put_it_back(tmp_path: Path) -> None:
+    async with running_agent(tmp_path, sources=("managed",), managed=[_sleeper(instances=1)]) as agent:
+        sid, pid = await _one_session(agent)
+        before = psutil.Process(pid).nice()
+        async with ws_connect(agent.url, agent.token) as ws:
+            await recv_json(ws)
+            first = await command(ws, "session.renice", sid, {"nice": max(before, 5)})
+            second = await command(ws, "session.renice", sid, {"nice": 15})
+    assert first["detail"]["previous"] == before
+    assert second["detail"]["previous"] == max(before, 5)
+
+
 async def test_prompt_without_a_configured_prompt_command_is_not_allowed(tmp_path: Path) -> None:
     async with running_agent(tmp_path, sources=("managed",), managed=[_sleeper(instances=1)]) as agent:
         sid, _ = await _one_session(agent)

@@ -209,7 +209,7 @@ async def test_a_line_over_the_limit_is_refused_and_the_connection_closed(tmp_pa
 
 
 @pytest.mark.parametrize(("act", "error"), [
-    ({"action": "shell", "args": {}}, "unknown action 'shell' (known: command, task.approve, task.reject, policy.reset, "
+    ({"action": "shell", "args": {}}, "unknown action 'shell' (known: command, task.approve, task.reject, policy.reset, session.priority, "
                                       "consent.decide, grant, revoke, notify_deploy)"),
     ({"action": "grant", "args": {"scope": "forever", "reason": "r"}}, "unknown scope 'forever' (known: single, session, persistent)"),
     ({"action": "grant", "args": {"scope": "single"}}, "grant: reason: Field required"),

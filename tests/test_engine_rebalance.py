@@ -72,3 +72,12 @@ def test_run_hands_out_one_step_per_step_interval():
     assert run.next_step(0.0) is not None
     assert run.next_step(0.5) is None
     assert run.next_step(CFG.step_interval_s) is not None
+
+
+def test_a_high_plan_renices_the_hot_nodes_sessions_but_never_a_high_priority_one():
+    from heady_tui.engine.rebalance import SessionView
+
+    hot = NodeView("hot", True, 95.0, 8000.0, 2.0, 0, None, sessions=(
+        SessionView("bulk", "running", None, 0, "normal"), SessionView("urgent", "running", None, 0, "high")))
+    plan = build_plan([hot, node("cool")], {"node_load_variance": 0.9}, DET, CFG)
+    assert [(a.kind, a.target) for a in plan.actions if a.kind == "renice"] == [("renice", "bulk")]

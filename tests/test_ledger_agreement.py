@@ -66,7 +66,7 @@ async def test_a_session_reads_the_same_in_the_fleet_the_cli_and_both_reports(de
     assert figures(cli[busiest.key]) == expected
     assert figures(in_report[busiest.key]) == expected
     row = markdown_row(md, busiest.node, busiest.id)
-    assert row[5:] == [session_state(in_report[busiest.key]), f"{busiest.calls:,}", f"{busiest.input_tokens:,}",
+    assert row[5:] == [session_state(in_report[busiest.key]), busiest.priority, f"{busiest.calls:,}", f"{busiest.input_tokens:,}",
                        f"{busiest.output_tokens:,}", f"{busiest.cache_creation_tokens:,}", f"{busiest.cache_read_tokens:,}",
                        _usd(round(busiest.cost_usd, 6))]  # fmt: skip
 

@@ -142,7 +142,7 @@ async def test_markdown_shows_the_same_totals_as_the_json(store: Store, tmp_path
     assert "**Total cost: $4.48**" in md
     assert "| claude-sonnet-4-5 | $3.48 |" in md
     assert "| 2026-11-21 | $0.03 |" in md
-    assert "| s1 | build-1 | claude-code | api | claude-sonnet-4-5 | idle (waiting) | 2 | 150,000 | 200,000 | 0 | 100,000 | $3.48 |" in md
+    assert "| s1 | build-1 | claude-code | api | claude-sonnet-4-5 | idle (waiting) | normal | 2 | 150,000 | 200,000 | 0 | 100,000 | $3.48 |" in md
 
 
 async def test_html_is_self_contained(store: Store, tmp_path: Path) -> None:

@@ -396,7 +396,9 @@ async def test_pause_resume_renice_and_kill_act_on_the_registered_process(home, 
     await wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_STOPPED, what="the process stopped")
     assert (await source.command(command("session.resume", SID)))["state"] == "running"
     await wait_until(lambda: psutil.Process(child.pid).status() != psutil.STATUS_STOPPED, what="the process continued")
-    assert (await source.command(command("session.renice", SID, nice=10)))["nice"] == 10
+    before = psutil.Process(child.pid).nice()
+    reniced = await source.command(command("session.renice", SID, nice=10))
+    assert (reniced["nice"], reniced["previous"]) == (10, before)  # what a revert sets back
     assert psutil.Process(child.pid).nice() == 10
     detail = await source.command(command("session.kill", SID))
     assert detail["signal"] == "SIGTERM"

@@ -41,6 +41,7 @@ ACTIONS = (
     "node.set_concurrency",
     "queue.move",
     "queue.accept",
+    "queue.set_priority",
 )
 Action = Literal[
     "session.kill",
@@ -54,6 +55,7 @@ Action = Literal[
     "node.set_concurrency",
     "queue.move",
     "queue.accept",
+    "queue.set_priority",
 ]
 # Reversible actions, with the action that undoes each; the rebalancer reverts these when it stops.
 REVERSIBLE = {
@@ -147,6 +149,11 @@ class _Frame(BaseModel):
 # --- agent -> console -----------------------------------------------------------------
 
 
+class ManagedEntry(_Frame):
+    name: Name
+    project: Name | None = None
+
+
 class NodeInfo(_Frame):
     id: Name
     hostname: Name
@@ -155,6 +162,9 @@ class NodeInfo(_Frame):
     cpu_count: int = Field(ge=1, le=1_000_000)
     mem_total: Count
     labels: dict[Name, Name] = Field(default_factory=dict, max_length=256)
+    # The managed entries the agent can start (name, and the project its sessions report), so a
+    # console can class their sessions before any runs.
+    managed: list[ManagedEntry] = Field(default_factory=list, max_length=256)
 
 
 class JournalInfo(_Frame):
@@ -383,12 +393,22 @@ class QueueAcceptArgs(_Frame):
     items: list[QueueItem]
 
 
+class PriorityGateArgs(_Frame):
+    """Queued items of the `high` managed names start only while fewer than `cap` high-priority
+    sessions run on the node: the agent's own runs of those names plus `others` the console counts."""
+
+    high: list[Name] = Field(default_factory=list, max_length=256)
+    cap: int = Field(ge=0, le=10_000)
+    others: int = Field(default=0, ge=0, le=INT_MAX)
+
+
 COMMAND_ARG_MODELS: dict[str, type[_Frame]] = {
     "session.renice": ReniceArgs,
     "session.prompt": PromptArgs,
     "node.set_concurrency": ConcurrencyArgs,
     "queue.move": QueueMoveArgs,
     "queue.accept": QueueAcceptArgs,
+    "queue.set_priority": PriorityGateArgs,
 }
 
 # --- parsing ----------------------------------------------------------------------------

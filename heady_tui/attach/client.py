@@ -26,6 +26,7 @@ from heady_tui.audit import AuditEntry, Verification
 from heady_tui.brain.healing_dispatch import CYCLES_KEPT
 from heady_tui.brain.lease import LeaseView
 from heady_tui.config import Paths
+from heady_tui.ledger import SessionRecord
 from heady_tui.engine.consent import ConsentError, ConsentRequest, Grant
 from heady_tui.engine.cost import BurnNotice, CostSummary
 from heady_tui.engine.detector import EquilibriumReading
@@ -177,6 +178,10 @@ class RemoteOperator:
 
     async def reset_policy(self, node: str, session: str, policy: str) -> bool:
         return bool(await self._act("policy.reset", {"node": node, "session": session, "policy": policy}))
+
+    async def set_priority(self, node: str, session: str, priority: str) -> SessionRecord:
+        value = await self._act("session.priority", {"node": node, "session": session, "priority": priority})
+        return _validated(SESSION_ADAPTER, value, "session")
 
     async def decide_consent(self, request_id: str, decision: str) -> Grant | None:
         return _validated(_MAYBE_GRANT, await self._act("consent.decide", {"request": request_id, "decision": decision}), "grant")

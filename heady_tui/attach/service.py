@@ -376,6 +376,8 @@ class AttachService:
                 value = await (operator.approve_task if action == "task.approve" else operator.reject_task)(args.task)
             elif isinstance(args, wire.PolicyArgs):
                 value = await operator.reset_policy(args.node, args.session, args.policy)
+            elif isinstance(args, wire.PriorityArgs):
+                value = wire.dump_session(await operator.set_priority(args.node, args.session, args.priority))
             elif isinstance(args, wire.DecideArgs):
                 value = await operator.decide_consent(args.request, args.decision)
             elif isinstance(args, wire.GrantArgs):

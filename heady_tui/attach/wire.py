@@ -213,6 +213,12 @@ class PolicyArgs(Arguments):
     policy: str = Field(max_length=MAX_ID)
 
 
+class PriorityArgs(Arguments):
+    node: str = _id()
+    session: str = _id()
+    priority: str = Field(max_length=MAX_ID)
+
+
 class DecideArgs(Arguments):
     request: str = _id()
     decision: str = Field(max_length=MAX_ID)
@@ -236,6 +242,7 @@ ACTIONS: dict[str, type[Arguments]] = {
     "task.approve": TaskArgs,
     "task.reject": TaskArgs,
     "policy.reset": PolicyArgs,
+    "session.priority": PriorityArgs,
     "consent.decide": DecideArgs,
     "grant": GrantArgs,
     "revoke": RevokeArgs,

@@ -37,6 +37,7 @@ from .healing_dispatch import CYCLES_KEPT, HealingDispatcher
 from .host import BrainContext, BrainHost
 from .lease import ACTING, VIEW_ONLY, Lease, LeaseView, ViewOnlyError
 from .policy_exec import PolicyExecutor
+from .priority_exec import PriorityKeeper
 from .rebalance_run import RebalanceRunner
 
 
@@ -52,6 +53,7 @@ class Brain:
         self.rebalancer = RebalanceRunner(self.ctx, self.detector, self.consent, self.ledger)
         self.policy_exec = PolicyExecutor(self.ctx, PolicyEngine(self.config.policies))
         self.healing = HealingDispatcher(self.ctx, HealingEngine(self.config.healing), self.ledger)
+        self.priority = PriorityKeeper(self.ctx)
         self._saved_detector: dict[str, Any] | None = None
         self._errors_high = False
         self._acting_token: int | None = None  # the lease token this brain loaded its state for
@@ -121,6 +123,7 @@ class Brain:
         self.ledger.cost.notices_sent = await records.budget_notices_sent()
         config_hash = hashlib.sha256(canonical(self.config.model_dump(mode="json")).encode()).hexdigest()
         await records.config_hash_check(config_hash, self.clock.now(), grantor())
+        await self.priority.load()
         await self.rebalancer.load()
 
     def _stand_down(self) -> None:
@@ -158,6 +161,7 @@ class Brain:
 
     def on_node_status(self, node_id: str, status: str) -> None:
         self.healing.on_node_status(node_id, status)
+        self.priority.node_status(node_id)
 
     async def stop(self) -> None:
         if self._renewer is not None:
@@ -201,7 +205,8 @@ class Brain:
         await self.rebalancer.recover(now)
         await self.consent.expire(now)
         await self.rebalancer.step(reading, now)
-        await self.policy_exec.run(now)
+        await self.priority.run(self._samples(), now)
+        await self.policy_exec.run(now, leave=self.priority.held_paused())
         await self.healing.deploys(now)
         await self.healing.heal(now)
         await self.ledger.budgets(now)

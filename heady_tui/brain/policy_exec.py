@@ -3,6 +3,8 @@ recorded and published; sessions a policy gave up on are flagged for the operato
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from heady_tui.engine.consent import grantor
 from heady_tui.engine.policies import NeedsAttention, PolicyEngine, SessionSnapshot
 
@@ -29,14 +31,15 @@ class PolicyExecutor:
         await records.audit(self.ctx.clock.now(), grantor(), "policy.reset", {"node": node, "session": session, "policy": policy})
         return True
 
-    async def run(self, now: float) -> None:
+    async def run(self, now: float, *, leave: AbstractSet[tuple[str, str]] = frozenset()) -> None:
+        """`leave`: (node, session) another part of the brain holds paused on purpose (load shedding)."""
         records = self.ctx.records
         fleet = self.ctx.host.fleet
         held = self.engine.held()
         online = {n.id for n in fleet.online_nodes()}
         snaps = [SessionSnapshot(s.node, s.id, s.state, s.state_since, s.managed, s.cost_usd, s.active)
                  for s in fleet.sessions.values()
-                 if s.node in online and (self.engine.watches(s.state, s.cost_usd) or s.key in held)]
+                 if s.node in online and s.key not in leave and (self.engine.watches(s.state, s.cost_usd) or s.key in held)]
         decisions, attention = self.engine.evaluate(snaps, now)
         for d in decisions:
             # The attempt is saved before the command goes out: a crash now never replays it.

@@ -66,7 +66,7 @@ class RebalanceRunner:
         views = []
         for n in fleet.nodes.values():
             m = n.metrics
-            sessions = tuple(SessionView(s.id, s.state, s.managed, s.nice) for s in fleet.node_sessions(n.id) if s.active)
+            sessions = tuple(SessionView(s.id, s.state, s.managed, s.nice, s.priority) for s in fleet.node_sessions(n.id) if s.active)
             calls, failed = by_node.get(n.id, (0, 0))
             views.append(NodeView(
                 node=n.id,

@@ -27,7 +27,7 @@ from heady_agent.clock import SystemClock
 from heady_agent.protocol import MAX_FRAME_BYTES, FrameError, Hello, SessionInfo, Sessions, Subscribe, clean_line, dump, parse_agent_frame
 
 from ..config import ConfigError, NodeConfig, Paths
-from ..ledger import SessionRecord, apply_snapshot
+from ..ledger import PRIORITY_BY_OPERATOR, PriorityRules, SessionRecord, apply_snapshot
 from ..link import describe_connect_error, tls_context
 from ..store import Store, StoreError
 from .headless import paths_and_config
@@ -94,7 +94,8 @@ async def _stored(paths: Paths) -> tuple[list[dict[str, Any]], list[SessionRecor
         await store.close()
 
 
-async def gather(paths: Paths, nodes: list[NodeConfig], timeout: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def gather(paths: Paths, nodes: list[NodeConfig], timeout: float,
+                 priority: PriorityRules) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     probes = await asyncio.gather(*(probe(n, timeout) for n in nodes))
     stored_nodes, ledger, cursors = await _stored(paths)
     by_node: dict[str, dict[str, SessionRecord]] = {}
@@ -109,7 +110,10 @@ async def gather(paths: Paths, nodes: list[NodeConfig], timeout: float) -> tuple
         node_sessions = by_node.get(p.node, {})
         if p.hello is not None:
             info = p.hello.node
-            apply_snapshot(node_sessions, p.node, p.sessions, SystemClock().now())  # what the console would make of it
+            priority.set_labels(p.node, info.labels)
+            # What the console would make of it: the ledger's rules, the same class.
+            for rec in apply_snapshot(node_sessions, p.node, p.sessions, SystemClock().now()):
+                priority.classify(rec)
             node_rows.append({
                 "name": p.node, "live": True, "status": "online", "error": None, "hostname": info.hostname,
                 "agent_version": info.agent_version, "os": info.os, "cpu_count": info.cpu_count,
@@ -131,7 +135,8 @@ def session_fields(rec: SessionRecord) -> dict[str, Any]:
     """A ledger row as `sessions list --json` shows it."""
     return {
         "node": rec.node, "id": rec.id, "source": rec.source, "project": rec.project, "title": rec.title, "cwd": rec.cwd,
-        "pid": rec.pid, "model": rec.model, "state": rec.state, "reason": rec.state_reason, "started": rec.started,
+        "pid": rec.pid, "model": rec.model, "state": rec.state, "reason": rec.state_reason, "priority": rec.priority,
+        "priority_by": rec.priority_by, "started": rec.started,
         "ended": rec.ended, "managed": rec.managed, "calls": rec.calls, "failed_calls": rec.failed_calls,
         "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens,
         "cache_write_5m_tokens": rec.cache_write_5m_tokens, "cache_write_1h_tokens": rec.cache_write_1h_tokens,
@@ -202,11 +207,11 @@ def _state(row: dict[str, Any]) -> str:
 def render_sessions(rows: list[dict[str, Any]]) -> str:
     table = [
         [r["node"], r["id"][:16], (r["title"] or "-")[:24], r["source"] or "-", r["project"] or "-", r["model"] or "-",
-         _state(r), str(r["calls"]), f"${r['cost_usd']:,.2f}", str(r["pid"] or "-"), _when(r["started"]),
+         _state(r), r["priority"] + ("*" if r["priority_by"] == PRIORITY_BY_OPERATOR else ""), str(r["calls"]), f"${r['cost_usd']:,.2f}", str(r["pid"] or "-"), _when(r["started"]),
          "live" if r["live"] else "stored"]  # fmt: skip
         for r in rows
     ]
-    headers = ["NODE", "SESSION", "TITLE", "SOURCE", "PROJECT", "MODEL", "STATE", "CALLS", "COST", "PID", "STARTED", "FROM"]
+    headers = ["NODE", "SESSION", "TITLE", "SOURCE", "PROJECT", "MODEL", "STATE", "PRIO", "CALLS", "COST", "PID", "STARTED", "FROM"]
     return _table(headers, table) if rows else "no sessions"
 
 
@@ -216,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         print("heady: error: --timeout must be above 0", file=sys.stderr)
         return 2
     try:
-        nodes, sessions = asyncio.run(gather(paths, config.nodes, args.timeout))
+        nodes, sessions = asyncio.run(gather(paths, config.nodes, args.timeout, PriorityRules(config.priority.rules)))
     except StoreError as exc:
         print(f"heady: error: {exc}", file=sys.stderr)
         return 1

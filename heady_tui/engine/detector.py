@@ -44,6 +44,11 @@ class NodeSample:
     queue_depth: int
     last_seen: float | None  # ts of the newest metrics sample
 
+    @property
+    def utilisation(self) -> float | None:
+        """load1 per core: the load signal (node load variance here; loaded nodes for priority classes)."""
+        return None if self.load1 is None else self.load1 / max(1, self.cpu_count)
+
 
 @dataclass(frozen=True)
 class CallSample:
@@ -253,7 +258,7 @@ def compute_metrics(
     """
     stats = calls if isinstance(calls, WindowStats) else CallWindow.of(calls).stats(now, window_s)
     online = [n for n in nodes if n.online and n.load1 is not None]
-    utils = [n.load1 / max(1, n.cpu_count) for n in online]  # type: ignore[operator]
+    utils = [n.utilisation for n in online if n.utilisation is not None]
     if len(utils) < 2:
         variance = 0.0
     else:

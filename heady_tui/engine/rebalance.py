@@ -28,6 +28,7 @@ class SessionView:
     state: str
     managed: str | None
     nice: int | None
+    priority: str = "normal"  # the session's class in the ledger: a high one is never reniced
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def build_plan(
             if not n.online or n.utilisation <= mean_util or n.cpu_percent < caps.max_cpu_percent:
                 continue
             for s in n.sessions:
-                if s.state == "running" and s.managed is None and (s.nice or 0) < BACKGROUND_NICE:
+                if s.state == "running" and s.managed is None and s.priority != "high" and (s.nice or 0) < BACKGROUND_NICE:
                     actions.append(PlannedAction("renice", n.node, "session.renice", target=s.id, value=BACKGROUND_NICE, note=f"renice background session {s.id} on hot node {n.node}"))
     else:
         actions += plan_moves(nodes, caps, fraction=0.5)

@@ -61,6 +61,7 @@ ACTIONS: tuple[UiAction, ...] = (
     UiAction("session_resume", "u", "Resume", "session", "resume", changes_state=True),
     UiAction("session_restart", "r", "Restart", "session", "restart", destructive=True, changes_state=True),
     UiAction("session_prompt", "i", "Prompt", "session", "prompt", changes_state=True),
+    UiAction("session_priority", "c", "Priority class", "session", "priority", changes_state=True),
     UiAction("cost_group", "b", "Group by", "costs", "next_group"),
     UiAction("task_approve", "a", "Approve", "healing", "approve", changes_state=True),
     UiAction("task_reject", "x", "Reject", "healing", "reject", changes_state=True),

@@ -25,7 +25,7 @@ from ..engine.kpis import Kpi
 from ..engine.policies import NeedsAttention
 from ..engine.rebalance import RebalanceStatus
 from ..events import HeadyEvent
-from ..fleet import Fleet
+from ..fleet import Fleet, SessionRecord
 from ..supervisor import SessionTimeline
 
 
@@ -119,6 +119,8 @@ class Operator(Protocol):
     async def reject_task(self, task_id: str) -> Task: ...
 
     async def reset_policy(self, node: str, session: str, policy: str) -> bool: ...
+
+    async def set_priority(self, node: str, session: str, priority: str) -> SessionRecord: ...
 
     async def decide_consent(self, request_id: str, decision: str) -> Grant | None: ...
 

@@ -57,7 +57,8 @@ async def open_offline(config: Config, paths: Paths, clock: ManualClock, *, simu
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     pricing = PricingTable.load(config.cost)
     supervisor.fleet.pricing = pricing
-    supervisor.store = await Store.open(paths.database, metric_rollup_s=config.store.metric_rollup_s, pricing=pricing)
+    supervisor.store = await Store.open(paths.database, metric_rollup_s=config.store.metric_rollup_s, pricing=pricing,
+                                        priority=supervisor.priority)
     supervisor.brain = Brain(supervisor)
     await supervisor.brain.start()
     return supervisor

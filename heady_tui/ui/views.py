@@ -12,6 +12,7 @@ from pathlib import Path
 from heady_agent.config import AgentConfig
 
 from ..fleet import UNKNOWN_STATE, WAITING_STATE, Fleet, NodeState, SessionRecord
+from ..ledger import PRIORITY_BY_OPERATOR
 from . import formatting as fmt
 from .widgets.spark import sparkline
 
@@ -66,6 +67,7 @@ SESSION_COLUMNS = (
     ("project", "Project"),
     ("model", "Model"),
     ("state", "State"),
+    ("priority", "Prio"),
     ("age", "Age"),
     ("cost", "Cost"),
     ("tokens", "Tokens"),
@@ -77,6 +79,7 @@ SESSION_COLUMNS_COMPACT = (
     ("project", "Project"),
     ("model", "Model"),
     ("state", "State"),
+    ("priority", "Prio"),
     ("age", "Age"),
     ("cost", "Cost"),
 )
@@ -224,6 +227,8 @@ def session_row(
         "project": (rec.project or "-", None),
         "model": (rec.model or "-", None),
         "state": (_state_text(rec, now), STATE_SEVERITY.get(rec.state)),
+        # An operator's choice is marked, so a class the rules would not give is recognisable.
+        "priority": (rec.priority + ("*" if rec.priority_by == PRIORITY_BY_OPERATOR else ""), None),
         "age": (fmt.duration(age), None),
         "tokens": (fmt.tokens(rec.tokens), None),
         "cost": (cost, None),

@@ -123,8 +123,8 @@ class SessionSource:
         return None
 
     def node_info(self) -> dict[str, Any] | None:
-        """Replacement values for the hello's `node` fields (hostname, os, cpu_count, mem_total;
-        simulated nodes only), else None."""
+        """Values for the hello's `node` fields: replacements (hostname, os, cpu_count, mem_total;
+        simulated nodes only) or additions (`managed`: the managed source's entries), else None."""
         return None
 
     def process_rows(self) -> list[dict[str, Any]] | None:

@@ -499,12 +499,14 @@ class ClaudeCodeSource(JsonlSource[_Session]):
                 os.kill(pid, signal.SIGTERM)
                 return {"session": session.id, "pid": pid, "signal": "SIGTERM"}
             if cmd.action == "session.renice":
-                psutil.Process(pid).nice(args.nice)
+                proc = psutil.Process(pid)
+                previous = proc.nice()  # what a revert sets back
+                proc.nice(args.nice)
                 session.nice = args.nice
                 with self.ctx.atomic():
                     self._save(session)
                 self._flush()
-                return {"session": session.id, "pid": pid, "nice": args.nice}
+                return {"session": session.id, "pid": pid, "nice": args.nice, "previous": previous}
             pausing = cmd.action == "session.pause"
             os.kill(pid, signal.SIGSTOP if pausing else signal.SIGCONT)
         except (PermissionError, psutil.AccessDenied):

@@ -5,7 +5,8 @@ items handed over by `queue.accept` (up to the node's `max_queue`). An item runs
 argv plus its args, as a real child process in its own process group, never through a shell, with an
 explicit environment (config.BASE_ENV, the entry's `env_pass` names and its `env`). Up to the name's
 concurrency run at once; the rest wait in the queue (queue_depth), one journal row per item, so a
-restart loses none and a change writes one row.
+restart loses none and a change writes one row. A console's priority gate (`queue.set_priority`)
+holds queued items of its high-priority names while the node runs its cap of high sessions.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ MANAGED_SESSION_ENV = "HEADY_MANAGED_SESSION"  # the managed session id, in its 
 _LEGACY_QUEUE_KEY = "managed.queue"  # the whole queue as one JSON value (agents before row storage)
 _SEEDED_KEY = "managed.seeded"  # `instances` were queued once for this journal
 _COUNTER_KEY = "managed.counter"
+_GATE_KEY = "managed.priority_gate"  # the console's last priority gate: held across agent restarts
 # One pass over the template: text put in for one placeholder is never searched for the other.
 _PLACEHOLDER = re.compile(r"\{(prompt|session)\}")
 
@@ -93,6 +95,10 @@ class ManagedSource(SessionSource):
         self._concurrency: dict[str, int] = {}
         self._drained = False
         self._fill_lock = asyncio.Lock()
+        # The console's priority gate: until it sends one, nothing is held for priority.
+        self._high: frozenset[str] = frozenset()
+        self._high_cap = 0
+        self._high_others = 0
 
     @property
     def _defs(self) -> dict[str, ManagedConfig]:
@@ -124,6 +130,9 @@ class ManagedSource(SessionSource):
             for name, positions in dropped.items():
                 store.queue_remove(positions)
                 self.ctx.notice("warning", f"managed {name!r} is no longer configured; dropped its {len(positions)} queued items")
+            gate = self.ctx.get_state(_GATE_KEY)
+        if gate is not None:  # before anything starts: the instances of a high name wait like any item
+            self._gate(json.loads(gate))
         await self._fill()
 
     async def stop(self) -> None:
@@ -161,6 +170,11 @@ class ManagedSource(SessionSource):
     def owns(self, session_id: str) -> bool:
         return session_id in self._runs
 
+    def node_info(self) -> dict[str, Any] | None:
+        """The managed names this node can start, with the project their sessions will report."""
+        return {"managed": [{"name": name, "project": Path(d.cwd).expanduser().name if d.cwd else None}
+                            for name, d in self._defs.items()]}
+
     def queue_depth(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
@@ -177,12 +191,19 @@ class ManagedSource(SessionSource):
             if self._drained:
                 return
             for name, queue in self._queues.items():
-                while queue and self._running_count(name) < self._concurrency.get(name, 0):
+                while queue and self._running_count(name) < self._concurrency.get(name, 0) and not self._held(name):
                     item = queue.popleft()
                     await self._spawn(name, item.args, item=item)
 
     def _running_count(self, name: str) -> int:
         return sum(1 for run in self._runs.values() if run.name == name)
+
+    def _high_running(self) -> int:
+        return sum(1 for run in self._runs.values() if run.name in self._high)
+
+    def _held(self, name: str) -> bool:
+        """A high-priority name waits while the node runs its cap of high sessions."""
+        return name in self._high and self._high_running() + self._high_others >= self._high_cap
 
     async def _spawn(
         self, name: str, args: list[str], session_id: str | None = None, item: QueuedItem | None = None
@@ -280,6 +301,7 @@ class ManagedSource(SessionSource):
             "node.set_concurrency": self._set_concurrency,
             "queue.move": self._move,
             "queue.accept": self._accept,
+            "queue.set_priority": self._set_priority,
         }.get(cmd.action)
         if handler is None:
             raise CommandError("not_supported", f"{cmd.action} is not supported by the managed source")
@@ -312,6 +334,7 @@ class ManagedSource(SessionSource):
     def _renice(self, run: _Run, nice: int) -> dict[str, Any]:
         try:
             leader = psutil.Process(run.proc.pid)
+            previous = leader.nice()  # what a revert sets back
             for proc in [leader, *leader.children(recursive=True)]:
                 proc.nice(nice)
         except psutil.NoSuchProcess:
@@ -319,7 +342,7 @@ class ManagedSource(SessionSource):
         except psutil.AccessDenied:
             raise CommandError("not_permitted", f"the agent may not set nice {nice} (lowering needs privileges)") from None
         self.ctx.sessions_changed()
-        return {"pid": run.proc.pid, "nice": nice}
+        return {"pid": run.proc.pid, "nice": nice, "previous": previous}
 
     async def _prompt(self, run: _Run, text: str) -> dict[str, Any]:
         d = self._defs.get(run.name)
@@ -374,6 +397,21 @@ class ManagedSource(SessionSource):
             self._concurrency[name] = int(args["value"])
         await self._fill()
         return {"concurrency": dict(self._concurrency)}
+
+    def _gate(self, args: dict[str, Any]) -> None:
+        # Names this node does not define are ignored: the console's rules may name entries of other nodes.
+        self._high = frozenset(name for name in args.get("high", []) if name in self._queues)
+        self._high_cap, self._high_others = int(args["cap"]), int(args.get("others", 0))
+
+    async def _set_priority(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._gate(args)
+        gate = {"high": sorted(self._high), "cap": self._high_cap, "others": self._high_others}
+        with self.ctx.atomic():
+            self.ctx.set_state(_GATE_KEY, json.dumps(gate))
+        await self._fill()
+        held = sum(len(self._queues[name]) for name in self._high if self._held(name))
+        return {"high": sorted(self._high), "cap": self._high_cap, "others": self._high_others,
+                "high_running": self._high_running(), "high_held": held}
 
     async def _move(self, args: dict[str, Any]) -> dict[str, Any]:
         """Remove up to count items, newest first (the oldest keep their place here), no more than

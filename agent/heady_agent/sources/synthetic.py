@@ -645,9 +645,9 @@ class SyntheticSource(SessionSource):
                 self._wake(s, t, "prompted")
             return {"session": s.id, "state": s.state, "prompts": s.prompts}
         if action == "session.renice":
-            s.nice = args.nice
+            previous, s.nice = s.nice, args.nice
             self._changed = True
-            return {"session": s.id, "nice": s.nice}
+            return {"session": s.id, "nice": s.nice, "previous": previous}
         raise CommandError("not_supported", f"{action} is not supported by the {self.name} source")
 
     def _wake(self, s: SimSession, t: float, reason: str) -> None:

@@ -1,5 +1,5 @@
 """Session detail: what the session is, its timeline of calls and state changes (from the store),
-its cost, and the session actions: kill, pause, resume, restart, prompt."""
+its cost, and the session actions: kill, pause, resume, restart, prompt, priority class."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from ...config import PRIORITY_CLASSES
 from ...fleet import WAITING_STATE
+from ...ledger import PRIORITY_BY_OPERATOR
 from .. import formatting as fmt
 from .. import views
 from ..modals.ask import AskModal
@@ -71,7 +73,9 @@ class SessionScreen(LiveScreen):
             text.append(f" ({rec.state_reason})")
         if rec.state == WAITING_STATE and rec.live:
             text.append(f" for {fmt.duration(now - rec.state_since)}")
-        text.append(f"  age {fmt.duration(age)}")
+        text.append(f"  age {fmt.duration(age)}  priority {rec.priority}")
+        if rec.priority_by == PRIORITY_BY_OPERATOR:
+            text.append(" (set by an operator)")
         text.append(f"\ncwd {rec.cwd or '-'}  pid {rec.pid or '-'}")
         if rec.managed:
             text.append(f"  managed {rec.managed}")
@@ -170,4 +174,30 @@ class SessionScreen(LiveScreen):
         self.app.push_screen(
             AskModal(f"Prompt {self.session_id}", "Text sent to the managed session:", placeholder="continue"),
             callback=answered,
+        )
+
+    def action_priority(self) -> None:
+        rec = self.record
+        if rec is None:
+            self.notify("the console has no record of this session", severity="warning")
+            return
+        node, session = self.node_id, self.session_id
+
+        def chosen(text: str | None) -> None:
+            if not text:
+                return
+            priority = text.strip()
+            self.heady.confirm_then(
+                f"Set {session} to priority {priority}?",
+                f"It stays {priority} whatever [[priority.rules]] say. High sessions count against the node's cap;"
+                " background ones are reniced, then paused, while their node is loaded.",
+                lambda: self.heady.act(f"priority of {session}", lambda: self.heady.operator.set_priority(node, session, priority),
+                                       f"{session} is now {priority}"),
+                label="Set",
+            )
+
+        self.app.push_screen(
+            AskModal(f"Priority class of {session}", f"One of {', '.join(PRIORITY_CLASSES)}:", value=rec.priority,
+                     validate=lambda text: None if text.strip() in PRIORITY_CLASSES else f"one of {', '.join(PRIORITY_CLASSES)}"),
+            callback=chosen,
         )

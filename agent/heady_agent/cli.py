@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "hook", help="run by a Claude Code hook: hand its JSON (stdin) to the running agent; prints nothing, exits 0"
     )
+    sub.add_parser(
+        "statusline",
+        help="Claude Code's status line command: print one line, hand the session's limits (stdin) to the running agent",
+    )
     hooks = sub.add_parser("hooks", help="add or remove the hook in Claude Code's settings.json")
     hooks.add_argument("action", choices=("install", "uninstall"))
     return parser
@@ -163,6 +167,36 @@ def _hook(data_dir: str | None) -> int:
     return 0
 
 
+def _statusline(data_dir: str | None) -> int:
+    """Always prints a line and exits 0: Claude Code shows whatever the command prints."""
+    import json
+
+    from .hook_socket import send_line, socket_path
+    from .statusline import handed, status_text
+
+    try:
+        payload = json.loads(sys.stdin.buffer.read(MAX_HOOK_INPUT_BYTES).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        payload = None
+    if not isinstance(payload, dict):
+        print("heady: no status")
+        return 0
+    fields = handed(payload)
+    connected = False
+    try:
+        connected = send_line(fields, socket_path(data_dir)) if fields is not None else _agent_listens(data_dir)
+    except Exception:  # the status line must print whatever happens to the hand-over
+        log.debug("status line not handed over", exc_info=True)
+    print(status_text(payload, connected=connected))
+    return 0
+
+
+def _agent_listens(data_dir: str | None) -> bool:
+    from .hook_socket import listening, socket_path
+
+    return listening(socket_path(data_dir))
+
+
 def _hooks(action: str, data_dir: str | None) -> int:
     from .hooks import HooksError, hook_command, install, settings_path, uninstall
 
@@ -187,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "hook":
         return _hook(args.data_dir)
+    if args.command == "statusline":
+        return _statusline(args.data_dir)
     if args.command == "hooks":
         return _hooks(args.action, args.data_dir)
     logging.basicConfig(

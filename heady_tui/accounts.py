@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 FIVE_HOUR = "5h"
@@ -171,3 +172,46 @@ def window_from_dict(raw: Mapping[str, Any]) -> AccountWindow:
     values = dict(raw)
     values["nodes"] = tuple(values.get("nodes") or ())
     return AccountWindow(**values)
+
+
+# --- one spelling of a window for the Costs screen, the report and `heady accounts` -------------
+
+COLUMNS = ("account", "window", "basis", "used", "spent", "burn", "limit in", "resets", "nodes", "sessions")
+
+
+def span(seconds: float) -> str:
+    """45s, 12m, 3h05m, 2d04h."""
+    seconds = max(0, int(seconds))
+    minutes, hours = seconds // 60, seconds // 3600
+    if seconds < 60:
+        return f"{seconds}s"
+    if minutes < 60:
+        return f"{minutes}m"
+    if hours < 24:
+        return f"{hours}h{minutes % 60:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def utc_minute(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%MZ")
+
+
+def limit_in(w: AccountWindow) -> str:
+    """How long until the limit at the current rate: `now` when reached, `after reset` when the
+    window resets first, `-` when the rate is unknown or nothing is used."""
+    if w.full_at is None:
+        return "-"
+    if w.full_at <= w.updated:
+        return "now"
+    if w.resets_at is not None and w.full_at >= w.resets_at:
+        return "after reset"
+    return span(w.full_at - w.updated)
+
+
+def window_cells(w: AccountWindow) -> list[str]:
+    """The window's row, in COLUMNS order."""
+    used = "-" if w.used_percent is None else f"{w.used_percent:.0f}%"
+    spent = f"${w.used_usd:.2f}" + (f" of ${w.limit_usd:.2f}" if w.limit_usd is not None else "")
+    burn = "-" if w.burn_percent_per_h is None else f"{w.burn_percent_per_h:.1f}%/h"
+    resets = "-" if w.resets_at is None else utc_minute(w.resets_at)
+    return [w.account, w.window, w.basis, used, spent, burn, limit_in(w), resets, ",".join(w.nodes) or "-", str(w.sessions)]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from heady_tui.alerts import classify
 from heady_tui.accounts import FIVE_HOUR, WEEK, AccountWindow, window_cells
 from heady_tui.config import Config, Paths
 from heady_tui.engine.cost import PricingTable
+from heady_tui.events import HeadyEvent
 from heady_tui.records import Records
 from heady_tui.report import gather_report, render
 from heady_tui.store import Store
@@ -92,3 +94,18 @@ async def test_the_costs_screen_shows_each_accounts_windows_official_and_estimat
         assert str(table.cell(f"{CLAUDE_ACCOUNT}\0{FIVE_HOUR}", "basis")) == "estimate"
         codex = next(w for w in app.reader.accounts() if w.account == CODEX_ACCOUNT and w.window == FIVE_HOUR)
         assert str(table.cell(f"{CODEX_ACCOUNT}\0{FIVE_HOUR}", "used")) == window_cells(codex)[3]
+
+
+def test_an_accounts_notice_alerts_with_its_window_basis_and_reset():
+    alert = classify(HeadyEvent("budget.notice", T0, {
+        "budget": f"account {CODEX_ACCOUNT} 5h", "percent": 85.0, "spent_usd": 3.5, "budget_usd": None, "account": CODEX_ACCOUNT,
+        "window": "5h", "basis": "official", "resets_at": "2027-01-16T02:00:00.000Z"}))
+    assert alert is not None and alert.severity == "warning"
+    assert alert.title == f"account {CODEX_ACCOUNT}: 5h window 85% used (official)"
+    assert alert.lines == ("resets at 2027-01-16T02:00:00.000Z", "spent by the fleet in the window: $3.50")
+
+
+def test_a_pause_request_alerts_as_a_pause_not_a_rebalance():
+    alert = classify(HeadyEvent("consent.requested", T0, {"request": "r-1", "reason": "account full", "priority": "high",
+                                                          "actions": ["pause n1/s1"], "topic": f"limit_guard:{CODEX_ACCOUNT}"}))
+    assert alert is not None and alert.title == "permission to pause an account's sessions requested: account full"

@@ -10,10 +10,14 @@ from typing import Any
 
 from agentkit import running_agent, wait_until
 from heady_agent.clock import ManualClock
+from heady_agent.protocol import Event
 from heady_tui.accounts import FIVE_HOUR, WEEK, AccountWindow
 from heady_tui.config import Config, Paths
 from heady_tui.events import HeadyEvent
 from heady_tui.supervisor import Supervisor
+from heady_tui.ui.samplefleet import CODEX_ACCOUNT
+from test_consent_lifecycle import ON_BUILD_1, brain_on_sample_fleet
+from uikit import tick
 
 ACCOUNT = "synthetic:anthropic"  # the synthetic agents' Claude sessions share it across nodes
 REFRESH_S = 30.0
@@ -168,3 +172,24 @@ async def test_the_guard_warns_asks_pauses_the_account_on_a_grant_and_resumes_it
         assert resumed == paused
         actions = [e.action for e in await sup.brain.audit_entries(1000)]
         assert actions.index("limits.pause") < actions.index("limits.resume")
+
+
+async def test_a_pause_request_and_a_rebalance_request_stay_open_side_by_side(tmp_path):
+    async with brain_on_sample_fleet(tmp_path) as (sup, clock):
+        brain = sup.brain
+        assert brain is not None
+        node = sup.fleet.nodes["build-1"]
+        assert node.journal is not None
+        full = Event(journal=node.journal, seq=node.last_seq + 1, ts=clock.now(), kind="session.limits", session="bu000-s1",
+                     data={"primary": {"used_percent": 100.0, "window_minutes": 300, "resets_at": clock.now() + 3600}})
+        await sup.link_frames("build-1", node.journal, [full])
+        clock.advance(sup.config.limits.refresh_s)
+        topics = lambda: {r.plan.get("topic", "rebalance") for r in brain.pending_consent()}  # noqa: E731
+        for _ in range(40):
+            await tick(sup, clock, ON_BUILD_1)
+            if "rebalance" in topics():
+                break
+        [rebalance] = [r for r in brain.pending_consent() if "topic" not in r.plan]
+        assert topics() == {"rebalance", f"limit_guard:{CODEX_ACCOUNT}"}
+        await brain.decide_consent(rebalance.id, "single")
+        assert topics() == {f"limit_guard:{CODEX_ACCOUNT}"}

@@ -17,7 +17,9 @@ from heady_tui.store import Store
 from heady_tui.ui.samplefleet import CLAUDE_ACCOUNT, CODEX_ACCOUNT
 from heady_tui.ui.widgets.table import KeyedTable
 from ledgerkit import heady
-from uikit import fixed_console, wait_until
+from heady_agent.protocol import Event
+from test_ui_consent import dialog
+from uikit import fast_config, fixed_console, wait_until
 
 T0 = 1_800_057_600.0
 HOSTILE = "claude:[bold]ana[/bold]@example.com"
@@ -109,3 +111,21 @@ def test_a_pause_request_alerts_as_a_pause_not_a_rebalance():
     alert = classify(HeadyEvent("consent.requested", T0, {"request": "r-1", "reason": "account full", "priority": "high",
                                                           "actions": ["pause n1/s1"], "topic": f"limit_guard:{CODEX_ACCOUNT}"}))
     assert alert is not None and alert.title == "permission to pause an account's sessions requested: account full"
+
+
+async def test_the_consent_dialog_asks_to_pause_the_account_and_an_allow_pauses_its_sessions(tmp_path):
+    async with fixed_console(tmp_path, config=fast_config()) as (app, pilot, clock):
+        sup = app.supervisor
+        node = sup.fleet.nodes["build-1"]
+        full = Event(journal=node.journal, seq=node.last_seq + 1, ts=clock.now(), kind="session.limits", session="bu000-s1",
+                     data={"primary": {"used_percent": 100.0, "window_minutes": 300, "resets_at": clock.now() + 3600}})
+        await sup.link_frames("build-1", node.journal, [full])
+        clock.advance(app.config.limits.refresh_s)
+        await sup.brain.tick()
+        modal = await wait_until(pilot, lambda: dialog(app), "the consent dialog")
+        title = str(modal.query_one(".dialog-title").content)
+        assert title == f"Permission to pause the sessions of {CODEX_ACCOUNT} until its window resets?"
+        assert "pause build-1/bu000-s1 until" in str(modal.query_one("#consent-plan").content)
+        await pilot.press("o")
+        await wait_until(pilot, lambda: not sup.brain.pending_consent(), "the decision to be recorded")
+        assert sup.brain.limits.guard.paused[CODEX_ACCOUNT].grant == sup.brain.grants(include_inactive=True)[0].id

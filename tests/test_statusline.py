@@ -96,3 +96,22 @@ def test_without_an_agent_the_line_is_still_printed_and_says_so(tmp_path):
 def test_input_that_is_not_json_prints_a_line_and_succeeds(tmp_path):
     ran = run_statusline(tmp_path, b"\xff not json")
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, b"heady: no status\n", b"")
+
+
+def test_check_says_whether_claude_code_runs_the_status_line(tmp_path):
+    settings = tmp_path / "claude" / "settings.json"
+    settings.parent.mkdir()
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\nsources = ["claude-code"]\n')
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(settings.parent), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    env.pop("HEADY_CONFIG", None)
+
+    def check() -> str:
+        done = subprocess.run([sys.executable, "-m", "heady_agent", "--config", str(config), "--check"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert f"claude-code status line: not set in {settings}" in check()
+    settings.write_text(json.dumps({"statusLine": {"type": "command", "command": "/usr/bin/heady-agent statusline"}}))
+    assert f"claude-code status line: heady-agent statusline, set in {settings}" in check()

@@ -149,11 +149,17 @@ def _check(config: AgentConfig, journal_path: Path | None) -> None:
 
 def _hooks_status() -> str:
     from .hooks import installed, settings_path
+    from .statusline import configured
 
     path = settings_path(os.environ)
     if installed(path):
-        return f"claude-code hooks: installed in {path}"
-    return f"claude-code hooks: not installed in {path} (heady-agent hooks install)"
+        hooks = f"claude-code hooks: installed in {path}"
+    else:
+        hooks = f"claude-code hooks: not installed in {path} (heady-agent hooks install)"
+    if configured(path):
+        return f"{hooks}\nclaude-code status line: heady-agent statusline, set in {path}"
+    return (f"{hooks}\nclaude-code status line: not set in {path} (statusLine command `heady-agent statusline` "
+            "reports the account's limits)")
 
 
 def _hook(data_dir: str | None) -> int:

@@ -7,8 +7,10 @@ sends them to the console as `session.limits`. Facts: docs/sources.md "Claude Co
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .sources.common import plain_text
@@ -64,6 +66,17 @@ def received(line: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(session, str) or not session or limits is None:
         return None
     return session[:SESSION_CHARS], limits
+
+
+def configured(settings: Path) -> bool:
+    """Claude Code's settings.json runs `heady-agent statusline` as its status line."""
+    try:
+        data = json.loads(settings.read_bytes())
+    except (OSError, ValueError):
+        return False
+    line = data.get("statusLine") if isinstance(data, dict) else None
+    command = line.get("command") if isinstance(line, dict) else None
+    return isinstance(command, str) and command.split()[-1:] == [KIND] and "heady" in command
 
 
 def _clock(ts: float | None) -> str:

@@ -887,10 +887,13 @@ class Store:
         sessions attributed to an account), its spend in the burn window, nodes and sessions."""
         out = []
         for window, length in WINDOW_S.items():
-            sql = """SELECT s.account, c.node, sum(c.cost_usd), sum(CASE WHEN c.ts >= ? THEN c.cost_usd ELSE 0 END), min(c.ts),
-                            count(DISTINCT c.session), max(s.plan)
-                     FROM calls c JOIN sessions s ON s.node = c.node AND s.id = c.session
-                     WHERE c.ts >= ? AND c.ts <= ? AND s.account IS NOT NULL GROUP BY s.account, c.node ORDER BY s.account, c.node"""
+            # Calls summed per session first, then joined to their sessions' accounts (a join per session, not per call).
+            sql = """SELECT s.account, c.node, sum(c.cost), sum(c.recent), min(c.first), count(*), max(s.plan)
+                     FROM (SELECT node, session, sum(cost_usd) AS cost, sum(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END) AS recent,
+                                  min(ts) AS first
+                           FROM calls WHERE ts >= ? AND ts <= ? AND session IS NOT NULL GROUP BY node, session) c
+                     JOIN sessions s ON s.node = c.node AND s.id = c.session
+                     WHERE s.account IS NOT NULL GROUP BY s.account, c.node ORDER BY s.account, c.node"""
             per_account: dict[str, list[Any]] = {}
             for account, node, cost, recent, first, sessions, plan in await self.read(sql, (now - burn_window_s, now - length, now)):
                 agg = per_account.setdefault(account, [0.0, 0.0, None, [], 0, None])

@@ -115,3 +115,10 @@ def test_check_says_whether_claude_code_runs_the_status_line(tmp_path):
     assert f"claude-code status line: not set in {settings}" in check()
     settings.write_text(json.dumps({"statusLine": {"type": "command", "command": "/usr/bin/heady-agent statusline"}}))
     assert f"claude-code status line: heady-agent statusline, set in {settings}" in check()
+
+
+def test_only_numbers_and_short_times_of_a_window_are_handed_over():
+    odd = {**STATUS, "rate_limits": {"five_hour": {"used_percentage": "x" * 10_000, "resets_at": "2026-12-05T14:20:00Z",
+                                                   "extra": "y" * 10_000}}}
+    assert handed(odd) == {"kind": "statusline", "session_id": SID,
+                           "rate_limits": {"five_hour": {"used_percentage": None, "resets_at": "2026-12-05T14:20:00Z"}}}

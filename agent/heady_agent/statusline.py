@@ -21,6 +21,7 @@ KIND = "statusline"  # the `kind` of a status line's line on the hook socket
 WINDOWS = (("five_hour", "primary", 300, "5h"), ("seven_day", "secondary", 7 * 24 * 60, "7d"))
 MODEL_CHARS = 40
 SESSION_CHARS = 200
+TIME_CHARS = 40  # an ISO 8601 time with an offset fits many times over
 
 
 def _percent(value: Any) -> float | None:
@@ -52,11 +53,18 @@ def handed(payload: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(session, str) or not session or not isinstance(raw, dict):
         return None
     windows = {
-        name: {key: raw[name].get(key) for key in ("used_percentage", "resets_at")}
+        name: {key: _scalar(raw[name].get(key)) for key in ("used_percentage", "resets_at")}
         for name, _, _, _ in WINDOWS
         if isinstance(raw.get(name), dict)
     }
     return {"kind": KIND, "session_id": session[:SESSION_CHARS], "rate_limits": windows} if windows else None
+
+
+def _scalar(value: Any) -> Any:
+    """A number, or a short string (an ISO time); anything else is not handed over."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return value if isinstance(value, str) and len(value) <= TIME_CHARS else None
 
 
 def received(line: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

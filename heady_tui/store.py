@@ -627,7 +627,7 @@ class Store:
                 call = price_call(self.pricing, data, node=node, journal=journal, seq=ev.seq, session=ev.session, project=rec.project, ts=ev.ts)
                 apply_call(rec, call)
                 result.calls.append(call)
-                if data.rate_limits is not None:
+                if isinstance(data, LlmCallData) and data.rate_limits is not None:
                     limit_rows += _limit_rows(data.rate_limits, rec.account, node, ev.session, ev.ts)
                 day = day_of(call.ts)
                 call_rows.append((stream, call.seq, day, *_call_values(call)))

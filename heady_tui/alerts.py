@@ -92,7 +92,8 @@ def classify(event: HeadyEvent, *, simulated: bool = False) -> Alert | None:
     if name == "consent.requested":
         actions = d.get("actions")
         count = len(actions) if isinstance(actions, list) else actions
-        title = f"permission to rebalance requested: {d.get('reason', '')}".rstrip(": ")
+        what = "pause an account's sessions" if str(d.get("topic", "")).startswith("limit_guard:") else "rebalance"
+        title = f"permission to {what} requested: {d.get('reason', '')}".rstrip(": ")
         lines = (f"priority: {d.get('priority', '?')}", f"actions: {count}", "answer in the console or with `heady consent prompt`")
         return Alert(event, "warning", title, lines, (name, d.get("request")), simulated)
     if name in ("consent.granted", "consent.denied"):
@@ -123,6 +124,9 @@ def classify(event: HeadyEvent, *, simulated: bool = False) -> Alert | None:
         severity = "critical" if percent >= 100 else "warning" if percent >= 80 else "info"
         title = f"{d.get('budget', '?')} budget at {percent:.0f}%"
         lines = (f"spent: {_money(d.get('spent_usd'))} of {_money(d.get('budget_usd'))}",)
+        if d.get("account"):  # an account's limit window (limit_guard): its own figure, not a spend
+            title = f"account {d['account']}: {d.get('window', '?')} window {percent:.0f}% used ({d.get('basis', '?')})"
+            lines = (f"resets at {d.get('resets_at') or 'unknown'}", f"spent by the fleet in the window: {_money(d.get('spent_usd'))}")
         # Each step (50, 80, 100 %) is news once; repeats of the same step are not.
         return Alert(event, severity, title, lines, (name, d.get("budget"), severity), simulated)
     if name == "node.offline":

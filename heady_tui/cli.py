@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     kpis.add_argument("--since", default="7d", help="24h, 7d, or an ISO 8601 time (default 7d)")
     kpis.add_argument("--json", action="store_true")
 
+    accounts = sub.add_parser("accounts", parents=[common], help="each account's 5-hour and weekly limits across the fleet")
+    accounts.add_argument("--json", action="store_true")
+
     notify = sub.add_parser("notify-deploy", parents=[common], help="tell the healing loop a deploy happened")
     notify.add_argument("--node", metavar="NAME", help="the node that was deployed (default: all)")
 
@@ -181,6 +184,7 @@ _HANDLERS = {
     "permissions": "permissions",
     "notify-deploy": "notify",
     "kpis": "kpis",
+    "accounts": "accounts",
     "consent": "consent",
 }
 

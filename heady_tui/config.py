@@ -135,10 +135,40 @@ class KillOnCostConfig(PolicyConfig):
     max_session_cost_usd: float = Field(default=20.0, gt=0)
 
 
+class LimitGuardConfig(_Section):
+    """An account near its limit: a notice at warn_share of a window, and at pause_share a consent
+    request to pause the account's running sessions until the window resets."""
+
+    enabled: bool = True
+    warn_share: float = Field(default=0.8, gt=0, le=1)
+    pause_share: float = Field(default=1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LimitGuardConfig":
+        if self.pause_share < self.warn_share:
+            raise ValueError("pause_share must not be below warn_share")
+        return self
+
+
 class PoliciesConfig(_Section):
     resume_on_idle: ResumeOnIdleConfig = Field(default_factory=ResumeOnIdleConfig)
     restart_on_compaction: RestartOnCompactionConfig = Field(default_factory=RestartOnCompactionConfig)
     kill_on_cost: KillOnCostConfig = Field(default_factory=KillOnCostConfig)
+    limit_guard: LimitGuardConfig = Field(default_factory=LimitGuardConfig)
+
+
+class AccountBudgetConfig(_Section):
+    """What one account may spend per window, for windows no client reports (the estimate's 100 %)."""
+
+    five_hour_usd: float | None = Field(default=None, gt=0)
+    weekly_usd: float | None = Field(default=None, gt=0)
+
+
+class LimitsConfig(_Section):
+    refresh_s: float = Field(default=30.0, gt=0)  # how often the account windows are derived again
+    burn_window_s: float = Field(default=1800.0, gt=0, le=86400)  # the burn rate's sliding window
+    # Budgets per account id as sessions name it, e.g. [limits.accounts."claude:ana@example.com"].
+    accounts: dict[str, AccountBudgetConfig] = Field(default_factory=dict)
 
 
 class HealingConfig(_Section):
@@ -277,6 +307,7 @@ class Config(_Section):
     policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
     healing: HealingConfig = Field(default_factory=HealingConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     ui: UiConfig = Field(default_factory=UiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)

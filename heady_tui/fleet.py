@@ -315,8 +315,8 @@ class Fleet:
         state.sample_ts.push(m.ts)
 
     def _apply_event(self, state: NodeState, ev: Event) -> PricedCall | None:
-        if ev.kind == "agent.notice" or ev.session is None:
-            return None
+        if ev.kind in ("agent.notice", "session.limits") or ev.session is None:
+            return None  # limits belong to the account (the brain's account windows), not the session row
         try:
             data = parse_event_data(ev.kind, ev.data)
         except FrameError:

@@ -172,6 +172,8 @@ class SessionRecord:
     exit_code: int | None = None
     managed: str | None = None
     nice: int | None = None
+    account: str | None = None  # whose limits it draws on (SessionStartedData.account)
+    plan: str | None = None
     calls: int = 0
     failed_calls: int = 0
     unpriced_calls: int = 0
@@ -231,6 +233,8 @@ def apply_started(rec: SessionRecord, ts: float, data: SessionStartedData) -> No
     rec.model = data.model or rec.model
     rec.title = data.title or rec.title
     rec.managed = data.managed or rec.managed
+    rec.account = data.account or rec.account
+    rec.plan = data.plan or rec.plan
     rec.started = ts if rec.started is None else min(rec.started, ts)
 
 
@@ -309,6 +313,7 @@ def apply_snapshot(node_sessions: dict[str, SessionRecord], node: str, infos: It
         rec.model = info.model or rec.model
         rec.title = info.title or rec.title
         rec.managed = info.managed or rec.managed
+        rec.account = info.account or rec.account
         rec.nice = info.nice
         if info.started is not None:
             rec.started = info.started if rec.started is None else min(rec.started, info.started)

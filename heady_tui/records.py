@@ -20,6 +20,7 @@ from typing import Any
 import aiosqlite
 
 from heady_tui import audit
+from heady_tui.accounts import AccountWindow, window_from_dict
 from heady_tui.audit import AuditEntry, Head, Verification
 from heady_tui.engine.consent import ConsentError, ConsentRequest, Denial, Grant
 from heady_tui.engine.detector import LevelChange, MetricLevelChange
@@ -27,6 +28,7 @@ from heady_tui.engine.policies import PolicyState
 from heady_tui.store import Store
 
 COMPONENT = "engine"
+ACCOUNT_WINDOWS = "account_windows"  # engine_kv key: the brain's latest AccountWindow list
 MIGRATIONS = [
     audit.MIGRATION
     + """
@@ -390,6 +392,20 @@ class Records:
         """An engine's state with the audit entry of the step that changed it, in one transaction."""
         async with self.write(entry) as db:
             await db.execute("INSERT OR REPLACE INTO engine_kv VALUES (?, ?)", (key, json.dumps(value)))
+
+    async def save_account_windows(self, windows: Sequence[AccountWindow]) -> None:
+        """The account windows as the brain last derived them (what every reader shows)."""
+        await self.kv_set(ACCOUNT_WINDOWS, [w.to_dict() for w in windows])
+
+    async def account_windows(self) -> list[AccountWindow]:
+        raw = await self.kv_get(ACCOUNT_WINDOWS)
+        out = []
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                out.append(window_from_dict(item))
+            except TypeError:
+                continue  # written by another version of heady: derived again at the next refresh
+        return out
 
     async def level_changes_made(self, change: LevelChange | None, metric_changes: Sequence[MetricLevelChange],
                                  detector_state: dict[str, Any]) -> None:

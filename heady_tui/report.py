@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from heady_agent.protocol import clean_text
 
+from .accounts import COLUMNS as ACCOUNT_COLUMNS
+from .accounts import AccountWindow, window_cells, window_from_dict
 from .config import Config, Paths
 from .ledger import PRIORITY_BY_OPERATOR, SessionRecord, day_of
 from .engine.detector import CallSample, NodeSample, compute_metrics
@@ -97,6 +99,29 @@ class WaitRow(_Model):
     began: str
     ended: str | None
     duration_s: float
+
+
+class AccountRow(_Model):
+    """One account's window as the console's brain last derived it (heady_tui.accounts.AccountWindow),
+    at `updated`: the windows are the accounts' state now, not a sum over the report's range."""
+
+    account: str
+    window: str  # 5h | week
+    basis: str  # official (the client's figure) | estimate (the fleet's spend against a configured budget)
+    used_percent: float | None
+    used_usd: float
+    limit_usd: float | None
+    burn_percent_per_h: float | None
+    full_at: str | None  # when the limit is reached at the current rate
+    resets_at: str | None
+    nodes: list[str]
+    sessions: int
+    plan: str | None
+    updated: str
+
+    def as_window(self) -> AccountWindow:
+        return window_from_dict({**self.model_dump(), "full_at": _epoch_or_none(self.full_at),
+                                 "resets_at": _epoch_or_none(self.resets_at), "updated": _epoch(self.updated)})
 
 
 class ReconciledDay(_Model):
@@ -201,6 +226,7 @@ class ReportData(_Model):
     nodes: list[NodeRow]
     sessions: list[SessionRow]
     waits: list[WaitRow] = Field(default_factory=list)
+    accounts: list[AccountRow] = Field(default_factory=list)
     costs: Costs
     equilibrium: list[EquilibriumRow]
     consents: list[ConsentRow]
@@ -386,12 +412,18 @@ async def gather_report(
         nodes=nodes,
         sessions=sessions,
         waits=waits,
+        accounts=[_account_row(w) for w in await records.account_windows()],
         costs=costs,
         audit=await _audit(records),
         series=await _series(store, config, since, until, calls, cumulative),
         kpis=await _kpis(records, since, until),
         **sections,
     )
+
+
+def _account_row(w: AccountWindow) -> AccountRow:
+    iso = lambda ts: iso_utc(ts) if ts is not None else None  # noqa: E731
+    return AccountRow(**{**w.to_dict(), "full_at": iso(w.full_at), "resets_at": iso(w.resets_at), "updated": iso_utc(w.updated)})
 
 
 def _count(value: Any) -> int:
@@ -553,6 +585,7 @@ def _tables(report: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
         ("Waits for a person", ["began", "node", "session", "project", "reason", "ended", "waited"],
          [[w.began, w.node, w.session, w.project or "-", w.reason or "-", w.ended or "still waiting", f"{w.duration_s:g} s"]
           for w in report.waits]),
+        ("Accounts", list(ACCOUNT_COLUMNS), [window_cells(a.as_window()) for a in report.accounts]),
         ("Cost by model", ["model", "cost"], [[k, _usd(v)] for k, v in c.by_model.items()]),
         ("Cost by node", ["node", "cost"], [[k, _usd(v)] for k, v in c.by_node.items()]),
         ("Cost by project", ["project", "cost"], [[k, _usd(v)] for k, v in c.by_project.items()]),
@@ -713,6 +746,10 @@ def svg_line_chart(
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _epoch_or_none(iso: str | None) -> float | None:
+    return _epoch(iso) if iso is not None else None
 
 
 def _html_table(header: list[str], rows: list[list[str]], numeric: Iterable[int] = ()) -> str:

@@ -28,10 +28,12 @@ from heady_agent.protocol import (
     FrameError,
     LlmCallData,
     Metrics,
+    RateLimits,
     SessionInfo,
     parse_event_data,
 )
 
+from .accounts import WINDOW_S, AccountUsage, LimitReport, window_of
 from .ledger import (
     TERMINAL_STATES,
     PRIORITY_BY_OPERATOR,
@@ -204,6 +206,29 @@ CORE_MIGRATIONS = [
     """,
 ]
 
+# Account limits (heady_tui.accounts), a component of its own so its versions never collide with
+# the core's: each session's account, and every limit report a client made, as received.
+ACCOUNTS = "accounts"
+ACCOUNTS_MIGRATIONS = [
+    """
+    ALTER TABLE sessions ADD COLUMN account TEXT;
+    ALTER TABLE sessions ADD COLUMN plan TEXT;
+    CREATE INDEX sessions_account ON sessions (account);
+    CREATE TABLE limit_reports (
+        account TEXT NOT NULL,
+        window TEXT NOT NULL,
+        ts REAL NOT NULL,
+        node TEXT NOT NULL,
+        session TEXT,
+        used_percent REAL NOT NULL,
+        window_minutes INTEGER,
+        resets_at REAL
+    );
+    CREATE INDEX limit_reports_ts ON limit_reports (ts);
+    """,
+]
+_LIMIT_INSERT = "INSERT INTO limit_reports (account, window, ts, node, session, used_percent, window_minutes, resets_at) VALUES (?,?,?,?,?,?,?,?)"
+
 # SessionRecord attribute per `sessions` column, in column order.
 SESSION_FIELDS = (
     ("node", "node"), ("id", "id"), ("source", "source"), ("project", "project"), ("cwd", "cwd"), ("pid", "pid"),
@@ -215,6 +240,7 @@ SESSION_FIELDS = (
     ("reasoning_tokens", "reasoning_tokens"), ("cost_usd", "cost_usd"), ("reported_cost_usd", "reported_cost_usd"),
     ("first_activity", "first_activity"), ("last_activity", "last_event_at"), ("last_call_at", "last_call_at"),
     ("last_latency_ms", "last_latency_ms"), ("priority", "priority"), ("priority_by", "priority_by"),
+    ("account", "account"), ("plan", "plan"),
 )  # fmt: skip
 _SESSION_SELECT = "SELECT " + ", ".join(c for c, _ in SESSION_FIELDS) + " FROM sessions"
 _SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({', '.join(c for c, _ in SESSION_FIELDS)}) VALUES ({','.join('?' * len(SESSION_FIELDS))})"
@@ -384,6 +410,7 @@ class Store:
             await reader.execute("PRAGMA query_only = ON")
             store = cls(path, db, reader, metric_rollup_s=metric_rollup_s, pricing=pricing, priority=priority)
             await store.apply_migrations(CORE, CORE_MIGRATIONS)
+            await store.apply_migrations(ACCOUNTS, ACCOUNTS_MIGRATIONS)
         except (sqlite3.Error, StoreError) as exc:
             for conn in opened:
                 await conn.close()
@@ -578,6 +605,7 @@ class Store:
         changed: dict[str, SessionRecord] = {}
         days: dict[tuple[str, str, str], list[float]] = {}
         call_rows = []
+        limit_rows: list[tuple[Any, ...]] = []
         for ev in events:
             if ev.session is None or ev.kind == "agent.notice":
                 continue
@@ -586,6 +614,10 @@ class Store:
             except FrameError:
                 result.bad_events += 1  # stored as received, counted, and in no session
                 continue
+            if isinstance(data, RateLimits):  # the account's, not the session's: its row stays as it is
+                known = sessions.get(ev.session)
+                limit_rows += _limit_rows(data, known.account if known else None, node, ev.session, ev.ts)
+                continue
             rec = sessions.get(ev.session)
             if rec is None:
                 rec = sessions[ev.session] = SessionRecord(node=node, id=ev.session)
@@ -593,6 +625,8 @@ class Store:
             call = apply_event(rec, data, pricing=self.pricing, node=node, journal=journal, seq=ev.seq, ts=ev.ts)
             if call is not None:
                 result.calls.append(call)
+                if isinstance(data, LlmCallData) and data.rate_limits is not None:
+                    limit_rows += _limit_rows(data.rate_limits, rec.account, node, ev.session, ev.ts)
                 day = day_of(call.ts)
                 call_rows.append((stream, call.seq, day, *_call_values(call)))
                 agg = days.setdefault((day, call.project or "", call.model), [0, 0, 0.0])
@@ -604,6 +638,8 @@ class Store:
         if call_rows:
             await db.executemany(_CALL_INSERT, call_rows)
             await db.executemany(_COST_DAY_UPSERT, [(day, node, project, model, *agg) for (day, project, model), agg in days.items()])
+        if limit_rows:
+            await db.executemany(_LIMIT_INSERT, limit_rows)
         await db.executemany(_SESSION_UPSERT, [_session_row(rec) for rec in changed.values()])
         result.sessions = list(changed.values())
         return result
@@ -686,6 +722,7 @@ class Store:
                 "DELETE FROM metric_rollups WHERE bucket < ?",
                 "DELETE FROM ingest_errors WHERE ts < ?",
                 "DELETE FROM calls WHERE ts < ?",
+                "DELETE FROM limit_reports WHERE ts < ?",
             ):
                 cur = await db.execute(sql, (cutoff,))
                 deleted += cur.rowcount
@@ -852,6 +889,39 @@ class Store:
         sql = "SELECT day, node, project, model, calls, unpriced_calls, cost_usd FROM cost_days WHERE day >= ? AND day < ? ORDER BY day, node, project, model"
         return [CostDay(d, n, p or None, m, c, u, usd) for d, n, p, m, c, u, usd in await self.read(sql, (since_day, until_day))]
 
+    # --- account limits ---------------------------------------------------------------------
+
+    async def limit_reports(self, since: float) -> list[LimitReport]:
+        """Limit reports received since `since`, oldest first."""
+        sql = """SELECT account, window, ts, node, session, used_percent, window_minutes, resets_at FROM limit_reports
+                 WHERE ts >= ? ORDER BY ts"""
+        return [LimitReport(*row) for row in await self.read(sql, (since,))]
+
+    async def account_usage(self, now: float, burn_window_s: float) -> list[AccountUsage]:
+        """Per account and window, the fleet's stored spend in the window ending now (calls of
+        sessions attributed to an account), its spend in the burn window, nodes and sessions."""
+        out = []
+        for window, length in WINDOW_S.items():
+            # Calls summed per session first, then joined to their sessions' accounts (a join per session, not per call).
+            sql = """SELECT s.account, c.node, sum(c.cost), sum(c.recent), min(c.first), count(*), max(s.plan)
+                     FROM (SELECT node, session, sum(cost_usd) AS cost, sum(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END) AS recent,
+                                  min(ts) AS first
+                           FROM calls WHERE ts >= ? AND ts <= ? AND session IS NOT NULL GROUP BY node, session) c
+                     JOIN sessions s ON s.node = c.node AND s.id = c.session
+                     WHERE s.account IS NOT NULL GROUP BY s.account, c.node ORDER BY s.account, c.node"""
+            per_account: dict[str, list[Any]] = {}
+            for account, node, cost, recent, first, sessions, plan in await self.read(sql, (now - burn_window_s, now - length, now)):
+                agg = per_account.setdefault(account, [0.0, 0.0, None, [], 0, None])
+                agg[0] += cost or 0.0
+                agg[1] += recent or 0.0
+                agg[2] = first if agg[2] is None else min(agg[2], first)
+                agg[3].append(node)
+                agg[4] += sessions
+                agg[5] = agg[5] or plan
+            out += [AccountUsage(account, window, cost, recent, first, tuple(nodes), sessions, plan)
+                    for account, (cost, recent, first, nodes, sessions, plan) in per_account.items()]
+        return out
+
     async def ingest_errors(self, limit: int = 100, node: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT ts, node, code, message FROM ingest_errors"
         params: list[Any] = []
@@ -861,6 +931,18 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [{"ts": t, "node": n, "code": c, "message": m} for t, n, c, m in await self.read(sql, params)]
+
+
+def _limit_rows(limits: RateLimits, account: str | None, node: str, session: str, ts: float) -> list[tuple[Any, ...]]:
+    """`limit_reports` rows of a client's report; none for a session not attributed to an account."""
+    if account is None:
+        return []
+    rows = []
+    for slot, window in (("primary", limits.primary), ("secondary", limits.secondary)):
+        if window is not None:
+            rows.append((account, window_of(slot, window.window_minutes), ts, node, session, window.used_percent,
+                         window.window_minutes, window.resets_at))  # fmt: skip
+    return rows
 
 
 def _call_values(call: PricedCall) -> tuple[Any, ...]:

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "hook", help="run by a Claude Code hook: hand its JSON (stdin) to the running agent; prints nothing, exits 0"
     )
+    sub.add_parser(
+        "statusline",
+        help="Claude Code's status line command: print one line, hand the session's limits (stdin) to the running agent",
+    )
     hooks = sub.add_parser("hooks", help="add or remove the hook in Claude Code's settings.json")
     hooks.add_argument("action", choices=("install", "uninstall"))
     return parser
@@ -145,11 +149,17 @@ def _check(config: AgentConfig, journal_path: Path | None) -> None:
 
 def _hooks_status() -> str:
     from .hooks import installed, settings_path
+    from .statusline import configured
 
     path = settings_path(os.environ)
     if installed(path):
-        return f"claude-code hooks: installed in {path}"
-    return f"claude-code hooks: not installed in {path} (heady-agent hooks install)"
+        hooks = f"claude-code hooks: installed in {path}"
+    else:
+        hooks = f"claude-code hooks: not installed in {path} (heady-agent hooks install)"
+    if configured(path):
+        return f"{hooks}\nclaude-code status line: heady-agent statusline, set in {path}"
+    return (f"{hooks}\nclaude-code status line: not set in {path} (statusLine command `heady-agent statusline` "
+            "reports the account's limits)")
 
 
 def _hook(data_dir: str | None) -> int:
@@ -161,6 +171,36 @@ def _hook(data_dir: str | None) -> int:
     except Exception:  # a hook that fails would show an error in Claude Code
         log.debug("hook not handed over", exc_info=True)
     return 0
+
+
+def _statusline(data_dir: str | None) -> int:
+    """Always prints a line and exits 0: Claude Code shows whatever the command prints."""
+    import json
+
+    from .hook_socket import send_line, socket_path
+    from .statusline import handed, status_text
+
+    try:
+        payload = json.loads(sys.stdin.buffer.read(MAX_HOOK_INPUT_BYTES).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        payload = None
+    if not isinstance(payload, dict):
+        print("heady: no status")
+        return 0
+    fields = handed(payload)
+    connected = False
+    try:
+        connected = send_line(fields, socket_path(data_dir)) if fields is not None else _agent_listens(data_dir)
+    except Exception:  # the status line must print whatever happens to the hand-over
+        log.debug("status line not handed over", exc_info=True)
+    print(status_text(payload, connected=connected))
+    return 0
+
+
+def _agent_listens(data_dir: str | None) -> bool:
+    from .hook_socket import listening, socket_path
+
+    return listening(socket_path(data_dir))
 
 
 def _hooks(action: str, data_dir: str | None) -> int:
@@ -187,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "hook":
         return _hook(args.data_dir)
+    if args.command == "statusline":
+        return _statusline(args.data_dir)
     if args.command == "hooks":
         return _hooks(args.action, args.data_dir)
     logging.basicConfig(

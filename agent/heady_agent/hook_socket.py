@@ -2,8 +2,8 @@
 
 Hooks run with the user's environment but never get the agent's token: the socket is the
 credential. It lives in `<data dir>/hooks/`, a 0700 directory of the agent's user, and is itself
-0600. One connection carries one JSON line (hooks.HANDED_FIELDS); nothing is answered, so the
-hook returns as soon as the line is written.
+0600. One connection carries one JSON line (hooks.HANDED_FIELDS, or a status line's limits:
+statusline.handed); nothing is answered, so the hook returns as soon as the line is written.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from . import statusline
 from .hooks import HookSignal, handed_fields, hook_signal
 
 log = logging.getLogger("heady_agent.hook_socket")
 
 SOCKET_DIR = "hooks"
 SOCKET_NAME = "agent.sock"
-MAX_LINE_BYTES = 4096  # HANDED_FIELDS, bounded, fit many times over
+MAX_LINE_BYTES = 4096  # HANDED_FIELDS or a status line's limits, bounded, fit many times over
 SEND_TIMEOUT_S = 0.5  # a hook never holds Claude Code up longer, agent or not
 READ_TIMEOUT_S = 5.0
 MAX_SOCKET_PATH_BYTES = 107  # sockaddr_un.sun_path on Linux, less its terminating NUL
@@ -48,6 +50,11 @@ def send_hook(stdin: bytes, path: Path) -> bool:
         return False
     if not fields:
         return False
+    return send_line(fields, path)
+
+
+def send_line(fields: dict[str, Any], path: Path) -> bool:
+    """One JSON line to the agent; False (and nothing raised) when no agent listens."""
     line = json.dumps(fields, separators=(",", ":")).encode() + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -64,11 +71,14 @@ class HookSocketError(Exception):
 
 
 class HookListener:
-    """Accepts hook lines on the socket and passes each session signal to `on_signal`."""
+    """Accepts hook lines on the socket and passes each session signal to `on_signal`, and each
+    status line's limits (session id, `session.limits` data) to `on_limits`."""
 
-    def __init__(self, path: Path, on_signal: Callable[[HookSignal], None]) -> None:
+    def __init__(self, path: Path, on_signal: Callable[[HookSignal], None],
+                 on_limits: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.path = path
         self._on_signal = on_signal
+        self._on_limits = on_limits
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -83,7 +93,7 @@ class HookListener:
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise HookSocketError(f"{self.path} exists and is not a socket; hooks not accepted")
-            if _listening(self.path):
+            if listening(self.path):
                 raise HookSocketError(f"another agent listens on {self.path}; hooks go there")
             self.path.unlink()  # left by an agent that did not stop cleanly
         self._server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_LINE_BYTES)
@@ -100,18 +110,23 @@ class HookListener:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
-            fields = handed_fields(json.loads(line.decode("utf-8")))
+            payload = json.loads(line.decode("utf-8"))
         except (ValueError, asyncio.TimeoutError, ConnectionError) as exc:  # too long, not JSON, cut
             log.debug("hook line dropped: %s", exc)
-            fields = {}
+            payload = {}
         finally:
             writer.close()
-        signal = hook_signal(fields)
+        if isinstance(payload, dict) and payload.get("kind") == statusline.KIND:
+            limits = statusline.received(payload)
+            if limits is not None and self._on_limits is not None:
+                self._on_limits(*limits)
+            return
+        signal = hook_signal(handed_fields(payload))
         if signal is not None:
             self._on_signal(signal)
 
 
-def _listening(path: Path) -> bool:
+def listening(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(SEND_TIMEOUT_S)
         try:

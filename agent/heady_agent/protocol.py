@@ -22,9 +22,10 @@ EVENT_KINDS = (
     "session.state",
     "llm.call",
     "session.ended",
+    "session.limits",
     "agent.notice",
 )
-EventKind = Literal["session.started", "session.state", "llm.call", "session.ended", "agent.notice"]
+EventKind = Literal["session.started", "session.state", "llm.call", "session.ended", "session.limits", "agent.notice"]
 
 SESSION_STATES = ("running", "idle", "compacted", "paused", "error", "completed")
 SessionState = Literal["running", "idle", "waiting", "compacted", "paused", "error", "completed"]
@@ -223,6 +224,7 @@ class SessionInfo(_Frame):
     started: Timestamp | None = None
     managed: Name | None = None  # managed name, when the agent itself started it
     nice: int | None = Field(default=None, ge=-20, le=19)
+    account: Name | None = None  # whose limits the session draws on (an id, never a credential)
 
 
 class Sessions(_Frame):
@@ -305,6 +307,10 @@ class SessionStartedData(_Frame):
     model: Name | None = None
     title: Name | None = None
     managed: Name | None = None
+    # The account whose limits the session draws on, as "<kind>:<id>" (claude:<email or uuid>,
+    # openai:<email or account id>, opencode:<provider>); an identifier only, never a credential.
+    account: Name | None = None
+    plan: Name | None = None  # the account's plan when the client records it (Codex: plus, pro)
 
 
 class SessionStateData(_Frame):
@@ -321,6 +327,9 @@ class RateLimitWindow(_Frame):
 
 
 class RateLimits(_Frame):
+    """An account's limits as a client reported them: primary is the short (5 h) window, secondary
+    the weekly one. The `data` of `session.limits` (Claude Code's status line) and part of `llm.call`."""
+
     primary: RateLimitWindow | None = None
     secondary: RateLimitWindow | None = None
 
@@ -360,6 +369,7 @@ EVENT_DATA_MODELS: dict[str, type[_Frame]] = {
     "session.state": SessionStateData,
     "llm.call": LlmCallData,
     "session.ended": SessionEndedData,
+    "session.limits": RateLimits,
     "agent.notice": AgentNoticeData,
 }
 

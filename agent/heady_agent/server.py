@@ -276,7 +276,7 @@ class AgentServer:
         if config.otlp.listen is not None:
             self.sources.append(self._otlp_source(config))
         # Claude Code hooks arrive here (hook_socket.py); None: not listened for.
-        self._hooks = HookListener(hook_socket, self._person_signal) if hook_socket is not None else None
+        self._hooks = HookListener(hook_socket, self._person_signal, self._limits_signal) if hook_socket is not None else None
 
     def _otlp_source(self, config: AgentConfig) -> SessionSource:
         """The OTLP/HTTP receiver's source; off loopback it takes the agent's token, as the WebSocket does."""
@@ -385,6 +385,11 @@ class AgentServer:
     def _person_signal(self, signal: HookSignal) -> None:
         for source in self.sources:
             if source.person_signal(signal.session_id, signal.state, signal.reason):
+                return
+
+    def _limits_signal(self, session_id: str, limits: dict[str, Any]) -> None:
+        for source in self.sources:
+            if source.limits_signal(session_id, limits):
                 return
 
     def check_tls(self) -> None:

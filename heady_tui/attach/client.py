@@ -28,6 +28,7 @@ from heady_tui.brain.lease import LeaseView
 from heady_tui.config import Paths
 from heady_tui.ledger import SessionRecord
 from heady_tui.engine.consent import ConsentError, ConsentRequest, Grant
+from heady_tui.accounts import AccountWindow
 from heady_tui.engine.cost import BurnNotice, CostSummary
 from heady_tui.engine.detector import EquilibriumReading
 from heady_tui.engine.healing import HealingCycle, Task, WeakPoint
@@ -111,6 +112,9 @@ class RemoteBrain:
 
     def cost_summary(self) -> CostSummary:
         return self.shown.cost_summary
+
+    def accounts(self) -> list[AccountWindow]:
+        return self.shown.accounts
 
     def pending_consent(self) -> list[ConsentRequest]:
         return self.shown.pending_consent

@@ -92,6 +92,7 @@ def brain_shown(brain: Brain) -> BrainShown:
         weak_points=brain.weak_points(),
         healing_cycles=brain.healing_cycles(),
         needs_attention=brain.needs_attention(),
+        accounts=brain.accounts(),
     )
 
 

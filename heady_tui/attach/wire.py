@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from heady_agent.protocol import Detail
 from heady_tui.brain.lease import LeaseView
 from heady_tui.engine.consent import ConsentRequest, Grant
+from heady_tui.accounts import AccountWindow
 from heady_tui.engine.cost import BurnNotice, CostSummary
 from heady_tui.engine.detector import EquilibriumReading
 from heady_tui.engine.healing import HealingCycle, Task, WeakPoint
@@ -311,6 +312,7 @@ class BrainShown:
     weak_points: list[WeakPoint]
     healing_cycles: list[HealingCycle]
     needs_attention: list[NeedsAttention]
+    accounts: list[AccountWindow] = field(default_factory=list)
 
 
 CONSOLE_ADAPTER = TypeAdapter(ConsoleShown)

@@ -27,6 +27,15 @@ from heady_tui.engine.rebalance import RebalancePlan
 
 from .host import BrainContext
 
+# What a request is about (its plan's "topic"): each topic has its own open question, so a rebalance
+# and an account's pause never revise or expire one another.
+REBALANCE_TOPIC = "rebalance"
+
+
+def topic_of(req: ConsentRequest) -> str:
+    topic = req.plan.get("topic")
+    return topic if isinstance(topic, str) else REBALANCE_TOPIC
+
 
 @dataclass(frozen=True)
 class Approval:
@@ -100,7 +109,7 @@ class ConsentDesk:
         self.ctx.publish("consent.granted", request=req.id, grant=g.id, scope=g.scope, grantor=by)
         # The operator allowed this plan: newer questions about the same episode are moot.
         for other in self.pending():
-            if other.id not in self._held:
+            if other.id not in self._held and topic_of(other) == topic_of(req):
                 await self._expire(other, superseded_by=None)
         return Approval(req, RebalancePlan.from_dict(req.plan), g)
 
@@ -153,25 +162,30 @@ class ConsentDesk:
             return g
         return None
 
-    async def ask(self, plan: RebalancePlan, reason: str, now: float) -> None:
-        """Ask the operator about this plan: revise the open question nobody is looking at, or
-        supersede the one on screen with a new question; nothing when this plan is asked already."""
+    async def ask(self, plan: RebalancePlan, reason: str, now: float, *, topic: str = REBALANCE_TOPIC,
+                  about: dict[str, str | float] | None = None) -> None:
+        """Ask the operator about this plan: revise the open question of its topic nobody is looking
+        at, or supersede the one on screen with a new question; nothing when this plan is asked
+        already. `about` is kept with the plan (what the part that asked needs after an allow)."""
         records = self.ctx.records
         fp = plan.fingerprint
-        step, current = revision(self.pending(), self._held, fp)
+        shown = {**plan.to_dict(), **(about or {})}
+        if topic != REBALANCE_TOPIC:
+            shown["topic"] = topic
+        step, current = revision([r for r in self.pending() if topic_of(r) == topic], self._held, fp)
         if step == "same":
             return
         if step == "revise" and current is not None:
-            current.plan, current.fingerprint, current.reason = plan.to_dict(), fp, reason
+            current.plan, current.fingerprint, current.reason = shown, fp, reason
             await records.save_request(current)
             self.ctx.publish("consent.revised", request=current.id, reason=reason, priority=plan.priority,
                              actions=[a.note for a in plan.actions])
             return
-        req = new_request(plan.to_dict(), fp, now=now, config=self.ctx.config.consent, reason=reason)
+        req = new_request(shown, fp, now=now, config=self.ctx.config.consent, reason=reason)
         self._requests[req.id] = req
         await records.save_request(req)
         if step == "supersede" and current is not None:
             current.superseded_by = req.id
         self.ctx.publish("consent.requested", request=req.id, reason=reason, priority=plan.priority,
-                         actions=[a.note for a in plan.actions],
+                         actions=[a.note for a in plan.actions], topic=topic,
                          supersedes=current.id if step == "supersede" and current is not None else None)

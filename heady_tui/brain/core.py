@@ -20,6 +20,7 @@ from typing import Any
 
 from heady_agent.aio import cancel_and_wait
 from heady_agent.protocol import Event, Metrics
+from heady_tui.accounts import AccountWindow
 from heady_tui.audit import AuditEntry, Verification, canonical
 from heady_tui.engine.consent import ConsentRequest, Grant, grantor
 from heady_tui.engine.cost import BurnNotice, CostSummary
@@ -31,6 +32,7 @@ from heady_tui.engine.rebalance import NodeView, RebalanceStatus
 from heady_tui.ledger import PricedCall
 from heady_tui.records import LeaseClaim, Records, StaleFence
 
+from .account_limits import AccountLimits
 from .consent import ConsentDesk
 from .cost_ledger import CostLedger
 from .healing_dispatch import CYCLES_KEPT, HealingDispatcher
@@ -54,6 +56,7 @@ class Brain:
         self.policy_exec = PolicyExecutor(self.ctx, PolicyEngine(self.config.policies))
         self.healing = HealingDispatcher(self.ctx, HealingEngine(self.config.healing), self.ledger)
         self.priority = PriorityKeeper(self.ctx)
+        self.limits = AccountLimits(self.ctx, self.consent)
         self._saved_detector: dict[str, Any] | None = None
         self._errors_high = False
         self._acting_token: int | None = None  # the lease token this brain loaded its state for
@@ -135,6 +138,7 @@ class Brain:
         await self.policy_exec.load()
         await self.healing.load()
         await self.consent.load()
+        await self.limits.load()
 
     def _announce(self, claim: LeaseClaim) -> None:
         role = ACTING if claim.held else VIEW_ONLY
@@ -207,6 +211,7 @@ class Brain:
         await self.rebalancer.step(reading, now)
         await self.priority.run(self._samples(), now)
         await self.policy_exec.run(now, leave=self.priority.held_paused())
+        await self.limits.run(now)
         await self.healing.deploys(now)
         await self.healing.heal(now)
         await self.ledger.budgets(now)
@@ -250,7 +255,10 @@ class Brain:
         approval = await self.consent.decide(request_id, decision, by)
         if approval is None:
             return None
-        await self.rebalancer.start_approved(approval, self.clock.now())
+        if self.limits.owns(approval.request):
+            await self.limits.start_approved(approval, self.clock.now())
+        else:
+            await self.rebalancer.start_approved(approval, self.clock.now())
         return approval.grant
 
     def hold_consent(self, request_id: str) -> ConsentRequest:
@@ -329,6 +337,12 @@ class Brain:
     def burn_alerts(self) -> list[BurnNotice]:
         """Sessions and the fleet burning over their configured $/h now (the header's alert)."""
         return self.ledger.over_burn()
+
+    # --- account limits -------------------------------------------------------------
+
+    def accounts(self) -> list[AccountWindow]:
+        """Every account's 5-hour and weekly windows, as last derived (docs/engines.md "Account limits")."""
+        return self.limits.windows
 
     # --- readings and audit -----------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from heady_agent.clock import Clock
 from heady_agent.protocol import Detail, Result
 
+from ..accounts import AccountWindow
 from ..audit import AuditEntry, Verification
 from ..brain.lease import LeaseView
 from ..config import Paths
@@ -46,6 +47,8 @@ class BrainReads(Protocol):
     def burn_alerts(self) -> list[BurnNotice]: ...
 
     def cost_summary(self) -> CostSummary: ...
+
+    def accounts(self) -> list[AccountWindow]: ...
 
     def pending_consent(self) -> list[ConsentRequest]: ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from ..accounts import AccountWindow
 from ..config import Config
 from ..fleet import Fleet, SessionRecord
 from . import formatting as fmt
@@ -181,6 +182,10 @@ class FleetReader:
 
     def cost_summary(self):
         return self.brain.cost_summary() if self.brain is not None else None
+
+    def accounts(self) -> list[AccountWindow]:
+        """Each account's windows as the brain last derived them (empty before the first refresh)."""
+        return self.brain.accounts() if self.brain is not None else []
 
     def cost_lines(self, *, compact: bool, ascii_only: bool) -> list[list[tuple[str, str | None]]]:
         summary = self.cost_summary()

@@ -24,6 +24,9 @@ FIXED_START = 1_800_021_600.0
 MODELS = ("claude-sonnet-4-5", "claude-opus-4-5", "gpt-5-codex", "claude-haiku-4-5")
 SOURCES = ("claude-code", "codex", "managed", "claude-code")
 PROJECTS = ("api-gateway", "billing", "web-app", "infra", "search", "mobile")
+# The sample team's two subscriptions: Codex reports its limits with each call, Claude Code's are estimated.
+CODEX_ACCOUNT = "openai:team@example.com"
+CLAUDE_ACCOUNT = "claude:team@example.com"
 
 
 @dataclass(frozen=True)
@@ -172,20 +175,26 @@ def _stream(
         source = SOURCES[s % len(SOURCES)]
         began = start + s * 3
         pid = 4000 + index * 10 + s
+        account = CODEX_ACCOUNT if source == "codex" else CLAUDE_ACCOUNT
         timed.append((began, 1, dict(type="event", kind="session.started", session=sid, data={
-            "source": source, "project": project, "cwd": f"/srv/{project}", "pid": pid, "model": model, "title": None})))
+            "source": source, "project": project, "cwd": f"/srv/{project}", "pid": pid, "model": model, "title": None,
+            "account": account})))
         for c in range(calls_per_session):
             failed = (c * 3 + s * 5 + index * 7) % 19 == 0  # about 6 %: above the threshold, below critical
-            timed.append((began + 10 + c * 9, 1, dict(type="event", kind="llm.call", session=sid, data={
+            at = began + 10 + c * 9
+            limits = {"primary": {"used_percent": 40.0 + (at - start) / 4, "window_minutes": 300, "resets_at": start + 7200},
+                      "secondary": {"used_percent": 18.0, "window_minutes": 10080, "resets_at": start + 4 * 86400}}
+            timed.append((at, 1, dict(type="event", kind="llm.call", session=sid, data={
                 "provider": "openai" if model.startswith("gpt") else "anthropic", "model": model,
                 "input_tokens": 1200 + 300 * c + 50 * s, "output_tokens": 400 + 80 * c,
                 "cache_creation_tokens": 0, "cache_read_tokens": 8000 * (c + 1), "cost_usd": None,
-                "latency_ms": 900 + 150 * c + 40 * index, "ok": not failed, "error": "rate_limit" if failed else None})))
+                "latency_ms": 900 + 150 * c + 40 * index, "ok": not failed, "error": "rate_limit" if failed else None,
+                "rate_limits": limits if source == "codex" and not failed else None})))
         state: SessionState = ("running", "idle", "paused", "running")[s % 4]
         timed.append((began + 50, 1, dict(type="event", kind="session.state", session=sid,
                                            data={"state": state, "reason": None})))
         sessions.append(SessionInfo(id=sid, source=source, project=project, model=model, state=state,
-                                    started=began, pid=pid))
+                                    started=began, pid=pid, account=account))
     frames: list[Metrics | Event] = []
     for seq, (ts, _, body) in enumerate(sorted(timed, key=lambda t: (t[0], t[1])), start=1):
         kind = body.pop("type")

@@ -136,6 +136,11 @@ class SessionSource:
         session is not this source's."""
         return False
 
+    def limits_signal(self, session_id: str, limits: dict[str, Any]) -> bool:
+        """A status line reports the limits of the session's account (statusline.py); False when
+        the session is not this source's."""
+        return False
+
     async def command(self, cmd: Command) -> dict[str, Any]:
         """Carry out a command; returns the result's `detail`, or raises CommandError."""
         raise CommandError("not_supported", f"{cmd.action} is not supported by the {self.name} source")

@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from ..accounts import Account, AccountFile, claude_account, claude_files
 from ..protocol import Command
 from .base import CommandError, SourceContext
 from .common import TITLE_CHARS, command_args, plain_text
@@ -120,6 +121,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         self._pending_costs: list[tuple[str, dict[str, Any], float, Path, FileCursor]] = []
         self._reading: Path | None = None  # the file _records is reading
         self.ledger = CallLedger(ctx)  # the telemetry route (sources/otlp.py) may report the same calls
+        self._account = AccountFile(claude_files(self.roots), claude_account)
 
     def _forget(self) -> None:
         super()._forget()
@@ -457,6 +459,9 @@ class ClaudeCodeSource(JsonlSource[_Session]):
                     found.setdefault(cwd, []).append(proc.pid)
             self._clients = found
         return self._clients
+
+    def account_of(self, session: _Session) -> Account:
+        return self._account.account()
 
     def _announce(self, session: _Session, when: float) -> None:
         if session.managed_as is None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import zstandard
 
+from ..accounts import Account, AccountFile, codex_account, codex_files
 from ..protocol import Command
 from .base import CommandError, SourceContext
 from .common import plain_text
@@ -210,6 +211,10 @@ class CodexSource(JsonlSource[CodexSession]):
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
         self.ledger = CallLedger(ctx)  # the telemetry route (sources/otlp.py) may report the same calls
+        self._account = AccountFile(codex_files(self.roots), codex_account)
+
+    def account_of(self, session: CodexSession) -> Account:
+        return self._account.account()
 
     # --- rollouts -----------------------------------------------------------------------
 

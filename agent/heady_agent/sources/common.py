@@ -100,6 +100,8 @@ class WatchedSession:
     # The managed session (managed.py) whose process runs this one: one session, so its events go
     # there, the managed source announces and ends it, and only that row is listed.
     managed_as: str | None = None
+    account: str | None = None  # whose limits it draws on (SessionStartedData.account)
+    plan: str | None = None
 
     @property
     def project(self) -> str | None:
@@ -122,6 +124,7 @@ class WatchedSource(SessionSource, Generic[S]):
         self._live: set[str] = set()
         self._changed = False  # the live list changed since the last `sessions` push
         self._task: asyncio.Task[None] | None = None
+        self._limits_sent: dict[str, dict[str, Any]] = {}  # session -> the limits last sent for it
 
     async def stop(self) -> None:
         await cancel_and_wait([self._task])
@@ -181,16 +184,27 @@ class WatchedSource(SessionSource, Generic[S]):
         session.started = None
         session.state = "running"
 
+    def account_of(self, session: S) -> tuple[str | None, str | None]:
+        """(account, plan) of a session about to be announced, from the watched program's own config;
+        never a credential. None when the program does not say."""
+        return None, None
+
+    def _started(self, session: S) -> dict[str, Any]:
+        known = {key: value for key, value in (("account", session.account), ("plan", session.plan)) if value is not None}
+        return started_data(self.watches, session, **known)
+
     def _announce(self, session: S, when: float) -> None:
         session.started = when
+        if session.account is None:
+            session.account, session.plan = self.account_of(session)
         if session.managed_as is None:
-            self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
+            self.ctx.emit("session.started", session.id, self._started(session), ts=when)
         self._save(session)
 
     def _reannounce(self, session: S, when: float) -> None:
         """What the session.started said changed (model, title): say it again; the console keeps the newest values."""
         if session.managed_as is None:
-            self.ctx.emit("session.started", session.id, started_data(self.watches, session), ts=when)
+            self.ctx.emit("session.started", session.id, self._started(session), ts=when)
         self._save(session)
 
     def _set_state(self, session: S, state: str, reason: str, when: float) -> None:
@@ -208,7 +222,8 @@ class WatchedSource(SessionSource, Generic[S]):
     # --- what the agent reads and asks ----------------------------------------------------------
 
     def sessions(self) -> list[SessionInfo]:
-        return [session_info(self.name, self._sessions[sid]) for sid in sorted(self._live) if self._sessions[sid].managed_as is None]
+        return [session_info(self.name, self._sessions[sid], account=self._sessions[sid].account)
+                for sid in sorted(self._live) if self._sessions[sid].managed_as is None]
 
     def owns(self, session_id: str) -> bool:
         session = self._sessions.get(session_id) if session_id in self._live else None
@@ -226,6 +241,17 @@ class WatchedSource(SessionSource, Generic[S]):
             with self.ctx.atomic():
                 self._set_state(session, state, reason, self.ctx.clock.now())
             self._flush()
+        return True
+
+    def limits_signal(self, session_id: str, limits: dict[str, Any]) -> bool:
+        # A status line runs on every redraw: only a change is news.
+        session = self._sessions.get(session_id) if session_id in self._live else None
+        if session is None:
+            return False
+        if self._limits_sent.get(session_id) != limits:
+            self._limits_sent[session_id] = limits
+            with self.ctx.atomic():
+                self.ctx.emit("session.limits", session.managed_as or session.id, limits, ts=self.ctx.clock.now())
         return True
 
     def _target(self, cmd: Command) -> S:

@@ -466,15 +466,18 @@ class OpencodeSource(WatchedSource[WatchedSession]):
         now = self.ctx.clock.now()
         session = self._active(sid, now)
         model = info.get("modelID")
-        if isinstance(model, str) and plain(model) != session.model:
-            session.model = plain(model)
+        provider = plain(info["providerID"]) if isinstance(info.get("providerID"), str) else None
+        account = f"opencode:{provider}" if provider else session.account  # opencode's account is its provider's
+        if (isinstance(model, str) and plain(model) != session.model) or account != session.account:
+            session.model = plain(model) if isinstance(model, str) else session.model
+            session.account = account
             self._reannounce(session, now)  # announced before its first answer named the model
         cost = info.get("cost")
         self.ctx.emit(
             "llm.call",
             sid,
             {
-                "provider": plain(info["providerID"]) if isinstance(info.get("providerID"), str) else "unknown",
+                "provider": provider or "unknown",
                 "model": session.model or "unknown",
                 **counts,
                 "cost_usd": float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool)

@@ -162,6 +162,11 @@ class SimSession:
         return PROVIDER_OF[self.model]
 
     @property
+    def account(self) -> str:
+        """One made-up subscription per provider: the fleet's sessions share it across nodes."""
+        return f"synthetic:{self.provider}"
+
+    @property
     def cwd(self) -> str:
         return f"/home/dev/src/{self.project}"
 
@@ -407,7 +412,7 @@ class SyntheticSource(SessionSource):
         self.ctx.emit(
             "session.started",
             session.id,
-            started_data(self.name, session, managed=TASK if role == "task" else None),
+            started_data(self.name, session, managed=TASK if role == "task" else None, account=session.account),
             ts=self._ts(),
         )
         self._changed = True
@@ -553,7 +558,8 @@ class SyntheticSource(SessionSource):
 
     def sessions(self) -> list[SessionInfo]:
         return [
-            session_info(self.name, s, managed=TASK if s.role == "task" else None) for s in self._sessions.values()
+            session_info(self.name, s, managed=TASK if s.role == "task" else None, account=s.account)
+            for s in self._sessions.values()
         ]
 
     def owns(self, session_id: str) -> bool:

@@ -109,11 +109,15 @@ class ConsentModal(ModalScreen[str]):
         self.request_id: str = request.id
         self.is_superseded = False
         self._text = plan_text(request.reason, request.plan, levels, session_hours)
+        account = request.plan.get("account")
+        # The limit_guard asks through the same dialog: its plan pauses one account's sessions.
+        self._title = (f"Permission to pause the sessions of {account} until its window resets?"
+                       if isinstance(account, str) else "Permission to rebalance the fleet?")
         self.opened_at = time.monotonic()  # made when the request is shown: pushed at once
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-danger", id="consent"):
-            yield Static("Permission to rebalance the fleet?", classes="dialog-title")
+            yield Static(Text(self._title, end=""), classes="dialog-title")
             yield Static(SUPERSEDED_NOTE, id="consent-superseded", markup=False)
             with VerticalScroll(classes="dialog-body"):
                 yield Static(Text(self._text, end=""), id="consent-plan")

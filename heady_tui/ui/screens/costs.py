@@ -1,5 +1,5 @@
-"""Costs: today, month, burn rate and projection, budgets, and cost by day / model / node /
-project / session. Wide terminals show every grouping at once; compact ones one at a time
+"""Costs: today, month, burn rate and projection, budgets, each account's 5-hour and weekly
+limits across the fleet (Accounts), and cost by day / model / node / project / session. Wide terminals show every grouping at once; compact ones one at a time
 (`b` cycles). With `[cost.providers]` keys configured, cost by day and by model carry a second
 column, what the providers billed (asked in the background every `refresh_s`)."""
 
@@ -9,6 +9,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.widgets import Static
+
+from heady_tui.accounts import COLUMNS as ACCOUNT_COLUMNS
+from heady_tui.accounts import AccountWindow, window_cells
 
 from .. import formatting as fmt
 from ..widgets.panels import budget_line, set_title, show
@@ -21,6 +24,7 @@ COLUMNS = (("name", "Name"), ("cost", "Cost"), ("share", "Share"), ("bar", ""))
 PROVIDER_COLUMNS = (("name", "Name"), ("cost", "From tokens"), ("provider", "From provider"), ("share", "Share"), ("bar", ""))
 RECONCILED = ("by_model", "by_day")  # the groupings the providers report
 ROWS = 500
+USED_CELL = ACCOUNT_COLUMNS.index("used")
 
 
 class CostsScreen(LiveScreen):
@@ -45,6 +49,9 @@ class CostsScreen(LiveScreen):
         summary = Static(id="cost-summary", classes="detail-info")
         summary.border_title = "Spend"
         yield summary
+        accounts = KeyedTable(tuple((name, name.capitalize()) for name in ACCOUNT_COLUMNS), id="cost-accounts")
+        accounts.border_title = "Accounts"
+        yield accounts
         if self.compact:
             yield KeyedTable(PROVIDER_COLUMNS if self.with_provider else COLUMNS, id="cost-table")
         else:
@@ -120,8 +127,21 @@ class CostsScreen(LiveScreen):
             rows[name] = cells + (f"{share * 100:.1f}%", bar(share, 16, ascii_only=self.heady.ascii_only))
         return rows
 
+    def _account_rows(self, windows: list[AccountWindow]) -> dict[str, tuple[Text, ...]]:
+        """One row per account and window; the used share coloured by the limit_guard's shares."""
+        guard = self.heady.config.policies.limit_guard
+        rows = {}
+        for w in windows:
+            share = (w.used_percent or 0.0) / 100.0
+            severity = "critical" if share >= guard.pause_share else "warning" if share >= guard.warn_share else None
+            cells = tuple(Text(cell, end="") for cell in window_cells(w))  # agent-named accounts: never markup
+            used = self.heady.styled_text(cells[USED_CELL].plain, severity)
+            rows[f"{w.account}\0{w.window}"] = cells[:USED_CELL] + (used,) + cells[USED_CELL + 1 :]
+        return rows
+
     def refresh_view(self) -> None:
         app = self.heady
+        self.part("#cost-accounts", KeyedTable).sync(self._account_rows(app.reader.accounts()))
         summary = app.reader.cost_summary()
         if summary is None:
             show(self.part("#cost-summary", Static), "starting...")

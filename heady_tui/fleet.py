@@ -146,6 +146,11 @@ class NodeState:
     sample_interval_s: float | None = None
 
     @property
+    def metrics_only(self) -> bool:
+        """Read from Prometheus, not from an agent: it takes no commands."""
+        return self.source != "agent"
+
+    @property
     def utilisation(self) -> float | None:
         if self.metrics is None:
             return None

@@ -68,6 +68,11 @@ class FakePrometheus:
         return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients that give up (deadline tests, refused certificates) are expected here
+
+
 @contextmanager
 def fake_prometheus(tls: tuple[Path, Path] | None = None) -> Iterator[FakePrometheus]:
     """The fake on 127.0.0.1; `tls` = (certificate, key) serves https."""
@@ -91,7 +96,7 @@ def fake_prometheus(tls: tuple[Path, Path] | None = None) -> Iterator[FakePromet
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = QuietServer(("127.0.0.1", 0), Handler)
     scheme = "http"
     if tls is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -138,6 +138,10 @@ class PrometheusPoller:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def until_next_step(self) -> float:
+        """Seconds until the next grid step: polling just after each step keeps the newest point fresh."""
+        return self.step_s - self.clock.now() % self.step_s
+
     def _fail(self, what: str) -> PrometheusError:
         return PrometheusError(f"prometheus {self.source.url}: {what}")
 

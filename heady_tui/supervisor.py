@@ -294,7 +294,7 @@ class Supervisor:
                     apply_sample(self.fleet, sample, entry.interval_s)
                 # A backfilled node whose series already stopped is offline at once, not after a timeout.
                 self.check_liveness()
-                await asyncio.sleep(entry.interval_s)
+                await asyncio.sleep(poller.until_next_step())
         finally:
             await poller.aclose()
 

@@ -220,3 +220,11 @@ async def test_a_node_whose_series_goes_on_stays_online_across_polls(prom: FakeP
             assert fleet.update_liveness(clock.now()) == [] and fleet.nodes[HOST].status == "online"
     finally:
         await poller.aclose()
+
+
+async def test_the_next_poll_is_due_at_the_next_step_of_the_grid() -> None:
+    poller = poller_for("http://127.0.0.1:1", ManualClock(T0 + 4.0))
+    try:
+        assert poller.until_next_step() == STEP - 4.0
+    finally:
+        await poller.aclose()

@@ -155,9 +155,13 @@ class PrometheusPoller:
                     if size > self.max_answer_bytes:
                         raise self._fail(f"answer larger than {self.max_answer_bytes} bytes")
                     chunks.append(chunk)
-            return json.loads(b"".join(chunks))
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.HTTPError as exc:
             raise self._fail(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return json.loads(b"".join(chunks))
+        except ValueError:
+            # The API answers its errors in JSON too: anything else is a proxy, a login page, a wrong URL.
+            raise self._fail(f"HTTP {resp.status_code}, answer is not the Prometheus API's JSON") from None
 
     async def _matrix(self, query: str, start: float, end: float) -> dict[str, dict[float, float]]:
         """instance -> {step timestamp: value} of a range query; points off the asked grid are dropped."""

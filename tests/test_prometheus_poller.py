@@ -123,7 +123,7 @@ async def test_points_off_the_asked_grid_are_left_out(prom: FakePrometheus) -> N
 
 async def test_an_answer_that_is_not_the_api_format_is_a_clear_error(prom: FakePrometheus) -> None:
     prom.raw = b"<html>proxy login</html>"
-    with pytest.raises(PrometheusError, match="prometheus http://127.0.0.1"):
+    with pytest.raises(PrometheusError, match=r"prometheus http://127.0.0.1:\d+: HTTP 200, answer is not the Prometheus API's JSON"):
         await poll_once(prom)
 
 

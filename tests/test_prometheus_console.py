@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+from agentkit import wait_until as agent_wait
 from promkit import FakePrometheus, fake_prometheus, node_answers
 from uikit import FAST_DETECTOR, wait_until
 
-from heady_tui.config import Config, Paths
+from heady_tui.config import Config, ConfigError, Paths
 from heady_tui.fleet import SPARKLINE_WIDTH
 from heady_tui.supervisor import Supervisor
 from heady_tui.ui.application import HeadyApp
@@ -60,3 +62,26 @@ async def test_the_detector_counts_metrics_only_nodes_online_and_never_unknown_b
         await wait_until(pilot, three_steps_of_readings, "three steps of detector readings", timeout=60)
         assert {(r.online_nodes, tuple(r.unknown_nodes)) for r in readings} == {(2, ())}
         assert readings[-1].metrics["node_load_variance"].value > 0
+
+
+async def test_an_instance_named_like_an_agent_node_leaves_that_node_to_its_agent(tmp_path: Path) -> None:
+    with fake_prometheus() as prom:
+        prom.nodes.update({"build-1": node_answers(), HOST: node_answers()})
+        config = Config.model_validate({"nodes": [{"name": "build-1", "url": "ws://127.0.0.1:9", "token": "t"}],
+                                        "prometheus": [{"url": prom.url, "interval_s": STEP_S}]})
+        supervisor = Supervisor(config, Paths(tmp_path / "config.toml", tmp_path / "console"))
+        await supervisor.start()
+        try:
+            await agent_wait(lambda: (n := supervisor.fleet.nodes.get(HOST)) is not None and n.metrics is not None,
+                             what="the metrics-only node")
+            node = supervisor.fleet.nodes["build-1"]
+            assert (node.source, node.metrics) == ("agent", None)
+        finally:
+            await supervisor.stop()
+
+
+async def test_an_unreadable_ca_file_stops_the_start_with_its_error(tmp_path: Path) -> None:
+    config = Config.model_validate({"prometheus": [{"url": "https://127.0.0.1:9", "ca_file": str(tmp_path / "no.pem")}]})
+    supervisor = Supervisor(config, Paths(tmp_path / "config.toml", tmp_path / "console"))
+    with pytest.raises(ConfigError, match=r"prometheus https://127.0.0.1:9: cannot load ca_file .*no.pem"):
+        await supervisor.start()

@@ -37,9 +37,12 @@ from .ledger import (
     mark_unknown,
 )
 
-__all__ = ["RING_SIZE", "TERMINAL_STATES", "UNKNOWN_STATE", "WAITING_STATE", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
+__all__ = ["RING_SIZE", "SPARKLINE_WIDTH", "SPARKLINE_WIDTH_COMPACT", "TERMINAL_STATES", "UNKNOWN_STATE", "WAITING_STATE", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
 
 RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
+# Samples a node's row in the nodes table shows; Prometheus nodes are backfilled this many steps.
+SPARKLINE_WIDTH = 12
+SPARKLINE_WIDTH_COMPACT = 8
 MAX_SESSIONS_PER_NODE = 2000  # StoreConfig.max_sessions_per_node's default
 FORGET_FRACTION = 0.1  # of the bound, forgotten at once: one sort per that many new sessions, not one per session
 
@@ -133,6 +136,13 @@ class NodeState:
     sessions_forgotten: int = 0  # ended sessions dropped to stay within the bound
     sessions_refused: int = 0  # events and reports of sessions past the bound, all of them live
     source: str = "agent"  # "prometheus": a metrics-only node, read from Prometheus, that takes no commands
+    # Seconds between a metrics-only node's samples (its Prometheus step); None: an agent's, about one per evaluation.
+    sample_interval_s: float | None = None
+
+    @property
+    def metrics_only(self) -> bool:
+        """Read from Prometheus, not from an agent: it takes no commands."""
+        return self.source != "agent"
 
     @property
     def utilisation(self) -> float | None:

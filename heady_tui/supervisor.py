@@ -23,12 +23,11 @@ from .brain import Brain
 from .config import Config, ConfigError, NodeConfig, Paths, PrometheusConfig
 from .engine.cost import PricingTable
 from .events import HeadyEvent
-from .fleet import UNKNOWN_STATE, Fleet, SessionRecord
-from .ledger import PriorityRules
+from .fleet import SPARKLINE_WIDTH, UNKNOWN_STATE, Fleet, SessionRecord
+from .ledger import PricedCall, PriorityRules
 from .link import NodeLink, security_warnings
 from .prometheus import SOURCE as PROMETHEUS_SOURCE
-from .prometheus import PrometheusError, PrometheusPoller, PrometheusSource, apply_sample
-from .ledger import PricedCall
+from .prometheus import PrometheusError, PrometheusPoller, PrometheusSource, apply_sample, tls_context
 from .store import Store, StoreError, StoredEvent
 from .waits import WaitAlarm
 
@@ -40,6 +39,8 @@ STATS_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
 WARM_SESSIONS_S = 86400.0  # on start the fleet shows live sessions and those active in the last day
 LIVENESS_CHECKS_PER_TIMEOUT = 4
+PROMETHEUS_TIMEOUT_POLLS = 3  # a metrics-only node without a new sample for this many polls is offline
+PROMETHEUS_POLL_DEADLINE = 0.8  # a poll's share of the polling interval
 
 
 class Launcher(Protocol):
@@ -66,8 +67,10 @@ class IngestCounts:
 
 def prometheus_source(entry: PrometheusConfig) -> PrometheusSource:
     try:
-        return PrometheusSource(url=entry.url, selector=entry.selector, token=entry.resolve_token(),
-                                ca_file=Path(entry.ca_file).expanduser() if entry.ca_file else None)
+        source = PrometheusSource(url=entry.url, selector=entry.selector, token=entry.resolve_token(),
+                                  ca_file=Path(entry.ca_file).expanduser() if entry.ca_file else None)
+        tls_context(source.ca_file)  # an unreadable CA bundle stops the start, not the poller later
+        return source
     except ValueError as exc:
         raise ConfigError(f"prometheus {entry.url}: {exc}") from None
 
@@ -283,9 +286,10 @@ class Supervisor:
 
     async def _prometheus_loop(self, entry: PrometheusConfig, source: PrometheusSource) -> None:
         """Polls one [[prometheus]] entry: each instance is a metrics-only node with the fleet's liveness."""
-        timeout_s = entry.timeout_s if entry.timeout_s is not None else 3 * entry.interval_s
-        # Each poll must end before the next one is due.
-        poller = PrometheusPoller(source, self.clock, timeout_s=entry.interval_s * 0.8)
+        timeout_s = entry.timeout_s if entry.timeout_s is not None else PROMETHEUS_TIMEOUT_POLLS * entry.interval_s
+        # One step per poll, the sparkline's width of them at first; each poll ends before the next is due.
+        poller = PrometheusPoller(source, self.clock, step_s=entry.interval_s, points=SPARKLINE_WIDTH,
+                                  timeout_s=entry.interval_s * PROMETHEUS_POLL_DEADLINE)
         try:
             while True:
                 try:
@@ -294,10 +298,15 @@ class Supervisor:
                     log.warning("%s", exc)
                     samples = []
                 for sample in samples:
-                    if self.fleet.nodes.get(sample.instance) is None:
-                        self.fleet.track(sample.instance, sample.received_at, timeout_s)
-                    apply_sample(self.fleet, sample)
-                await asyncio.sleep(entry.interval_s)
+                    node = self.fleet.nodes.get(sample.instance)
+                    if node is None:
+                        self.fleet.track(sample.instance, self.clock.now(), timeout_s)
+                    elif node.source != PROMETHEUS_SOURCE:
+                        continue  # an agent node of that name: its own frames describe it
+                    apply_sample(self.fleet, sample, entry.interval_s)
+                # A backfilled node whose series already stopped is offline at once, not after a timeout.
+                self.check_liveness()
+                await asyncio.sleep(poller.until_next_step())
         finally:
             await poller.aclose()
 

@@ -223,3 +223,16 @@ def test_a_call_window_drops_the_seconds_wholly_older_than_it_keeps():
     assert cw.stats(199.9, 60).calls == 60
     # A wider read finds only what was kept: the seconds from 139 (which holds part of the last 60 s) on.
     assert cw.stats(199.9, 300).calls == 61
+
+
+def test_a_node_sampled_every_step_is_judged_between_its_samples():
+    det = EquilibriumDetector(CFG)
+    readings = [det.evaluate(float(t), [NodeSample("prom", True, 1, 4, 0, float(t - t % 15), 15.0)], [])[0]
+                for t in range(0, 60, 2)]
+    assert all(r.unknown_nodes == [] for r in readings) and readings[-1].level == "balanced"
+
+
+def test_a_node_sampled_every_step_is_unknown_once_its_samples_stop():
+    det = EquilibriumDetector(CFG)
+    readings = [det.evaluate(float(t), [NodeSample("prom", True, 1, 4, 0, 0.0, 15.0)], [])[0] for t in range(0, 36, 2)]
+    assert [r.at for r in readings if r.unknown_nodes == ["prom"]][0] == 34.0

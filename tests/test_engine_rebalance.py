@@ -35,6 +35,12 @@ def test_no_work_moves_to_a_node_over_cpu_or_under_free_memory():
     assert "hot" in plan.excluded and "tight" in plan.excluded
 
 
+def test_no_work_moves_to_a_metrics_only_node():
+    plan = build_plan([node("a", 1500), node("prom:9100", metrics_only=True), node("ok")], {"task_queue_depth": 1500}, DET, CFG)
+    assert {a.to_node for a in plan.actions if a.kind == "move"} == {"ok"}
+    assert plan.excluded["prom:9100"] == "metrics-only"
+
+
 def test_failing_nodes_are_drained_and_emptied_in_a_critical_plan():
     plan = build_plan([node("bad", 100, errors=0.9), node("good")], {"error_rate": 0.5}, DET, CFG)
     kinds = [(a.kind, a.node) for a in plan.actions]

@@ -226,7 +226,8 @@ class Brain:
         nodes = []
         for n in self.host.fleet.nodes.values():
             m = n.metrics
-            nodes.append(NodeSample(n.id, n.status == "online", m.load[0] if m else None, n.cpu_count, m.queue_depth if m else 0, m.ts if m else None))
+            nodes.append(NodeSample(n.id, n.status == "online", m.load[0] if m else None, n.cpu_count, m.queue_depth if m else 0,
+                                    m.ts if m else None, n.sample_interval_s or 0.0))
         return nodes
 
     async def _evaluate(self, now: float) -> EquilibriumReading:

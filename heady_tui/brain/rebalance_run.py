@@ -79,6 +79,7 @@ class RebalanceRunner:
                 drained=n.id in drained,
                 running_managed=sum(1 for s in sessions if s.managed and s.state == "running"),
                 sessions=sessions,
+                metrics_only=n.metrics_only,
             ))
         return views
 

@@ -30,6 +30,7 @@ _RANK = {"balanced": 0, "degraded": 1, "critical": 2}
 IDLE_MEAN_UTILISATION = 0.10
 # A node is unknown after this many evaluations in a row without a new sample (DESIGN.md).
 MISSING_EVALUATIONS_UNKNOWN = 2
+MISSED_STEPS_DUE = 2  # a node sampled every N s is due a new sample once its newest is this many steps old
 HISTORY_SAMPLES = 300  # per metric, for sparklines and the trend
 
 
@@ -43,6 +44,9 @@ class NodeSample:
     cpu_count: int
     queue_depth: int
     last_seen: float | None  # ts of the newest metrics sample
+    # Seconds between the node's samples when it is sampled less often than evaluated (a metrics-only
+    # node's Prometheus step); 0: a new sample is expected at every evaluation.
+    sample_interval_s: float = 0.0
 
     @property
     def utilisation(self) -> float | None:
@@ -308,7 +312,7 @@ class EquilibriumDetector:
         stats = calls if isinstance(calls, WindowStats) else CallWindow.of(calls).stats(now, self.config.window_s)
         values = compute_metrics(nodes, stats, now=now, window_s=self.config.window_s, min_calls=self.config.min_calls)
         readings = {name: self._step(name, values[name], now) for name in METRICS}
-        unknown = self._unknown_nodes(nodes)
+        unknown = self._unknown_nodes(nodes, now)
         nodes_unjudged = bool(unknown) or not any(n.online and n.load1 is not None for n in nodes)
         worst = max((r.level for r in readings.values()), key=_RANK.__getitem__)
         level = "unknown" if worst == "balanced" and nodes_unjudged else worst
@@ -336,11 +340,14 @@ class EquilibriumDetector:
         self.last = reading
         return reading, change
 
-    def _unknown_nodes(self, nodes: Sequence[NodeSample]) -> list[str]:
+    def _unknown_nodes(self, nodes: Sequence[NodeSample], now: float) -> list[str]:
         unknown = []
         for n in nodes:
             fresh = n.last_seen is not None and n.last_seen != self._last_seen.get(n.node)
-            self._missing[n.node] = 0 if fresh else self._missing.get(n.node, 0) + 1
+            # A sample of step t arrives up to one step late (when the next poll reads it), so a node
+            # sampled every interval misses an evaluation only once its newest sample is two steps old.
+            due = n.last_seen is None or now - n.last_seen > MISSED_STEPS_DUE * n.sample_interval_s
+            self._missing[n.node] = 0 if fresh or not due else self._missing.get(n.node, 0) + 1
             self._last_seen[n.node] = n.last_seen
             if self._missing[n.node] >= MISSING_EVALUATIONS_UNKNOWN:
                 unknown.append(n.node)

@@ -43,6 +43,7 @@ class NodeView:
     drained: bool = False
     running_managed: int = 0  # managed sessions running now (its concurrency while work is queued)
     sessions: tuple[SessionView, ...] = ()
+    metrics_only: bool = False  # read from Prometheus: it takes no commands, so it receives no work
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def may_receive(node: NodeView, caps: Caps) -> str | None:
     """
     if not node.online:
         return "offline"
+    if node.metrics_only:
+        return "metrics-only"
     if node.drained:
         return "drained"
     if node.error_rate is not None and node.error_rate >= FAILING_ERROR_RATE:
@@ -182,6 +185,8 @@ def plan_moves(nodes: list[NodeView], caps: Caps, *, sources: list[str] | None =
     room = {n.node: int(max(0.0, mean_targets - n.queue_depth) * fraction) for n in eligible}
     moves: list[PlannedAction] = []
     for src, extra in sorted(excess.items(), key=lambda kv: -kv[1]):
+        if extra <= 0:
+            break  # the rest have no excess either: no sort of the targets per node at or below the mean
         for dst in sorted(room, key=lambda d: -room[d]):
             if extra <= 0:
                 break

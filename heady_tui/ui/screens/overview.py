@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from ...fleet import SPARKLINE_WIDTH, SPARKLINE_WIDTH_COMPACT
 from .. import views
 from ..widgets.panels import CostPanel, EquilibriumPanel, EventLog, set_title, show
 from ..widgets.table import KeyedTable
@@ -66,7 +67,7 @@ class OverviewScreen(LiveScreen):
         now = reader.now()
         nodes = self.part("#nodes", KeyedTable)
         sessions = self.part("#sessions", KeyedTable)
-        spark = 12 if not self.compact else 8
+        spark = SPARKLINE_WIDTH if not self.compact else SPARKLINE_WIDTH_COMPACT
         nodes.sync(app.cells(reader.node_rows(spark_width=spark, compact=self.compact)))
         set_title(nodes, f"Nodes ({reader.online_count()}/{len(reader.fleet.nodes)} online)")
         session_filter = sessions.filter_text

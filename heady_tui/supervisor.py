@@ -418,6 +418,7 @@ class Supervisor:
         if self.brain is not None:
             try:
                 self.brain.on_calls(result.calls)
+                self.brain.on_test_runs(result.test_runs)
             except Exception:
                 log.exception("the brain failed on calls from %s", node)
         key = (node, journal)

@@ -378,7 +378,7 @@ class CodexSource(JsonlSource[CodexSession]):
         if isinstance(output, dict):  # older rollouts: {"output": "...", "metadata": {"exit_code": N}}
             meta = output.get("metadata")
             code = meta.get("exit_code") if isinstance(meta, dict) else None
-            text = output.get("output") if isinstance(output.get("output"), str) else ""
+            text = output["output"] if isinstance(output.get("output"), str) else ""
             exit_code = code if isinstance(code, int) and not isinstance(code, bool) and abs(code) < 1000 else None
         elif isinstance(output, str):
             found = _EXIT_LINE.search(output)

@@ -4,6 +4,7 @@ count reading they share."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from heady_agent.sources.claude_code import ClaudeCodeSource
 from heady_agent.sources.codex import CodexSource
 from heady_agent.sources.jsonl import parse_ts
 from heady_agent.sources.runners import counts_of, run_event_data, runner_of
+from agentkit import running_agent
+from dpkit import supervisor_on
+from heady_tui.config import NodeConfig
 from sourcekit import SqliteSourceContext
 from test_replay_claude_code import unpack
 
@@ -140,3 +144,31 @@ def test_a_malformed_test_run_is_refused_with_one_line(data):
     with pytest.raises(FrameError) as err:
         parse_event_data("test.run", data)
     assert "\n" not in str(err.value) and str(err.value).startswith("bad test.run data")
+
+
+async def test_recorded_claude_code_test_runs_reach_the_consoles_store(tmp_path, monkeypatch):
+    """End to end: the real agent tails the recorded transcripts, the console's link takes the frames
+    over a real WebSocket and the store keeps the runs with their verdicts. (They are older than the
+    healing window, so the brain keeps none of them: history does not fire a trigger.)"""
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    root = tmp_path / "claude"
+    unpack(CLAUDE, root)
+    extra = {"claude_code": {"roots": [str(root)], "poll_interval_s": 0.2}}
+    async with running_agent(tmp_path, sources=("claude-code",), extra=extra, name="n1") as agent:
+        async with supervisor_on(tmp_path, [NodeConfig(name="n1", url=agent.url, token=agent.token)]) as sup:
+            store = sup.store
+            assert store is not None
+            runs: list = []
+
+            async def stored() -> bool:
+                runs[:] = await store.test_runs()
+                return len(runs) == 2
+
+            deadline = asyncio.get_running_loop().time() + 60
+            while not await stored():
+                assert asyncio.get_running_loop().time() < deadline, "two stored test runs within 60 s"
+                await asyncio.sleep(0.1)
+            sessions = json.loads((CLAUDE / "sessions.json").read_text())
+            assert {(r.session, r.ok, r.passed, r.failed) for r in runs} == {
+                (sessions["passing"], True, 2, 0), (sessions["failing"], False, 1, 1)}
+            assert sup.brain.ledger.session_tests.summary(("n1", sessions["failing"]), sup.clock.now()).runs == 0

@@ -126,6 +126,7 @@ def test_passed_and_failed_counts_are_read_from_each_runners_summary(output, cou
 def test_counts_past_the_bound_are_dropped_not_trusted():
     huge = TEST_COUNT_MAX + 1
     assert counts_of(f"{huge} failed, 1 passed in 1.00s\n") == (1, None)
+    assert counts_of("100000000001 failed, 1 passed in 1.00s\n") == (None, None)  # no summary is better than a wrong one
 
 
 def test_the_command_is_sent_as_one_clean_line():

@@ -313,10 +313,12 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict) or block.get("type") != "tool_result":
                 continue
-            command = waiting.pop(str(block.get("tool_use_id")), None)
+            tool_use_id = str(block.get("tool_use_id"))
+            command = waiting.pop(tool_use_id, None)
             runner = runner_of(command) if command is not None else None
-            if command is None or runner is None:
-                continue
+            key = f"cc.test:{tool_use_id}"
+            if command is None or runner is None or self.ctx.get_state(key) is not None:
+                continue  # not a test run, or reported before this file was read again from its start
             output = _result_text(block.get("content"))
             if block.get("is_error"):
                 found = EXIT_CODE_LINE.match(output)
@@ -325,6 +327,7 @@ class ClaudeCodeSource(JsonlSource[_Session]):
                 exit_code = int(found.group(1))
             else:
                 exit_code = 0
+            self.ctx.set_state(key, "1")
             self.ctx.emit("test.run", session.managed_as or session.id, run_event_data(command, runner, exit_code, output), ts=when)
 
     def _emit_call(self, call: _Call, cursor: FileCursor) -> None:

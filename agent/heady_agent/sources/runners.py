@@ -22,7 +22,7 @@ RUNS = {("uv", "run"), ("poetry", "run"), ("pdm", "run"), ("hatch", "run"), ("pi
         ("pnpm", "exec"), ("pnpm", "dlx"), ("yarn", "exec"), ("npm", "exec")}
 PACKAGE_MANAGERS = ("npm", "pnpm", "yarn")
 DIRECT = {"pytest": "pytest", "py.test": "pytest", "jest": "jest", "vitest": "vitest"}
-COUNT = r"(\d{1,9})"
+COUNT = r"(?<![\d.])(\d{1,9})"  # a whole number: the tail of a longer one is no count
 # Summaries, most specific first; each gives (passed, failed) from its last match in the output.
 JEST_TESTS = re.compile(rf"^Tests:\s+(.*?){COUNT} total\s*$", re.M)
 VITEST_TESTS = re.compile(r"^\s*Tests\s+(.*?)\(\d+\)\s*$", re.M)

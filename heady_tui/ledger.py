@@ -257,6 +257,11 @@ def apply_call(rec: SessionRecord, call: PricedCall) -> None:
         rec.last_latency_ms = call.latency_ms
 
 
+def apply_test_run(rec: SessionRecord, run: TestRun) -> None:
+    """A test run is the session's activity (its runs themselves are kept in `test_runs`)."""
+    _touch(rec, run.ts)
+
+
 def apply_snapshot(node_sessions: dict[str, SessionRecord], node: str, infos: Iterable[SessionInfo], now: float) -> list[SessionRecord]:
     """The agent's list of its current sessions: upsert them; the node's other live ones are over.
 

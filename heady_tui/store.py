@@ -48,6 +48,7 @@ from .ledger import (
     apply_snapshot,
     apply_started,
     apply_state,
+    apply_test_run,
     day_of,
     mark_unknown,
     price_call,
@@ -630,6 +631,7 @@ class Store:
                 agg[2] += call.cost_usd
             elif isinstance(data, TestRunData):
                 run = stored_test_run(data, node=node, journal=journal, seq=ev.seq, session=ev.session, ts=ev.ts)
+                apply_test_run(rec, run)
                 result.test_runs.append(run)
                 test_rows.append((stream, run.seq, *_test_run_values(run)))
         if test_rows:

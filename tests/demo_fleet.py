@@ -25,12 +25,15 @@ class DemoFleet:
         self.clock = ManualClock()
         self.names = [f"sim-{i + 1}" for i in range(nodes)]
         self.sources: list[SyntheticSource] = []
+        self.contexts: list[SqliteSourceContext] = []
         for i, name in enumerate(self.names):
             agent = AgentConfig(sources=["synthetic"],
                                 synthetic={"scenario": scenario, "node_index": i, "node_count": nodes, "seed": seed})
-            source = SyntheticSource(SqliteSourceContext(tmp_path / f"{name}.db", agent, self.clock, node_id=name))
+            ctx = SqliteSourceContext(tmp_path / f"{name}.db", agent, self.clock, node_id=name)
+            source = SyntheticSource(ctx)
             source.begin()
             self.sources.append(source)
+            self.contexts.append(ctx)
         # The console's own tick loop is pushed out of the way: `run` ticks the brain on the manual clock.
         self.interval = Config().detector.evaluation_interval_s
         merged = {**(config or {}), "detector": {**(config or {}).get("detector", {}), "evaluation_interval_s": 1e6}}
@@ -51,12 +54,11 @@ class DemoFleet:
 
     async def stop(self) -> None:
         await self.sup.stop()
-        for source in self.sources:
-            source.ctx.close()  # type: ignore[attr-defined]
+        for ctx in self.contexts:
+            ctx.close()
 
     async def _feed(self) -> None:
-        for name, source in zip(self.names, self.sources):
-            ctx: SqliteSourceContext = source.ctx  # type: ignore[assignment]
+        for name, ctx in zip(self.names, self.contexts):
             fresh = ctx.events(since_seq=self._sent[name])
             if fresh:
                 frames = [Event(journal=f"j-{name}", seq=e.seq, ts=e.ts, kind=e.kind, session=e.session, data=e.data,

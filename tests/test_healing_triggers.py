@@ -24,10 +24,9 @@ def issues(calls: list[CallView], triggers: HealingTriggersConfig, tests: TestRu
     return [i.message.removeprefix("n1/s1: ") for i in found]
 
 
-def recent(**change: float | bool | int) -> list[CallView]:
+def recent(latency_ms: float = 1_000.0, ok: bool = True, tokens: int = 1_000, cost_usd: float = 0.01) -> list[CallView]:
     """The ten ordinary calls followed by five changed ones."""
-    fields = {"latency_ms": 1_000.0, "ok": True, "tokens": 1_000, "cost_usd": 0.01, **change}
-    return BASE + [CallView(20.0 + i, fields["latency_ms"], fields["ok"], fields["tokens"], fields["cost_usd"]) for i in range(5)]  # type: ignore[arg-type]
+    return BASE + [CallView(20.0 + i, latency_ms, ok, tokens, cost_usd) for i in range(5)]
 
 
 def test_ordinary_calls_fire_no_trigger():

@@ -171,6 +171,19 @@ class LimitsConfig(_Section):
     accounts: dict[str, AccountBudgetConfig] = Field(default_factory=dict)
 
 
+class HealingTriggersConfig(_Section):
+    """The session-efficiency thresholds (the healing guide's seven triggers), judged per session
+    over the healing window in every full cycle."""
+
+    slow_turn_s: float = Field(default=60, gt=0)  # a turn (call) that took at least this long
+    retries: int = Field(default=3, ge=1)  # failed calls in a row
+    error_rate: float = Field(default=0.2, gt=0, le=1)  # share of failed calls, at least this
+    token_increase_percent: float = Field(default=300, gt=0)  # tokens per call up by at least this over the baseline
+    cost_per_task_usd: float = Field(default=0.5, ge=0)  # a task (one call) costing more than this, on average
+    test_failure_rate: float = Field(default=0.05, ge=0, lt=1)  # share of failed test runs, more than this
+    duration_percent: float = Field(default=150, gt=100)  # turns taking at least this % of the baseline
+
+
 class HealingConfig(_Section):
     light_interval_s: float = Field(default=30, gt=0)
     full_interval_s: float = Field(default=300, gt=0)
@@ -180,6 +193,7 @@ class HealingConfig(_Section):
     trigger_error_rate: float = Field(default=0.2, ge=0, le=1)
     task_expiry_s: float = Field(default=3600, gt=0)
     auto_dispatch: list[str] = Field(default_factory=lambda: ["revive_agent", "environment_sync"])
+    triggers: HealingTriggersConfig = Field(default_factory=HealingTriggersConfig)
 
     @field_validator("auto_dispatch")
     @classmethod

@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Protocol
 
-from heady_agent.protocol import LlmCallData, SessionEndedData, SessionInfo, SessionStartedData, SessionStateData
+from heady_agent.protocol import LlmCallData, SessionEndedData, SessionInfo, SessionStartedData, SessionStateData, TestRunData
 from heady_tui.config import PriorityRule
 
 TERMINAL_STATES = ("completed", "error")
@@ -125,6 +125,32 @@ class PricedCall:
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TestRun:
+    """One test.run as stored: a test runner a session executed, and whether the run failed."""
+
+    __test__ = False  # not a pytest test class where a test module imports it
+
+    node: str
+    journal: str
+    seq: int
+    session: str
+    ts: float
+    runner: str
+    command: str
+    exit_code: int
+    passed: int | None
+    failed: int | None
+    ok: bool  # the run passed: decided once, here, from its exit status
+
+
+def stored_test_run(data: TestRunData, *, node: str, journal: str, seq: int, session: str, ts: float) -> TestRun:
+    """A test run as the store keeps it. A run fails when the runner exits non-zero (pytest, go test,
+    cargo, jest, vitest and the package managers all do when a test fails or the run breaks)."""
+    return TestRun(node, journal, seq, session, ts, data.runner, data.command, data.exit_code, data.passed, data.failed,
+                   data.exit_code == 0)
 
 
 def cache_write_split(call: LlmCallData) -> tuple[int, int]:
@@ -287,6 +313,8 @@ def apply_event(rec: SessionRecord, data: object, *, pricing: CallPricer, node: 
         apply_state(rec, ts, data)
     elif isinstance(data, SessionEndedData):
         apply_ended(rec, ts, data)
+    elif isinstance(data, TestRunData):
+        _touch(rec, ts)  # a test run is the session's activity (the runs themselves: stored_test_run)
     elif isinstance(data, LlmCallData):
         call = price_call(pricing, data, node=node, journal=journal, seq=seq, session=rec.id, project=rec.project, ts=ts)
         apply_call(rec, call)

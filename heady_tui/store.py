@@ -30,6 +30,7 @@ from heady_agent.protocol import (
     Metrics,
     RateLimits,
     SessionInfo,
+    TestRunData,
     parse_event_data,
 )
 
@@ -42,10 +43,12 @@ from .ledger import (
     PricedCall,
     PriorityRules,
     SessionRecord,
+    TestRun,
     apply_event,
     apply_snapshot,
     day_of,
     mark_unknown,
+    stored_test_run,
 )
 
 CORE = "core"
@@ -204,6 +207,25 @@ CORE_MIGRATIONS = [
     ALTER TABLE sessions ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
     ALTER TABLE sessions ADD COLUMN priority_by TEXT NOT NULL DEFAULT 'rule';
     """,
+    # Test runs the sessions executed (test.run), with the verdict the ledger gives each.
+    """
+    CREATE TABLE test_runs (
+        stream INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        session TEXT NOT NULL,
+        ts REAL NOT NULL,
+        runner TEXT NOT NULL,
+        command TEXT NOT NULL,
+        exit_code INTEGER NOT NULL,
+        passed INTEGER,
+        failed INTEGER,
+        ok INTEGER NOT NULL,
+        PRIMARY KEY (stream, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX test_runs_ts ON test_runs (ts);
+    CREATE INDEX test_runs_session ON test_runs (node, session, ts);
+    """,
 ]
 
 # Account limits (heady_tui.accounts), a component of its own so its versions never collide with
@@ -256,6 +278,8 @@ ON CONFLICT (day, node, project, model) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd
 """
 
+_TEST_RUN_COLUMNS = "node, session, ts, runner, command, exit_code, passed, failed, ok"
+_TEST_RUN_INSERT = f"INSERT OR IGNORE INTO test_runs (stream, seq, {_TEST_RUN_COLUMNS}) VALUES ({','.join('?' * 11)})"
 _METRICS_INSERT = "INSERT OR IGNORE INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _EVENTS_INSERT = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)"
 _ROLLUP_UPSERT = """
@@ -293,6 +317,7 @@ class IngestResult:
     top: int  # the highest seq now stored for the stream: what the console may ack
     sessions: list[SessionRecord]  # the ledger rows this batch changed, as committed
     calls: list[PricedCall]  # the calls this batch stored, priced
+    test_runs: list[TestRun]  # the test runs this batch stored
     bad_events: int  # events stored whose data did not validate: in no session
 
 
@@ -597,7 +622,7 @@ class Store:
 
     async def _ledger_in(self, db: aiosqlite.Connection, node: str, journal: str, stream: int, events: list[Event]) -> IngestResult:
         """Apply newly stored events to the session ledger: validate, price calls, update sessions and daily costs."""
-        result = IngestResult(0, 0, 0, [], [], 0)
+        result = IngestResult(0, 0, 0, [], [], [], 0)
         ids = [ev.session for ev in events if ev.session is not None and ev.kind != "agent.notice"]
         if not ids:
             return result
@@ -606,6 +631,7 @@ class Store:
         days: dict[tuple[str, str, str], list[float]] = {}
         call_rows = []
         limit_rows: list[tuple[Any, ...]] = []
+        test_rows = []
         for ev in events:
             if ev.session is None or ev.kind == "agent.notice":
                 continue
@@ -633,8 +659,14 @@ class Store:
                 agg[0] += 1
                 agg[1] += 0 if call.priced else 1
                 agg[2] += call.cost_usd
+            if isinstance(data, TestRunData):
+                run = stored_test_run(data, node=node, journal=journal, seq=ev.seq, session=ev.session, ts=ev.ts)
+                result.test_runs.append(run)
+                test_rows.append((stream, run.seq, *_test_run_values(run)))
         for rec in changed.values():
             self.priority.classify(rec)
+        if test_rows:
+            await db.executemany(_TEST_RUN_INSERT, test_rows)
         if call_rows:
             await db.executemany(_CALL_INSERT, call_rows)
             await db.executemany(_COST_DAY_UPSERT, [(day, node, project, model, *agg) for (day, project, model), agg in days.items()])
@@ -723,6 +755,7 @@ class Store:
                 "DELETE FROM ingest_errors WHERE ts < ?",
                 "DELETE FROM calls WHERE ts < ?",
                 "DELETE FROM limit_reports WHERE ts < ?",
+                "DELETE FROM test_runs WHERE ts < ?",
             ):
                 cur = await db.execute(sql, (cutoff,))
                 deleted += cur.rowcount
@@ -884,6 +917,24 @@ class Store:
         sql = f"SELECT s.journal, c.seq, {columns} FROM calls c JOIN streams s ON s.id = c.stream WHERE {' AND '.join(where)} ORDER BY c.ts, c.node, c.seq"
         return [_call_from_row(row[0], row[1], row[2:]) for row in await self.read(sql, params)]
 
+    async def test_runs(
+        self, since: float | None = None, until: float | None = None, *, node: str | None = None, session: str | None = None
+    ) -> list[TestRun]:
+        """Stored test runs in [since, until), oldest first."""
+        where = ["t.ts >= ?", "t.ts < ?"]
+        params: list[Any] = [since if since is not None else float("-inf"), until if until is not None else float("inf")]
+        if node is not None:
+            where.append("t.node = ?")
+            params.append(node)
+        if session is not None:
+            where.append("t.session = ?")
+            params.append(session)
+        columns = ", ".join(f"t.{c.strip()}" for c in _TEST_RUN_COLUMNS.split(","))
+        sql = (f"SELECT s.journal, t.seq, {columns} FROM test_runs t JOIN streams s ON s.id = t.stream "
+               f"WHERE {' AND '.join(where)} ORDER BY t.ts, t.node, t.seq")
+        return [TestRun(n, journal, seq, sess, ts, runner, command, code, passed, failed, bool(ok))
+                for journal, seq, n, sess, ts, runner, command, code, passed, failed, ok in await self.read(sql, params)]
+
     async def cost_days(self, since_day: str = "", until_day: str = "\uffff") -> list[CostDay]:
         """Daily cost rollups (UTC days) in [since_day, until_day)."""
         sql = "SELECT day, node, project, model, calls, unpriced_calls, cost_usd FROM cost_days WHERE day >= ? AND day < ? ORDER BY day, node, project, model"
@@ -943,6 +994,11 @@ def _limit_rows(limits: RateLimits, account: str | None, node: str, session: str
             rows.append((account, window_of(slot, window.window_minutes), ts, node, session, window.used_percent,
                          window.window_minutes, window.resets_at))  # fmt: skip
     return rows
+
+
+def _test_run_values(run: TestRun) -> tuple[Any, ...]:
+    """A test run's values in _TEST_RUN_COLUMNS order."""
+    return (run.node, run.session, run.ts, run.runner, run.command, run.exit_code, run.passed, run.failed, int(run.ok))
 
 
 def _call_values(call: PricedCall) -> tuple[Any, ...]:

@@ -24,7 +24,7 @@ from .config import Config, ConfigError, NodeConfig, Paths, PrometheusConfig
 from .engine.cost import PricingTable
 from .events import HeadyEvent
 from .fleet import SPARKLINE_WIDTH, UNKNOWN_STATE, Fleet, SessionRecord
-from .ledger import PricedCall, PriorityRules
+from .ledger import PricedCall, PriorityRules, TestRun
 from .link import NodeLink, security_warnings
 from .prometheus import SOURCE as PROMETHEUS_SOURCE
 from .prometheus import PrometheusError, PrometheusPoller, PrometheusSource, apply_sample, tls_context
@@ -53,10 +53,12 @@ class Launcher(Protocol):
 
 @dataclass(frozen=True)
 class SessionTimeline:
-    """A session's newest stored events and the stored prices of the calls among them."""
+    """A session's newest stored events, the stored prices of the calls and the verdicts of the test
+    runs among them."""
 
     events: list[StoredEvent]
     calls: list[PricedCall]
+    test_runs: list[TestRun] = field(default_factory=list)
 
 
 @dataclass
@@ -411,7 +413,8 @@ class Supervisor:
         events = (await self.store.events(node=node, session=session))[-newest:]
         shown = {(event.journal, event.seq) for event in events}
         calls = [call for call in await self.store.priced_calls(node=node, session=session) if (call.journal, call.seq) in shown]
-        return SessionTimeline(events, calls)
+        runs = [run for run in await self.store.test_runs(node=node, session=session) if (run.journal, run.seq) in shown]
+        return SessionTimeline(events, calls, runs)
 
     def insecure_links(self) -> list[str]:
         """Nodes whose link is not verified TLS (the header warns about them)."""
@@ -464,6 +467,7 @@ class Supervisor:
         if self.brain is not None:
             try:
                 self.brain.on_calls(result.calls)
+                self.brain.on_test_runs(result.test_runs)
             except Exception:
                 log.exception("the brain failed on calls from %s", node)
         key = (node, journal)

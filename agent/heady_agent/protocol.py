@@ -24,8 +24,9 @@ EVENT_KINDS = (
     "session.ended",
     "session.limits",
     "agent.notice",
+    "test.run",
 )
-EventKind = Literal["session.started", "session.state", "llm.call", "session.ended", "session.limits", "agent.notice"]
+EventKind = Literal["session.started", "session.state", "llm.call", "session.ended", "session.limits", "agent.notice", "test.run"]
 
 SESSION_STATES = ("running", "idle", "compacted", "paused", "error", "completed")
 SessionState = Literal["running", "idle", "waiting", "compacted", "paused", "error", "completed"]
@@ -364,6 +365,26 @@ class AgentNoticeData(_Frame):
     message: Message
 
 
+# Test runners whose runs a session's shell tool calls are reported as `test.run` (go: `go test`,
+# cargo: `cargo test`, npm / pnpm / yarn: their `test` script).
+TEST_RUNNERS = ("pytest", "go", "cargo", "npm", "pnpm", "yarn", "jest", "vitest")
+TestRunner = Literal["pytest", "go", "cargo", "npm", "pnpm", "yarn", "jest", "vitest"]
+TEST_COUNT_MAX = 10_000_000  # passed / failed tests of one run; more is a misread, refused
+EXIT_CODE_MAX = 2**31 - 1
+
+
+class TestRunData(_Frame):
+    """A test runner the session executed through its shell tool, with how it ended."""
+
+    __test__ = False  # a name pytest would otherwise try to collect where a test module imports it
+
+    runner: TestRunner
+    command: Name  # the command line as the session ran it, one line
+    exit_code: int = Field(ge=-EXIT_CODE_MAX, le=EXIT_CODE_MAX)
+    passed: int | None = Field(default=None, ge=0, le=TEST_COUNT_MAX)  # when the runner printed them
+    failed: int | None = Field(default=None, ge=0, le=TEST_COUNT_MAX)
+
+
 EVENT_DATA_MODELS: dict[str, type[_Frame]] = {
     "session.started": SessionStartedData,
     "session.state": SessionStateData,
@@ -371,6 +392,7 @@ EVENT_DATA_MODELS: dict[str, type[_Frame]] = {
     "session.ended": SessionEndedData,
     "session.limits": RateLimits,
     "agent.notice": AgentNoticeData,
+    "test.run": TestRunData,
 }
 
 # --- command arguments ------------------------------------------------------------------

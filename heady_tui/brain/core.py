@@ -29,7 +29,7 @@ from heady_tui.engine.healing import HealingCycle, HealingEngine, Task, WeakPoin
 from heady_tui.engine.kpis import Kpi, rebalance_kpis
 from heady_tui.engine.policies import NeedsAttention, PolicyEngine
 from heady_tui.engine.rebalance import NodeView, RebalanceStatus
-from heady_tui.ledger import PricedCall
+from heady_tui.ledger import PricedCall, TestRun
 from heady_tui.records import LeaseClaim, Records, StaleFence
 
 from .account_limits import AccountLimits
@@ -162,6 +162,11 @@ class Brain:
         if calls:
             self.ledger.on_calls(calls)
             self.healing.engine.count_calls(len(calls))
+
+    def on_test_runs(self, runs: list[TestRun]) -> None:
+        """Test runs the store just stored."""
+        if runs:
+            self.ledger.on_test_runs(runs)
 
     def on_node_status(self, node_id: str, status: str) -> None:
         self.healing.on_node_status(node_id, status)

@@ -1,12 +1,14 @@
 """Every stored LLM call enters here once, already priced by the store: the cost totals, burn
-rates and budgets, and the recent-call windows the detector and the healing loop read."""
+rates and budgets, and the recent-call windows the detector and the healing loop read; and every
+stored test run, for the healing loop's window of each session's test runs."""
 
 from __future__ import annotations
 
 from heady_tui.engine.cost import BurnNotice, CostSummary, CostTracker
 from heady_tui.engine.detector import CallWindow, WindowStats
 from heady_tui.engine.healing import SessionCallWindows
-from heady_tui.ledger import PricedCall, day_of
+from heady_tui.engine.tests_window import SessionTestRuns
+from heady_tui.ledger import PricedCall, TestRun, day_of
 
 from .host import BrainContext
 
@@ -22,6 +24,7 @@ class CostLedger:
         # Recent calls, kept up to date call by call so a tick reads windows instead of rescanning calls.
         self.calls = CallWindow(keep_s=config.detector.window_s)
         self.session_calls = SessionCallWindows(max(config.detector.window_s, config.healing.full_interval_s))
+        self.session_tests = SessionTestRuns(self.session_calls.keep_s)
         self._window_stats: tuple[float, WindowStats] | None = None
 
     async def load(self) -> None:
@@ -40,6 +43,7 @@ class CostLedger:
         keep = max(self.session_calls.keep_s, self.cost.burn_window_s)
         for call in await store.priced_calls(now - keep):
             self._windows(call, now)
+        self.on_test_runs(await store.test_runs(now - self.session_tests.keep_s))
 
     def on_calls(self, calls: list[PricedCall]) -> None:
         """Calls just stored: their totals, and the windows for those recent enough."""
@@ -48,6 +52,13 @@ class CostLedger:
             self.cost.add(ts=call.ts, node=call.node, session=call.session, project=call.project, model=call.model,
                           cost_usd=call.cost_usd, known=call.priced)  # fmt: skip
             self._windows(call, now, burn=False)
+
+    def on_test_runs(self, runs: list[TestRun]) -> None:
+        """Test runs just stored (or reloaded at start): the healing window of those recent enough."""
+        horizon = self.ctx.clock.now() - self.session_tests.keep_s
+        for run in runs:
+            if run.ts >= horizon:
+                self.session_tests.add((run.node, run.session), run.ts, run.ok)
 
     def _windows(self, call: PricedCall, now: float, *, burn: bool = True) -> None:
         # A replay of calls older than the windows only adds to the cost totals.

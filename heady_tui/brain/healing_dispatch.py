@@ -90,7 +90,8 @@ class HealingDispatcher:
         sessions = []
         for s in fleet.sessions.values():
             calls = self.ledger.session_calls.summary(s.key, now)
-            sessions.append(SessionHealth(s.node, s.id, s.state, s.active, s.managed, calls.provider, s.last_event_at, calls))
+            sessions.append(SessionHealth(s.node, s.id, s.state, s.active, s.managed, calls.provider, s.last_event_at, calls,
+                                          self.ledger.session_tests.summary(s.key, now)))
         providers = self.ledger.window(now).by_provider
         cost = self.ledger.cost
         return HealingInput(now, nodes, tuple(sessions), providers, cost.projected_today(now), cost.daily_budget_usd)

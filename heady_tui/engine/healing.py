@@ -19,19 +19,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from heady_tui.config import STRATEGIES, HealingConfig
+from heady_tui.config import STRATEGIES, HealingConfig, HealingTriggersConfig
 
-# Session-efficiency thresholds (the healing guide's figures).
-SLOW_TURN_MS = 60_000
-RETRY_RUN = 3
-SESSION_ERROR_RATE = 0.20
-TOKEN_SPIKE_RATIO = 3.0  # >= 300 % of the session's baseline
-COST_PER_TURN_USD = 0.50
-TURN_SLOWDOWN_RATIO = 1.5  # >= 150 % of baseline
+from .tests_window import TestRunSummary
+
+# The session-efficiency thresholds are config ([healing.triggers]); these shape what they judge.
 BASELINE_CALLS = 5  # calls needed before a baseline means anything
 RECENT_CALLS = 5
 CLOCK_SKEW_S = 2.0
 PROVIDER_MIN_CALLS = 10
+PROVIDER_ERROR_RATE = 0.20
 STALE_NODE_S = 30.0  # online but silent this long: stale
 STALE_SESSION_S = 1800.0  # running with no event this long: stale
 OPEN_TASK_STATES = ("suggested", "pending-approval", "dispatched")
@@ -187,6 +184,7 @@ class SessionHealth:
     provider: str | None
     last_event_at: float
     calls: CallSummary  # this session's calls in the window
+    tests: TestRunSummary = TestRunSummary()  # the test runs it executed in the window
 
 
 @dataclass(frozen=True)
@@ -274,10 +272,10 @@ def provider_recovered(inp: HealingInput, provider: str) -> bool:
     a failed call: once its sessions are paused a provider may see no traffic at all, and a quiet
     window is the cool-down after which they may try again (a failure then reopens the weak point)."""
     calls, failed = inp.provider_calls.get(provider, (0, 0))
-    return failed == 0 or (calls >= PROVIDER_MIN_CALLS and failed / calls < SESSION_ERROR_RATE)
+    return failed == 0 or (calls >= PROVIDER_MIN_CALLS and failed / calls < PROVIDER_ERROR_RATE)
 
 
-def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
+def analyze(inp: HealingInput, analyzers: tuple[str, ...], triggers: HealingTriggersConfig) -> list[Issue]:
     issues: list[Issue] = []
     now = inp.now
     if "agent_health" in analyzers:
@@ -301,13 +299,13 @@ def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
                                     f"{n.node} clock is off by {n.clock_skew_s:+.1f}s"))
     if "provider_health" in analyzers:
         for provider, (calls, failed) in sorted(inp.provider_calls.items()):
-            if calls >= PROVIDER_MIN_CALLS and failed / calls >= SESSION_ERROR_RATE:
+            if calls >= PROVIDER_MIN_CALLS and failed / calls >= PROVIDER_ERROR_RATE:
                 issues.append(Issue("provider_health", "provider", provider, None, "repair_endpoint", "critical",
                                     f"{provider} failed {failed}/{calls} calls"))
     if "session_efficiency" in analyzers:
         for s in inp.sessions:
             if s.active:
-                issues += _session_issues(s)
+                issues += _session_issues(s, triggers)
     if "fleet_patrol" in analyzers:
         online = {n.node for n in inp.nodes if n.status == "online"}
         for s in inp.sessions:
@@ -324,33 +322,41 @@ def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
     return issues
 
 
-def _session_issues(s: SessionHealth) -> list[Issue]:
+def _session_issues(s: SessionHealth, triggers: HealingTriggersConfig) -> list[Issue]:
+    """The seven triggers: the last RECENT_CALLS calls against the thresholds, and against the
+    session's baseline (its earlier calls in the window) for tokens and duration."""
     subject = f"{s.node}/{s.session}"
     calls = s.calls
     recent = calls.recent
     found: list[str] = []
-    if any(c.latency_ms is not None and c.latency_ms >= SLOW_TURN_MS for c in recent):
-        found.append(f"a turn took >= {SLOW_TURN_MS / 1000:.0f}s")
-    if calls.failed_run >= RETRY_RUN:
+    slow_ms = triggers.slow_turn_s * 1000
+    if any(c.latency_ms is not None and c.latency_ms >= slow_ms for c in recent):
+        found.append(f"a turn took >= {triggers.slow_turn_s:g}s")
+    if calls.failed_run >= triggers.retries:
         found.append(f"{calls.failed_run} failed calls in a row")
-    if calls.calls >= BASELINE_CALLS and calls.failed / calls.calls >= SESSION_ERROR_RATE:
+    if calls.calls >= BASELINE_CALLS and calls.failed / calls.calls >= triggers.error_rate:
         found.append(f"error rate {calls.failed / calls.calls:.0%}")
     base_calls = calls.calls - len(recent)
     if base_calls >= BASELINE_CALLS and recent:
         base_tokens = (calls.tokens - sum(c.tokens for c in recent)) / base_calls
-        if base_tokens > 0 and sum(c.tokens for c in recent) / len(recent) >= TOKEN_SPIKE_RATIO * base_tokens:
-            found.append("token rate spiked >= 300% of baseline")
+        recent_tokens = sum(c.tokens for c in recent) / len(recent)
+        if base_tokens > 0 and recent_tokens >= (1 + triggers.token_increase_percent / 100) * base_tokens:
+            found.append(f"tokens per call up {recent_tokens / base_tokens - 1:.0%} over the baseline")
         rec_lat = [c.latency_ms for c in recent if c.latency_ms]
         base_with_latency = calls.with_latency - len(rec_lat)
         if base_with_latency > 0 and rec_lat:
             base_lat = (calls.latency_ms - sum(rec_lat)) / base_with_latency
-            if sum(rec_lat) / len(rec_lat) >= TURN_SLOWDOWN_RATIO * base_lat:
-                found.append("turns take >= 150% of baseline")
+            recent_lat = sum(rec_lat) / len(rec_lat)
+            if recent_lat >= triggers.duration_percent / 100 * base_lat:
+                found.append(f"turns take {recent_lat / base_lat:.0%} of the baseline's time")
+    tests = s.tests
+    if tests.runs and tests.failed / tests.runs > triggers.test_failure_rate:
+        found.append(f"{tests.failed} of {tests.runs} test runs failed")
     out = [Issue("session_efficiency", "session", subject, s.node, "optimize_sessions", "warning", f"{subject}: {m}") for m in found]
-    per_turn = sum(c.cost_usd for c in recent) / len(recent) if recent else 0.0
-    if per_turn > COST_PER_TURN_USD:
+    per_task = sum(c.cost_usd for c in recent) / len(recent) if recent else 0.0
+    if per_task > triggers.cost_per_task_usd:
         out.append(Issue("session_efficiency", "session", subject, s.node, "cost_control", "warning",
-                         f"{subject}: ${per_turn:.2f} per turn"))
+                         f"{subject}: ${per_task:.2f} per task"))
     return out
 
 
@@ -421,7 +427,7 @@ class HealingEngine:
             self._last_light = now
         else:
             self._last_full = self._last_light = now
-        issues = analyze(inp, analyzers)
+        issues = analyze(inp, analyzers, self.config.triggers)
         down_nodes = {i.node for i in issues if i.subject_kind == "node"}
         down_nodes |= {wp.node for wp in self.weak_points.values() if wp.state == "open" and wp.subject_kind == "node"
                        and wp.analyzer not in analyzers}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from .managed import MANAGED_SESSION_ENV
 from .ledger import CallLedger, anthropic_identity
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE
 from .jsonl import HELD, FileCursor, JsonlSession, JsonlSource, as_int, parse_ts
+from .runners import run_event_data, runner_of
 
 # Records that carry no calls nor session activity, as of 2.1.332 (tests/fixtures/real); any other
 # type is counted and noticed by the format radar.
@@ -61,6 +63,10 @@ FAILED_ATTEMPT = "failed-attempt:"  # FileCursor.recent key prefix: a session's 
 HOLD_S = 30.0  # a partial-looking response nothing followed for this long is judged as it is (backfill, dead client)
 UNSTATED_STOP = ""  # transcripts older than stop_reason: finished as far as anyone can tell
 TITLE_RANK = {"branch": 0, "ai": 1, "custom": 2}  # a user's rename beats the generated title beats the branch
+SHELL_TOOL = "Bash"
+TEST_CALLS = "test-calls"  # FileCursor.extra key: {tool_use id: command} of test runs waiting for their result
+TEST_CALLS_KEPT = 64  # a result that never comes must not grow the cursor without end
+EXIT_CODE_LINE = re.compile(r"^(?:Error: )?Exit code (-?\d{1,3})\b")  # how Claude Code starts a failed command's result
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -206,6 +212,9 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         session = self._active_session(sid, record, when, models.get(sid))
         if kind == "assistant":
             self._assistant(session, record, when, _request_start(record, cursor, parent_ts), calls)
+            _test_calls(record, cursor)
+        elif kind == "user" and cursor.extra.get(TEST_CALLS):
+            self._test_results(session, record, cursor, when)
         elif kind == "system" and record.get("subtype") == "api_error" and ts is not None:
             cursor.remember(f"{FAILED_ATTEMPT}{sid}", ts)
         elif kind == "system" and record.get("subtype") == "compact_boundary":
@@ -300,6 +309,30 @@ class ClaudeCodeSource(JsonlSource[_Session]):
         if earlier is None or (earlier.stop_reason is None and call.stop_reason is not None):
             calls[key] = call  # a message written block by block: its finished record has the final usage
         self._touch(session)
+
+    def _test_results(self, session: _Session, record: dict[str, Any], cursor: FileCursor, when: float) -> None:
+        """`test.run` for each result of a test runner's shell call (exit code from how Claude Code words it)."""
+        waiting: dict[str, str] = cursor.extra[TEST_CALLS]
+        content = _message(record).get("content")
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict) or block.get("type") != "tool_result":
+                continue
+            tool_use_id = str(block.get("tool_use_id"))
+            command = waiting.pop(tool_use_id, None)
+            runner = runner_of(command) if command is not None else None
+            key = f"cc.test:{tool_use_id}"
+            if command is None or runner is None or self.ctx.get_state(key) is not None:
+                continue  # not a test run, or reported before this file was read again from its start
+            output = _result_text(block.get("content"))
+            if block.get("is_error"):
+                found = EXIT_CODE_LINE.match(output)
+                if found is None:
+                    continue  # refused, interrupted or timed out: the tests did not run to an end
+                exit_code = int(found.group(1))
+            else:
+                exit_code = 0
+            self.ctx.set_state(key, "1")
+            self.ctx.emit("test.run", session.managed_as or session.id, run_event_data(command, runner, exit_code, output), ts=when)
 
     def _emit_call(self, call: _Call, cursor: FileCursor) -> None:
         if call.key in self._seen_calls:
@@ -576,6 +609,28 @@ def _call_key(record: dict[str, Any]) -> str | None:
 def _cut_off_note(record: dict[str, Any]) -> bool:
     content = _message(record).get("content")
     return bool(record.get("isMeta")) and isinstance(content, str) and content.startswith(CUT_OFF_NOTE)
+
+
+def _test_calls(record: dict[str, Any], cursor: FileCursor) -> None:
+    """Remember the shell tool calls that run a test runner until their results come."""
+    content = _message(record).get("content")
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict) or block.get("type") != "tool_use" or block.get("name") != SHELL_TOOL:
+            continue
+        tool_input = block.get("input")
+        command = tool_input.get("command") if isinstance(tool_input, dict) else None
+        if isinstance(command, str) and isinstance(block.get("id"), str) and runner_of(command) is not None:
+            waiting = cursor.extra.setdefault(TEST_CALLS, {})
+            waiting[block["id"]] = command
+            while len(waiting) > TEST_CALLS_KEPT:
+                del waiting[next(iter(waiting))]
+
+
+def _result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "\n".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
 def _held(cursor: FileCursor) -> list[_Call]:

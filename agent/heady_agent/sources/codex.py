@@ -29,6 +29,7 @@ from .base import CommandError, SourceContext
 from .common import plain_text
 from .ledger import FAILED_TURN, CallLedger, openai_identity
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE
+from .runners import run_event_data, runner_of
 from .jsonl import (
     FileCursor,
     JsonlSession,
@@ -64,6 +65,12 @@ _TURN_ERRORS = frozenset({
     "sandbox_error", "active_turn_not_steerable", "thread_rollback_failed",
 })
 _NOT_MODEL_ERRORS = frozenset({"sandbox_error", "active_turn_not_steerable", "thread_rollback_failed"})
+# Shell tool calls: `exec_command` {"cmd": "..."} (0.171), `shell` {"command": [argv]} (older).
+_SHELL_TOOLS = ("exec_command", "shell")
+_TEST_CALLS = "test_calls"  # cursor extra: {call_id: command} of test runs waiting for their output
+_TEST_CALLS_KEPT = 64
+_EXIT_LINE = re.compile(r"^(?:Process exited with code|Exit code:?) (-?\d{1,3})\b", re.M)
+_OUTPUT_START = re.compile(r"^Output:\n", re.M)  # what the tool printed follows this header
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -323,6 +330,10 @@ class CodexSource(JsonlSource[CodexSession]):
         if kind == "response_item":
             if payload.get("type") in _REQUEST_ITEMS or (payload.get("type") == "message" and payload.get("role") == "user"):
                 extra["asked_at"] = when
+            if payload.get("type") == "function_call":
+                _test_call(payload, extra)
+            elif payload.get("type") == "function_call_output" and extra.get(_TEST_CALLS):
+                self._test_result(path, payload, extra, when)
             return
         if kind not in _KNOWN_RECORDS:
             self.radar.seen(UNKNOWN_TYPE, str(kind), detail=path.name)
@@ -364,6 +375,35 @@ class CodexSource(JsonlSource[CodexSession]):
             self._set_state(session, "idle", f"turn aborted: {reason}" if isinstance(reason, str) else "turn aborted", when)
         if event in _REQUEST_EVENTS:
             extra["asked_at"] = when
+
+    def _test_result(self, path: Path, payload: dict[str, Any], extra: dict[str, Any], when: float) -> None:
+        """`test.run` for the output of a test runner's shell call (its exit code as Codex reports it)."""
+        call_id = str(payload.get("call_id"))
+        command = extra[_TEST_CALLS].pop(call_id, None)
+        runner = runner_of(command) if isinstance(command, str) else None
+        output = payload.get("output")
+        if isinstance(output, dict):  # older rollouts: {"output": "...", "metadata": {"exit_code": N}}
+            meta = output.get("metadata")
+            code = meta.get("exit_code") if isinstance(meta, dict) else None
+            text = output["output"] if isinstance(output.get("output"), str) else ""
+            exit_code = code if isinstance(code, int) and not isinstance(code, bool) and abs(code) < 1000 else None
+        elif isinstance(output, str):
+            found = _EXIT_LINE.search(output)
+            exit_code = int(found.group(1)) if found is not None else None
+            start = _OUTPUT_START.search(output)
+            text = output[start.end():] if start is not None else output
+        else:
+            return
+        if command is None or runner is None or exit_code is None:
+            return  # not a test run, or it never finished (aborted, timed out)
+        session = self._rollout_session(path, extra, when)
+        if session is None:
+            return
+        key = f"cx.test:{session.id}:{call_id}"
+        if self.ctx.get_state(key) is not None:
+            return  # already reported from another copy of this rollout
+        self.ctx.set_state(key, "1")
+        self.ctx.emit("test.run", session.id, run_event_data(command, runner, exit_code, text), ts=when)
 
     def _rollout_session(self, path: Path, extra: dict[str, Any], when: float) -> CodexSession | None:
         sid = extra.get("session")
@@ -516,3 +556,26 @@ class CodexSource(JsonlSource[CodexSession]):
         raise CommandError(
             "not_supported", f"{cmd.action}: codex rollouts do not name their process, so the agent cannot act on it"
         )
+
+
+def _test_call(payload: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Remember a shell tool call that runs a test runner until its output comes."""
+    if payload.get("name") not in _SHELL_TOOLS or not isinstance(payload.get("call_id"), str):
+        return
+    try:
+        args = json.loads(payload.get("arguments") or "")
+    except (TypeError, ValueError):
+        return
+    if not isinstance(args, dict):
+        return
+    command = args.get("cmd") if isinstance(args.get("cmd"), str) else None
+    argv = args.get("command")
+    if command is None and isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
+        # ["bash", "-lc", "script"] runs the script; anything else is the command itself
+        command = argv[-1] if len(argv) == 3 and argv[1] in ("-lc", "-c") else " ".join(argv)
+    if command is None or runner_of(command) is None:
+        return
+    waiting = extra.setdefault(_TEST_CALLS, {})
+    waiting[payload["call_id"]] = command
+    while len(waiting) > _TEST_CALLS_KEPT:
+        del waiting[next(iter(waiting))]

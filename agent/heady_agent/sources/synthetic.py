@@ -64,12 +64,29 @@ MODELS = (
 PROVIDER_OF = {model: provider for model, provider, _ in MODELS}
 
 # Host demand (runnable processes) of a session in each role while it runs.
-DEMAND = {"task": 0.6, "chat": 0.5, "build": 2.5, "runaway": 0.8}
+DEMAND = {"task": 0.6, "chat": 0.5, "build": 2.5, "runaway": 0.8, "review": 0.5}
 DEMAND_TASK_FREE = 0.1
 DEMAND_IDLE = 0.05
 DEMAND_BASE = 0.4
 # Seconds between llm.calls of a running session, per role (low, high).
-CALL_EVERY = {"task": (2.0, 3.5), "chat": (2.5, 4.5), "build": (4.0, 6.0), "runaway": (1.2, 1.8)}
+CALL_EVERY = {"task": (2.0, 3.5), "chat": (2.5, 4.5), "build": (4.0, 6.0), "runaway": (1.2, 1.8), "review": (12.0, 20.0)}
+REVIEW_MODEL = "claude-opus-4-5"  # a review session thinks long on a big model: over $0.50 a call
+BALLOON_MODEL = "claude-haiku-4-5"  # cheap per token, so a balloon spikes tokens without a cost trigger
+BALLOON_GROWTH = 1.2  # a ballooning chat's uncached input grows this much a call...
+BALLOON_MAX_TOKENS = 150_000  # ...up to this
+# Share of a session's calls after which it runs its project's tests, per role; and what it runs.
+TEST_RUN_SHARE = {"task": 0.1, "chat": 0.1, "build": 0.5, "runaway": 0.0, "review": 0.0}
+TEST_COMMANDS = {
+    "api-gateway": ("go", "go test ./..."),
+    "billing-service": ("pytest", "pytest -q"),
+    "web-frontend": ("npm", "npm test"),
+    "data-pipeline": ("pytest", "python -m pytest tests"),
+    "auth-service": ("go", "go test ./..."),
+    "search-indexer": ("cargo", "cargo test"),
+    "mobile-app": ("yarn", "yarn test"),
+    "infra": ("pytest", "pytest -q"),
+    "monorepo": ("pnpm", "pnpm test"),
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,11 @@ class Profile:
     slow_provider: str | None = None
     latency_median_ms: float = 900.0
     slow_median_ms: float = 7000.0
+    slow_doubling_s: float | None = None  # the slow provider's median doubles this often...
+    slow_max_ms: float = 120_000.0  # ...up to this
+    review: bool = False  # an opus review session: over $0.50 a call, a call every 12-20 s
+    balloon_at_s: float | None = None  # a haiku chat whose uncached input balloons from then on
+    test_failure_share: float = 0.0  # share of test runs that fail
     blips: bool = False  # occasional queue bursts, slow calls and errors
     idle_after_s: tuple[float, float] | None = None  # chats go idle within this window
     awake_for_s: tuple[float, float] = (45.0, 90.0)  # after a wake-up, before idling again
@@ -119,12 +141,17 @@ def profile_for(scenario: str, index: int, count: int) -> Profile:
         return Profile(arrival_per_s=6.0, rate_limited="anthropic", rate_limit_share=0.35)
     if scenario == "hot-node":
         if first:
-            return Profile(initial_queue=200, arrival_per_s=6.0, concurrency=6, builds=4)
+            # Under the load, a quarter of its test runs fail (timeouts).
+            return Profile(initial_queue=200, arrival_per_s=6.0, concurrency=6, builds=4, test_failure_share=0.25)
         return Profile()
     if scenario == "slow-provider":
-        return Profile(slow_provider="anthropic")
+        return Profile(slow_provider="anthropic", slow_doubling_s=60.0)
     if scenario == "runaway-cost":
-        return Profile(runaway_at_s=2.0 if first else None)
+        if first:
+            return Profile(runaway_at_s=2.0)
+        if index == 1:
+            return Profile(review=True, balloon_at_s=120.0)
+        return Profile()
     if scenario == "idle-sessions":
         return Profile(chats=3, idle_after_s=(5.0, 20.0))
     if scenario == "compaction":
@@ -152,6 +179,7 @@ class SimSession:
     idle_at: float | None = None
     state_until: float | None = None  # end of a transient `compacted`
     paused_from: str = "running"
+    balloon_tokens: float = 0.0  # uncached input of a ballooning chat's next call (0: not ballooning)
     item: dict[str, Any] | None = None
     item_left: int = 0
     free_since: float = 0.0
@@ -204,6 +232,9 @@ class SyntheticSource(SessionSource):
         self.hostname = f"sim-{cfg.node_index + 1}"
         self.profile = profile_for(cfg.scenario, cfg.node_index, cfg.node_count)
         self._rng = random.Random(f"heady-synthetic:{cfg.seed}:{cfg.node_index}:{cfg.scenario}")
+        # Test runs draw from their own generator, so they leave the rest of a seeded run as it was.
+        self._tests_rng = random.Random(f"heady-synthetic-tests:{cfg.seed}:{cfg.node_index}:{cfg.scenario}")
+        self._balloon: SimSession | None = None
         self._sessions: dict[str, SimSession] = {}
         self._queue: deque[dict[str, Any]] = deque()
         self._concurrency = self.profile.concurrency
@@ -249,6 +280,8 @@ class SyntheticSource(SessionSource):
                 self._spawn("chat")
             for _ in range(self.profile.builds):
                 self._spawn("build")
+            if self.profile.review:
+                self._spawn("review")
             self._simulate_step()
         self._flush_changes()
 
@@ -296,6 +329,11 @@ class SyntheticSource(SessionSource):
             # Spawned once: a killed runaway stays dead.
             self._runaway_spawned = True
             self._spawn("runaway")
+        if p.balloon_at_s is not None and self._balloon is None and t >= p.balloon_at_s:
+            chats = [s for s in self._sessions.values() if s.role == "chat" and s.model == BALLOON_MODEL]
+            if chats:  # once: the haiku chat starts sending its whole, growing context uncached
+                self._balloon = chats[0]
+                chats[0].balloon_tokens = 1_000.0
         for session in list(self._sessions.values()):
             self._advance_session(session, t)
         self._update_load()
@@ -385,6 +423,11 @@ class SyntheticSource(SessionSource):
             project, model, title = "monorepo", "claude-opus-4-5", "migrate every service to the new SDK"
         elif role == "build":
             project, model, title = rng.choice(PROJECTS), "claude-sonnet-4-5", "run the full test matrix"
+        elif role == "review":
+            project, model, title = rng.choice(PROJECTS), REVIEW_MODEL, "review the whole diff of the release branch"
+        elif role == "chat" and self.profile.balloon_at_s is not None and not any(
+                s.model == BALLOON_MODEL and s.role == "chat" for s in self._sessions.values()):
+            project, model, title = rng.choice(PROJECTS), BALLOON_MODEL, rng.choice(TITLES)
         else:
             model = rng.choices([m for m, _, _ in MODELS], weights=[w for _, _, w in MODELS])[0]
             project = rng.choice(PROJECTS)
@@ -456,7 +499,11 @@ class SyntheticSource(SessionSource):
             data.update(ok=False, error=failed, latency_ms=round(rng.uniform(150, 900), 1))
             self.ctx.emit("llm.call", s.id, data, ts=self._ts())
             return
-        median = p.slow_median_ms if p.slow_provider == provider else p.latency_median_ms
+        median = p.latency_median_ms
+        if p.slow_provider == provider:
+            median = p.slow_median_ms
+            if p.slow_doubling_s is not None:  # a provider getting steadily worse
+                median = min(p.slow_max_ms, median * 2 ** (t / p.slow_doubling_s))
         latency = median * math.exp(rng.gauss(0.0, 0.3))
         if p.blips and rng.random() < 0.02:
             latency *= 3
@@ -465,6 +512,13 @@ class SyntheticSource(SessionSource):
                 input_tokens=rng.randint(120_000, 180_000),
                 cache_creation_tokens=rng.randint(60_000, 100_000),
                 output_tokens=rng.randint(16_000, 32_000),
+            )
+        elif s.role == "review":
+            data.update(
+                input_tokens=rng.randint(3, 60),
+                cache_creation_tokens=rng.randint(40_000, 60_000),
+                cache_read_tokens=s.context_tokens,
+                output_tokens=rng.randint(12_000, 20_000),
             )
         elif provider == "openai":
             data.update(
@@ -479,15 +533,31 @@ class SyntheticSource(SessionSource):
                 cache_read_tokens=s.context_tokens,
                 output_tokens=rng.randint(150, 1_800),
             )
+        if s.balloon_tokens:
+            data["input_tokens"] = int(s.balloon_tokens)
+            s.balloon_tokens = min(BALLOON_MAX_TOKENS, s.balloon_tokens * BALLOON_GROWTH)
         if provider == "anthropic":
             data.update(cache_creation_5m_tokens=data["cache_creation_tokens"], cache_creation_1h_tokens=0)
         data["latency_ms"] = round(latency, 1)
         self.ctx.emit("llm.call", s.id, data, ts=self._ts())
+        self._maybe_run_tests(s)
         s.context_tokens += rng.randint(*s.growth)
         if s.context_tokens >= COMPACT_AT_TOKENS:
             s.context_tokens = rng.randint(35_000, 50_000)
             s.state_until = t + COMPACTED_FOR_S
             self._set_state(s, "compacted", "auto")
+
+    def _maybe_run_tests(self, s: SimSession) -> None:
+        """Now and then a session runs its project's tests (a `test.run`); they fail at the profile's share."""
+        rng = self._tests_rng
+        if rng.random() >= TEST_RUN_SHARE[s.role]:
+            return
+        runner, command = TEST_COMMANDS.get(s.project, ("pytest", "pytest -q"))
+        total = 20 + sum(map(ord, s.project)) % 300  # a project's suite keeps its size
+        failed = rng.randint(1, 3) if rng.random() < self.profile.test_failure_share else 0
+        data = {"runner": runner, "command": command, "exit_code": 1 if failed else 0, "passed": total - failed,
+                "failed": failed}
+        self.ctx.emit("test.run", s.id, data, ts=self._ts())
 
     # --- load ---------------------------------------------------------------------------
 

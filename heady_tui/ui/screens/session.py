@@ -108,6 +108,8 @@ class SessionScreen(LiveScreen):
             return
         # Each call's cost as the store priced it when it stored the call.
         priced = {(c.journal, c.seq): c for c in timeline.calls}
+        # Each test run with the verdict the store gave it.
+        runs = {(r.journal, r.seq): r for r in timeline.test_runs}
         rows: dict[str, tuple[str | Text, ...]] = {}
         for ev in reversed(timeline.events):
             data = ev.data
@@ -124,6 +126,18 @@ class SessionScreen(LiveScreen):
                     "-" if data.get("latency_ms") is None else f"{data['latency_ms']:.0f}ms",
                     fmt.money(cost) if cost is not None else "-",
                     Text(str(data.get("error") or ""), end=""),
+                )
+            elif ev.kind == "test.run" and (ev.journal, ev.seq) in runs:
+                run = runs[(ev.journal, ev.seq)]
+                counts = "-" if run.passed is None and run.failed is None else f"{run.passed or 0} ok/{run.failed or 0} failed"
+                rows[key] = (
+                    fmt.clock_time(ev.ts),
+                    "tests" if run.ok else Text("tests failed", style="bold"),
+                    Text(f"{run.runner} exit {run.exit_code}", end=""),
+                    counts,
+                    "",
+                    "",
+                    Text(run.command, end=""),
                 )
             else:
                 state = data.get("state") or data.get("source") or ("exit " + str(data.get("exit_code")) if "exit_code" in data else "")

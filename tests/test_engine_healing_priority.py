@@ -140,3 +140,11 @@ def test_no_task_is_made_for_a_session_that_has_ended():
     # A light cycle does not run the cost analyzer, so the weak point is still open; its session ended.
     cycle = he.run_cycle(inp(20, [online(now=20)], [spender(active=False)], projected=5.0, budget=1.0), "light")
     assert cycle.tasks_created == [] and he.tasks == {}
+
+
+def test_the_cost_weak_point_names_the_top_running_spender_not_one_already_paused():
+    he = HealingEngine(HealingConfig(group_wait_s=0))
+    paused = SessionHealth("n1", "s1", "paused", True, None, "anthropic", 100.0,
+                           CallSummary.of([CallView(float(i), 900.0, True, 100, 2.0) for i in range(6)]))
+    cycle = he.run_cycle(inp(10, [online(now=10)], [paused, spender(session="s2")], projected=5.0, budget=1.0), "full")
+    assert [wp["subject"] for wp in cycle.weak_points if wp["analyzer"] == "cost"] == ["n1/s2"]

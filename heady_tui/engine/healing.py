@@ -365,7 +365,8 @@ def analyze(inp: HealingInput, analyzers: tuple[str, ...]) -> list[Issue]:
                 issues.append(Issue("fleet_patrol", "session", subject, s.node, "optimize_sessions", "warning",
                                     f"session {subject} {kind}: no event for {now - s.last_event_at:.0f}s"))
     if "cost" in analyzers and inp.daily_budget_usd and inp.projected_today_usd > inp.daily_budget_usd:
-        top = max((s for s in inp.sessions if s.active), key=lambda s: s.calls.cost_usd, default=None)
+        # The top spender among the running sessions: one already paused spends nothing more.
+        top = max((s for s in inp.sessions if s.active and s.state == "running"), key=lambda s: s.calls.cost_usd, default=None)
         if top is not None:
             issues.append(Issue("cost", "session", f"{top.node}/{top.session}", top.node, "cost_control", "warning",
                                 f"projected ${inp.projected_today_usd:.2f} today exceeds the ${inp.daily_budget_usd:.2f} budget"))

@@ -129,3 +129,13 @@ async def test_notify_deploy_refuses_a_node_it_does_not_know_listing_the_stored_
 async def test_notify_deploy_with_no_known_node_says_so(tmp_path):
     out = await heady(tmp_path, "notify-deploy", "--node", "build-1")
     assert out.returncode == 1 and "known: none: no [[nodes]] in the config and none stored" in out.stderr
+
+
+async def test_an_unknown_task_state_is_a_one_line_usage_error(tmp_path):
+    out = await heady(tmp_path, "healing", "tasks", "--state", "finished")
+    assert out.returncode == 2 and "invalid choice: 'finished'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+async def test_approve_without_a_task_id_is_a_one_line_usage_error(tmp_path):
+    out = await heady(tmp_path, "healing", "approve")
+    assert out.returncode == 2 and "task" in out.stderr and len(out.stderr.strip().splitlines()) == 1

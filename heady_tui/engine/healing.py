@@ -8,7 +8,7 @@ point suppresses session-level issues on that node; at most max_tasks_per_node t
 dispatched on a node at once, the highest priority first. Task states: suggested ->
 pending-approval -> dispatched -> done | failed | expired. A weak point carries the worst severity
 of its issues; its task's priority is derived once, when the task is made, from that severity and
-the strategy (TASK_PRIORITY). A weak point has one task: after it ended (done, failed, rejected)
+the strategy (`task_priority`). A weak point has one task: after it ended (done, failed, rejected)
 the weak point stays quiet until its condition clears; only an expired task is followed by another.
 Pure: the brain gathers the inputs and carries out the task commands.
 """
@@ -289,6 +289,7 @@ def _new_id(prefix: str) -> str:
 
 
 def task_priority(strategy: str, severity: str) -> str:
+    """low | normal | high | critical: the strategy's priority, one step up for a critical weak point."""
     base = PRIORITIES.index(STRATEGY_PRIORITY[strategy])
     return PRIORITIES[min(base + (1 if severity == "critical" else 0), len(PRIORITIES) - 1)]
 

@@ -148,3 +148,13 @@ def test_the_cost_weak_point_names_the_top_running_spender_not_one_already_pause
                            CallSummary.of([CallView(float(i), 900.0, True, 100, 2.0) for i in range(6)]))
     cycle = he.run_cycle(inp(10, [online(now=10)], [paused, spender(session="s2")], projected=5.0, budget=1.0), "full")
     assert [wp["subject"] for wp in cycle.weak_points if wp["analyzer"] == "cost"] == ["n1/s2"]
+
+
+def test_an_open_task_restored_at_a_start_is_adopted_by_the_new_weak_point_not_duplicated():
+    before = HealingEngine(HealingConfig(group_wait_s=0, auto_dispatch=[]))
+    [task_id] = before.run_cycle(inp(0, [offline()]), "full").tasks_created
+    after = HealingEngine(HealingConfig(group_wait_s=0, auto_dispatch=[]))
+    after.restore([before.tasks[task_id].to_dict()])
+    cycle = after.run_cycle(inp(10, [offline()]), "full")
+    assert cycle.tasks_created == [] and list(after.tasks) == [task_id]
+    assert [wp["task_id"] for wp in cycle.weak_points] == [task_id]

@@ -498,6 +498,11 @@ class HealingEngine:
         for wp in self.weak_points.values():
             if wp.state != "open" or now - wp.opened < self.config.group_wait_s or _session_gone(wp, inp):
                 continue
+            if wp.task_id is None:
+                # A task still open for the same subject and strategy (restored at a start, or made for an earlier
+                # weak point of the same condition) is this weak point's: no duplicate.
+                wp.task_id = next((t.id for t in self.tasks.values() if t.state in OPEN_TASK_STATES
+                                   and t.subject == wp.subject and t.strategy == wp.strategy), None)
             last = self.tasks.get(wp.task_id) if wp.task_id else None
             if wp.task_id and (last is None or last.state != "expired"):
                 continue  # one task per weak point: it is still open, or it ended and the condition has not cleared

@@ -138,6 +138,13 @@ def classify(event: HeadyEvent, *, simulated: bool = False) -> Alert | None:
         lines = (f"waiting for {_minutes(d.get('waited_s'))}", f"session: {d.get('session', '?')}")
         # One alert per wait: a new wait of the same session begins at a new `since`.
         return Alert(event, "warning", title, lines, (name, d.get("node"), d.get("session"), d.get("since")), simulated)
+    if name == "healing.critical":
+        issues = d.get("issues")
+        lines = tuple(str(issue) for issue in issues[:5]) if isinstance(issues, list) else ()
+        title = f"critical weak point: {d.get('subject', '?')} ({d.get('analyzer', '?')})"
+        lines += (f"strategy: {d.get('strategy', '?')}",)
+        # Once per weak point: it turns critical once, and a new weak point has a new id.
+        return Alert(event, "critical", title, lines, (name, d.get("weak_point")), simulated)
     if name == "node.journal_reset":
         title = f"node {d.get('node', '?')} journal reset"
         lines = (f"{d.get('old_journal', '?')} -> {d.get('new_journal', '?')}", "events before the reset may be missing")

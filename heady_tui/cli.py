@@ -13,6 +13,7 @@ from heady_agent.config import SCENARIOS, ConfigError
 
 from . import __version__
 from .config import Paths
+from .engine.healing import TASK_STATES
 from .filemodes import harden, private_umask
 
 
@@ -160,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     notify = sub.add_parser("notify-deploy", parents=[common], help="tell the healing loop a deploy happened")
     notify.add_argument("--node", metavar="NAME", help="the node that was deployed (default: all)")
 
+    healing = sub.add_parser("healing", parents=[common], help="the healing loop: cycles, weak points, repair tasks")
+    hverbs = healing.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    hstatus = hverbs.add_parser("status", parents=[common], help="last cycles, open weak points, queued tasks")
+    hstatus.add_argument("--json", action="store_true")
+    htasks = hverbs.add_parser("tasks", parents=[common], help="repair tasks, oldest first")
+    htasks.add_argument("--state", choices=TASK_STATES)
+    htasks.add_argument("--json", action="store_true")
+    for verb, what in (("approve", "approve a task waiting for approval (audited)"), ("reject", "reject a task waiting for approval (audited)")):
+        decide = hverbs.add_parser(verb, parents=[common], help=what)
+        decide.add_argument("task", help="task id (see `heady healing tasks`)")
+
     consent = sub.add_parser("consent", parents=[common], help="permission prompts outside the console")
     cverbs = consent.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
     cprompt = cverbs.add_parser("prompt", parents=[common], help="ask on this terminal")
@@ -183,6 +195,7 @@ _HANDLERS = {
     "costs": "costs",
     "permissions": "permissions",
     "notify-deploy": "notify",
+    "healing": "healing",
     "kpis": "kpis",
     "accounts": "accounts",
     "consent": "consent",

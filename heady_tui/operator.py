@@ -19,7 +19,7 @@ from heady_agent.protocol import ACTIONS, Result
 from heady_tui.brain import Brain
 from heady_tui.config import PRIORITY_CLASSES, Config
 from heady_tui.engine.consent import ConsentRequest, Denial, Grant, grantor, new_denial, new_grant
-from heady_tui.engine.healing import Task
+from heady_tui.engine.healing import HealingError, Task, check_awaiting_approval
 from heady_tui.fleet import SessionRecord
 from heady_tui.prometheus import SOURCE as PROMETHEUS_SOURCE
 from heady_tui.records import Records
@@ -183,6 +183,23 @@ class RecordsOperator:
     async def notify_deploy(self, node: str | None = None) -> None:
         noted = self.records.notify_deploy(self.clock.now(), node, "cli", self.audit.actor)
         await self.audit.run("notify_deploy", node, {}, noted)
+
+    async def approve_task(self, task_id: str) -> None:
+        """Queue the approval for the acting brain, which dispatches the task at its next tick."""
+        await self.audit.run("task.approve", task_id, {}, self._decide(task_id, "approve"))
+
+    async def reject_task(self, task_id: str) -> None:
+        await self.audit.run("task.reject", task_id, {}, self._decide(task_id, "reject"))
+
+    async def _decide(self, task_id: str, decision: str) -> None:
+        """HealingError for an unknown task, one not waiting for approval, or one already decided."""
+        stored = next((t for t in await self.records.tasks() if t["id"] == task_id), None)
+        if stored is None:
+            raise HealingError(f"no task with id {task_id!r}")
+        check_awaiting_approval(task_id, stored["state"])
+        if not await self.records.undecided(task_id):
+            raise HealingError(f"task {task_id} already has a decision waiting for the console")
+        await self.records.decide_task(self.clock.now(), task_id, decision, self.audit.actor)
 
     async def decide_consent(self, request: ConsentRequest | None, decision: str, reason: str,
                              caps: Mapping[str, object]) -> Grant | Denial:

@@ -89,6 +89,13 @@ CREATE TABLE brain_lease (
 """,
     # the highest CPU percent any node reached while the run was active (the "CPU during runs" KPI)
     "ALTER TABLE rebalance_runs ADD COLUMN peak_cpu_percent REAL;",
+    # approve / reject of a healing task from the CLI, waiting for the acting brain to carry it out
+    """
+CREATE TABLE task_decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, task TEXT NOT NULL, decision TEXT NOT NULL,
+    actor TEXT NOT NULL, seen INTEGER NOT NULL DEFAULT 0
+);
+""",
 ]
 
 GRANT_COLUMNS = "id, scope, grantor, created, expires, caps, uses, max_uses, revoked, reason, fingerprint"
@@ -456,6 +463,27 @@ class Records:
 
     async def tasks(self) -> list[dict[str, Any]]:
         return [json.loads(b) for (b,) in await self._rows("SELECT body FROM tasks ORDER BY created")]
+
+    async def decide_task(self, now: float, task_id: str, decision: str, actor: str) -> None:
+        """Queue an operator's approve | reject for the acting brain (`take_task_decisions`)."""
+        async with self.write(fenced=False) as db:  # a person's decision, whichever brain holds the lease
+            await db.execute("INSERT INTO task_decisions (at, task, decision, actor) VALUES (?,?,?,?)",
+                             (now, task_id, decision, actor))
+
+    async def undecided(self, task_id: str) -> bool:
+        """No decision about this task is waiting for the brain."""
+        return not await self._rows("SELECT 1 FROM task_decisions WHERE task = ? AND seen = 0 LIMIT 1", (task_id,))
+
+    async def take_task_decisions(self) -> list[dict[str, Any]]:
+        """Decisions queued by `heady healing approve|reject`, oldest first, marked seen."""
+        # Asked every tick: a plain read, and a write transaction only when there is something to take.
+        if not await self._rows("SELECT 1 FROM task_decisions WHERE seen = 0 LIMIT 1"):
+            return []
+        async with self.write() as db:
+            rows = list(await db.execute_fetchall("SELECT id, at, task, decision, actor FROM task_decisions WHERE seen = 0 ORDER BY id"))
+            if rows:
+                await db.execute(f"UPDATE task_decisions SET seen = 1 WHERE id IN ({','.join('?' * len(rows))})", tuple(r[0] for r in rows))
+        return [{"id": i, "at": a, "task": t, "decision": d, "actor": who} for i, a, t, d, who in rows]
 
     # --- deploys and budgets ----------------------------------------------------------
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from pathlib import Path
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from heady_agent.aio import cancel_and_wait

@@ -34,7 +34,7 @@ def test_anchor_export_prints_the_verified_head(heady):
 def test_verify_against_an_exported_head_passes_while_the_chain_grows(heady):
     heady("permissions", "grant", "--scope", "single")
     exported = heady("audit", "anchor", "--export").stdout.strip()
-    heady("notify-deploy", "--node", "build-1")
+    heady("notify-deploy")
     out = heady("audit", "verify", "--against", exported)
     assert out.returncode == 0 and "contains the exported head" in out.stdout
 

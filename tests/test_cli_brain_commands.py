@@ -51,7 +51,7 @@ def test_grant_with_an_unknown_scope_is_refused(heady):
 
 def test_audit_log_lists_every_decision_in_order(heady):
     heady("permissions", "grant", "--scope", "single")
-    heady("notify-deploy", "--node", "build-1")
+    heady("notify-deploy")
     entries = [json.loads(line) for line in heady("audit", "log", "--json").stdout.splitlines()]
     # Each change, then the operator action that asked for it (heady_tui.operator).
     assert [e["action"] for e in entries] == ["consent.grant", "operator.grant", "deploy.notice", "operator.notify_deploy"]

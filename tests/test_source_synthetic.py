@@ -272,6 +272,19 @@ def test_node_loss_darkens_node_1_at_15s_for_20s(tmp_path):
     assert fleet.ctx(1).dark_requests == [20.0]
 
 
+def test_node_loss_warns_with_one_critical_notice_5s_before_going_dark(tmp_path):
+    fleet = SimFleet(tmp_path, "node-loss")
+    fleet.run(9)
+    assert [list(fleet.ctx(i).events("agent.notice")) for i in range(3)] == [[], [], []]
+    fleet.run(2)
+    [notice] = fleet.ctx(1).events("agent.notice")
+    assert notice.data["severity"] == "critical" and "link failing" in notice.data["message"]
+    assert fleet.ctx(1).dark_requests == []
+    fleet.run(60)
+    assert len(list(fleet.ctx(1).events("agent.notice"))) == 1 and fleet.ctx(1).dark_requests == [20.0]
+    assert [list(fleet.ctx(i).events("agent.notice")) for i in (0, 2)] == [[], []]
+
+
 def test_node_loss_on_a_single_node_darkens_that_node(tmp_path):
     fleet = SimFleet(tmp_path, "node-loss", n=1)
     fleet.run(16)

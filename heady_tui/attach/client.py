@@ -31,7 +31,7 @@ from heady_tui.engine.consent import ConsentError, ConsentRequest, Grant
 from heady_tui.accounts import AccountWindow
 from heady_tui.engine.cost import BurnNotice, CostSummary
 from heady_tui.engine.detector import EquilibriumReading
-from heady_tui.engine.healing import HealingCycle, Task, WeakPoint
+from heady_tui.engine.healing import awaiting_approval, HealingCycle, Task, WeakPoint
 from heady_tui.engine.kpis import Kpi
 from heady_tui.engine.policies import NeedsAttention
 from heady_tui.engine.rebalance import RebalanceStatus
@@ -136,6 +136,9 @@ class RemoteBrain:
 
     def tasks(self) -> list[Task]:
         return self.shown.tasks
+
+    def awaiting_approval(self) -> list[Task]:
+        return awaiting_approval(self.shown.tasks)
 
     def weak_points(self) -> list[WeakPoint]:
         return self.shown.weak_points

@@ -314,6 +314,9 @@ class Brain:
     def tasks(self) -> list[Task]:
         return self.healing.tasks()
 
+    def awaiting_approval(self) -> list[Task]:
+        return self.healing.awaiting_approval()
+
     def weak_points(self) -> list[WeakPoint]:
         return self.healing.weak_points()
 

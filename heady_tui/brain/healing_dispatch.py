@@ -1,12 +1,14 @@
 """The healing loop carried out: triggers (error spikes, critical notices, deploys, agent upgrades,
-nodes back online), cycles when due, and the dispatch of the tasks they create."""
+nodes back online), cycles when due, the dispatch of the tasks they create, and the approvals and
+rejections queued from the CLI (`heady healing approve|reject`)."""
 
 from __future__ import annotations
 
 from collections import deque
 from heady_agent.protocol import Metrics
 from heady_tui.engine.consent import grantor
-from heady_tui.engine.healing import HealingCycle, HealingEngine, HealingInput, NodeHealth, SessionHealth, Task, WeakPoint
+from heady_tui.engine.healing import (HealingCycle, HealingEngine, HealingError, HealingInput, NodeHealth,
+                                     SessionHealth, Task, WeakPoint, awaiting_approval, by_severity)
 
 from .cost_ledger import CostLedger
 from .host import CONSOLE, BrainContext
@@ -48,22 +50,40 @@ class HealingDispatcher:
     def tasks(self) -> list[Task]:
         return sorted(self.engine.tasks.values(), key=lambda t: t.created)
 
+    def awaiting_approval(self) -> list[Task]:
+        """The approvals queue: the highest priority first, then the oldest."""
+        return awaiting_approval(self.engine.tasks.values())
+
     def weak_points(self) -> list[WeakPoint]:
-        return [wp for wp in self.engine.weak_points.values() if wp.state == "open"]
+        """The open ones, critical first, then the longest open."""
+        return by_severity([wp for wp in self.engine.weak_points.values() if wp.state == "open"])
 
     def cycles(self, limit: int = CYCLES_KEPT) -> list[HealingCycle]:
         return list(self._cycles)[-limit:]
 
-    async def approve(self, task_id: str) -> Task:
+    async def approve(self, task_id: str, actor: str | None = None) -> Task:
         task = self.engine.approve(task_id, self.ctx.clock.now())
-        await self._task_event("task.dispatched", task, audit_action="task.dispatch", actor=grantor())
+        await self._task_event("task.dispatched", task, audit_action="task.dispatch", actor=actor or grantor())
         await self._dispatch(task)
         return task
 
-    async def reject(self, task_id: str) -> Task:
+    async def reject(self, task_id: str, actor: str | None = None) -> Task:
         task = self.engine.reject(task_id, self.ctx.clock.now())
-        await self._task_event("task.failed", task, audit_action="task.result", actor=grantor())
+        await self._task_event("task.failed", task, audit_action="task.result", actor=actor or grantor())
         return task
+
+    async def decisions(self) -> None:
+        """Carry out the approvals and rejections queued from the CLI, as their operator's. One the task
+        no longer waits for (it expired, or the console decided first) is recorded as refused."""
+        for d in await self.ctx.records.take_task_decisions():
+            decide = self.approve if d["decision"] == "approve" else self.reject
+            try:
+                await decide(d["task"], d["actor"])
+            except HealingError as exc:
+                now = self.ctx.clock.now()
+                await self.ctx.records.audit(now, d["actor"], "task.decision_refused",
+                                             {"task": d["task"], "decision": d["decision"], "error": str(exc)})
+                self.ctx.publish("task.decision_refused", task=d["task"], decision=d["decision"], error=str(exc))
 
     async def notify_deploy(self, node: str | None = None) -> None:
         await self.ctx.records.notify_deploy(self.ctx.clock.now(), node, "console", grantor())
@@ -97,6 +117,7 @@ class HealingDispatcher:
         return HealingInput(now, nodes, tuple(sessions), providers, cost.projected_today(now), cost.daily_budget_usd)
 
     async def heal(self, now: float) -> None:
+        await self.decisions()
         for node in self._came_back:
             for task in self.engine.node_back(node, now):
                 await self._task_event("task.done", task, audit_action="task.result")
@@ -110,6 +131,10 @@ class HealingDispatcher:
         await self.ctx.records.save_cycle(cycle.id, cycle.at, cycle.kind, cycle.to_dict(), cycle.weak_points)
         self.ctx.publish("healing.cycle", cycle=cycle.id, kind=cycle.kind, weak_points=len(cycle.weak_points),
                          tasks=len(cycle.tasks_created), summary=cycle.summary)
+        for wp_id in cycle.critical:
+            wp = next(w for w in self.engine.weak_points.values() if w.id == wp_id)
+            self.ctx.publish("healing.critical", weak_point=wp.id, subject=wp.subject, node=wp.node, strategy=wp.strategy,
+                             analyzer=wp.analyzer, issues=list(wp.issues))
         for task_id in cycle.tasks_created:
             await self._task_event("task.created", self.engine.tasks[task_id])
         for task in self.engine.tasks.values():
@@ -134,15 +159,18 @@ class HealingDispatcher:
         if task.strategy == "repair_endpoint":
             await self._back_off(task)
             return
-        results = []
+        if not task.commands:
+            # A recommendation only: nothing was done, so the task did not succeed; the reason is the advice.
+            self.engine.finish(task.id, False, f"heady cannot act on this: {task.recommendation}", now)
+            await self._task_event("task.failed", task, audit_action="task.result")
+            return
         for cmd in task.commands:
             ok, error, _ = await self.ctx.command(cmd["node"], cmd["action"], cmd.get("target"), cmd.get("args", {}))
-            results.append(ok)
             if not ok:
                 self.engine.finish(task.id, False, f"{cmd['action']} on {cmd['node']} failed: {error}", now)
                 await self._task_event("task.failed", task, audit_action="task.result")
                 return
-        self.engine.finish(task.id, True, task.recommendation if not results else f"{len(results)} command(s) ok", now)
+        self.engine.finish(task.id, True, f"{len(task.commands)} command(s) ok", now)
         await self._task_event("task.done", task, audit_action="task.result")
 
     async def _back_off(self, task: Task) -> None:
@@ -176,4 +204,5 @@ class HealingDispatcher:
 
     async def _task_event(self, name: str, task: Task, *, audit_action: str | None = None, actor: str = CONSOLE) -> None:
         await self.ctx.records.save_task(task.to_dict(), audit_action=audit_action, now=self.ctx.clock.now(), actor=actor)
-        self.ctx.publish(name, task=task.id, strategy=task.strategy, node=task.node, subject=task.subject, state=task.state)
+        self.ctx.publish(name, task=task.id, strategy=task.strategy, node=task.node, subject=task.subject, state=task.state,
+                         priority=task.priority)

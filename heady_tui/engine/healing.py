@@ -5,8 +5,12 @@ analyzer) every full_interval_s, and a triggered full cycle on: every N calls, a
 above trigger_error_rate, a deploy (agent version change or `heady notify-deploy`), a critical
 agent.notice. Weak points wait group_wait_s before tasks are generated; an open node-level weak
 point suppresses session-level issues on that node; at most max_tasks_per_node tasks are
-dispatched on a node at once. Task states: suggested -> pending-approval -> dispatched ->
-done | failed | expired. Pure: the brain gathers the inputs and carries out the task commands.
+dispatched on a node at once, the highest priority first. Task states: suggested ->
+pending-approval -> dispatched -> done | failed | expired. A weak point carries the worst severity
+of its issues; its task's priority is derived once, when the task is made, from that severity and
+the strategy (`task_priority`). A weak point has one task: after it ended (done, failed, rejected)
+the weak point stays quiet until its condition clears; only an expired task is followed by another.
+Pure: the brain gathers the inputs and carries out the task commands.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import math
 import secrets
 import statistics
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,9 +35,21 @@ PROVIDER_MIN_CALLS = 10
 PROVIDER_ERROR_RATE = 0.20
 STALE_NODE_S = 30.0  # online but silent this long: stale
 STALE_SESSION_S = 1800.0  # running with no event this long: stale
+TASK_STATES = ("suggested", "pending-approval", "dispatched", "done", "failed", "expired")
 OPEN_TASK_STATES = ("suggested", "pending-approval", "dispatched")
+AWAITING_APPROVAL = ("pending-approval", "suggested")
 LIGHT_ANALYZERS = ("agent_health", "provider_health")
 FULL_ANALYZERS = ("agent_health", "session_efficiency", "provider_health", "environment", "fleet_patrol", "cost")
+SEVERITIES = ("warning", "critical")  # mildest first
+PRIORITIES = ("low", "normal", "high", "critical")  # lowest first
+# A task's priority: its strategy's, one step up when its weak point is critical.
+STRATEGY_PRIORITY = {
+    "environment_sync": "low",
+    "optimize_sessions": "normal",
+    "cost_control": "normal",
+    "repair_endpoint": "high",
+    "revive_agent": "high",
+}
 
 
 class HealingError(ValueError):
@@ -222,6 +238,7 @@ class WeakPoint:
     state: str = "open"  # open | closed
     closed: float | None = None
     task_id: str | None = None
+    severity: str = "warning"  # the worst of its issues' (SEVERITIES)
 
 
 @dataclass
@@ -241,6 +258,7 @@ class Task:
     # repair_endpoint: commands that undo the back-off (session.resume of what was paused), run when
     # the provider recovers; the task stays dispatched until then.
     on_recovery: list[dict[str, Any]] = field(default_factory=list)
+    priority: str = "normal"  # task_priority() of its strategy and weak point, set when it is made
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,6 +276,7 @@ class HealingCycle:
     dispatch: list[str]  # task ids the brain should dispatch now
     summary: str
     recovered: list[str] = field(default_factory=list)  # task ids whose on_recovery commands are due now
+    critical: list[str] = field(default_factory=list)  # ids of weak points that became critical in this cycle
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,6 +284,41 @@ class HealingCycle:
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def task_priority(strategy: str, severity: str) -> str:
+    """low | normal | high | critical: the strategy's priority, one step up for a critical weak point."""
+    base = PRIORITIES.index(STRATEGY_PRIORITY[strategy])
+    return PRIORITIES[min(base + (1 if severity == "critical" else 0), len(PRIORITIES) - 1)]
+
+
+def by_severity(weak_points: Sequence[WeakPoint]) -> list[WeakPoint]:
+    """Critical first, then the longest open."""
+    return sorted(weak_points, key=lambda wp: (-SEVERITIES.index(wp.severity), wp.opened))
+
+
+def by_priority(tasks: Sequence[Task]) -> list[Task]:
+    """The highest priority first, then the oldest."""
+    return sorted(tasks, key=lambda t: (-PRIORITIES.index(t.priority), t.created))
+
+
+def awaiting_approval(tasks: Iterable[Task]) -> list[Task]:
+    """The approvals queue: tasks waiting for an operator, the highest priority first, then the oldest."""
+    return by_priority([t for t in tasks if t.state in AWAITING_APPROVAL])
+
+
+def check_awaiting_approval(task_id: str, state: str) -> None:
+    """HealingError unless a task in `state` may be approved or rejected."""
+    if state not in AWAITING_APPROVAL:
+        raise HealingError(f"task {task_id} is {state}, not waiting for approval")
+
+
+def _session_gone(wp: WeakPoint, inp: HealingInput) -> bool:
+    """A session weak point whose session has ended: nothing is left to act on."""
+    if wp.subject_kind != "session":
+        return False
+    node, _, session = wp.subject.partition("/")
+    return not any(s.active for s in inp.sessions if s.node == node and s.session == session)
 
 
 def provider_recovered(inp: HealingInput, provider: str) -> bool:
@@ -315,7 +369,8 @@ def analyze(inp: HealingInput, analyzers: tuple[str, ...], triggers: HealingTrig
                 issues.append(Issue("fleet_patrol", "session", subject, s.node, "optimize_sessions", "warning",
                                     f"session {subject} {kind}: no event for {now - s.last_event_at:.0f}s"))
     if "cost" in analyzers and inp.daily_budget_usd and inp.projected_today_usd > inp.daily_budget_usd:
-        top = max((s for s in inp.sessions if s.active), key=lambda s: s.calls.cost_usd, default=None)
+        # The top spender among the running sessions: one already paused spends nothing more.
+        top = max((s for s in inp.sessions if s.active and s.state == "running"), key=lambda s: s.calls.cost_usd, default=None)
         if top is not None:
             issues.append(Issue("cost", "session", f"{top.node}/{top.session}", top.node, "cost_control", "warning",
                                 f"projected ${inp.projected_today_usd:.2f} today exceeds the ${inp.daily_budget_usd:.2f} budget"))
@@ -433,6 +488,7 @@ class HealingEngine:
                        and wp.analyzer not in analyzers}
         kept = [i for i in issues if not (i.subject_kind == "session" and i.node in down_nodes)]
         seen: set[str] = set()
+        critical: list[str] = []
         for issue in kept:
             key = f"{issue.subject_kind}:{issue.subject}:{issue.strategy}"
             seen.add(key)
@@ -443,18 +499,27 @@ class HealingEngine:
             wp.last_seen = now
             if issue.message not in wp.issues:
                 wp.issues.append(issue.message)
+            if SEVERITIES.index(issue.severity) > SEVERITIES.index(wp.severity):
+                wp.severity = issue.severity
+                critical.append(wp.id)
         for key, wp in self.weak_points.items():
             if wp.state == "open" and key not in seen and wp.analyzer in analyzers:
                 wp.state, wp.closed = "closed", now
         created: list[str] = []
         for wp in self.weak_points.values():
-            if wp.state != "open" or now - wp.opened < self.config.group_wait_s:
+            if wp.state != "open" or now - wp.opened < self.config.group_wait_s or _session_gone(wp, inp):
                 continue
-            if wp.task_id and self.tasks[wp.task_id].state in OPEN_TASK_STATES:
-                continue
+            if wp.task_id is None:
+                # A task still open for the same subject and strategy (restored at a start, or made for an earlier
+                # weak point of the same condition) is this weak point's: no duplicate.
+                wp.task_id = next((t.id for t in self.tasks.values() if t.state in OPEN_TASK_STATES
+                                   and t.subject == wp.subject and t.strategy == wp.strategy), None)
+            last = self.tasks.get(wp.task_id) if wp.task_id else None
+            if wp.task_id and (last is None or last.state != "expired"):
+                continue  # one task per weak point: it is still open, or it ended and the condition has not cleared
             cmds, rec = commands_for(wp.strategy, wp, inp)
             task = Task(_new_id("t"), wp.strategy, wp.node, wp.subject, wp.id, now, now, now + self.config.task_expiry_s,
-                        "suggested", cmds, rec)
+                        "suggested", cmds, rec, priority=task_priority(wp.strategy, wp.severity))
             self.tasks[task.id] = task
             wp.task_id = task.id
             created.append(task.id)
@@ -474,6 +539,7 @@ class HealingEngine:
             dispatch=dispatch,
             summary=summary,
             recovered=recovered,
+            critical=critical,
         )
 
     def _recovered(self, inp: HealingInput, analyzers: tuple[str, ...]) -> list[str]:
@@ -490,9 +556,10 @@ class HealingEngine:
         return due
 
     def _schedule(self, now: float) -> list[str]:
-        """suggested -> dispatched (auto strategies, within the per-node limit) or pending-approval."""
+        """suggested -> dispatched (auto strategies, the highest priority first, within the per-node limit)
+        or pending-approval."""
         out = []
-        for task in sorted(self.tasks.values(), key=lambda t: t.created):
+        for task in by_priority(list(self.tasks.values())):
             if task.state in OPEN_TASK_STATES and now >= task.expires:
                 task.state, task.updated, task.result = "expired", now, task.result or "expired before it finished"
                 continue
@@ -530,15 +597,13 @@ class HealingEngine:
 
     def approve(self, task_id: str, now: float) -> Task:
         task = self.task(task_id)
-        if task.state not in ("pending-approval", "suggested"):
-            raise HealingError(f"task {task_id} is {task.state}, not waiting for approval")
+        check_awaiting_approval(task_id, task.state)
         task.state, task.updated = "dispatched", now
         return task
 
     def reject(self, task_id: str, now: float) -> Task:
         task = self.task(task_id)
-        if task.state not in ("pending-approval", "suggested"):
-            raise HealingError(f"task {task_id} is {task.state}, not waiting for approval")
+        check_awaiting_approval(task_id, task.state)
         task.state, task.updated, task.result = "failed", now, "rejected by the operator"
         return task
 

@@ -30,6 +30,9 @@ MEM_TOTAL = 32 * 1024**3
 WORKER_IDLE_END_S = 10.0  # a worker with nothing to do for this long exits
 COMPACT_AT_TOKENS = 170_000
 COMPACTED_FOR_S = 2.0  # how long a session shows `compacted` before it carries on
+# node-loss: the node warns (a critical agent.notice) this many simulated seconds before it goes dark,
+# as a host whose link is failing would, so the console's event-triggered healing cycle runs.
+DARK_WARNING_S = 5.0
 # Load time constants (simulated seconds): shorter than a real kernel's 1/5/15 minutes so a
 # scenario shows its shape within half a minute.
 LOAD_TAUS = (5.0, 20.0, 60.0)
@@ -246,6 +249,7 @@ class SyntheticSource(SessionSource):
         self._wall0 = 0.0
         self._prefix = self.hostname
         self._began = False
+        self._dark_warned = False
         self._dark_done = False
         self._runaway_spawned = False
         self._changed = False
@@ -320,6 +324,10 @@ class SyntheticSource(SessionSource):
     def _simulate_step(self) -> None:
         t = self.sim_time
         p = self.profile
+        if p.dark_at_s is not None and not self._dark_warned and t >= p.dark_at_s - DARK_WARNING_S:
+            self._dark_warned = True
+            self.ctx.notice("critical", f"{self.hostname}: network link failing (simulated); "
+                                        f"unreachable in {DARK_WARNING_S:.0f} s for {p.dark_for_s:.0f} s")
         if p.dark_at_s is not None and not self._dark_done and t >= p.dark_at_s:
             self._dark_done = True
             self.ctx.go_dark(p.dark_for_s / self.speed)

@@ -1,5 +1,6 @@
-"""Healing: the approvals queue (tasks waiting for approval, policies that need attention),
-the repair tasks and the open weak points. `a` approves, `x` rejects, `z` resets a policy."""
+"""Healing: the approvals queue (tasks waiting for approval, highest priority first, then policies
+that need attention), the repair tasks and the open weak points (critical first, coloured by
+severity). `a` approves, `x` rejects, `z` resets a policy."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from ..views import ViewCell
 from ..widgets.table import KeyedTable
 from .base import LiveScreen
 
-APPROVAL_COLUMNS = (("kind", "Kind"), ("what", "What"), ("subject", "Subject"), ("since", "Since"), ("why", "Why"))
+APPROVAL_COLUMNS = (("kind", "Kind"), ("priority", "Priority"), ("what", "What"), ("subject", "Subject"), ("since", "Since"),
+                    ("why", "Why"))
 TASK_COLUMNS = (("id", "Task"), ("strategy", "Strategy"), ("subject", "Subject"), ("state", "State"), ("updated", "Updated"), ("result", "Result"))
 CYCLE_COLUMNS = (("time", "Time"), ("kind", "Kind"), ("weak", "Weak pts"), ("tasks", "Tasks"), ("summary", "Summary"))
-WEAK_COLUMNS = (("subject", "Subject"), ("analyzer", "Analyzer"), ("strategy", "Strategy"), ("opened", "Open for"), ("issues", "Issues"))
+WEAK_COLUMNS = (("severity", "Severity"), ("subject", "Subject"), ("analyzer", "Analyzer"), ("strategy", "Strategy"),
+                ("opened", "Open for"), ("issues", "Issues"))
 TASK_SEVERITY = {
     "suggested": "careful",
     "pending-approval": "warning",
@@ -24,6 +27,9 @@ TASK_SEVERITY = {
     "failed": "critical",
     "expired": "muted",
 }
+# A task's priority and a weak point's severity as the console's severity colours.
+PRIORITY_SEVERITY = {"low": None, "normal": None, "high": "warning", "critical": "critical"}
+WEAK_SEVERITY = {"warning": "warning", "critical": "critical"}
 
 
 def task_key(task_id: str) -> str:
@@ -73,18 +79,19 @@ class HealingScreen(LiveScreen):
         now = app.reader.now()
         tasks = brain.tasks()
         approvals: dict[str, tuple] = {}
-        for task in sorted(tasks, key=lambda t: t.created):
-            if task.state in ("pending-approval", "suggested"):
-                approvals[task_key(task.id)] = (
-                    ("task", "warning"),
-                    (task.strategy, None),
-                    (task.subject, None),
-                    (fmt.duration(now - task.created), None),
-                    (task.recommendation, None),
-                )
+        for task in brain.awaiting_approval():
+            approvals[task_key(task.id)] = (
+                ("task", "warning"),
+                (task.priority, PRIORITY_SEVERITY[task.priority]),
+                (task.strategy, None),
+                (task.subject, None),
+                (fmt.duration(now - task.created), None),
+                (task.recommendation, None),
+            )
         for item in brain.needs_attention():
             approvals[policy_key(item.node, item.session, item.policy)] = (
                 ("policy", "critical"),
+                ("-", None),
                 (item.policy, None),
                 (f"{item.node}/{item.session}", None),
                 (fmt.duration(now - item.since), None),
@@ -102,18 +109,17 @@ class HealingScreen(LiveScreen):
                 (task.result or "", None),
             )
         self.part("#tasks", KeyedTable).sync(app.cells(task_rows))
-        weak_rows = {}
-        for wp in brain.weak_points():
-            if wp.state != "open":
-                continue
+        weak_rows: dict[str, tuple[ViewCell, ...]] = {}
+        for wp in brain.weak_points():  # open ones, critical first, then the longest open
             weak_rows[wp.id] = (
-                Text(wp.subject, end=""),
-                wp.analyzer,
-                wp.strategy,
-                fmt.duration(now - wp.opened),
-                Text("; ".join(wp.issues)[:100], end=""),
+                (wp.severity, WEAK_SEVERITY[wp.severity]),
+                (wp.subject, None),
+                (wp.analyzer, None),
+                (wp.strategy, None),
+                (fmt.duration(now - wp.opened), None),
+                ("; ".join(wp.issues)[:100], None),
             )
-        self.part("#weak-points", KeyedTable).sync(weak_rows)
+        self.part("#weak-points", KeyedTable).sync(app.cells(weak_rows))
         if not self.compact:
             cycles = {}
             for cycle in reversed(brain.healing_cycles(50)):

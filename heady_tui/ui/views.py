@@ -78,8 +78,12 @@ SESSION_COLUMNS_COMPACT = (
     ("age", "Age"),
     ("cost", "Cost"),
 )
-# On a node's own screen the node column says nothing; its width goes to tokens and cost.
-NODE_SESSION_COLUMNS = tuple(column for column in SESSION_COLUMNS if column[0] not in ("node", "source"))
+# On a node's own screen the node column says nothing; its width goes to tokens, cost and how often
+# each session's context was compacted.
+NODE_SESSION_COLUMNS = (
+    *(column for column in SESSION_COLUMNS if column[0] not in ("node", "source")),
+    ("compactions", "Compacted"),
+)
 
 
 SESSION_KEY_SEP = "\x1f"  # ids never contain it: control characters are stripped where they enter
@@ -225,6 +229,7 @@ def session_row(
         "age": (fmt.duration(age), None),
         "tokens": (fmt.tokens(rec.tokens), None),
         "cost": (cost, None),
+        "compactions": (str(rec.compactions), None),
     }
     shown = columns or (SESSION_COLUMNS_COMPACT if compact else SESSION_COLUMNS)
     return tuple(cells[key] for key, _ in shown)

@@ -143,3 +143,52 @@ async def test_a_database_another_process_holds_locked_ends_the_console_with_one
     with sqlite3.connect(paths.database) as db:
         assert db.execute("SELECT id FROM sessions").fetchall() == [("kept",)]
 
+
+
+async def start_long_named_session(app: HeadyApp, clock: ManualClock) -> str:
+    supervisor = app.supervisor
+    node = supervisor.fleet.nodes["build-1"]
+    assert node.journal is not None
+    started = Event(journal=node.journal, seq=node.last_seq + 1, ts=clock.now(), kind="session.started", session="s-long",
+                    data={"source": "claude-code", "project": "P" * 5000, "model": "M" * 300})  # fmt: skip
+    await supervisor.link_frames("build-1", node.journal, [started])
+    app.refresh_now(force=True)
+    return session_key("build-1", "s-long")
+
+
+def row_text(table: KeyedTable, key: str) -> list[str]:
+    return [cell.plain for cell in table.get_row_at(table.ids().index(key))]
+
+
+async def test_at_80x24_long_names_are_cut_with_an_ellipsis_and_every_column_stays_on_screen(tmp_path):
+    async with fixed_console(tmp_path, size=(80, 24)) as (app, pilot, clock):
+        key = await start_long_named_session(app, clock)
+        table = app.screen.query_one("#sessions", KeyedTable)
+        await wait_until(pilot, lambda: key in table.ids(), "the long-named session's row")
+        await pilot.pause()
+        project, model = row_text(table, key)[2:4]
+        assert project.startswith("PPP") and project.endswith("\u2026")
+        assert model.startswith("MMM") and model.endswith("\u2026")
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+
+
+async def test_a_wider_terminal_shows_more_of_a_long_name(tmp_path):
+    async with fixed_console(tmp_path, size=(80, 24)) as (app, pilot, clock):
+        key = await start_long_named_session(app, clock)
+        table = app.screen.query_one("#sessions", KeyedTable)
+        await wait_until(pilot, lambda: key in table.ids(), "the long-named session's row")
+        narrow = len(row_text(table, key)[2])
+        await pilot.resize_terminal(130, 30)
+        await wait_until(pilot, lambda: len(row_text(table, key)[2]) > narrow, "a longer cut of the project")
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+
+
+async def test_the_node_screen_at_80x24_keeps_tokens_cost_and_compactions_on_screen(tmp_path):
+    async with fixed_console(tmp_path, size=(80, 24)) as (app, pilot, clock):
+        key = await start_long_named_session(app, clock)
+        app.open_node("build-1")
+        table = await wait_until(pilot, lambda: next(iter(app.screen.query("#node-sessions").results(KeyedTable)), None),
+                                 "the node screen")  # fmt: skip
+        await wait_until(pilot, lambda: key in table.ids(), "the long-named session's row")
+        await pilot.pause()
+        assert table.virtual_size.width <= table.scrollable_content_region.width

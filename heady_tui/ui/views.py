@@ -78,6 +78,8 @@ SESSION_COLUMNS_COMPACT = (
     ("age", "Age"),
     ("cost", "Cost"),
 )
+# Columns of names an agent chooses (any length): they share what the other columns leave of the width.
+NAME_COLUMNS = ("node", "session", "source", "project", "model")
 # On a node's own screen the node column says nothing; its width goes to tokens, cost and how often
 # each session's context was compacted.
 NODE_SESSION_COLUMNS = (

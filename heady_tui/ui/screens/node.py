@@ -35,10 +35,10 @@ class NodeScreen(LiveScreen):
         info.border_title = Text(f"Node {self.node_id}")
         yield info
         with Vertical(classes="split"):
-            sessions = KeyedTable(views.NODE_SESSION_COLUMNS, id="node-sessions")
+            sessions = KeyedTable(views.NODE_SESSION_COLUMNS, id="node-sessions", fit=views.NAME_COLUMNS)
             sessions.border_title = "Sessions"
             yield sessions
-            procs = KeyedTable(PROCESS_COLUMNS, id="processes")
+            procs = KeyedTable(PROCESS_COLUMNS, id="processes", fit=("name", "session"))
             procs.border_title = "Processes (top by CPU)"
             yield procs
         yield from self.compose_footer()

@@ -534,8 +534,13 @@ class Records:
             entry = await audit.append_in(db, ts=now, actor=holder, action="brain.lease", details={
                 "holder": holder, "fence": row.token, "expires": row.expires,
                 "previous": current.holder if current else None, "previous_expires": current.expires if current else None})
+            # As `write` does: the anchor names the entry before it commits. A first lease is often the
+            # chain's first entry, and without this its anchor was never made (verify then failed).
+            base, pending = audit.Head(entry.seq - 1, entry.prev_hash), audit.Head(entry.seq, entry.hash)
+            await asyncio.to_thread(audit.mark_pending, self.anchor, base, pending)
         if entry.seq > self._committed.count:
             self._committed = audit.Head(entry.seq, entry.hash)
+            self._committed_at = entry.ts
         await self._make_durable(entry.seq)
         return LeaseClaim(row, True, current)
 

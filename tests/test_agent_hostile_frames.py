@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkit import command, recv_json, recv_until, running_agent, ws_connect
+from agentkit import recv_json, recv_until, running_agent, ws_connect
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig
 from heady_agent.journal import FrameTooLarge, Journal
@@ -115,15 +115,14 @@ async def test_an_unknown_frame_type_is_echoed_cut(tmp_path: Path) -> None:
     assert len(error["message"]) <= 512
 
 
-async def test_a_command_for_a_huge_unknown_target_answers_with_a_short_error(tmp_path: Path) -> None:
+async def test_a_command_for_a_huge_target_is_refused_with_a_short_error_frame(tmp_path: Path) -> None:
     async with running_agent(tmp_path, sources=(), extra=QUIET) as agent:
         async with ws_connect(agent.url, agent.token) as ws:
             await recv_json(ws)
-            result = await command(ws, "session.kill", "\x1b[2J" + "s" * 900_000)
-    assert result["ok"] is False
-    assert result["error"].startswith("unknown_session")
-    assert len(result["error"]) < 200
-    assert "\x1b" not in result["error"]
+            await ws.send(json.dumps({"type": "command", "id": "c1", "action": "session.kill", "target": "\x1b[2J" + "s" * 900_000}))
+            error = await recv_json(ws)
+    assert (error["type"], error["code"]) == ("error", "bad_frame")
+    assert len(error["message"]) < 200 and "\x1b" not in error["message"]
 
 
 class _CrowdSource(SessionSource):

@@ -25,7 +25,6 @@ from heady_tui.engine.rebalance import (
     may_receive,
     revert_of,
 )
-
 from heady_tui.records import QueueTransit
 
 from .consent import Approval, ConsentDesk

@@ -376,8 +376,11 @@ class Fleet:
         # The snapshot on a copy: the sessions it no longer lists end first, so at the bound the
         # ones replacing them have room; new records then pass the bound like the ledger's.
         kept = self._node_sessions.setdefault(node_id, {})
+        known = set(kept)
         for rec in apply_snapshot(dict(kept), node_id, sessions, now):
-            if rec.id not in kept:  # the kept ones changed in place
+            # The known ones changed in place; one the snapshot ended may already be forgotten to
+            # make room for a new one, and must not come back (nor count as refused).
+            if rec.id not in known:
                 self._admit(rec)
         self.version += 1
 

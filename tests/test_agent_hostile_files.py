@@ -51,7 +51,7 @@ async def test_a_token_file_readable_by_others_is_warned_about(
 
 
 async def test_launched_agents_get_private_config_log_and_directories_even_when_rewritten(tmp_path: Path) -> None:
-    child_dir = tmp_path / "demo" / "agents" / "sim-1"
+    child_dir = tmp_path / "agents" / "sim-1"
     child_dir.mkdir(parents=True)
     for name in ("config.toml", "agent.log"):
         (child_dir / name).write_text("")

@@ -171,7 +171,8 @@ async def test_queue_accept_refuses_args_with_terminal_escapes(tmp_path: Path) -
             await recv_json(ws)
             result = await command(ws, "queue.accept", args={"items": items})
     assert result["detail"]["accepted"] == 1
-    assert result["detail"]["rejected"] == items[:1]
+    # Echoed back cleaned, like every result: the escape never reaches a console.
+    assert result["detail"]["rejected"] == [{"managed": "worker", "args": ["fix  it"]}]
     assert result["detail"]["reasons"] == ["arg with control characters"]
 
 

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from agentkit import command, recv_json, running_agent, wait_until, ws_connect
 from heady_agent.config import BASE_ENV, AgentConfig, ManagedConfig
-from heady_agent.sources.managed import ManagedSource
+from heady_agent.sources.managed import MANAGED_SESSION_ENV, ManagedSource
 from heady_tui.launcher import AgentLauncher, AgentSpec
 
 if shutil.which("sleep") is None:
@@ -144,7 +144,8 @@ async def test_a_managed_session_gets_only_the_base_environment_and_what_its_ent
     assert env["SESSION_KEY"] == "passed-on"
     assert env["SET_HERE"] == "1"
     assert env["PATH"]
-    assert set(env) <= {"SESSION_KEY", "SET_HERE", *BASE_ENV}
+    # plus the session's own id, which the Claude Code hooks use to name the session waiting for a person
+    assert set(env) <= {"SESSION_KEY", "SET_HERE", MANAGED_SESSION_ENV, *BASE_ENV}
 
 
 def _launcher(tmp_path: Path, out: Path) -> AgentLauncher:

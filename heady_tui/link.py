@@ -179,6 +179,15 @@ class _Inbox:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._sessions: Sessions | None = None  # the session list waiting to be stored, if any
+
+    async def put_sessions(self, item: Sessions) -> None:
+        """The agent's session list replaces one not stored yet: each is the whole list, and an agent
+        announcing thousands of sessions a frame must not fill the console's memory with lists."""
+        if self._sessions is not None:
+            self.items = deque(queued for queued in self.items if queued is not self._sessions)
+        self._sessions = item
+        await self.put(item)
 
     async def put(self, item: Any) -> None:
         self.items.append(item)
@@ -193,6 +202,8 @@ class _Inbox:
             await self._ready.wait()
         items = self.items
         batch = [items.popleft() for _ in range(min(most, len(items)))]
+        if self._sessions is not None and any(item is self._sessions for item in batch):
+            self._sessions = None
         if len(items) < self.limit:
             self._room.set()
         return batch
@@ -535,7 +546,7 @@ class NodeLink:
             await queue.put(frame)
             return frame.seq
         if isinstance(frame, Sessions):
-            await queue.put(frame)
+            await queue.put_sessions(frame)
         elif isinstance(frame, Result):
             future = self._pending.pop(frame.id, None)
             if future is not None and not future.done():

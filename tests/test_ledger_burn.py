@@ -43,7 +43,7 @@ async def runaway_minute(tmp_path: Path, config: Config) -> tuple[Supervisor, fl
         clock.advance(1)
         assert sup.brain is not None
         await sup.brain.tick()
-    per_call = PricingTable.load(config.cost).cost(LlmCallData.model_validate(call_event(1, 0, "s", **RUNAWAY).data))[0]
+    per_call = PricingTable.load(config.cost).cost(LlmCallData.model_validate(call_event(1, T0, "s", **RUNAWAY).data))[0]
     return sup, per_call * 3600  # one call a second
 
 

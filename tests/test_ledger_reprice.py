@@ -45,7 +45,7 @@ async def repriced(tmp_path: Path) -> Repriced:
     code, out, err = await heady(tmp_path, "costs", "reprice", "--since", SINCE_ISO, "--json", "--config", str(config),
                                  "--data-dir", str(data_dir))  # fmt: skip
     assert code == 0, err
-    call = LlmCallData.model_validate(call_event(1, 0, "s").data)
+    call = LlmCallData.model_validate(call_event(1, T0, "s").data)
     edited = PricingTable.load(CostConfig(pricing_file=str(table)))
     return Repriced(data_dir, json.loads(out), shipped.cost(call)[0], edited.cost(call)[0])
 

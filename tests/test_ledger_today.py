@@ -37,7 +37,7 @@ async def test_150000_calls_in_a_day_all_count_in_today(tmp_path: Path) -> None:
     config = Config()
     paths = Paths(tmp_path / "config.toml", tmp_path / "data")
     clock = ManualClock(DAY_START + 86_000)
-    one = PricingTable.load(config.cost).cost(LlmCallData.model_validate(call_event(1, 0, "s").data))[0]
+    one = PricingTable.load(config.cost).cost(LlmCallData.model_validate(call_event(1, DAY_START, "s").data))[0]
     sup = await open_offline(config, paths, clock)
     try:
         for node, calls in CALLS.items():

@@ -14,7 +14,8 @@ from heady_tui.ui.widgets.table import KeyedTable
 
 
 def cell(table: KeyedTable, row: str, column: str) -> str:
-    return str(table.get_cell(row, column))
+    """The cell of id `row` (rows live in display slots, not under their ids)."""
+    return str(table.cell(row, column))
 
 
 async def test_the_overview_sessions_table_shows_each_ledger_rows_title_or_id_and_cost(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ async def test_the_session_timeline_shows_each_calls_stored_cost(tmp_path: Path)
         calls = await app.supervisor.store.priced_calls(node=screen.node_id, session=screen.session_id)
         assert calls
         timeline = screen.query_one("#timeline", KeyedTable)
-        await wait_until(pilot, lambda: all(f"{c.journal}:{c.seq}" in timeline.rows for c in calls), "the calls in the timeline")
+        await wait_until(pilot, lambda: all(f"{c.journal}:{c.seq}" in timeline.ids() for c in calls), "the calls in the timeline")
         assert [cell(timeline, f"{c.journal}:{c.seq}", "cost") for c in calls] == [fmt.money(c.cost_usd) for c in calls]
 
 

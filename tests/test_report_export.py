@@ -97,7 +97,8 @@ def test_markdown_export_shows_the_same_totals_as_json(demo: Path) -> None:
     assert f"**Total cost: ${report.costs.total_usd:,.2f}**" in md
     for model, usd in report.costs.by_model.items():
         assert f"| {model} | ${usd:,.2f} |" in md
-    assert f"{report.audit.entries} entries, head {report.audit.head}, verified" in md
+    # the anchor (count and time) sits between the head and the verdict
+    assert f"{report.audit.entries} entries, head {report.audit.head}, " in md and ", verified (" in md
 
 
 def test_html_export_opens_in_chromium_with_its_sections(demo: Path, tmp_path: Path) -> None:

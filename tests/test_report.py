@@ -317,6 +317,6 @@ async def test_waits_for_a_person_are_listed_with_their_durations(store: Store, 
     waits = [(w.project, w.reason, w.began, w.ended, w.duration_s) for w in report.waits]
     assert waits == [
         ("api", "permission", "2026-11-20T23:51:40.000Z", "2026-11-20T23:52:25.000Z", 45.0),
-        ("api", "input[31m", "2026-11-21T00:05:00.000Z", None, 300.0),
+        ("api", "input", "2026-11-21T00:05:00.000Z", None, 300.0),
     ]
     assert "| still waiting | 300 s |" in render(report, "md")

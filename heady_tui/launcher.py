@@ -32,6 +32,7 @@ from heady_agent.config import AgentConfig, ConfigError, agent_environment
 from heady_agent.files import open_private, private_dir
 
 from .config import NodeConfig
+from .filemodes import operator_umask
 
 log = logging.getLogger("heady.launcher")
 
@@ -134,9 +135,12 @@ class AgentLauncher:
         ]  # fmt: skip
         # Explicit: the console's node tokens, provider admin keys and webhook URLs stay with the console.
         env = agent_environment(spec.agent)
+        # The operator's umask, not the console's 077: the agent sets its own files' modes explicitly,
+        # and the sessions it starts must create files as the operator's other programs do.
         with os.fdopen(open_private(child.log_path, "a"), "ab") as log_file:
             child.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, start_new_session=True
+                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, start_new_session=True,
+                umask=operator_umask(),
             )
         return child
 

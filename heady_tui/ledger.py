@@ -24,6 +24,7 @@ UNKNOWN_STATE = "unknown"
 NODE_OFFLINE_REASON = "node offline"
 # A session that waits for a person (reason permission, input or question); since = state_since.
 WAITING_STATE = "waiting"
+COMPACTED_STATE = "compacted"
 
 
 # A session's priority class: from the first matching `[[priority.rules]]` entry, unless an operator set it.
@@ -217,6 +218,7 @@ class SessionRecord:
     last_latency_ms: float | None = None
     priority: str = DEFAULT_PRIORITY  # high | normal | background (PriorityRules.classify)
     priority_by: str = PRIORITY_BY_RULE  # rule | operator
+    compactions: int = 0  # times the agent reported the session's context compacted
 
     @property
     def key(self) -> tuple[str, str]:
@@ -266,6 +268,9 @@ def apply_started(rec: SessionRecord, ts: float, data: SessionStartedData) -> No
 
 def apply_state(rec: SessionRecord, ts: float, data: SessionStateData) -> None:
     _touch(rec, ts)
+    # Each stored `compacted` event is one compaction, also one that arrives after a newer state.
+    if data.state == COMPACTED_STATE:
+        rec.compactions += 1
     # Replays may deliver older states after a fresher sessions snapshot: time decides.
     if ts >= rec.state_since:
         rec.state = data.state

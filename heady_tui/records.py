@@ -96,12 +96,38 @@ CREATE TABLE task_decisions (
     actor TEXT NOT NULL, seen INTEGER NOT NULL DEFAULT 0
 );
 """,
+    # Queued work between two nodes: taken off `source` by a run's queue.move (change `seq`), not yet
+    # placed. `heading` is the node it is being offered to (the target, or the source it goes back to).
+    """
+CREATE TABLE queue_transit (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
+    heading TEXT NOT NULL, items TEXT NOT NULL, since REAL NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+""",
 ]
 
 GRANT_COLUMNS = "id, scope, grantor, created, expires, caps, uses, max_uses, revoked, reason, fingerprint"
 CHANGE_COLUMNS = ("run_id", "seq", "node", "action", "target", "args", "revert_action", "revert_args", "applied", "reverted")
 CHANGE_SELECT = ", ".join(CHANGE_COLUMNS)
 CHANGE_SELECT_C = ", ".join(f"c.{c}" for c in CHANGE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class QueueTransit:
+    """Queue items a run's `queue.move` (change `seq`) took off `source` and no node has accepted yet:
+    they exist only here until `heading` (the target, or the source they go back to) takes them."""
+
+    run_id: str
+    seq: int
+    source: str
+    target: str
+    heading: str
+    items: list[dict[str, Any]]
+    since: float
+
+
+TRANSIT_COLUMNS = "run_id, seq, source, target, heading, items, since"
 
 
 class StaleFence(ValueError):
@@ -332,6 +358,40 @@ class Records:
     async def change_reverted(self, run_id: str, seq: int, *, now: float, actor: str, details: dict[str, Any]) -> None:
         async with self.write((now, actor, "rebalance.revert", {"run": run_id, **details})) as db:
             await db.execute("UPDATE rebalance_changes SET reverted=1 WHERE run_id=? AND seq=?", (run_id, seq))
+
+    async def transit_taken(self, t: QueueTransit) -> None:
+        """Items a move took off their source, written before they are offered anywhere."""
+        async with self.write() as db:
+            await db.execute(f"INSERT OR REPLACE INTO queue_transit ({TRANSIT_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                             (t.run_id, t.seq, t.source, t.target, t.heading, json.dumps(t.items), t.since))
+
+    async def transit_heading(self, t: QueueTransit) -> None:
+        """What is still in transit, and where it is offered next."""
+        async with self.write() as db:
+            await db.execute("UPDATE queue_transit SET heading=?, items=? WHERE run_id=? AND seq=?",
+                             (t.heading, json.dumps(t.items), t.run_id, t.seq))
+
+    async def transit_placed(self, run_id: str, seq: int) -> None:
+        """Every item of a move was accepted by a node during its run."""
+        async with self.write() as db:
+            await db.execute("DELETE FROM queue_transit WHERE run_id=? AND seq=?", (run_id, seq))
+
+    async def transit_reconciled(self, t: QueueTransit, placed: dict[str, int], remaining: list[dict[str, Any]],
+                                 *, now: float, actor: str) -> None:
+        """Items a run left in transit, offered again after the run ended: the row goes when nothing
+        remains; audited with where they went."""
+        details = {"run": t.run_id, "move": t.seq, "source": t.source, "target": t.target, "items": len(t.items),
+                   "placed": placed, "remaining": len(remaining)}
+        async with self.write((now, actor, "rebalance.transit", details)) as db:
+            if remaining:
+                await db.execute("UPDATE queue_transit SET items=? WHERE run_id=? AND seq=?",
+                                 (json.dumps(remaining), t.run_id, t.seq))
+            else:
+                await db.execute("DELETE FROM queue_transit WHERE run_id=? AND seq=?", (t.run_id, t.seq))
+
+    async def queue_transit(self) -> list[QueueTransit]:
+        rows = await self._rows(f"SELECT {TRANSIT_COLUMNS} FROM queue_transit ORDER BY since, run_id, seq")
+        return [QueueTransit(r, q, s, tg, h, json.loads(items), since) for r, q, s, tg, h, items, since in rows]
 
     async def open_runs(self) -> list[str]:
         return [r[0] for r in await self._rows("SELECT id FROM rebalance_runs WHERE stopped IS NULL ORDER BY started")]

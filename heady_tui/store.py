@@ -226,6 +226,15 @@ CORE_MIGRATIONS = [
     CREATE INDEX test_runs_ts ON test_runs (ts);
     CREATE INDEX test_runs_session ON test_runs (node, session, ts);
     """,
+    # How often each session's context was compacted, counted from the events already stored.
+    """
+    ALTER TABLE sessions ADD COLUMN compactions INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET compactions = (
+        SELECT count(*) FROM events e JOIN streams s ON s.id = e.stream
+        WHERE s.node = sessions.node AND e.session = sessions.id AND e.kind = 'session.state'
+        AND json_extract(e.data, '$.state') = 'compacted'
+    ) WHERE id IN (SELECT session FROM events WHERE kind = 'session.state' AND json_extract(data, '$.state') = 'compacted');
+    """,
 ]
 
 # Account limits (heady_tui.accounts), a component of its own so its versions never collide with
@@ -262,7 +271,7 @@ SESSION_FIELDS = (
     ("reasoning_tokens", "reasoning_tokens"), ("cost_usd", "cost_usd"), ("reported_cost_usd", "reported_cost_usd"),
     ("first_activity", "first_activity"), ("last_activity", "last_event_at"), ("last_call_at", "last_call_at"),
     ("last_latency_ms", "last_latency_ms"), ("priority", "priority"), ("priority_by", "priority_by"),
-    ("account", "account"), ("plan", "plan"),
+    ("account", "account"), ("plan", "plan"), ("compactions", "compactions"),
 )  # fmt: skip
 _SESSION_SELECT = "SELECT " + ", ".join(c for c, _ in SESSION_FIELDS) + " FROM sessions"
 _SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({', '.join(c for c, _ in SESSION_FIELDS)}) VALUES ({','.join('?' * len(SESSION_FIELDS))})"

@@ -13,7 +13,7 @@ from agentkit import command, recv_json, recv_until, running_agent, ws_connect
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig
 from heady_agent.journal import FrameTooLarge, Journal
-from heady_agent.protocol import MAX_FRAME_BYTES, SessionInfo
+from heady_agent.protocol import MAX_FRAME_BYTES, NAME_MAX, SessionInfo, clean_line
 from heady_agent.server import AgentServer
 from heady_agent.sources.base import SessionSource
 
@@ -61,13 +61,24 @@ async def test_subscribe_with_another_valid_journal_id_still_replays_with_a_noti
 
 
 async def test_an_event_over_the_frame_limit_is_replaced_by_a_notice(tmp_path: Path) -> None:
+    huge_session = "s" * (MAX_FRAME_BYTES + 10)
     async with running_agent(tmp_path, sources=(), extra=QUIET) as agent:
-        agent.server.context.emit("session.started", "s-1", {"source": "managed", "title": "t" * (MAX_FRAME_BYTES + 10)})
+        agent.server.context.emit("session.started", huge_session, {"source": "managed"})
         bodies = _journalled(agent.journal_path)
     assert all(len(body) <= MAX_FRAME_BYTES for body in bodies)
     last = json.loads(bodies[-1])
     assert last["kind"] == "agent.notice"
-    assert "dropped a session.started event of session 's-1'" in last["data"]["message"]
+    assert "dropped a session.started event of session 'sss" in last["data"]["message"]
+
+
+async def test_an_emitted_event_journals_its_validated_data_not_the_raw_dict(tmp_path: Path) -> None:
+    raw = {"source": "managed", "title": "\x1b]52;c;aGk=\x07fix " + "t" * 2_000, "injected": "x" * 10_000}
+    async with running_agent(tmp_path, sources=(), extra=QUIET) as agent:
+        agent.server.context.emit("session.started", "s-1", raw)
+        bodies = _journalled(agent.journal_path)
+    data = json.loads(bodies[-1])["data"]
+    assert data == {"source": "managed", "title": clean_line(raw["title"])}
+    assert data["title"].startswith("fix t") and len(data["title"]) == NAME_MAX
 
 
 def test_journal_append_refuses_a_frame_over_the_limit_and_keeps_its_seq(tmp_path: Path) -> None:
@@ -104,7 +115,7 @@ async def test_an_unknown_frame_type_is_echoed_cut(tmp_path: Path) -> None:
     assert len(error["message"]) <= 512
 
 
-async def test_a_command_for_a_huge_unknown_target_answers_with_a_short_error(tmp_path: Path) -> None:
+async def test_a_command_for_a_huge_target_is_answered_with_a_short_refusal(tmp_path: Path) -> None:
     async with running_agent(tmp_path, sources=(), extra=QUIET) as agent:
         async with ws_connect(agent.url, agent.token) as ws:
             await recv_json(ws)

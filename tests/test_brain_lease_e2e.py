@@ -40,8 +40,9 @@ def named(events: list[HeadyEvent], name: str, **match: Any) -> list[HeadyEvent]
 
 
 def commands_received(caplog: pytest.LogCaptureFixture, action: str) -> list[str]:
-    """Targets of every `action` command the in-process agents ran, from their command log."""
-    return [str(r.args[2]) for r in caplog.records
+    """Targets of every `action` command the in-process agents ran, from their command log (which
+    quotes them: console input is echoed escaped)."""
+    return [str(r.args[2]).strip("'") for r in caplog.records
             if r.name == "heady_agent.server" and str(r.msg).startswith("command ") and isinstance(r.args, tuple) and r.args[1] == action]
 
 

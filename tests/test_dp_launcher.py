@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import stat
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -57,3 +61,24 @@ async def test_the_embedded_agent_is_supervised_as_local(tmp_path):
         assert (tmp_path / "data" / "agents" / "local" / "agent-journal.db").exists()
     finally:
         await sup.stop()
+
+
+def test_sessions_of_the_embedded_agent_create_files_with_the_operators_umask_not_the_consoles(tmp_path):
+    made = tmp_path / "work" / "made-by-session"
+    made.parent.mkdir()
+    session = f"open({str(made)!r}, 'w').close(); import time; time.sleep(60)"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[agent]\nsources = ["managed"]\ninterval_s = 0.2\n'
+        f'[[agent.managed]]\nname = "writer"\ncommand = [{json.dumps(sys.executable)}, "-c", {json.dumps(session)}]\n'
+        "instances = 1\n"
+    )
+    data = tmp_path / "data"
+    # The operator's umask is 022; the console makes its own 077 and must not hand that on.
+    console = subprocess.run(
+        [sys.executable, "-m", "heady_tui", "run", "--headless", "--for", "15", "--config", str(config), "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=120, umask=0o022,
+    )
+    assert console.returncode == 0, console.stderr
+    assert stat.S_IMODE(made.stat().st_mode) == 0o644
+    assert stat.S_IMODE((data / "heady.db").stat().st_mode) == 0o600

@@ -3,6 +3,7 @@ table's version, sessions' states with their reasons, and the agent's session li
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from heady_agent.protocol import Event, LlmCallData, SessionInfo
 
 from heady_tui.config import CostConfig
 from heady_tui.engine.cost import PricingTable
-from heady_tui.store import Store
+from heady_tui.store import CORE, Store
 
 T0 = 1_800_057_600.0
 PRICING = PricingTable.load(CostConfig())
@@ -83,3 +84,33 @@ async def test_the_agents_session_list_updates_the_ledger_and_ends_the_ones_it_n
     gone, s2 = await store.session("n1", "gone"), await store.session("n1", "s2")
     assert gone is not None and (gone.state, gone.state_reason, gone.ended) == ("completed", "no longer reported by the agent", T0 + 60)
     assert s2 is not None and (s2.state, s2.title) == ("idle", "fix the build")
+
+
+def state_event(seq: int, ts: float, state: str) -> Event:
+    return Event(journal="j1", seq=seq, ts=ts, kind="session.state", session="s1", data={"state": state})
+
+
+async def test_each_compaction_the_agent_reports_is_counted_once_also_a_late_or_replayed_one(store: Store) -> None:
+    frames = [started_event(1, T0, "s1", "api"), state_event(2, T0 + 2, "compacted"), state_event(3, T0 + 3, "running"),
+              state_event(4, T0 + 4, "compacted"), state_event(5, T0 + 1, "compacted")]  # fmt: skip
+    await store.ingest("n1", "j1", frames)
+    await store.ingest("n1", "j1", frames)
+    session = await store.session("n1", "s1")
+    assert session is not None and (session.compactions, session.state) == (3, "compacted")
+
+
+async def test_a_database_from_before_the_count_gets_its_compactions_from_the_stored_events(tmp_path: Path) -> None:
+    path = tmp_path / "heady.db"
+    old = await Store.open(path, pricing=PRICING)
+    await old.ingest("n1", "j1", [started_event(1, T0, "s1", "api"), state_event(2, T0 + 2, "compacted"),
+                                  state_event(3, T0 + 3, "running"), state_event(4, T0 + 4, "compacted")])  # fmt: skip
+    await old.close()
+    with sqlite3.connect(path) as db:  # the schema as the version before the count left it
+        db.execute("ALTER TABLE sessions DROP COLUMN compactions")
+        db.execute("UPDATE schema_versions SET version = version - 1 WHERE component = ?", (CORE,))
+    upgraded = await Store.open(path, pricing=PRICING)
+    try:
+        session = await upgraded.session("n1", "s1")
+    finally:
+        await upgraded.close()
+    assert session is not None and session.compactions == 2

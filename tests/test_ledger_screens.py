@@ -14,6 +14,7 @@ from heady_tui.ui.widgets.table import KeyedTable
 
 
 def cell(table: KeyedTable, row: str, column: str) -> str:
+    """The cell of id `row` (rows live in display slots, not under their ids)."""
     return str(table.cell(row, column))
 
 

@@ -61,6 +61,20 @@ def test_malformed_json_is_bad_json():
     assert err.value.code == "bad_json"
 
 
+def test_deeply_nested_agent_frame_is_a_frame_error_not_a_recursion_error():
+    nested = '{"type":"event","data":' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(FrameError) as err:
+        protocol.parse_agent_frame(nested)
+    assert (err.value.code, err.value.message) == ("bad_json", "frame is nested too deeply")
+
+
+def test_deeply_nested_console_frame_is_a_frame_error_not_a_recursion_error():
+    nested = '{"type":"subscribe","x":' + "{\"a\":" * 100_000 + "1" + "}" * 100_000 + "}"
+    with pytest.raises(FrameError) as err:
+        protocol.parse_console_frame(nested)
+    assert err.value.code == "bad_json"
+
+
 def test_unknown_frame_type_is_named_in_the_error():
     with pytest.raises(FrameError) as err:
         protocol.parse_console_frame('{"type": "reboot"}')

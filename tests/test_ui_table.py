@@ -106,3 +106,24 @@ def test_sort_keys_order_money_counts_percentages_and_durations_by_value():
     assert sort_key("100%") > sort_key("25%")
     assert sort_key("1m05s") > sort_key("59s")
     assert sort_key("zeta") > sort_key("42")  # text after numbers
+
+
+class FitApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(COLUMNS, id="t", fit=("name",))
+
+
+async def test_a_name_column_cut_to_fit_shows_more_when_the_terminal_widens_and_the_cursor_stays():
+    async with FitApp().run_test(size=(40, 12)) as pilot:
+        table = pilot.app.query_one(KeyedTable)
+        table.sync({**ROWS, "b": ("b" * 200, "$10.00", "45s")})
+        table.focus()
+        await pilot.pause()
+        table.move_cursor(row=table.row_of("b"))
+        narrow = table.get_row_at(table.row_of("b"))[0].plain
+        await pilot.resize_terminal(80, 12)
+        await pilot.pause()
+        wide = table.get_row_at(table.row_of("b"))[0].plain
+        assert narrow.endswith("\u2026") and wide.endswith("\u2026") and len(wide) > len(narrow)
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert table.selected_key == "b"

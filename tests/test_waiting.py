@@ -75,15 +75,15 @@ def _event(seq: int, ts: float, state: str, reason: str | None = None) -> Event:
 
 
 def test_a_new_wait_of_the_same_session_alerts_again():
-    T0 = 1_800_000_000.0  # timestamps are checked: 2000-2100
     fleet = Fleet()
     alarm = WaitAlarm(AFTER_S)
-    fleet.apply_frame("n1", _event(1, T0, "waiting", "permission"))
-    assert [rec.id for rec in alarm.due(fleet, T0 + AFTER_S)] == [SID]
-    fleet.apply_frame("n1", _event(2, T0 + 200.0, "running"))
-    fleet.apply_frame("n1", _event(3, T0 + 300.0, "waiting", "input"))
-    assert alarm.due(fleet, T0 + 300.0 + AFTER_S - 1) == []
-    assert [rec.state_reason for rec in alarm.due(fleet, T0 + 300.0 + AFTER_S)] == ["input"]
+    t0 = 1_800_000_000.0
+    fleet.apply_frame("n1", _event(1, t0, "waiting", "permission"))
+    assert [rec.id for rec in alarm.due(fleet, t0 + AFTER_S)] == [SID]
+    fleet.apply_frame("n1", _event(2, t0 + 200, "running"))
+    fleet.apply_frame("n1", _event(3, t0 + 300, "waiting", "input"))
+    assert alarm.due(fleet, t0 + 300 + AFTER_S - 1) == []
+    assert [rec.state_reason for rec in alarm.due(fleet, t0 + 300 + AFTER_S)] == ["input"]
 
 
 def test_the_waiting_alert_says_who_waits_for_what_and_how_long():

@@ -456,6 +456,9 @@ def _load(text: str | bytes) -> dict[str, Any]:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        # json's decoder recurses per nesting level: a hostile peer's frame, not a fault of ours.
+        raise FrameError("bad_json", "frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise FrameError("bad_frame", "frame must be a JSON object")
     if "type" not in obj:

@@ -437,7 +437,8 @@ class AgentServer:
         """Journal an event and hand it to live subscribers (after commit, inside atomic())."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
-        parse_event_data(kind, data)
+        # What is journalled is what was validated (cleaned text, no unknown keys), never the raw dict.
+        data = parse_event_data(kind, data).model_dump(mode="json", exclude_unset=True)
         frame = {
             "type": "event",
             "ts": self.clock.now() if ts is None else ts,
@@ -722,9 +723,6 @@ class AgentServer:
                 self._offer(peer, dump(Result(id=command_id, ok=False, error=f"{exc.code}: {_cut(exc.message)}")))
             else:
                 self._offer(peer, dump(ErrorFrame(code=exc.code, message=_cut(exc.message))))
-            return
-        except RecursionError:
-            self._offer(peer, dump(ErrorFrame(code="bad_json", message="frame is nested too deeply")))
             return
         if isinstance(frame, Subscribe):
             if frame.journal is not None and not JOURNAL_ID.fullmatch(frame.journal):

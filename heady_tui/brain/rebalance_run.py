@@ -25,6 +25,7 @@ from heady_tui.engine.rebalance import (
     may_receive,
     revert_of,
 )
+from heady_tui.records import QueueTransit
 
 from .consent import Approval, ConsentDesk
 from .cost_ledger import CostLedger
@@ -46,11 +47,15 @@ class RebalanceRunner:
         self._recovering: list[dict[str, Any]] = []
         self._recover_runs: list[str] = []
         self._recovered: dict[str, int] = {}  # run id -> changes reverted since this console started
+        self._transit: list[QueueTransit] = []  # queued items no node holds, to be placed
+        self._transit_retry_at: dict[tuple[str, int], float] = {}
 
     async def load(self) -> None:
         """Runs that never stopped (a console crash): their reversible changes are reverted once nodes are back."""
         self._recover_runs = await self.ctx.records.open_runs()
         self._recovering = await self.ctx.records.unreverted_changes()
+        self._transit = await self.ctx.records.queue_transit()
+        self._transit_retry_at = {}
 
     @property
     def running(self) -> bool:
@@ -181,12 +186,28 @@ class RebalanceRunner:
         items = detail.get("items", []) if ok else []
         if not items:
             return
-        ok, error, detail = await self._journalled(run_id, step.to_node or "", "queue.accept", None, {"items": items}, step, now)
+        # From here until a node accepts them the items exist only in this console: recorded first, so a
+        # crash before the target's answer leaves them to `recover` instead of losing them.
+        target_node = step.to_node or ""
+        transit = QueueTransit(run_id, self._change_seq, step.node, target_node, target_node, items, now)
+        await self.ctx.records.transit_taken(transit)
+        ok, error, detail = await self._journalled(run_id, target_node, "queue.accept", None, {"items": items}, step, now)
         rejected = detail.get("rejected", []) if ok else items
-        if rejected:
-            back_ok, back_error, _ = await self._journalled(run_id, step.node, "queue.accept", None, {"items": rejected}, step, now)
-            if not back_ok:
-                log.error("rebalance %s: %d items could not be handed back to %s: %s", run_id, len(rejected), step.node, back_error)
+        if not rejected:
+            await self.ctx.records.transit_placed(run_id, transit.seq)
+            return
+        transit = replace(transit, heading=step.node, items=rejected)
+        await self.ctx.records.transit_heading(transit)
+        back_ok, back_error, back = await self._journalled(run_id, step.node, "queue.accept", None, {"items": rejected}, step, now)
+        left = back.get("rejected", []) if back_ok else rejected
+        if not left:
+            await self.ctx.records.transit_placed(run_id, transit.seq)
+            return
+        log.error("rebalance %s: %d items could not be handed back to %s (%s); offered again later",
+                  run_id, len(left), step.node, back_error or "rejected")
+        transit = replace(transit, items=left)
+        await self.ctx.records.transit_heading(transit)
+        self._transit.append(transit)
 
     async def stop_run(self, reason: str, now: float) -> None:
         assert self.run is not None
@@ -211,6 +232,7 @@ class RebalanceRunner:
         if self.run is not None:
             self.last_run, self.run = self.run.status, None
         self._recovering, self._recover_runs, self._recovered = [], [], {}
+        self._transit, self._transit_retry_at = [], {}
 
     async def revoked(self, grant_id: str, now: float) -> None:
         """A grant was revoked: the run it started stops."""
@@ -236,7 +258,9 @@ class RebalanceRunner:
         return ok
 
     async def recover(self, now: float) -> None:
-        """After a crash: revert what a run left applied, once its node is online; then close the run."""
+        """After a crash: place the queued items a run left in transit, revert what it left applied
+        once its node is online, then close the run."""
+        await self._place_transit(now)
         if not self._recover_runs:
             return
         online = {n.id for n in self.ctx.host.fleet.online_nodes()}
@@ -255,3 +279,38 @@ class RebalanceRunner:
             await self.ctx.records.run_stopped(run_id, now=now, reason="crashed", restored=False, time_to_restore_s=None,
                                                reverted=reverted, duration_s=0.0, actor=CONSOLE)
             self.ctx.publish("rebalance.stopped", run=run_id, reason="crashed", restored=False, duration_s=0.0, reverted=reverted)
+
+    async def _place_transit(self, now: float) -> None:
+        """Offer items in transit to where they were heading (a move's target, or back to its source),
+        then to the other node; what neither takes is offered again a step interval later. An offer
+        whose answer a crash lost is made again: an item may then run twice, never be lost."""
+        if not self._transit:
+            return
+        online = {n.id for n in self.ctx.host.fleet.online_nodes()}
+        waiting = []
+        for t in self._transit:
+            key = (t.run_id, t.seq)
+            if now < self._transit_retry_at.get(key, 0.0):
+                waiting.append(t)
+                continue
+            remaining = t.items
+            placed: dict[str, int] = {}
+            other = t.source if t.heading == t.target else t.target
+            for node in (t.heading, other):
+                if not remaining or node not in online:
+                    continue
+                ok, error, detail = await self.ctx.command(node, "queue.accept", None, {"items": remaining})
+                self.ctx.publish("rebalance.step", run=t.run_id, action="queue.accept", node=node, target=None, ok=ok, error=error)
+                if ok:
+                    rejected = detail.get("rejected", [])
+                    if len(rejected) < len(remaining):
+                        placed[node] = len(remaining) - len(rejected)
+                    remaining = rejected
+            if placed:
+                await self.ctx.records.transit_reconciled(t, placed, remaining, now=now, actor=CONSOLE)
+            if remaining:
+                self._transit_retry_at[key] = now + self.ctx.config.rebalance.step_interval_s
+                waiting.append(replace(t, items=remaining))
+            else:
+                self._transit_retry_at.pop(key, None)
+        self._transit = waiting

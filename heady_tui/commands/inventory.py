@@ -144,6 +144,7 @@ def session_fields(rec: SessionRecord) -> dict[str, Any]:
         "cost_usd": round(rec.cost_usd, 6),
         "reported_cost_usd": round(rec.reported_cost_usd, 6) if rec.reported_cost_usd is not None else None,
         "unpriced_calls": rec.unpriced_calls, "first_activity": rec.first_activity, "last_activity": rec.last_event_at,
+        "compactions": rec.compactions,
     }  # fmt: skip
 
 

@@ -83,8 +83,16 @@ SESSION_COLUMNS_COMPACT = (
     ("age", "Age"),
     ("cost", "Cost"),
 )
-# On a node's own screen the node column says nothing; its width goes to tokens and cost.
-NODE_SESSION_COLUMNS = tuple(column for column in SESSION_COLUMNS if column[0] not in ("node", "source"))
+# Columns of names an agent chooses (any length): they share what the other columns leave of the width.
+NAME_COLUMNS = ("node", "session", "source", "project", "model")
+# On a node's own screen the node column says nothing; its width goes to tokens, cost and how often
+# each session's context was compacted.
+NODE_SESSION_COLUMNS = (
+    *(column for column in SESSION_COLUMNS if column[0] not in ("node", "source")),
+    ("compactions", "Compacted"),
+)
+# At 80 columns the model and class give way (the session screen shows both).
+NODE_SESSION_COLUMNS_COMPACT = tuple(column for column in NODE_SESSION_COLUMNS if column[0] not in ("model", "priority"))
 
 
 SESSION_KEY_SEP = "\x1f"  # ids never contain it: control characters are stripped where they enter
@@ -232,6 +240,7 @@ def session_row(
         "age": (fmt.duration(age), None),
         "tokens": (fmt.tokens(rec.tokens), None),
         "cost": (cost, None),
+        "compactions": (str(rec.compactions), None),
     }
     shown = columns or (SESSION_COLUMNS_COMPACT if compact else SESSION_COLUMNS)
     return tuple(cells[key] for key, _ in shown)

@@ -27,6 +27,7 @@ class NodeScreen(LiveScreen):
         super().__init__()
         self.node_id = node_id
         self.compact = compact
+        self._session_columns = views.NODE_SESSION_COLUMNS_COMPACT if compact else views.NODE_SESSION_COLUMNS
         self.TITLE_TEXT = f"Node {node_id}"
 
     def compose(self) -> ComposeResult:
@@ -35,10 +36,10 @@ class NodeScreen(LiveScreen):
         info.border_title = Text(f"Node {self.node_id}")
         yield info
         with Vertical(classes="split"):
-            sessions = KeyedTable(views.NODE_SESSION_COLUMNS, id="node-sessions")
+            sessions = KeyedTable(self._session_columns, id="node-sessions", fit=views.NAME_COLUMNS)
             sessions.border_title = "Sessions"
             yield sessions
-            procs = KeyedTable(PROCESS_COLUMNS, id="processes")
+            procs = KeyedTable(PROCESS_COLUMNS, id="processes", fit=("name", "session"))
             procs.border_title = "Processes (top by CPU)"
             yield procs
         yield from self.compose_footer()
@@ -97,7 +98,7 @@ class NodeScreen(LiveScreen):
         now = reader.now()
         sessions = self.part("#node-sessions", KeyedTable)
         rows = views.session_rows(
-            reader.fleet.node_sessions(self.node_id), now, compact=self.compact, columns=views.NODE_SESSION_COLUMNS
+            reader.fleet.node_sessions(self.node_id), now, compact=self.compact, columns=self._session_columns
         )
         sessions.sync(self.heady.cells(rows))
         procs = self.part("#processes", KeyedTable)

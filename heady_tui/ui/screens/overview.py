@@ -37,11 +37,12 @@ class OverviewScreen(LiveScreen):
         yield empty
         with Vertical(id="overview-body"):
             with Vertical(id="overview-tables"):
-                nodes = KeyedTable(views.NODE_COLUMNS_COMPACT if self.compact else views.NODE_COLUMNS, id="nodes")
+                nodes = KeyedTable(views.NODE_COLUMNS_COMPACT if self.compact else views.NODE_COLUMNS, id="nodes", fit=views.NAME_COLUMNS)
                 nodes.border_title = "Nodes"
                 yield nodes
                 sessions = KeyedTable(
-                    views.SESSION_COLUMNS_COMPACT if self.compact else views.SESSION_COLUMNS, id="sessions"
+                    views.SESSION_COLUMNS_COMPACT if self.compact else views.SESSION_COLUMNS, id="sessions",
+                    fit=views.NAME_COLUMNS,
                 )
                 sessions.border_title = "Sessions"
                 yield sessions

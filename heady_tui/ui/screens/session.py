@@ -84,6 +84,7 @@ class SessionScreen(LiveScreen):
         text.append(
             f"\ncalls {rec.calls} ({rec.failed_calls} failed)  tokens in {fmt.tokens(rec.input_tokens)} out {fmt.tokens(rec.output_tokens)}"
             f" cache w {fmt.tokens(rec.cache_creation_tokens)} r {fmt.tokens(rec.cache_read_tokens)}  cost {fmt.money(rec.cost_usd)}"
+            f"  compactions {rec.compactions}"
         )
         if rec.reported_cost_usd is not None and abs(rec.reported_cost_usd - rec.cost_usd) >= 0.005:
             text.append(f" (agent reported {fmt.money(rec.reported_cost_usd)})")

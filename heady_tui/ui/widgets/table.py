@@ -10,12 +10,15 @@ click does both; the keys are the app's `sort` actions); `/` filters. Sort and f
 Every cell is shown through `plain()`: DataTable parses a `str` cell as Textual markup, and cells
 carry agent-supplied names (`[@click=app.quit]` would be a live action). Converting here, at the one
 place cells enter a table, makes every table safe without each screen remembering to.
+
+Name columns (`fit`) share what the other columns leave of the table's width, so a long project or
+model is cut with an ellipsis instead of pushing the cost off an 80-column terminal.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -27,6 +30,7 @@ from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 Cell = str | Text
 
 CELL_MAX = 80  # characters a cell shows; a longer name would push every other column off screen
+FIT_MIN = 8  # a name column is never cut below this many cells, however narrow the table
 
 
 def plain(value: Cell, limit: int = CELL_MAX) -> Text:
@@ -69,9 +73,11 @@ class KeyedTable(DataTable):
     """
     _cells_only = False  # a class default: DataTable.__init__ already refreshes
 
-    def __init__(self, columns: Sequence[tuple[str, str]], **kwargs) -> None:
+    def __init__(self, columns: Sequence[tuple[str, str]], *, fit: Collection[str] = (), **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._column_spec = list(columns)  # (key, label)
+        self._fit = [i for i, (key, _) in enumerate(self._column_spec) if key in fit]  # name columns cut to fit
+        self._limits = tuple(CELL_MAX for _ in self._column_spec)  # cells each column shows
         self._slots: list[str] = []  # the id shown in each slot, slot i being row i
         self._shown: list[tuple[Cell, ...]] = []
         self._last_rows: dict[str, tuple[Cell, ...]] = {}
@@ -85,8 +91,46 @@ class KeyedTable(DataTable):
         self._subtitle = ""
 
     def on_mount(self) -> None:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
         for key, label in self._column_spec:
             self.add_column(label, key=key)
+
+    def on_resize(self) -> None:
+        if self._fit and self._slots:
+            self._resync()
+
+    # --- name columns cut to fit the width --------------------------------------------------
+
+    def _fitted_limits(self, rows: Sequence[tuple[Cell, ...]]) -> tuple[int, ...]:
+        """Per column, the cells it may show: the name columns share equally what the table's
+        width leaves after the other columns at their widest value."""
+        width = self.scrollable_content_region.width
+        if not self._fit or width <= 0:
+            return self._limits
+        padding = 2 * self.cell_padding
+        others = 0
+        for i, (key, label) in enumerate(self._column_spec):
+            if i not in self._fit:
+                widest = max([cell_len(label), *(cell_len(_plain(row[i])) for row in rows)])
+                others += widest + padding
+        share = max(FIT_MIN, (width - others) // len(self._fit) - padding)
+        return tuple(min(CELL_MAX, share) if i in self._fit else CELL_MAX for i in range(len(self._column_spec)))
+
+    def _limits_matter(self, limits: tuple[int, ...], rows: Sequence[tuple[Cell, ...]]) -> bool:
+        """Whether new limits change a cell shown now (a longer name, or one cut that now fits)."""
+        if limits == self._limits:
+            return False
+        return any(cell_len(_plain(row[i])) > min(limits[i], self._limits[i]) for i in self._fit for row in rows)
+
+    def _rebuild(self) -> None:
+        """Every row again, under the new limits: DataTable never narrows a column it has widened,
+        so the columns are made again too (a whole repaint: a resize, or a wider value elsewhere)."""
+        self.clear(columns=True)
+        self._add_columns()
+        self._slots.clear()
+        self._shown.clear()
 
     # --- painting only what changed --------------------------------------------------------
 
@@ -217,6 +261,12 @@ class KeyedTable(DataTable):
         keys = [key for key, _ in self._column_spec]
         with self.app.batch_update():
             selected = self.selected_key
+            limits = self._fitted_limits([cells for _, cells in ordered])
+            if self._limits_matter(limits, [cells for _, cells in ordered]):
+                self._limits = limits
+                self._rebuild()
+            else:
+                self._limits = limits
             while len(self._slots) > len(ordered):
                 self.remove_row(str(len(self._slots) - 1))
                 self._slots.pop()
@@ -234,15 +284,16 @@ class KeyedTable(DataTable):
                         if before != after:
                             # A value wider than its column widens it (a whole repaint, rare)
                             # rather than being cut: "1m00s" must not show as "1m0".
-                            wider = cell_len(_plain(after)) > self.columns[ColumnKey(keys[column])].content_width
-                            self.update_cell(str(slot), keys[column], plain(after), update_width=wider)
+                            shown = plain(after, limits[column])
+                            wider = shown.cell_len > self.columns[ColumnKey(keys[column])].content_width
+                            self.update_cell(str(slot), keys[column], shown, update_width=wider)
                             self.refresh_coordinate(Coordinate(slot, column))
                     self._shown[slot] = cells
             finally:
                 self._cells_only = False
             for slot in range(len(self._slots), len(ordered)):
                 key, cells = ordered[slot]
-                self.add_row(*(plain(cell) for cell in cells), key=str(slot))
+                self.add_row(*(plain(cell, limit) for cell, limit in zip(cells, limits)), key=str(slot))
                 self._slots.append(key)
                 self._shown.append(cells)
             if selected is not None and selected in wanted:

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from agentkit import running_agent, wait_until
 
-from heady_agent.sources.base import echo
 from heady_tui.config import Config, Paths, load_config
 from heady_tui.events import HeadyEvent
 from heady_tui.supervisor import Supervisor
@@ -86,7 +85,7 @@ async def test_two_consoles_on_a_runaway_fleet_kill_the_session_once(tmp_path, c
         await wait_until(lambda: renewed_since(second, holder.expires + LEASE_S), timeout=60,
                          what="the view-only console to watch two lease times go by")
 
-        assert commands_received(caplog, "session.kill") == [echo(killed)]  # the agent logs targets quoted
+        assert commands_received(caplog, "session.kill") == [killed]
         assert not named(second_events, "policy.action") and second.brain.lease_view().role == "view-only"
         kills = [e for e in await first.brain.audit_entries(2000) if e.action == "policy.action"]
         assert [(e.details["session"], e.details["fence"]) for e in kills] == [(killed, holder.token)]

@@ -920,14 +920,7 @@ class Store:
         self, since: float | None = None, until: float | None = None, *, node: str | None = None, session: str | None = None
     ) -> list[PricedCall]:
         """Stored calls in [since, until) with their stored prices, oldest first."""
-        where = ["c.ts >= ?", "c.ts < ?"]
-        params: list[Any] = [since if since is not None else float("-inf"), until if until is not None else float("inf")]
-        if node is not None:
-            where.append("c.node = ?")
-            params.append(node)
-        if session is not None:
-            where.append("c.session = ?")
-            params.append(session)
+        where, params = _range_filter("c", since, until, node, session)
         columns = ", ".join(f"c.{c.strip()}" for c in _CALL_COLUMNS.split(","))
         sql = f"SELECT s.journal, c.seq, {columns} FROM calls c JOIN streams s ON s.id = c.stream WHERE {' AND '.join(where)} ORDER BY c.ts, c.node, c.seq"
         return [_call_from_row(row[0], row[1], row[2:]) for row in await self.read(sql, params)]
@@ -936,14 +929,7 @@ class Store:
         self, since: float | None = None, until: float | None = None, *, node: str | None = None, session: str | None = None
     ) -> list[TestRun]:
         """Stored test runs in [since, until), oldest first."""
-        where = ["t.ts >= ?", "t.ts < ?"]
-        params: list[Any] = [since if since is not None else float("-inf"), until if until is not None else float("inf")]
-        if node is not None:
-            where.append("t.node = ?")
-            params.append(node)
-        if session is not None:
-            where.append("t.session = ?")
-            params.append(session)
+        where, params = _range_filter("t", since, until, node, session)
         columns = ", ".join(f"t.{c.strip()}" for c in _TEST_RUN_COLUMNS.split(","))
         sql = (f"SELECT s.journal, t.seq, {columns} FROM test_runs t JOIN streams s ON s.id = t.stream "
                f"WHERE {' AND '.join(where)} ORDER BY t.ts, t.node, t.seq")
@@ -997,6 +983,18 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [{"ts": t, "node": n, "code": c, "message": m} for t, n, c, m in await self.read(sql, params)]
+
+
+def _range_filter(alias: str, since: float | None, until: float | None, node: str | None,
+                  session: str | None) -> tuple[list[str], list[Any]]:
+    """WHERE terms and parameters of a per-call table read: a time range, optionally one node or session."""
+    where = [f"{alias}.ts >= ?", f"{alias}.ts < ?"]
+    params: list[Any] = [since if since is not None else float("-inf"), until if until is not None else float("inf")]
+    for column, value in (("node", node), ("session", session)):
+        if value is not None:
+            where.append(f"{alias}.{column} = ?")
+            params.append(value)
+    return where, params
 
 
 def _limit_rows(limits: RateLimits, account: str | None, node: str, session: str, ts: float) -> list[tuple[Any, ...]]:

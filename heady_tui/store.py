@@ -611,10 +611,11 @@ class Store:
         result = await self._ledger_in(db, node, journal, stream, new_events)
         # Events another console sharing this database stored first: their sessions' rows as that
         # console left them, so this console's fleet shows the same ledger.
-        changed = {rec.id for rec in result.sessions}
-        repeated = {f.session for f in batch if isinstance(f, Event) and f.session is not None and f.kind != "agent.notice"} - changed
-        if repeated and stored < len(batch):
-            result.sessions += (await self._load_sessions_in(db, node, repeated)).values()
+        if stored < len(batch):  # only a batch with repeats pays for this
+            changed = {rec.id for rec in result.sessions}
+            repeated = {f.session for f in batch if isinstance(f, Event) and f.session is not None and f.kind != "agent.notice"} - changed
+            if repeated:
+                result.sessions += (await self._load_sessions_in(db, node, repeated)).values()
         result.stored, result.duplicates, result.top = stored, len(batch) - stored, top
         return result
 

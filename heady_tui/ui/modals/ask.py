@@ -12,6 +12,9 @@ from textual.widgets import Button, Input, Static
 
 
 class AskModal(ModalScreen[str | None]):
+    # The screen focuses this when it opens; focusing from on_mount races the screen's own
+    # auto-focus, which can pick the scrolling body instead.
+    AUTO_FOCUS = "#answer"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="ask_cancel")]
 
     def __init__(
@@ -39,9 +42,6 @@ class AskModal(ModalScreen[str | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("OK", id="ok", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#answer", Input).focus()
 
     def _submit(self) -> None:
         text = self.query_one("#answer", Input).value

@@ -10,6 +10,9 @@ from textual.widgets import Button, Static
 
 
 class ConfirmModal(ModalScreen[bool]):
+    # The screen focuses this when it opens; focusing from on_mount races the screen's own
+    # auto-focus, which can pick the scrolling body instead.
+    AUTO_FOCUS = "#cancel"
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="confirm_cancel"),
         Binding("n", "cancel", "No", show=False, id="confirm_no"),
@@ -29,9 +32,6 @@ class ConfirmModal(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel (n)", id="cancel", variant="default")
                 yield Button(f"{self._confirm_label} (y)", id="confirm", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "confirm")

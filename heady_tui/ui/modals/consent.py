@@ -94,6 +94,10 @@ INPUT_GUARD_S = 0.6
 class ConsentModal(ModalScreen[str]):
     """Dismisses with one of DECISIONS."""
 
+    # The screen focuses this when it opens; focusing from on_mount races the screen's own
+    # auto-focus, which can pick the scrolling body instead.
+    AUTO_FOCUS = "#deny"
+
     BINDINGS = [
         Binding("n", "decide('deny')", "Deny", id="consent_deny"),
         Binding("escape", "decide('deny')", "Deny", show=False, id="consent_deny_esc"),
@@ -130,7 +134,6 @@ class ConsentModal(ModalScreen[str]):
 
     def on_mount(self) -> None:
         self.query_one("#consent-superseded", Static).display = False
-        self.query_one("#deny", Button).focus()
 
     def superseded(self) -> None:
         """The brain asked about a newer plan: say so and offer it (`p`)."""
@@ -169,6 +172,10 @@ READ_ONLY_NOTE = (
 class ConsentViewModal(ModalScreen[None]):
     """The pending requests and their exact plans, view only (a read-only console's `w`)."""
 
+    # The screen focuses this when it opens; focusing from on_mount races the screen's own
+    # auto-focus, which can pick the scrolling body instead.
+    AUTO_FOCUS = "#close"
+
     BINDINGS = [
         Binding("escape", "close", "Close", id="consent_view_close"),
         Binding("w", "close", "Close", show=False, id="consent_view_close_w"),
@@ -191,9 +198,6 @@ class ConsentViewModal(ModalScreen[None]):
             yield Static(READ_ONLY_NOTE, id="consent-view-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close (esc)", id="close", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#close", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -10,6 +10,9 @@ from textual.widgets import Button, Static
 
 
 class ErrorModal(ModalScreen[None]):
+    # The screen focuses this when it opens; focusing from on_mount races the screen's own
+    # auto-focus, which can pick the scrolling body instead.
+    AUTO_FOCUS = "#close"
     BINDINGS = [
         Binding("escape", "close", "Close", id="error_close"),
         Binding("enter", "close", "Close", show=False, id="error_close_enter"),
@@ -27,9 +30,6 @@ class ErrorModal(ModalScreen[None]):
             yield Static("l shows this and earlier errors in the log.", classes="dialog-hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close (Esc)", id="close", variant="default")
-
-    def on_mount(self) -> None:
-        self.query_one("#close", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(None)

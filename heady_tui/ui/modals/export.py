@@ -29,6 +29,10 @@ Exporter = Callable[[str, str], Awaitable[Path]]
 class ExportModal(ModalScreen[Path | None]):
     """Dismisses with the path written, or None when closed before writing anything."""
 
+    # The screen focuses this when it opens; focusing from on_mount races the screen's own
+    # auto-focus, which can pick the scrolling body instead.
+    AUTO_FOCUS = "#export-since"
+
     BINDINGS = [Binding("escape", "close", "Close", id="export_close")]
 
     def __init__(self, export: Exporter) -> None:
@@ -49,9 +53,6 @@ class ExportModal(ModalScreen[Path | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close (esc)", id="close")
                 yield Button("Export (enter)", id="write", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#export-since", Input).focus()
 
     @property
     def format(self) -> str:

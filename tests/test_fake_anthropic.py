@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,21 @@ def events(response: httpx.Response) -> list[dict[str, Any]]:
     return [json.loads(line[len("data: "):]) for line in response.text.splitlines() if line.startswith("data: ")]
 
 
-def logged(server: FakeAnthropic) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in server.log_path.read_text().splitlines()]
+def logged(server: FakeAnthropic, count: int) -> list[dict[str, Any]]:
+    """The log once it has `count` entries: the server writes an entry after the client may
+    already have the whole answer (or the cut connection)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = server.log_path.read_text() if server.log_path.exists() else ""
+        entries = [json.loads(line) for line in text.splitlines()]
+        if len(entries) >= count or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.01)
 
 
 def test_a_streamed_answer_carries_the_usage_the_log_records(server):
     got = events(ask(server, "hello"))
-    [entry] = logged(server)
+    [entry] = logged(server, 1)
     start, delta = got[0]["message"], next(e for e in got if e["type"] == "message_delta")
     assert got[-1]["type"] == "message_stop" and entry["ok"] and entry["status"] == 200
     assert start["id"] == entry["message_id"] and start["usage"]["output_tokens"] == 1
@@ -53,13 +62,13 @@ def test_a_scheduled_429_fails_that_many_requests_then_they_are_answered(server)
     first, second = ask(server, "RATE-LIMITED please"), ask(server, "RATE-LIMITED please")
     assert first.status_code == 429 and first.json()["error"]["type"] == "rate_limit_error"
     assert second.status_code == 200
-    assert [(e["status"], e["ok"]) for e in logged(server)] == [(429, False), (200, True)]
+    assert [(e["status"], e["ok"]) for e in logged(server, 2)] == [(429, False), (200, True)]
 
 
 def test_a_broken_stream_stops_before_its_end_and_is_logged_as_failed(server):
     got = [e["type"] for e in events(ask(server, "CUT-OFF here"))]  # the connection closes: HTTP sees a body end
     assert "content_block_stop" in got and "message_delta" not in got and "message_stop" not in got
-    [entry] = logged(server)
+    [entry] = logged(server, 1)
     assert entry["fault"] == "broken" and not entry["ok"] and entry["stop_reason"] is None
 
 

@@ -12,7 +12,7 @@ from heady_agent.protocol import Event
 from heady_tui.accounts import ESTIMATE, FIVE_HOUR, OFFICIAL, WEEK, AccountUsage, LimitReport, derive_windows, window_of
 from heady_tui.config import CostConfig, LimitGuardConfig
 from heady_tui.engine.cost import PricingTable
-from heady_tui.engine.limit_guard import LimitGuard
+from heady_tui.engine.limit_guard import LimitGuard, PausedAccount
 from heady_tui.store import Store
 
 T0 = 1_800_057_600.0
@@ -124,12 +124,19 @@ def test_the_guard_notices_once_per_crossing_of_the_warn_share():
     assert len(guard.evaluate(windows(85.0), T0)[0]) == 1
 
 
-def test_the_guard_wants_a_pause_at_the_pause_share_until_the_account_is_paused():
+def test_the_guard_wants_a_pause_at_the_pause_share_while_the_window_has_not_reset():
     guard = LimitGuard(LimitGuardConfig(pause_share=0.95))
     assert guard.evaluate(windows(94.0), T0)[1] == []
     [need] = guard.evaluate(windows(95.0), T0)[1]
     assert (need.account, need.resets_at) == (ACCOUNT, T0 + 3600)
     assert guard.evaluate(windows(100.0, resets=T0), T0)[1] == []  # it resets now: nothing to wait for
+
+
+def test_a_paused_accounts_full_window_is_still_named_for_the_sessions_that_start_later():
+    guard = LimitGuard(LimitGuardConfig())
+    guard.paused[ACCOUNT] = PausedAccount(ACCOUNT, FIVE_HOUR, T0 + 3600, [("n0", "s1")], "r-1", "g-1", T0)
+    [need] = guard.evaluate(windows(100.0), T0)[1]
+    assert need.account == ACCOUNT
 
 
 def test_a_disabled_guard_decides_nothing():

@@ -77,10 +77,12 @@ class AccountLimits:
 
     def _plan(self, need: PauseNeed, now: float) -> RebalancePlan:
         until = iso_utc(need.resets_at)
+        # Sessions this pause already holds are left out: one the operator resumed by hand stays resumed.
+        held = set(self.guard.paused[need.account].sessions) if need.account in self.guard.paused else set()
         actions = tuple(
             PlannedAction("pause", rec.node, "session.pause", target=rec.id, note=f"pause {rec.node}/{rec.id} until {until}")
             for rec in sorted(self.ctx.host.fleet.sessions.values(), key=lambda r: r.key)
-            if rec.account == need.account and rec.live and rec.state in PAUSABLE_STATES
+            if rec.account == need.account and rec.live and rec.state in PAUSABLE_STATES and (rec.node, rec.id) not in held
         )
         return RebalancePlan(priority="high", actions=actions, caps=Caps.from_config(self.ctx.config.rebalance),
                              estimated_duration_s=need.resets_at - now,
@@ -108,7 +110,7 @@ class AccountLimits:
         account, window, until = raw.get("account"), raw.get("window"), raw.get("resets_at")
         if not isinstance(account, str) or not isinstance(window, str) or not isinstance(until, (int, float)):
             return False
-        if account in self.guard.paused or not await self.consent.use(approval, now):
+        if not await self.consent.use(approval, now):
             return False
         await self._pause(account, window, float(until), plan, approval.request.id, approval.grant.id, now)
         await self.ctx.records.kv_set(GUARD_STATE, self.guard.export_state())
@@ -116,16 +118,23 @@ class AccountLimits:
 
     async def _pause(self, account: str, window: str, until: float, plan: RebalancePlan, request: str, grant: str,
                      now: float) -> None:  # fmt: skip
-        paused = PausedAccount(account, window, until, [], request, grant, now)
+        # A second pause of an account (sessions that started since the first) joins the first: one
+        # resume after the reset for all of them.
+        paused = self.guard.paused.get(account)
+        if paused is None:
+            paused = PausedAccount(account, window, until, [], request, grant, now)
+            self.guard.paused[account] = paused
+        paused.until = max(paused.until, until)
         # Recorded before the commands go out: a crash now still resumes them after the reset.
-        self.guard.paused[account] = paused
         await self.ctx.records.kv_set(GUARD_STATE, self.guard.export_state())
         failed = []
+        newly: list[str] = []
         for action in plan.actions:
             assert action.target is not None
             ok, error, _ = await self.ctx.command(action.node, "session.pause", action.target, {})
             if ok:
                 paused.sessions.append((action.node, action.target))
+                newly.append(f"{action.node}/{action.target}")
             else:
                 failed.append(f"{action.node}/{action.target}: {error}")
             self.ctx.publish("policy.action", policy="limit_guard", node=action.node, session=action.target,
@@ -133,7 +142,7 @@ class AccountLimits:
         await self.ctx.records.kv_set(GUARD_STATE, self.guard.export_state())
         await self.ctx.records.audit(now, CONSOLE, "limits.pause", {
             "account": account, "window": window, "until": until, "request": request or None, "grant": grant,
-            "sessions": [f"{n}/{s}" for n, s in paused.sessions], "failed": failed})  # fmt: skip
+            "sessions": newly, "failed": failed})  # fmt: skip
 
     async def _resume(self, paused: PausedAccount, now: float) -> None:
         failed = []

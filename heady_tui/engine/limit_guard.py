@@ -72,8 +72,9 @@ class LimitGuard:
     paused: dict[str, PausedAccount] = field(default_factory=dict)  # account -> its pause
 
     def evaluate(self, windows: list[AccountWindow], now: float) -> tuple[list[LimitNotice], list[PauseNeed]]:
-        """Notices due now (once each time a window crosses the warn share), and the full windows of
-        accounts not paused."""
+        """Notices due now (once each time a window crosses the warn share), and the full windows.
+        A paused account's full window is named again: sessions that started since the pause are
+        asked about too (the brain leaves out those already paused)."""
         notices: list[LimitNotice] = []
         needs: list[PauseNeed] = []
         if not self.config.enabled:
@@ -90,7 +91,7 @@ class LimitGuard:
                 self.noticed.add(key)
                 notices.append(LimitNotice(w.account, w.window, w.basis, w.used_percent, w.used_usd, w.limit_usd, w.resets_at))
             full = share >= self.config.pause_share
-            if full and w.resets_at is not None and w.resets_at > now and w.account not in self.paused:
+            if full and w.resets_at is not None and w.resets_at > now:
                 needs.append(PauseNeed(w.account, w.window, w.basis, w.used_percent, w.resets_at))
         return notices, needs
 

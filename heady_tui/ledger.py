@@ -252,16 +252,22 @@ def _touch(rec: SessionRecord, ts: float) -> None:
     rec.first_activity = ts if rec.first_activity is None else min(rec.first_activity, ts)
 
 
+def _take_identity(rec: SessionRecord, info: SessionStartedData | SessionInfo) -> None:
+    """What a session says about itself, from its start or the agent's list; what is missing keeps
+    the value already known."""
+    rec.source = info.source
+    rec.project = info.project or rec.project
+    rec.cwd = info.cwd or rec.cwd
+    rec.pid = info.pid if info.pid is not None else rec.pid
+    rec.model = info.model or rec.model
+    rec.title = info.title or rec.title
+    rec.managed = info.managed or rec.managed
+    rec.account = info.account or rec.account
+
+
 def apply_started(rec: SessionRecord, ts: float, data: SessionStartedData) -> None:
     _touch(rec, ts)
-    rec.source = data.source
-    rec.project = data.project or rec.project
-    rec.cwd = data.cwd or rec.cwd
-    rec.pid = data.pid if data.pid is not None else rec.pid
-    rec.model = data.model or rec.model
-    rec.title = data.title or rec.title
-    rec.managed = data.managed or rec.managed
-    rec.account = data.account or rec.account
+    _take_identity(rec, data)
     rec.plan = data.plan or rec.plan
     rec.started = ts if rec.started is None else min(rec.started, ts)
 
@@ -339,14 +345,7 @@ def apply_snapshot(node_sessions: dict[str, SessionRecord], node: str, infos: It
         rec = node_sessions.get(info.id)
         if rec is None:
             rec = node_sessions[info.id] = SessionRecord(node=node, id=info.id)
-        rec.source = info.source
-        rec.project = info.project or rec.project
-        rec.cwd = info.cwd or rec.cwd
-        rec.pid = info.pid if info.pid is not None else rec.pid
-        rec.model = info.model or rec.model
-        rec.title = info.title or rec.title
-        rec.managed = info.managed or rec.managed
-        rec.account = info.account or rec.account
+        _take_identity(rec, info)
         rec.nice = info.nice
         if info.started is not None:
             rec.started = info.started if rec.started is None else min(rec.started, info.started)

@@ -12,34 +12,18 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
-from agentkit import running_agent, wait_until
+from agentkit import wait_until
+from overflow_fleet import heady, overflow_fleet
 
-from heady_tui.config import Paths, load_config
+from heady_tui.config import load_config
 from heady_tui.events import HeadyEvent
 from heady_tui.supervisor import Supervisor
 
 LINE_TIMEOUT_S = 90.0
-
-
-def write_config(path, nodes: list[dict[str, Any]]) -> None:
-    lines = []
-    for n in nodes:
-        lines += ["[[nodes]]", f'name = "{n["name"]}"', f'url = "{n["url"]}"', f'token = "{n["token"]}"', ""]
-    lines += [
-        "[detector]", "evaluation_interval_s = 0.25", "for_seconds = 1", "clear_seconds = 2", "keep_firing_seconds = 1", "",
-        # A run that neither finishes nor balances by itself, so the kill lands while changes are applied.
-        "[rebalance]", "step_interval_s = 0.25", "balanced_checks = 1000", "max_duration_s = 600", "",
-    ]
-    path.write_text("\n".join(lines))
-
-
-def heady(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "heady_tui", *args], capture_output=True, text=True, timeout=60)
 
 
 async def read_until_concurrency_step(proc: asyncio.subprocess.Process) -> dict[str, Any]:
@@ -57,21 +41,8 @@ async def read_until_concurrency_step(proc: asyncio.subprocess.Process) -> dict[
 
 async def test_a_new_console_reverts_the_concurrency_a_killed_console_left_raised_and_audits_it(tmp_path):
     async with AsyncExitStack() as stack:
-        sources = {}
-        nodes = []
-        for i in range(2):
-            agent = await stack.enter_async_context(running_agent(
-                tmp_path, scenario="queue-overflow", node_index=i, node_count=2, speed=10.0, name=f"n{i}",
-                extra={"interval_s": 0.25}))
-            sources[f"n{i}"] = agent.server.sources[0]
-            nodes.append({"name": f"n{i}", "url": agent.url, "token": agent.token})
-        before = {name: s.concurrency for name, s in sources.items()}
-        config_file, data_dir = tmp_path / "config.toml", tmp_path / "data"
-        write_config(config_file, nodes)
-        common = ("--config", str(config_file), "--data-dir", str(data_dir))
-        granted = heady("permissions", "grant", "--scope", "persistent", "--reason", "crash test", *common)
-        assert granted.returncode == 0, granted.stderr
-        grant_id = json.loads(heady("permissions", "list", "--json", *common).stdout)[0]["id"]
+        fleet = await overflow_fleet(stack, tmp_path, "crash test")
+        sources, before, common = fleet.sources, fleet.before, fleet.common
 
         with open(tmp_path / "console.stderr", "wb") as stderr:
             proc = await asyncio.create_subprocess_exec(
@@ -87,10 +58,9 @@ async def test_a_new_console_reverts_the_concurrency_a_killed_console_left_raise
         assert sources[node].concurrency > before[node], "the killed console left its change applied"
 
         # The operator revokes the grant before restarting, so the new console does not rebalance again.
-        assert heady("permissions", "revoke", grant_id, *common).returncode == 0
+        assert heady("permissions", "revoke", fleet.grant_id, *common).returncode == 0
         events: list[HeadyEvent] = []
-        paths = Paths(config_file, data_dir)
-        sup = Supervisor(load_config(paths, required=True), paths)
+        sup = Supervisor(load_config(fleet.paths, required=True), fleet.paths)
         sup.subscribe(events.append)
         await sup.start()
         stack.push_async_callback(sup.stop)

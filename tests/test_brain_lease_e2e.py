@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 from agentkit import running_agent, wait_until
+from overflow_fleet import heady, overflow_fleet
 
 from heady_tui.config import Config, Paths, load_config
 from heady_tui.events import HeadyEvent
@@ -114,23 +114,6 @@ async def test_the_view_only_console_takes_over_when_the_acting_one_stops(tmp_pa
         assert second.brain.lease_view().role == "acting"
 
 
-def write_config(path, nodes: list[dict[str, Any]]) -> None:
-    lines = []
-    for n in nodes:
-        lines += ["[[nodes]]", f'name = "{n["name"]}"', f'url = "{n["url"]}"', f'token = "{n["token"]}"', ""]
-    lines += [
-        "[detector]", "evaluation_interval_s = 0.25", "for_seconds = 1", "clear_seconds = 2", "keep_firing_seconds = 1", "",
-        # A run that neither finishes nor balances by itself, so it is live while the second console watches.
-        "[rebalance]", "step_interval_s = 0.25", "balanced_checks = 1000", "max_duration_s = 600", "",
-        "[brain]", f"lease_s = {LEASE_S}", "",
-    ]
-    path.write_text("\n".join(lines))
-
-
-def heady(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "heady_tui", *args], capture_output=True, text=True, timeout=60)
-
-
 async def read_lines(proc: asyncio.subprocess.Process, into: list[dict[str, Any]]) -> None:
     """Every JSON line of the child, so its stdout never fills and stalls it."""
     assert proc.stdout is not None
@@ -140,20 +123,8 @@ async def read_lines(proc: asyncio.subprocess.Process, into: list[dict[str, Any]
 
 async def test_a_killed_acting_console_is_replaced_and_its_live_run_reverted_only_then(tmp_path):
     async with AsyncExitStack() as stack:
-        sources = {}
-        nodes = []
-        for i in range(2):
-            agent = await stack.enter_async_context(running_agent(
-                tmp_path, scenario="queue-overflow", node_index=i, node_count=2, speed=10.0, name=f"n{i}",
-                extra={"interval_s": 0.25}))
-            sources[f"n{i}"] = agent.server.sources[0]
-            nodes.append({"name": f"n{i}", "url": agent.url, "token": agent.token})
-        before = {name: s.concurrency for name, s in sources.items()}
-        config_file, data_dir = tmp_path / "config.toml", tmp_path / "data"
-        write_config(config_file, nodes)
-        common = ("--config", str(config_file), "--data-dir", str(data_dir))
-        assert heady("permissions", "grant", "--scope", "persistent", "--reason", "lease test", *common).returncode == 0
-        grant_id = json.loads(heady("permissions", "list", "--json", *common).stdout)[0]["id"]
+        fleet = await overflow_fleet(stack, tmp_path, "lease test", [f"[brain]\nlease_s = {LEASE_S}\n"])
+        sources, before, common = fleet.sources, fleet.before, fleet.common
 
         lines: list[dict[str, Any]] = []
         stderr = stack.enter_context(open(tmp_path / "console.stderr", "wb"))
@@ -172,11 +143,10 @@ async def test_a_killed_acting_console_is_replaced_and_its_live_run_reverted_onl
         role = next(e for e in lines if e["event"] == "brain.role")
         assert role["role"] == "acting"
         # No new run after the takeover: the second console would have to ask.
-        assert heady("permissions", "revoke", grant_id, *common).returncode == 0
+        assert heady("permissions", "revoke", fleet.grant_id, *common).returncode == 0
 
         events: list[HeadyEvent] = []
-        paths = Paths(config_file, data_dir)
-        second = await console(stack, load_config(paths, required=True), paths, events)
+        second = await console(stack, load_config(fleet.paths, required=True), fleet.paths, events)
         assert second.brain.lease_view().role == "view-only" and second.brain.lease_view().holder == role["holder"]
         await wait_until(lambda: renewed_since(second, role["expires"] + LEASE_S), timeout=60,
                          what="the view-only console to watch the holder renew")

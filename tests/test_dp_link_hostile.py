@@ -361,7 +361,7 @@ def test_backoff_reset_starts_again_at_half_a_second():
     assert backoff.next_delay() == 0.5
 
 
-class _RecordingSink:
+class RecordingSink:
     """The smallest sink a NodeLink needs, recording status changes."""
 
     def __init__(self) -> None:
@@ -413,7 +413,7 @@ async def test_reconnects_follow_the_backoff_schedule_and_reset_after_a_healthy_
             await asyncio.Event().wait()
 
     async with hostile(handler) as url:
-        link = NodeLink(node(url), _RecordingSink(), rng=lambda: 1.0, sleep=fake_sleep)
+        link = NodeLink(node(url), RecordingSink(), rng=lambda: 1.0, sleep=fake_sleep)
         link.start()
         await asyncio.wait_for(done.wait(), 30)
         await link.stop()

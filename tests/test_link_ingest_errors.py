@@ -10,6 +10,7 @@ from agentkit import wait_until
 from heady_tui.link import ERRORS_PER_WINDOW, ErrorBudget, NodeLink
 from hostile_agent import TOKEN, HostileAgent, hello, metrics
 from dpkit import supervisor_on
+from test_dp_link_hostile import RecordingSink
 from heady_tui.config import NodeConfig
 
 BAD_FRAMES = 5000
@@ -46,29 +47,6 @@ async def test_a_flood_of_bad_frames_writes_a_bounded_number_of_rows(tmp_path):
     assert any(e["code"] == "suppressed" and f"{BAD_FRAMES - ERRORS_PER_WINDOW} more errors" in e["message"] for e in errors)
 
 
-class _Sink:
-    async def link_cursor(self, node):
-        return None
-
-    async def link_hello(self, node, hello, previous):
-        pass
-
-    async def link_frames(self, node, journal, frames):
-        return max(f.seq for f in frames)
-
-    async def link_sessions(self, node, sessions):
-        pass
-
-    def link_detail(self, node, detail):
-        pass
-
-    def link_status(self, node, status, error):
-        pass
-
-    async def link_error(self, node, code, message):
-        pass
-
-
 async def test_seq_going_backwards_after_stored_data_keeps_the_back_off_growing():
     delays: list[float] = []
     done = asyncio.Event()
@@ -81,7 +59,7 @@ async def test_seq_going_backwards_after_stored_data_keeps_the_back_off_growing(
 
     # Every connection: one good frame (stored and acked), then one whose seq goes backwards.
     async with HostileAgent(lambda subscribe: [metrics(5), metrics(4)]) as agent:
-        link = NodeLink(NodeConfig(name="bad", url=agent.url, token=TOKEN), _Sink(), rng=lambda: 1.0, sleep=fake_sleep)
+        link = NodeLink(NodeConfig(name="bad", url=agent.url, token=TOKEN), RecordingSink(), rng=lambda: 1.0, sleep=fake_sleep)
         link.start()
         await asyncio.wait_for(done.wait(), 30)
         await link.stop()

@@ -46,7 +46,8 @@ def _write_config(path: Path, nodes: list[dict[str, str]], extra: list[str]) -> 
     path.write_text("\n".join(lines))
 
 
-async def overflow_fleet(stack: AsyncExitStack, tmp_path: Path, reason: str, extra_config: list[str] | None = None) -> OverflowFleet:
+async def overflow_agents(stack: AsyncExitStack, tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Two queue-overflow agents: their synthetic sources and their [[nodes]] entries, by node name."""
     sources: dict[str, Any] = {}
     nodes = []
     for i in range(2):
@@ -55,6 +56,11 @@ async def overflow_fleet(stack: AsyncExitStack, tmp_path: Path, reason: str, ext
             extra={"interval_s": 0.25}))
         sources[f"n{i}"] = agent.server.sources[0]
         nodes.append({"name": f"n{i}", "url": agent.url, "token": agent.token})
+    return sources, nodes
+
+
+async def overflow_fleet(stack: AsyncExitStack, tmp_path: Path, reason: str, extra_config: list[str] | None = None) -> OverflowFleet:
+    sources, nodes = await overflow_agents(stack, tmp_path)
     paths = Paths(tmp_path / "config.toml", tmp_path / "data")
     _write_config(paths.config_file, nodes, extra_config or [])
     fleet = OverflowFleet(sources, {name: s.concurrency for name, s in sources.items()}, paths, "")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from agentkit import running_agent, wait_until
+from agentkit import wait_until
+from overflow_fleet import overflow_agents
 
 from heady_tui.config import Config, Paths
 from heady_tui.events import HeadyEvent
@@ -33,13 +34,7 @@ def concurrency_raised(events: list[HeadyEvent]) -> HeadyEvent | None:
 async def test_stopping_the_console_mid_run_reverts_the_raised_concurrency_on_the_agent_and_audits_it(tmp_path):
     events: list[HeadyEvent] = []
     async with AsyncExitStack() as stack:
-        sources, nodes = {}, []
-        for i in range(2):
-            agent = await stack.enter_async_context(running_agent(
-                tmp_path, scenario="queue-overflow", node_index=i, node_count=2, speed=10.0, name=f"n{i}",
-                extra={"interval_s": 0.25}))
-            sources[f"n{i}"] = agent.server.sources[0]
-            nodes.append({"name": f"n{i}", "url": agent.url, "token": agent.token})
+        sources, nodes = await overflow_agents(stack, tmp_path)
         before = {name: s.concurrency for name, s in sources.items()}
         paths = Paths(tmp_path / "config.toml", tmp_path / "data")
         sup = Supervisor(Config.model_validate({"nodes": nodes, **CONFIG}), paths)

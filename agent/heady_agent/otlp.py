@@ -10,8 +10,9 @@ the client hears 200. Loopback by default; on any other address the agent's bear
 Answers follow the specification: 200 with an empty (or partial-success) export response in the
 request's encoding; 400 for a body that does not decode; 401 without the token; 404 / 405 for
 other paths and methods; 413 for a body over the limits; 415 for other media types or encodings;
-503 with Retry-After while too many batches are being decoded; 500 when the batch could not be
-stored (nothing of it was).
+503 with Retry-After while too many batches are being taken (decoded or stored); 500 when the batch
+could not be stored (nothing of it was). Everything after the transport (`Intake`) is shared with the
+OTLP/gRPC receiver (otlp_grpc.py).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ from google.protobuf.message import Message
 
 from agentkit import RunningAgent, running_agent
 from heady_agent.clock import ManualClock
-from heady_agent.config import AgentConfig
+from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.otlp import MAX_BODY_BYTES, MAX_DECODING, Batch
 from heady_agent.otlp_grpc import OtlpGrpcReceiver
 from heady_agent.server import AgentServer, StartError
+from heady_agent.sources.claude_code import ClaudeCodeSource
 from heady_agent.sources.otlp import OtlpSource
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
@@ -34,10 +36,14 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from otlpkit import FIXTURES, SentRequest, sent_requests
+from sourcekit import SqliteSourceContext
 
 CLAUDE = FIXTURES / "otlp-claude-code-2.1.332"
 CODEX = FIXTURES / "otlp-codex-0.171.0"
+# Claude Code exporting over gRPC itself (scripts/record/otlp.sh claude-grpc), with its transcripts.
+CLAUDE_OVER_GRPC = FIXTURES / "otlp-grpc-claude-code-2.1.332"
 RECORDED_AT = 1_796_469_900.0  # after both recordings (as in test_otlp_real.py)
+RECORDED_OVER_GRPC_AT = 1_796_490_600.0  # after the gRPC recording (2026-12-05 17:10 UTC)
 TIMEOUT_S = 30.0
 TOKEN = "s" * 32
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -144,6 +150,40 @@ async def test_the_requests_the_clients_sent_give_over_grpc_the_events_they_give
         over_grpc = session_events(rpc.server)
     assert [e for e in over_http if e["kind"] == "llm.call"]
     assert over_grpc == over_http
+
+
+def call_counts(calls: list[tuple[str | None, dict[str, Any]]]) -> Counter[tuple[Any, ...]]:
+    """Each call as its session, outcome, model and token counts."""
+    return Counter((session, data["ok"], data["model"], data.get("input_tokens", 0), data.get("output_tokens", 0),
+                    data.get("cache_creation_tokens", 0), data.get("cache_read_tokens", 0)) for session, data in calls)
+
+
+async def test_claude_code_exporting_over_grpc_gives_the_calls_its_transcripts_give(tmp_path: Path) -> None:
+    root = tmp_path / "claude"
+    for packed in sorted(CLAUDE_OVER_GRPC.glob("claude/**/*.gz")):
+        target = root / packed.relative_to(CLAUDE_OVER_GRPC / "claude").with_suffix("")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(gzip.decompress(packed.read_bytes()))
+    clock = ManualClock(RECORDED_OVER_GRPC_AT)
+    ctx = SqliteSourceContext(tmp_path / "transcripts.db", AgentConfig(claude_code=ClaudeCodeConfig(roots=[str(root)])), clock)
+    try:
+        ClaudeCodeSource(ctx).scan()
+        from_transcripts = call_counts([(c.session, c.data) for c in ctx.events("llm.call")])
+    finally:
+        ctx.close()
+    otlp = {"grpc_listen": "127.0.0.1:0"}
+    async with running_agent(tmp_path, sources=(), clock=ManualClock(RECORDED_OVER_GRPC_AT), extra={"otlp": otlp}) as rpc:
+        receiver = the_source(rpc).grpc_receiver
+        assert receiver is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+            logs, metrics = LogsServiceStub(channel), MetricsServiceStub(channel)
+            for request in sent_requests(CLAUDE_OVER_GRPC):
+                stub = logs if request.path == "/v1/logs" else metrics
+                await stub.Export(export_request(request), timeout=TIMEOUT_S)
+        from_telemetry = call_counts([(e["session"], e["data"]) for e in session_events_of(rpc, "llm.call")])
+    sessions = set(json.loads((CLAUDE_OVER_GRPC / "sessions.json").read_text()).values())
+    assert {key[0] for key in from_telemetry} == sessions
+    assert from_telemetry == from_transcripts
 
 
 async def test_an_agent_receiving_only_grpc_has_no_http_listener(agent: Any) -> None:

@@ -1,11 +1,12 @@
 """Claude Code and Codex sessions from the OpenTelemetry they export (`[agent.otlp]`).
 
 The agent's OTLP/HTTP and OTLP/gRPC receivers (otlp.py, otlp_grpc.py) hand each batch here. Claude
-Code's `claude_code.*` events (keyed by `session.id`) and Codex's `codex.*` events (keyed by `conversation.id`) become the
-same `llm.call` and `session.state` events the transcript sources emit, so a host whose transcripts
-the agent cannot read (a container, a CI runner) is still covered. Where the transcript sources see
-the same session, they own it (announce it, follow its states, end it) and this source only adds
-the calls the ledger (sources/ledger.py) says no route counted yet. Facts: docs/sources.md "otlp".
+Code's `claude_code.*` events (keyed by `session.id`) and Codex's `codex.*` events (keyed by
+`conversation.id`) become the same `llm.call` and `session.state` events the transcript sources
+emit, so a host whose transcripts the agent cannot read (a container, a CI runner) is still
+covered. Where the transcript sources see the same session, they own it (announce it, follow its
+states, end it) and this source only adds the calls the ledger (sources/ledger.py) says no route
+counted yet. Facts: docs/sources.md "otlp".
 """
 
 from __future__ import annotations

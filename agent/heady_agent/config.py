@@ -181,10 +181,11 @@ class SyntheticConfig(_Section):
 
 
 class OtlpConfig(_Section):
-    # OTLP/HTTP receiver for the clients' own telemetry (docs/sources.md "otlp"); None: off.
-    listen: str | None = None
+    # OTLP receivers for the clients' own telemetry (docs/sources.md "otlp"); None: off.
+    listen: str | None = None  # OTLP/HTTP (4318 by custom)
+    grpc_listen: str | None = None  # OTLP/gRPC (4317 by custom)
 
-    @field_validator("listen")
+    @field_validator("listen", "grpc_listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:

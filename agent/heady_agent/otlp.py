@@ -10,8 +10,9 @@ the client hears 200. Loopback by default; on any other address the agent's bear
 Answers follow the specification: 200 with an empty (or partial-success) export response in the
 request's encoding; 400 for a body that does not decode; 401 without the token; 404 / 405 for
 other paths and methods; 413 for a body over the limits; 415 for other media types or encodings;
-503 with Retry-After while too many batches are being decoded; 500 when the batch could not be
-stored (nothing of it was).
+503 with Retry-After while too many batches are being taken (decoded or stored); 500 when the batch
+could not be stored (nothing of it was). Everything after the transport (`Intake`) is shared with the
+OTLP/gRPC receiver (otlp_grpc.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ MAX_ATTRIBUTES = 64  # per record; the clients send about 30
 NAME_CHARS = 128  # an attribute key, an event or metric name
 VALUE_CHARS = 256  # a string attribute value
 MAX_CONNECTIONS = 64
-MAX_DECODING = 2  # batches decoded at once; more wait for a 503 and the client's retry
+MAX_DECODING = 2  # batches decoded or being stored at once, per listener; more are refused (503) for the client to retry
 RETRY_AFTER_S = 2
 LINGER_S = 2.0  # after refusing a body unread, how long the rest of it is read and dropped
 LINGER_BYTES = 2 * MAX_BODY_BYTES
@@ -92,17 +93,57 @@ class TooLarge(Exception):
 
 
 Handler = Callable[[Batch], Awaitable[None]]
+# Why an export request was not taken, whatever carried it; each transport answers with its status.
+RefusalKind = Literal["undecodable", "too_large", "busy", "unstored"]
+HTTP_STATUS: dict[RefusalKind, int] = {"undecodable": 400, "too_large": 413, "busy": 503, "unstored": 500}
+
+
+class Refused(Exception):
+    """An export request not taken: `kind` says why, the message (one line) says it to the client."""
+
+    def __init__(self, kind: RefusalKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Intake:
+    """What every transport does once an export request's bytes have arrived: decode them in a worker
+    thread and hand the batch to the handler, which commits it before the client hears OK. At most
+    MAX_DECODING batches are decoded or stored at once; more are refused as busy (the client retries)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self._taking = 0
+
+    async def take(self, signal: Signal, body: bytes, *, as_json: bool, gzipped: bool) -> Batch:
+        if self._taking >= MAX_DECODING:
+            raise Refused("busy", "busy; retry later")
+        self._taking += 1
+        try:
+            try:
+                batch = await asyncio.to_thread(decode, signal, body, as_json, gzipped)
+            except BadRequest as exc:
+                raise Refused("undecodable", str(exc)) from None
+            except TooLarge as exc:
+                raise Refused("too_large", str(exc)) from None
+            try:
+                await self.handler(batch)
+            except Exception:  # a fault of ours, not of the batch: the client is told, the agent goes on
+                log.exception("an OTLP %s batch could not be stored", signal)
+                raise Refused("unstored", "the agent could not store this batch") from None
+            return batch
+        finally:
+            self._taking -= 1
 
 
 class OtlpReceiver:
     def __init__(self, host: str, port: int, handler: Handler, *, token: str | None) -> None:
         self.host = host
         self._port = port
-        self.handler = handler
+        self.intake = Intake(handler)
         self.token = token  # None: no Authorization asked (loopback)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._decoding = 0
         # Refused requests by reason (`otlp_<status>`); the server shares its /metrics counts here.
         self.refused: dict[str, int] = {}
 
@@ -169,10 +210,7 @@ class OtlpReceiver:
             conn.start_next_cycle()
 
     def _refused(self, status: int, body: bytes) -> None:
-        reason = f"otlp_{status}"
-        if reason not in self.refused:  # the first of each kind is logged, the rest counted
-            log.warning("refused an OTLP request (%d): %s", status, _one_line(body.decode("utf-8", "replace")))
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+        count_refusal(self.refused, f"otlp_{status}", body.decode("utf-8", "replace"))
 
     async def _answer(self, conn: h11.Connection, reader: asyncio.StreamReader, request: h11.Request) -> tuple[int, str, bytes]:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.headers}
@@ -191,7 +229,7 @@ class OtlpReceiver:
             return error(404, f"no such path; POST to {' or '.join(SIGNALS)}")
         if request.method != b"POST":
             return error(405, "only POST")
-        if self.token is not None and not _authorized(headers.get("authorization"), self.token):
+        if self.token is not None and not authorized(headers.get("authorization"), self.token):
             return error(401, "missing or wrong bearer token")
         if content_type not in (PROTOBUF, JSON):
             return error(415, f"content-type must be {PROTOBUF} or {JSON}")
@@ -203,23 +241,11 @@ class OtlpReceiver:
         body = await _read_body(conn, reader)
         if body is None:
             return error(413, f"body over {MAX_BODY_BYTES} bytes")
-        if self._decoding >= MAX_DECODING:
-            return error(503, "busy; retry later")
-        self._decoding += 1
         try:
-            batch = await asyncio.to_thread(decode, signal, body, json_body, encoding == "gzip")
-        except BadRequest as exc:
-            return error(400, str(exc))
-        except TooLarge as exc:
-            return error(413, str(exc))
-        finally:
-            self._decoding -= 1
-        try:
-            await self.handler(batch)
-        except Exception:  # a fault of ours, not of the batch: the client is told, the agent goes on
-            log.exception("an OTLP %s batch could not be stored", signal)
-            return error(500, "the agent could not store this batch")
-        return 200, (JSON if json_body else PROTOBUF), _success(signal, batch, json_body)
+            batch = await self.intake.take(signal, body, as_json=json_body, gzipped=encoding == "gzip")
+        except Refused as exc:
+            return error(HTTP_STATUS[exc.kind], str(exc))
+        return 200, (JSON if json_body else PROTOBUF), success(signal, batch, json_body)
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
@@ -262,12 +288,19 @@ async def _read_body(conn: h11.Connection, reader: asyncio.StreamReader) -> byte
             raise h11.RemoteProtocolError("request ended before its body")
 
 
-def _authorized(given: str | None, token: str) -> bool:
+def authorized(given: str | None, token: str) -> bool:
+    """`given` is `Bearer <token>` (an HTTP header or gRPC metadata), compared in constant time."""
     scheme, _, value = (given or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-def _success(signal: Signal, batch: Batch, as_json: bool) -> bytes:
+def count_refusal(refused: dict[str, int], reason: str, message: str) -> None:
+    if reason not in refused:  # the first of each kind is logged, the rest counted
+        log.warning("refused an OTLP request (%s): %s", reason, _one_line(message))
+    refused[reason] = refused.get(reason, 0) + 1
+
+
+def success(signal: Signal, batch: Batch, as_json: bool) -> bytes:
     response: Message
     if signal == "logs":
         logs = ExportLogsServiceResponse()

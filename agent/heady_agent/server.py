@@ -273,22 +273,28 @@ class AgentServer:
         self._refusals = _RefusalLog(self.clock)
         self._stopping = False
         self.counts = Counts()
-        if config.otlp.listen is not None:
+        if config.otlp.listen is not None or config.otlp.grpc_listen is not None:
             self.sources.append(self._otlp_source(config))
         # Claude Code hooks arrive here (hook_socket.py); None: not listened for.
         self._hooks = HookListener(hook_socket, self._person_signal, self._limits_signal) if hook_socket is not None else None
 
     def _otlp_source(self, config: AgentConfig) -> SessionSource:
-        """The OTLP/HTTP receiver's source; off loopback it takes the agent's token, as the WebSocket does."""
-        from .sources.otlp import OtlpSource  # loads protobuf only on agents that receive telemetry
+        """The OTLP receivers' source; off loopback they take the agent's token, as the WebSocket does."""
+        from .sources.otlp import OtlpSource  # loads protobuf and gRPC only on agents that receive telemetry
 
-        host, port = parse_listen(config.otlp.listen or "")
-        problem = config.token_problem(host)
-        if problem:
-            raise StartError(f"refusing to receive OTLP on {host}:{port} {problem} (agent.otlp.listen)")
+        for key, listen in (("listen", config.otlp.listen), ("grpc_listen", config.otlp.grpc_listen)):
+            if listen is None:
+                continue
+            host, port = parse_listen(listen)
+            problem = config.token_problem(host)
+            if problem:
+                raise StartError(f"refusing to receive OTLP on {host}:{port} {problem} (agent.otlp.{key})")
         source = OtlpSource(self.context)
         source.others = list(self.sources)
-        source.receiver.refused = self.counts.refused  # /metrics: heady_agent_connections_refused{reason="otlp_<status>"}
+        # /metrics: heady_agent_connections_refused{reason="otlp_<status>" or "otlp_grpc_<status>"}
+        source.receiver.refused = self.counts.refused
+        if source.grpc_receiver is not None:
+            source.grpc_receiver.refused = self.counts.refused
         return source
 
     # --- lifecycle ----------------------------------------------------------------------

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Records the native OpenTelemetry of real Claude Code and Codex sessions, together with the
 # transcripts / rollouts the same sessions wrote, against the local fake model servers, and saves
-# them as tests/fixtures/real/otlp-claude-code-<version>/ and otlp-codex-<version>/.
+# them as tests/fixtures/real/otlp-claude-code-<version>/, otlp-codex-<version>/ and (Claude Code
+# exporting over gRPC) otlp-grpc-claude-code-<version>/.
 #
-#   scripts/record/otlp.sh                                   # the pinned versions
+#   scripts/record/otlp.sh                                   # the pinned versions, all three
+#   scripts/record/otlp.sh claude-grpc                       # only some: claude, codex, claude-grpc
 #   CLAUDE_VERSION=2.1.400 CODEX_VERSION=0.172.0 scripts/record/otlp.sh
 #
-# Each client's OTLP/HTTP export goes to scripts/record/otlp_capture.py on 127.0.0.1, which keeps
-# every request body exactly as sent (protobuf or JSON, gzip or not) and lists them in
-# otlp/requests.jsonl. Needs npm (to install the clients) and the repo's .venv; the clients talk to
+# Each client's OTLP export goes to scripts/record/otlp_capture.py on 127.0.0.1, which keeps every
+# request body exactly as sent (protobuf or JSON, gzip or not; over gRPC the message as gRPC hands it
+# over) and lists them in otlp/requests.jsonl. Needs npm (to install the clients) and the repo's .venv; the clients talk to
 # 127.0.0.1 only. Takes about a minute plus the installs.
 set -euo pipefail
 
@@ -16,6 +18,8 @@ CLAUDE_VERSION="${CLAUDE_VERSION:-2.1.332}"
 CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
 MODEL="${MODEL:-claude-sonnet-4-5-20250929}"
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+PARTS=" ${*:-claude codex claude-grpc} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 WORK="$(mktemp -d /tmp/heady-rec-otlp.XXXXXX)"
 PIDS=()
@@ -26,10 +30,15 @@ cleanup() {
 trap cleanup EXIT
 
 wait_port() { for _ in $(seq 100); do [ -s "$1" ] && break; sleep 0.1; done; cat "$1"; }
-start_capture() {  # start_capture DIR: prints the capture receiver's port
-    "$PY" "$REPO/scripts/record/otlp_capture.py" --out "$1" --port-file "$1.port" >/dev/null 2>&1 &
+start_capture() {  # start_capture DIR: prints the capture receiver's OTLP/HTTP port (its gRPC port: in DIR.grpc-port)
+    "$PY" "$REPO/scripts/record/otlp_capture.py" --out "$1" --port-file "$1.port" --grpc-port-file "$1.grpc-port" >/dev/null 2>&1 &
     PIDS+=($!)
+    wait_port "$1.grpc-port" >/dev/null
     wait_port "$1.port"
+}
+save_transcripts() {  # save_transcripts CLAUDE_CONFIG_DIR OUT
+    (cd "$1" && find projects -type f -name '*.jsonl' | while read -r f; do
+        mkdir -p "$2/claude/$(dirname "$f")"; sed "s#$WORK#/rec#g" "$f" | gzip -9n >"$2/claude/$f.gz"; done)
 }
 save_otlp() {  # save_otlp CAPTURE_DIR OUT: bodies gzipped for size (the listing says how each came)
     mkdir -p "$2/otlp"
@@ -37,6 +46,10 @@ save_otlp() {  # save_otlp CAPTURE_DIR OUT: bodies gzipped for size (the listing
     for f in "$1"/*-*; do
         case "$f" in *.gz) cp "$f" "$2/otlp/" ;; *) gzip -9n <"$f" >"$2/otlp/$(basename "$f").gz" ;; esac
     done
+}
+
+save_sessions() {  # save_sessions FILE: the CASES array (case -> session id) as JSON
+    { echo "{"; first=1; for k in "${!CASES[@]}"; do [ $first = 1 ] || echo ","; first=0; printf '  "%s": "%s"' "$k" "${CASES[$k]}"; done; echo; echo "}"; } >"$1"
 }
 
 echo "installing @anthropic-ai/claude-code@$CLAUDE_VERSION and @openai/codex@$CODEX_VERSION" >&2
@@ -47,6 +60,7 @@ CLAUDE="$(ls "$WORK"/npm/node_modules/@anthropic-ai/claude-code-linux-x64*/claud
 CODEX="$WORK/npm/node_modules/.bin/codex"
 
 # --- Claude Code ----------------------------------------------------------------------------
+if want claude; then
 CC="$WORK/cc"
 mkdir -p "$CC/home" "$CC/cfg" "$CC/work"
 cat >"$CC/schedule.json" <<'JSON'
@@ -89,16 +103,65 @@ CASES[compact]="$COMPACT"
 
 OUT="$REPO/tests/fixtures/real/otlp-claude-code-$CLAUDE_VERSION"
 rm -rf "$OUT"; mkdir -p "$OUT"
-(cd "$CC/cfg" && find projects -type f -name '*.jsonl' | while read -r f; do
-    mkdir -p "$OUT/claude/$(dirname "$f")"; sed "s#$WORK#/rec#g" "$f" | gzip -9n >"$OUT/claude/$f.gz"; done)
+save_transcripts "$CC/cfg" "$OUT"
 sed "s#$WORK#/rec#g" "$CC/answers.jsonl" >"$OUT/answers.jsonl"
 cp "$CC/schedule.json" "$OUT/schedule.json"
 save_otlp "$CC/capture" "$OUT"
-{ echo "{"; first=1; for k in "${!CASES[@]}"; do [ $first = 1 ] || echo ","; first=0; printf '  "%s": "%s"' "$k" "${CASES[$k]}"; done; echo; echo "}"; } >"$OUT/sessions.json"
+save_sessions "$OUT/sessions.json"
 echo "$CLAUDE_VERSION" >"$OUT/VERSION"
 echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2
+fi
+
+# --- Claude Code over OTLP/gRPC -------------------------------------------------------------
+if want claude-grpc; then
+CG="$WORK/cg"
+mkdir -p "$CG/home" "$CG/cfg" "$CG/work"
+cat >"$CG/schedule.json" <<'JSON'
+{"faults": [
+  {"match": "RETRY-AFTER-429", "fault": "429", "times": 1},
+  {"match": "ALWAYS-500", "fault": "500", "times": 1000}
+]}
+JSON
+"$PY" "$REPO/tests/fake_anthropic.py" --log "$CG/answers.jsonl" --schedule "$CG/schedule.json" \
+    --port-file "$CG/port" >"$CG/server.out" 2>&1 &
+PIDS+=($!)
+PORT="$(wait_port "$CG/port")"
+start_capture "$CG/capture" >/dev/null
+GPORT="$(cat "$CG/capture.grpc-port")"
+claude_grpc() {  # claude_grpc COMPRESSION ARGS...; prints the session id
+    local compression="$1"
+    shift
+    (cd "$CG/work" && env -i PATH=/usr/bin:/bin HOME="$CG/home" CLAUDE_CONFIG_DIR="$CG/cfg" \
+        ANTHROPIC_BASE_URL="http://127.0.0.1:$PORT" ANTHROPIC_API_KEY=any DISABLE_AUTOUPDATER=1 \
+        CLAUDE_CODE_MAX_RETRIES=2 CLAUDE_CODE_ENABLE_TELEMETRY=1 OTEL_LOGS_EXPORTER=otlp \
+        OTEL_METRICS_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+        OTEL_EXPORTER_OTLP_COMPRESSION="$compression" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GPORT" \
+        OTEL_LOGS_EXPORT_INTERVAL=1000 OTEL_METRIC_EXPORT_INTERVAL=1000 \
+        timeout 120 "$CLAUDE" --model "$MODEL" --output-format json "$@" </dev/null \
+        | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("session_id",""))') || true
+}
+unset CASES
+declare -A CASES
+echo "recording Claude Code over OTLP/gRPC" >&2
+CASES[clean_gzip]="$(claude_grpc gzip -p 'say hello')"
+CASES[clean_plain]="$(claude_grpc none -p 'say hello uncompressed')"
+CASES[tool_call]="$(claude_grpc gzip --allowedTools='Bash(echo:*)' -p 'run it [[tool:Bash:{"command": "echo hi", "description": "say hi"}]]')"
+CASES[retry_429]="$(claude_grpc gzip -p 'RETRY-AFTER-429 then answer')"
+CASES[always_500]="$(claude_grpc gzip -p 'ALWAYS-500 never answers')"
+
+OUT="$REPO/tests/fixtures/real/otlp-grpc-claude-code-$CLAUDE_VERSION"
+rm -rf "$OUT"; mkdir -p "$OUT"
+save_transcripts "$CG/cfg" "$OUT"
+sed "s#$WORK#/rec#g" "$CG/answers.jsonl" >"$OUT/answers.jsonl"
+cp "$CG/schedule.json" "$OUT/schedule.json"
+save_otlp "$CG/capture" "$OUT"
+save_sessions "$OUT/sessions.json"
+echo "$CLAUDE_VERSION" >"$OUT/VERSION"
+echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2
+fi
 
 # --- Codex ----------------------------------------------------------------------------------
+if want codex; then
 CX="$WORK/cx"
 mkdir -p "$CX/home/.codex" "$CX/work"
 cat >"$CX/schedule.json" <<'JSON'
@@ -160,3 +223,4 @@ sed "s#$WORK#/rec#g; s#127.0.0.1:$PORT#127.0.0.1:PORT#; s#127.0.0.1:$CPORT#127.0
 save_otlp "$CX/capture" "$OUT"
 echo "$CODEX_VERSION" >"$OUT/VERSION"
 echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2
+fi

@@ -1,11 +1,12 @@
-"""Claude Code and Codex sessions from the OpenTelemetry they export (`[agent.otlp] listen`).
+"""Claude Code and Codex sessions from the OpenTelemetry they export (`[agent.otlp]`).
 
-The agent's OTLP/HTTP receiver (otlp.py) hands each batch here. Claude Code's `claude_code.*`
-events (keyed by `session.id`) and Codex's `codex.*` events (keyed by `conversation.id`) become the
-same `llm.call` and `session.state` events the transcript sources emit, so a host whose transcripts
-the agent cannot read (a container, a CI runner) is still covered. Where the transcript sources see
-the same session, they own it (announce it, follow its states, end it) and this source only adds
-the calls the ledger (sources/ledger.py) says no route counted yet. Facts: docs/sources.md "otlp".
+The agent's OTLP/HTTP and OTLP/gRPC receivers (otlp.py, otlp_grpc.py) hand each batch here. Claude
+Code's `claude_code.*` events (keyed by `session.id`) and Codex's `codex.*` events (keyed by
+`conversation.id`) become the same `llm.call` and `session.state` events the transcript sources
+emit, so a host whose transcripts the agent cannot read (a container, a CI runner) is still
+covered. Where the transcript sources see the same session, they own it (announce it, follow its
+states, end it) and this source only adds the calls the ledger (sources/ledger.py) says no route
+counted yet. Facts: docs/sources.md "otlp".
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..config import is_loopback, parse_listen
 from ..otlp import Batch, OtlpReceiver, Scalar, TelemetryRecord
+from ..otlp_grpc import OtlpGrpcReceiver
 from .base import SessionSource, SourceContext
 from .common import WatchedSession, WatchedSource, plain_text, session_info, started_data
 from .ledger import FAILED_TURN, CallLedger, anthropic_identity, openai_identity
@@ -88,21 +90,34 @@ class OtlpSource(WatchedSource[TelemetrySession]):
         self.ledger = CallLedger(ctx)
         # The agent's other sources: a session one of them owns is theirs (set by the server).
         self.others: Sequence[SessionSource] = ()
-        host, port = parse_listen(ctx.config.otlp.listen or "127.0.0.1:4318")
-        token = None if is_loopback(host) else ctx.config.resolve_token()
-        self.receiver = OtlpReceiver(host, port, self.receive, token=token)
+        otlp = ctx.config.otlp
+        # Started only where `listen` is set (a gRPC-only agent has no HTTP listener).
+        host, port = parse_listen(otlp.listen or "127.0.0.1:4318")
+        self.receiver = OtlpReceiver(host, port, self.receive, token=self._token(host))
+        self.grpc_receiver: OtlpGrpcReceiver | None = None  # `grpc_listen`: the same batches over gRPC
+        if otlp.grpc_listen is not None:
+            host, port = parse_listen(otlp.grpc_listen)
+            self.grpc_receiver = OtlpGrpcReceiver(host, port, self.receive, token=self._token(host))
         # The batch being received: session -> the model it names first; the sessions it touched.
         self._models: dict[str, str] = {}
         self._touched: set[str] = set()
 
+    def _token(self, host: str) -> str | None:
+        return None if is_loopback(host) else self.ctx.config.resolve_token()
+
     async def start(self) -> None:
         self._load_live()
-        await self.receiver.start()
+        if self.ctx.config.otlp.listen is not None:
+            await self.receiver.start()
+        if self.grpc_receiver is not None:
+            await self.grpc_receiver.start()
         self._task = asyncio.create_task(self._sweep_loop(), name="otlp-sweep")
 
     async def stop(self) -> None:
         await super().stop()
         await self.receiver.stop()
+        if self.grpc_receiver is not None:
+            await self.grpc_receiver.stop()
 
     async def _sweep_loop(self) -> None:
         while True:

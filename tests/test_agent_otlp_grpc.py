@@ -1,0 +1,325 @@
+"""The agent's OTLP/gRPC receiver on loopback, spoken to by grpcio's client with the generated stubs.
+
+The export requests are the ones Claude Code and Codex sent (tests/fixtures/real/otlp-*): over gRPC
+they must give exactly the events they give over OTLP/HTTP. Hostile calls are built here; each
+refusal is the status the OTLP specification names, and loses nothing that came before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import psutil
+import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from agentkit import RunningAgent, running_agent
+from heady_agent.clock import ManualClock
+from heady_agent.config import AgentConfig, ClaudeCodeConfig
+from heady_agent.otlp import MAX_BODY_BYTES, MAX_DECODING, Batch
+from heady_agent.otlp_grpc import OtlpGrpcReceiver
+from heady_agent.server import AgentServer, StartError
+from heady_agent.sources.claude_code import ClaudeCodeSource
+from heady_agent.sources.otlp import OtlpSource
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from otlpkit import FIXTURES, SentRequest, sent_requests
+from sourcekit import SqliteSourceContext
+
+CLAUDE = FIXTURES / "otlp-claude-code-2.1.332"
+CODEX = FIXTURES / "otlp-codex-0.171.0"
+# Claude Code exporting over gRPC itself (scripts/record/otlp.sh claude-grpc), with its transcripts.
+CLAUDE_OVER_GRPC = FIXTURES / "otlp-grpc-claude-code-2.1.332"
+RECORDED_AT = 1_796_469_900.0  # after both recordings (as in test_otlp_real.py)
+RECORDED_OVER_GRPC_AT = 1_796_490_600.0  # after the gRPC recording (2026-12-05 17:10 UTC)
+TIMEOUT_S = 30.0
+TOKEN = "s" * 32
+LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+SESSION_EVENTS = ("llm.call", "session.started", "session.state", "session.ended")
+
+
+def export_request(request: SentRequest) -> Message:
+    """The export request a recorded body holds, as a gRPC client sends it (always protobuf)."""
+    raw = gzip.decompress(request.body) if request.content_encoding == "gzip" else request.body
+    message: Message = ExportLogsServiceRequest() if request.path == "/v1/logs" else ExportMetricsServiceRequest()
+    if "json" in request.content_type:
+        json_format.Parse(raw, message, ignore_unknown_fields=True)
+    else:
+        message.ParseFromString(raw)
+    return message
+
+
+def api_request(session: str = "0b0e0f00-1111-4222-8333-944445555666") -> ExportLogsServiceRequest:
+    """One claude_code.api_request event."""
+    message = ExportLogsServiceRequest()
+    resource_logs = message.resource_logs.add()
+    resource_logs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="claude-code")))
+    record = resource_logs.scope_logs.add().log_records.add()
+    record.time_unix_nano = int(RECORDED_AT) * 10**9
+    record.body.string_value = "claude_code.api_request"
+    for key, value in (("session.id", session), ("request_id", "req_grpc1"), ("model", "claude-sonnet-4-5")):
+        record.attributes.append(KeyValue(key=key, value=AnyValue(string_value=value)))
+    for key, count in (("input_tokens", 10), ("output_tokens", 5)):
+        record.attributes.append(KeyValue(key=key, value=AnyValue(int_value=count)))
+    return message
+
+
+def session_events(server: AgentServer) -> list[dict[str, Any]]:
+    frames = [json.loads(text) for _, text in server.journal.read_after(0)]
+    # The sequence number and the journal's id are the agent's own, not the event's.
+    return [{k: v for k, v in f.items() if k not in ("seq", "journal")} for f in frames if f.get("kind") in SESSION_EVENTS]
+
+
+def session_events_of(running: RunningAgent, kind: str) -> list[dict[str, Any]]:
+    return [e for e in session_events(running.server) if e["kind"] == kind]
+
+
+def the_source(running: RunningAgent) -> OtlpSource:
+    [source] = [s for s in running.server.sources if isinstance(s, OtlpSource)]
+    return source
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[tuple[RunningAgent, str]]:
+    async with running_agent(tmp_path, sources=(), extra={"otlp": {"grpc_listen": "127.0.0.1:0"}}) as running:
+        receiver = the_source(running).grpc_receiver
+        assert receiver is not None
+        yield running, f"127.0.0.1:{receiver.port}"
+
+
+async def received(handler: Callable[[Batch], Awaitable[None]], *, token: str | None = None) -> OtlpGrpcReceiver:
+    receiver = OtlpGrpcReceiver("127.0.0.1", 0, handler, token=token)
+    await receiver.start()
+    return receiver
+
+
+async def send_logs(target: str, message: ExportLogsServiceRequest, **call: Any) -> Any:
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await LogsServiceStub(channel).Export(message, timeout=TIMEOUT_S, **call)
+
+
+async def send_bytes(target: str, body: bytes, **call: Any) -> bytes:
+    """A logs export call whose message is `body` as given, whatever it holds."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        answer: bytes = await channel.unary_unary(LOGS_EXPORT)(body, timeout=TIMEOUT_S, **call)
+        return answer
+
+
+async def refusal(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    return refused.value
+
+
+@pytest.mark.parametrize("fixture", [CLAUDE, CODEX], ids=["claude-code", "codex"])
+async def test_the_requests_the_clients_sent_give_over_grpc_the_events_they_give_over_http(tmp_path: Path, fixture: Path) -> None:
+    requests = sent_requests(fixture)
+    otlp = {"listen": "127.0.0.1:0"}
+    async with running_agent(tmp_path, sources=(), name="http", clock=ManualClock(RECORDED_AT), extra={"otlp": otlp}) as http:
+        base = f"http://127.0.0.1:{the_source(http).receiver.port}"
+        async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+            for request in requests:
+                headers = {"content-type": request.content_type}
+                if request.content_encoding:
+                    headers["content-encoding"] = request.content_encoding
+                assert (await client.post(base + request.path, content=request.body, headers=headers)).status_code == 200
+        over_http = session_events(http.server)
+    otlp = {"grpc_listen": "127.0.0.1:0"}
+    async with running_agent(tmp_path, sources=(), name="grpc", clock=ManualClock(RECORDED_AT), extra={"otlp": otlp}) as rpc:
+        receiver = the_source(rpc).grpc_receiver
+        assert receiver is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+            logs, metrics = LogsServiceStub(channel), MetricsServiceStub(channel)
+            for request in requests:
+                stub = logs if request.path == "/v1/logs" else metrics
+                compression = grpc.Compression.Gzip if request.content_encoding == "gzip" else grpc.Compression.NoCompression
+                answer = await stub.Export(export_request(request), timeout=TIMEOUT_S, compression=compression)
+                assert not answer.HasField("partial_success")
+        over_grpc = session_events(rpc.server)
+    assert [e for e in over_http if e["kind"] == "llm.call"]
+    assert over_grpc == over_http
+
+
+def call_counts(calls: list[tuple[str | None, dict[str, Any]]]) -> Counter[tuple[Any, ...]]:
+    """Each call as its session, outcome, model and token counts."""
+    return Counter((session, data["ok"], data["model"], data.get("input_tokens", 0), data.get("output_tokens", 0),
+                    data.get("cache_creation_tokens", 0), data.get("cache_read_tokens", 0)) for session, data in calls)
+
+
+async def test_claude_code_exporting_over_grpc_gives_the_calls_its_transcripts_give(tmp_path: Path) -> None:
+    root = tmp_path / "claude"
+    for packed in sorted(CLAUDE_OVER_GRPC.glob("claude/**/*.gz")):
+        target = root / packed.relative_to(CLAUDE_OVER_GRPC / "claude").with_suffix("")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(gzip.decompress(packed.read_bytes()))
+    clock = ManualClock(RECORDED_OVER_GRPC_AT)
+    ctx = SqliteSourceContext(tmp_path / "transcripts.db", AgentConfig(claude_code=ClaudeCodeConfig(roots=[str(root)])), clock)
+    try:
+        ClaudeCodeSource(ctx).scan()
+        from_transcripts = call_counts([(c.session, c.data) for c in ctx.events("llm.call")])
+    finally:
+        ctx.close()
+    otlp = {"grpc_listen": "127.0.0.1:0"}
+    async with running_agent(tmp_path, sources=(), clock=ManualClock(RECORDED_OVER_GRPC_AT), extra={"otlp": otlp}) as rpc:
+        receiver = the_source(rpc).grpc_receiver
+        assert receiver is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+            logs, metrics = LogsServiceStub(channel), MetricsServiceStub(channel)
+            for request in sent_requests(CLAUDE_OVER_GRPC):
+                stub = logs if request.path == "/v1/logs" else metrics
+                await stub.Export(export_request(request), timeout=TIMEOUT_S)
+        from_telemetry = call_counts([(e["session"], e["data"]) for e in session_events_of(rpc, "llm.call")])
+    sessions = set(json.loads((CLAUDE_OVER_GRPC / "sessions.json").read_text()).values())
+    assert {key[0] for key in from_telemetry} == sessions
+    assert from_telemetry == from_transcripts
+
+
+async def test_an_agent_receiving_only_grpc_listens_on_no_otlp_http_port(agent: Any) -> None:
+    running, target = agent
+    listening = {c.laddr.port for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    assert listening == {running.server.port, int(target.rsplit(":", 1)[1])}
+
+
+async def test_records_without_a_name_are_reported_as_a_partial_success(agent: Any) -> None:
+    running, target = agent
+    message = api_request()
+    message.resource_logs[0].scope_logs[0].log_records.append(LogRecord())
+    answer = await send_logs(target, message)
+    assert answer.partial_success.rejected_log_records == 1
+    assert len(session_events_of(running, "llm.call")) == 1
+
+
+async def test_a_message_that_is_not_otlp_is_invalid_argument_and_keeps_what_came_before(agent: Any) -> None:
+    running, target = agent
+    await send_logs(target, api_request())
+    refused = await refusal(send_bytes(target, b"\x0a\xff\xff\xff\xff\x0f"))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not an OTLP logs export request" in (refused.details() or "")
+    assert len(session_events_of(running, "llm.call")) == 1
+
+
+async def test_refused_calls_are_counted_by_status_in_the_agents_metrics(agent: Any) -> None:
+    running, target = agent
+    for _ in range(2):
+        await refusal(send_bytes(target, b"\x0a\xff\xff\xff\xff\x0f"))
+    assert running.server.counts.refused["otlp_grpc_invalid_argument"] == 2
+
+
+async def test_a_gzip_compressed_call_is_taken(agent: Any) -> None:
+    running, target = agent
+    await send_logs(target, api_request(), compression=grpc.Compression.Gzip)
+    assert len(session_events_of(running, "llm.call")) == 1
+
+
+async def test_a_message_over_the_limit_is_resource_exhausted(agent: Any) -> None:
+    running, target = agent
+    refused = await refusal(send_bytes(target, b" " * (MAX_BODY_BYTES + 1)))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert session_events(running.server) == []
+
+
+async def test_a_gzip_message_that_inflates_past_the_limit_is_resource_exhausted(agent: Any) -> None:
+    _, target = agent
+    bomb = b" " * (MAX_BODY_BYTES + 1)  # a few kilobytes once gzipped
+    refused = await refusal(send_bytes(target, bomb, compression=grpc.Compression.Gzip))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_receiver_with_a_token_refuses_calls_without_it() -> None:
+    got: list[Batch] = []
+
+    async def handler(batch: Batch) -> None:
+        got.append(batch)
+
+    receiver = await received(handler, token=TOKEN)
+    target = f"127.0.0.1:{receiver.port}"
+    try:
+        for metadata in [(), (("authorization", "Bearer " + "x" * 32),), (("authorization", TOKEN),)]:
+            refused = await refusal(send_logs(target, api_request(), metadata=metadata))
+            assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+        await send_logs(target, api_request(), metadata=(("authorization", "Bearer " + TOKEN),))
+    finally:
+        await receiver.stop()
+    assert len(got) == 1 and receiver.refused == {"otlp_grpc_unauthenticated": 3}
+
+
+async def test_calls_past_the_batches_being_taken_are_unavailable_for_the_client_to_retry() -> None:
+    release, all_held = asyncio.Event(), asyncio.Event()
+    holding: list[Batch] = []
+
+    async def handler(batch: Batch) -> None:
+        holding.append(batch)
+        if len(holding) == MAX_DECODING:
+            all_held.set()
+        await release.wait()
+
+    receiver = await received(handler)
+    target = f"127.0.0.1:{receiver.port}"
+    try:
+        held = [asyncio.create_task(send_logs(target, api_request())) for _ in range(MAX_DECODING)]
+        await asyncio.wait_for(all_held.wait(), TIMEOUT_S)
+        refused = await refusal(send_logs(target, api_request()))
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        release.set()
+        await asyncio.gather(*held)
+        await send_logs(target, api_request())
+    finally:
+        await receiver.stop()
+    assert len(holding) == MAX_DECODING + 1
+
+
+async def test_a_batch_that_cannot_be_stored_is_internal_and_the_next_one_is_taken() -> None:
+    attempts: list[Batch] = []
+
+    async def handler(batch: Batch) -> None:
+        attempts.append(batch)
+        if len(attempts) == 1:
+            raise OSError("disk full")
+
+    receiver = await received(handler)
+    target = f"127.0.0.1:{receiver.port}"
+    try:
+        refused = await refusal(send_logs(target, api_request()))
+        assert refused.code() == grpc.StatusCode.INTERNAL
+        await send_logs(target, api_request())
+    finally:
+        await receiver.stop()
+    assert len(attempts) == 2 and receiver.refused == {"otlp_grpc_internal": 1}
+
+
+async def test_a_port_another_receiver_holds_is_not_shared() -> None:
+    async def handler(batch: Batch) -> None:
+        pass
+
+    first = await received(handler)
+    second = OtlpGrpcReceiver("127.0.0.1", first.port, handler, token=None)
+    try:
+        with pytest.raises(OSError, match="cannot listen for OTLP/gRPC"):
+            await second.start()
+    finally:
+        await first.stop()
+
+
+@pytest.mark.parametrize("token", [None, "short"])
+def test_an_agent_refuses_to_receive_otlp_over_grpc_off_loopback_without_a_good_token(tmp_path: Path, token: str | None) -> None:
+    config = AgentConfig(sources=[], token=token, token_env=None, otlp={"grpc_listen": "0.0.0.0:4317"})
+    with pytest.raises(StartError, match="agent.otlp.grpc_listen"):
+        AgentServer(config, journal_path=tmp_path / "j.db")
+
+
+def test_a_grpc_listen_address_that_is_not_host_port_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        AgentConfig(otlp={"grpc_listen": "4317"})

@@ -24,8 +24,8 @@ answer (`anthropic-ratelimit-unified-*` headers), are sent when the schedule nam
                         "7d": {"utilization": 0.155, "resets_in_s": 400000}}}
 
 `utilization` is the spent fraction (0..1) at the first answer, raised by `per_answer` (default 0)
-for each answer after it; `resets_in_s` puts the window's reset that many seconds after the server
-started (clients drop a reset in the past).
+for each answer after it; `resets_in_s` puts the window's reset that many seconds after the
+schedule is loaded (clients drop a reset in the past).
 
 Run: python tests/fake_anthropic.py --log answers.jsonl [--schedule faults.json] [--port-file f]
 """

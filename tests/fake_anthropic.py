@@ -17,6 +17,16 @@ stops halfway through its body), error_event (an `error` event after the first t
 a rule applies to its first `times` matching requests that carry tools (the main conversation,
 not side requests), or to any request with "any_request": true.
 
+A subscription's windows, as the real API reports them to a claude.ai login on every Messages
+answer (`anthropic-ratelimit-unified-*` headers), are sent when the schedule names them:
+
+    {"unified_limits": {"5h": {"utilization": 0.39, "resets_in_s": 7200, "per_answer": 0.01},
+                        "7d": {"utilization": 0.155, "resets_in_s": 400000}}}
+
+`utilization` is the spent fraction (0..1) at the first answer, raised by `per_answer` (default 0)
+for each answer after it; `resets_in_s` puts the window's reset that many seconds after the
+schedule is loaded (clients drop a reset in the past).
+
 Run: python tests/fake_anthropic.py --log answers.jsonl [--schedule faults.json] [--port-file f]
 """
 
@@ -39,6 +49,7 @@ LOOPBACK = "127.0.0.1"
 TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z_]+):(\{.*?\})\]\]", re.S)
 FAULT_STATUS = {"429": 429, "500": 500, "529": 529}
 ERROR_TYPES = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+UNIFIED_WINDOWS = {"5h": "five_hour", "7d": "seven_day"}  # header name: the claim it stands for
 
 
 @dataclass
@@ -51,8 +62,17 @@ class FaultRule:
 
 
 @dataclass
+class UnifiedWindow:
+    name: str  # the window's name in the headers: 5h or 7d
+    utilization: float
+    resets_at: int  # epoch seconds
+    per_answer: float = 0.0
+
+
+@dataclass
 class Schedule:
     rules: list[FaultRule] = field(default_factory=list)
+    windows: list[UnifiedWindow] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path | None) -> Schedule:
@@ -65,7 +85,14 @@ class Schedule:
             if fault not in (*FAULT_STATUS, "broken", "error_event"):
                 raise ValueError(f"unknown fault {fault!r} in {path}")
             rules.append(FaultRule(str(item["match"]), fault, int(item.get("times", 1)), bool(item.get("any_request", False))))
-        return cls(rules)
+        now = int(time.time())
+        windows = []
+        for name, item in raw.get("unified_limits", {}).items():
+            if name not in UNIFIED_WINDOWS:
+                raise ValueError(f"unknown unified window {name!r} in {path}")
+            windows.append(UnifiedWindow(name, float(item["utilization"]), now + int(item["resets_in_s"]),
+                                         float(item.get("per_answer", 0.0))))
+        return cls(rules, windows)
 
     def take(self, text: str, has_tools: bool) -> str | None:
         """The fault this request gets, if a rule with uses left matches it."""
@@ -74,6 +101,22 @@ class Schedule:
                 rule.used += 1
                 return rule.fault
         return None
+
+    def limit_headers(self, answer: int) -> list[tuple[str, str]]:
+        """The unified rate-limit headers of the `answer`-th answer (from 1); none when not scheduled."""
+        if not self.windows:
+            return []
+        used = {w.name: min(1.0, w.utilization + w.per_answer * (answer - 1)) for w in self.windows}
+        first = min(self.windows, key=lambda w: w.resets_at)
+        status = "rejected" if max(used.values()) >= 1.0 else "allowed"
+        headers = [("anthropic-ratelimit-unified-status", status),
+                   ("anthropic-ratelimit-unified-reset", str(first.resets_at)),
+                   ("anthropic-ratelimit-unified-representative-claim", UNIFIED_WINDOWS[first.name])]
+        for w in self.windows:
+            headers += [(f"anthropic-ratelimit-unified-{w.name}-status", "rejected" if used[w.name] >= 1.0 else "allowed"),
+                        (f"anthropic-ratelimit-unified-{w.name}-reset", str(w.resets_at)),
+                        (f"anthropic-ratelimit-unified-{w.name}-utilization", f"{used[w.name]:.4g}")]
+        return headers
 
 
 def latest_user_text(body: dict[str, Any]) -> tuple[str, bool]:
@@ -163,17 +206,23 @@ class FakeAnthropic:
     def _not_found(self, h: BaseHTTPRequestHandler) -> None:
         self._json(h, 404, {"type": "error", "error": {"type": "not_found_error", "message": f"no route {h.path}"}}, None)
 
-    def _json(self, h: BaseHTTPRequestHandler, status: int, obj: dict[str, Any], request_id: str | None) -> None:
+    def _json(self, h: BaseHTTPRequestHandler, status: int, obj: dict[str, Any], request_id: str | None,
+              answer: int = 0) -> None:
         payload = json.dumps(obj).encode()
         h.send_response(status)
         h.send_header("content-type", "application/json")
         h.send_header("content-length", str(len(payload)))
         if request_id:
             h.send_header("request-id", request_id)
+        self._limits(h, answer)
         if status == 429:
             h.send_header("retry-after", "0")
         h.end_headers()
         h.wfile.write(payload)
+
+    def _limits(self, h: BaseHTTPRequestHandler, answer: int) -> None:
+        for name, value in self.schedule.limit_headers(answer) if answer else []:
+            h.send_header(name, value)
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         started = time.monotonic()
@@ -216,16 +265,17 @@ class FakeAnthropic:
         time.sleep(rng.randint(*self.delay_ms) / 1000.0)
         if fault in FAULT_STATUS:
             status = FAULT_STATUS[fault]
-            self._json(h, status, {"type": "error", "error": {"type": ERROR_TYPES[status], "message": f"injected {status}"}}, request_id)
+            self._json(h, status, {"type": "error", "error": {"type": ERROR_TYPES[status], "message": f"injected {status}"}},
+                       request_id, n)
             self._log({**entry, "status": status, "ok": False, "usage": None, "server_ms": self._ms(started)})
             return
         usage = self._usage(rng, body)
         content = self._content(text, answers_tool, has_tools, body, rng)
         try:
             if body.get("stream"):
-                complete = self._stream(h, message_id, model, usage, content, fault, request_id)
+                complete = self._stream(h, n, message_id, model, usage, content, fault, request_id)
             else:
-                complete = self._whole(h, message_id, model, usage, content, fault, request_id)
+                complete = self._whole(h, n, message_id, model, usage, content, fault, request_id)
         except (BrokenPipeError, ConnectionResetError):
             complete = False
         self._log({**entry, "status": 200, "ok": complete, "usage": usage, "server_ms": self._ms(started),
@@ -268,7 +318,7 @@ class FakeAnthropic:
         h.close_connection = True
         h.connection.shutdown(socket.SHUT_RDWR)
 
-    def _whole(self, h: BaseHTTPRequestHandler, message_id: str, model: str, usage: dict[str, Any],
+    def _whole(self, h: BaseHTTPRequestHandler, n: int, message_id: str, model: str, usage: dict[str, Any],
                content: dict[str, Any], fault: str | None, request_id: str) -> bool:
         if fault == "broken":
             payload = json.dumps({"id": message_id, "type": "message", "model": model, "content": content["blocks"]}).encode()
@@ -276,6 +326,7 @@ class FakeAnthropic:
             h.send_header("content-type", "application/json")
             h.send_header("content-length", str(len(payload)))
             h.send_header("request-id", request_id)
+            self._limits(h, n)
             h.end_headers()
             h.wfile.write(payload[: len(payload) // 2])
             h.wfile.flush()
@@ -283,16 +334,17 @@ class FakeAnthropic:
             return False
         self._json(h, 200, {"id": message_id, "type": "message", "role": "assistant", "model": model,
                             "content": content["blocks"], "stop_reason": content["stop_reason"],
-                            "stop_sequence": None, "usage": usage}, request_id)
+                            "stop_sequence": None, "usage": usage}, request_id, n)
         return True
 
-    def _stream(self, h: BaseHTTPRequestHandler, message_id: str, model: str, usage: dict[str, Any],
+    def _stream(self, h: BaseHTTPRequestHandler, n: int, message_id: str, model: str, usage: dict[str, Any],
                 content: dict[str, Any], fault: str | None, request_id: str) -> bool:
         h.send_response(200)
         h.send_header("content-type", "text/event-stream")
         h.send_header("cache-control", "no-cache")
         h.send_header("connection", "close")
         h.send_header("request-id", request_id)
+        self._limits(h, n)
         h.end_headers()
         start_usage = {k: v for k, v in usage.items() if k != "output_tokens"} | {"output_tokens": 1}
         out = h.wfile

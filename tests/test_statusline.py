@@ -16,19 +16,20 @@ from hookkit import CWD, SID, claude_home  # noqa: F401 (claude_home: a fixture)
 
 FIVE_HOUR_RESET = 1_796_479_709
 WEEK_RESET = 1_797_066_509
-# The JSON Claude Code 2.x hands its status line command on stdin (a subscriber's session).
+# A subscriber's status line input, shaped as real Claude Code 2.1.332 hands it (the recorded inputs
+# are replayed in tests/test_statusline_real.py; this one is edited for each case below).
 STATUS = {
-    "hook_event_name": "Status",
     "session_id": SID,
     "transcript_path": f"/home/dev/.claude/projects/-home-dev-src-billing-service/{SID}.jsonl",
     "cwd": CWD,
     "model": {"id": "claude-opus-4-6", "display_name": "Opus 4.6"},
-    "workspace": {"current_dir": CWD, "project_dir": CWD},
+    "workspace": {"current_dir": CWD, "project_dir": CWD, "added_dirs": []},
     "version": "2.1.332",
     "output_style": {"name": "default"},
-    "cost": {"total_cost_usd": 1.374, "total_duration_ms": 600000, "total_api_duration_ms": 120000},
+    "cost": {"total_cost_usd": 1.374, "total_duration_ms": 600000, "total_api_duration_ms": 120000,
+             "total_lines_added": 0, "total_lines_removed": 0},
     "rate_limits": {
-        "five_hour": {"used_percentage": 39.0, "resets_at": FIVE_HOUR_RESET},
+        "five_hour": {"used_percentage": 39, "resets_at": FIVE_HOUR_RESET},
         "seven_day": {"used_percentage": 15.5, "resets_at": WEEK_RESET},
     },
 }

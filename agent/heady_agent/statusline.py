@@ -1,8 +1,10 @@
 """`heady-agent statusline`: Claude Code's status line command. Claude Code runs it with a JSON object
-on stdin (`session_id`, `model`, `cost`, and for subscribers `rate_limits`: `five_hour` and
-`seven_day`, each `used_percentage` and `resets_at`); it prints one line for Claude Code to show
-and hands the session's limits to the running agent over the hook socket (hook_socket.py), which
-sends them to the console as `session.limits`. Facts: docs/sources.md "Claude Code status line".
+on stdin (`session_id`, `model`, `cost`, and for a claude.ai login, once an answer has come,
+`rate_limits`: `five_hour` and `seven_day`, each `used_percentage` (0-100, one decimal) and
+`resets_at` (epoch seconds)); it prints one line for Claude Code to show and hands the session's
+limits to the running agent over the hook socket (hook_socket.py), which sends them to the console
+as `session.limits`. The format is recorded from real Claude Code (tests/test_statusline_real.py);
+facts: docs/sources.md "Claude Code's account and status line".
 """
 
 from __future__ import annotations

@@ -127,3 +127,20 @@ async def test_a_name_column_cut_to_fit_shows_more_when_the_terminal_widens_and_
         assert narrow.endswith("\u2026") and wide.endswith("\u2026") and len(wide) > len(narrow)
         assert table.virtual_size.width <= table.scrollable_content_region.width
         assert table.selected_key == "b"
+
+
+class TwoNamesApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable([("node", "Node"), ("title", "Title"), ("cost", "Cost")], id="t", fit=("node", "title"))
+
+
+async def test_a_short_name_column_leaves_the_width_it_does_not_need_to_a_long_one():
+    async with TwoNamesApp().run_test(size=(60, 12)) as pilot:
+        table = pilot.app.query_one(KeyedTable)
+        table.sync({"a": ("n1", "t" * 200, "$1.00")})
+        await pilot.pause()
+        title = table.get_row_at(0)[1].plain
+        padding = 2 * table.cell_padding
+        others = len("Node") + len("$1.00") + 2 * padding  # the short name column takes only its label's width
+        assert title.endswith("\u2026")
+        assert len(title) == table.scrollable_content_region.width - others - padding

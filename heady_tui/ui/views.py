@@ -214,13 +214,9 @@ def _state_text(rec: SessionRecord, now: float) -> str:
     return rec.state
 
 
-SESSION_LABEL_CHARS = 20
-
-
 def session_label(rec: SessionRecord) -> str:
-    """A session's title when it has one, else its id; long ones cut to fit a column."""
-    text = rec.title or rec.id
-    return text if len(text) <= SESSION_LABEL_CHARS else text[: SESSION_LABEL_CHARS - 1] + "…"
+    """A session's title when it has one, else its id (the table cuts it to the width it has)."""
+    return rec.title or rec.id
 
 
 def session_row(

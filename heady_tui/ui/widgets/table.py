@@ -12,7 +12,8 @@ carry agent-supplied names (`[@click=app.quit]` would be a live action). Convert
 place cells enter a table, makes every table safe without each screen remembering to.
 
 Name columns (`fit`) share what the other columns leave of the table's width, so a long project or
-model is cut with an ellipsis instead of pushing the cost off an 80-column terminal.
+model is cut with an ellipsis instead of pushing the cost off an 80-column terminal, and a wide
+terminal shows long session titles whole instead of leaving the width blank.
 """
 
 from __future__ import annotations
@@ -104,19 +105,26 @@ class KeyedTable(DataTable):
     # --- name columns cut to fit the width --------------------------------------------------
 
     def _fitted_limits(self, rows: Sequence[tuple[Cell, ...]]) -> tuple[int, ...]:
-        """Per column, the cells it may show: the name columns share equally what the table's
-        width leaves after the other columns at their widest value."""
+        """Per column, the cells it may show: the name columns share what the table's width leaves
+        after the other columns at their widest value. A name column narrower than an equal share
+        keeps only what it needs and leaves the rest to the longer ones."""
         width = self.scrollable_content_region.width
         if not self._fit or width <= 0:
             return self._limits
         padding = 2 * self.cell_padding
-        others = 0
-        for i, (key, label) in enumerate(self._column_spec):
-            if i not in self._fit:
-                widest = max([cell_len(label), *(cell_len(_plain(row[i])) for row in rows)])
-                others += widest + padding
-        share = max(FIT_MIN, (width - others) // len(self._fit) - padding)
-        return tuple(min(CELL_MAX, share) if i in self._fit else CELL_MAX for i in range(len(self._column_spec)))
+        widest = [
+            max([cell_len(label), *(cell_len(_plain(row[i])) for row in rows)])
+            for i, (_, label) in enumerate(self._column_spec)
+        ]
+        left = width - sum(widest[i] + padding for i in range(len(widest)) if i not in self._fit)
+        left -= padding * len(self._fit)
+        limits = [CELL_MAX] * len(widest)
+        by_need = sorted(self._fit, key=lambda i: widest[i])
+        for n, i in enumerate(by_need):
+            share = max(FIT_MIN, left // (len(by_need) - n))
+            limits[i] = min(CELL_MAX, widest[i], share)
+            left -= limits[i]
+        return tuple(limits)
 
     def _limits_matter(self, limits: tuple[int, ...], rows: Sequence[tuple[Cell, ...]]) -> bool:
         """Whether new limits change a cell shown now (a longer name, or one cut that now fits)."""

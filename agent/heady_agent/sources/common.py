@@ -118,7 +118,7 @@ class WatchedSession:
     cwd: str | None = None
     model: str | None = None
     title: str | None = None
-    pid: int | None = None  # only when the watched program names the session's process
+    pid: int | None = None  # the session's process, once its program names it or the agent found it
     nice: int | None = None
     state: str = "running"
     started: float | None = None

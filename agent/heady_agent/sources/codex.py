@@ -209,7 +209,7 @@ def rollout_writer(path: str) -> tuple[int, float] | None:
 
     While a session runs, Codex keeps its rollout open for appending (as of 0.171 the native `codex`
     binary does, not the node wrapper that starts it); a reader such as `tail -f` is not the session.
-    Only the agent's own user's processes are looked at: their open files are the ones it may read.
+    Only the agent's own user's processes are looked at: another user's sessions are not its to act on.
     """
     uid, own = os.getuid(), os.getpid()
     for proc in psutil.process_iter(["uids"]):

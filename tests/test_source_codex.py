@@ -207,16 +207,16 @@ def test_codex_home_replaces_the_configured_roots(tmp_path):
     assert resolve_roots([str(tmp_path / "x")], {}) == [tmp_path / "x"]
 
 
-@pytest.mark.parametrize("action,code", [("session.kill", "not_supported"), ("session.restart", "not_allowed")])
-async def test_commands_on_watched_codex_sessions_are_refused(home, action, code):
+@pytest.mark.parametrize("action,args", [("session.restart", {}), ("session.prompt", {"text": "continue"})])
+async def test_restart_and_prompt_are_not_allowed_on_watched_codex_sessions(home, action, args):
     home.append(a_turn())
     source = home.source()
     source.scan()
     with pytest.raises(CommandError) as err:
-        await source.command(Command(id="c", action=action, target=SID))
-    assert err.value.code == code
+        await source.command(Command(id="c", action=action, target=SID, args=args))
+    assert err.value.code == "not_allowed"
     with pytest.raises(CommandError) as err:
-        await source.command(Command(id="c", action=action, target="nope"))
+        await source.command(Command(id="c", action=action, target="nope", args=args))
     assert err.value.code == "unknown_session"
 
 

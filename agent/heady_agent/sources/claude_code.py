@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import psutil
 from ..accounts import Account, AccountFile, claude_account, claude_files
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .common import TITLE_CHARS, command_args, plain_text
+from .common import PROCESS_ACTIONS, TITLE_CHARS, plain_text
 from .managed import MANAGED_SESSION_ENV
 from .ledger import CallLedger, anthropic_identity
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE
@@ -522,43 +521,16 @@ class ClaudeCodeSource(JsonlSource[_Session]):
     # --- commands -----------------------------------------------------------------------
 
     async def command(self, cmd: Command) -> dict[str, Any]:
-        args = command_args(cmd)
         session = self._target(cmd)
         if cmd.action in ("session.restart", "session.prompt"):
             raise self._only_watched(cmd.action)
-        if cmd.action not in ("session.kill", "session.pause", "session.resume", "session.renice"):
+        if cmd.action not in PROCESS_ACTIONS:
             raise CommandError("not_supported", f"{cmd.action} is not supported by the {self.name} source")
         pid = session.pid
         if pid is None or not _alive(pid, session.registry_started):
             raise CommandError("not_running", f"session {session.id} has no live process in the claude-code registry")
-        now = self.ctx.clock.now()
-        try:
-            if cmd.action == "session.kill":
-                os.kill(pid, signal.SIGTERM)
-                return {"session": session.id, "pid": pid, "signal": "SIGTERM"}
-            if cmd.action == "session.renice":
-                proc = psutil.Process(pid)
-                previous = proc.nice()  # what a revert sets back
-                proc.nice(args.nice)
-                session.nice = args.nice
-                with self.ctx.atomic():
-                    self._save(session)
-                self._flush()
-                return {"session": session.id, "pid": pid, "nice": args.nice, "previous": previous}
-            pausing = cmd.action == "session.pause"
-            os.kill(pid, signal.SIGSTOP if pausing else signal.SIGCONT)
-        except (PermissionError, psutil.AccessDenied):
-            raise CommandError("not_permitted", f"not permitted to {cmd.action} pid {pid}") from None
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            raise CommandError("not_running", f"pid {pid} of session {session.id} has exited") from None
-        with self.ctx.atomic():
-            if pausing and session.state != "paused":
-                self._set_state(session, "paused", "paused by command", now)
-            elif not pausing and session.state == "paused":
-                state = REGISTRY_STATES.get(session.registry_status or "busy", "running")
-                self._set_state(session, state, "resumed by command", now)
-        self._flush()
-        return {"session": session.id, "pid": pid, "state": session.state}
+        resumed = REGISTRY_STATES.get(session.registry_status or "busy", "running")
+        return self._act_on_process(cmd, session, pid, resumed)
 
 
 def _registry_reason(status: str, entry: dict[str, Any]) -> str:

@@ -6,11 +6,13 @@ the archive or compressed is not read again. Each response is one `llm.call`: Co
 `token_usage_record` (with `response_id`) right after the response and a `token_count` (with the
 cumulative total and the account's rate limits) later, after any tool output; older versions only
 the `token_count`. A turn Codex gives up on because its model request failed is one failed call.
+Kill, pause, resume and renice act on the process that has the session's rollout open for writing.
 Facts: shared/SOURCES.md "Codex CLI"; docs/sources.md "codex".
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
@@ -21,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zstandard
 
 from ..accounts import Account, AccountFile, codex_account, codex_files
 from ..protocol import Command
 from .base import CommandError, SourceContext
-from .common import plain_text
+from .common import PROCESS_ACTIONS, plain_text
 from .ledger import FAILED_TURN, CallLedger, openai_identity
 from .radar import UNKNOWN_FIELD, UNKNOWN_TYPE, UNREADABLE_FILE
 from .runners import run_event_data, runner_of
@@ -71,6 +74,8 @@ _TEST_CALLS = "test_calls"  # cursor extra: {call_id: command} of test runs wait
 _TEST_CALLS_KEPT = 64
 _EXIT_LINE = re.compile(r"^(?:Process exited with code|Exit code:?) (-?\d{1,3})\b", re.M)
 _OUTPUT_START = re.compile(r"^Output:\n", re.M)  # what the tool printed follows this header
+# A process's create time, read again, may differ by rounding; a reused pid starts far later.
+_SAME_START_S = 0.05
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -199,11 +204,52 @@ def _first_model(records: list[dict[str, Any]]) -> dict[str, str]:
     return {}
 
 
+def rollout_writer(path: str) -> tuple[int, float] | None:
+    """(pid, create time) of a live process of the agent's user that has the file open for writing.
+
+    While a session runs, Codex keeps its rollout open for appending (as of 0.171 the native `codex`
+    binary does, not the node wrapper that starts it); a reader such as `tail -f` is not the session.
+    Only the agent's own user's processes are looked at: another user's sessions are not its to act on.
+    """
+    uid, own = os.getuid(), os.getpid()
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info.get("uids")
+        if proc.pid == own or uids is None or uids.real != uid or not _writes(proc, path):
+            continue
+        try:
+            return proc.pid, proc.create_time()
+        except psutil.Error:
+            continue  # exited since
+    return None
+
+
+def _writes(proc: psutil.Process, path: str) -> bool:
+    try:
+        files = proc.open_files()
+    except psutil.Error:
+        return False
+    # `mode` is known on Linux only; elsewhere an open rollout is taken as written.
+    return any(f.path == path and getattr(f, "mode", "a") != "r" for f in files)
+
+
+def _still_writes(pid: int, started: float | None, path: str) -> bool:
+    """The process found writing the rollout runs and writes it still (not a later one with its pid)."""
+    try:
+        proc = psutil.Process(pid)
+        if started is None or abs(proc.create_time() - started) > _SAME_START_S:
+            return False
+    except psutil.Error:
+        return False
+    return _writes(proc, path)
+
+
 @dataclass
 class CodexSession(JsonlSession):
     # A response whose call waits for the token_count that brings its rate limits (persisted with
     # the session, so neither a restart nor the session's end loses it).
     pending_response: dict[str, Any] | None = None
+    pid_started: float | None = None  # create time of `pid`, the process found writing the rollout
+    paused_from: str | None = None  # the state a pause interrupted, which a resume returns to
 
 
 class CodexSource(JsonlSource[CodexSession]):
@@ -217,6 +263,7 @@ class CodexSource(JsonlSource[CodexSession]):
         cfg = ctx.config.codex
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
+        self._rollouts: dict[str, Path] = {}  # rollout id -> its file as of the latest poll
         self.ledger = CallLedger(ctx)  # the telemetry route (sources/otlp.py) may report the same calls
         self._account = AccountFile(codex_files(self.roots), codex_account)
 
@@ -235,6 +282,7 @@ class CodexSource(JsonlSource[CodexSession]):
                         # While both exist, the plain file is the one Codex may still append to.
                         if key not in rollouts or rollouts[key].name.endswith(".zst"):
                             rollouts[key] = path
+        self._rollouts = {key: path for key, path in rollouts.items() if rollout_id(path) == key}
         for path in rollouts.values():
             self._read_file(path)
         for root in self.roots:
@@ -547,15 +595,57 @@ class CodexSource(JsonlSource[CodexSession]):
         # `error` would read as a terminal state in the console; the session waits for its next prompt.
         self._set_state(session, "idle", f"turn failed: {error}", when)
 
+    def _set_state(self, session: CodexSession, state: str, reason: str, when: float) -> None:
+        if state == "paused" and session.state != "paused":
+            session.paused_from = session.state
+        super()._set_state(session, state, reason, when)
+
+    def _quiet(self, session: CodexSession, now: float) -> str | None:
+        reason = super()._quiet(session, now)
+        if reason is not None and session.state == "paused" and self._writes_still(session):
+            return None  # stopped by a command, so silent until resumed: not ended
+        return reason
+
     # --- commands -----------------------------------------------------------------------
+
+    def _rollout(self, session: CodexSession) -> str | None:
+        """The real path of the session's plain rollout (the one Codex may still write), if any."""
+        path = self._rollouts.get(session.id)
+        return os.path.realpath(path) if path is not None and path.name.endswith(".jsonl") else None
+
+    def _writes_still(self, session: CodexSession) -> bool:
+        rollout = self._rollout(session)
+        return rollout is not None and session.pid is not None and _still_writes(session.pid, session.pid_started, rollout)
+
+    async def _process(self, cmd: Command) -> tuple[CodexSession, int | None]:
+        """The session a command names and the pid of the live process writing its rollout: the one
+        found before while it still writes it, else the one a look over the user's processes finds."""
+        session = self._target(cmd)
+        if self._writes_still(session):
+            return session, session.pid
+        rollout = self._rollout(session)
+        found = await asyncio.to_thread(rollout_writer, rollout) if rollout is not None else None
+        session = self._target(cmd)  # the poll may have ended it meanwhile
+        pid, started = found if found is not None else (None, None)
+        if (session.pid, session.pid_started) != (pid, started):
+            session.pid, session.pid_started = pid, started
+            with self.ctx.atomic():
+                self._save(session)
+            self._flush()
+        return session, pid
 
     async def command(self, cmd: Command) -> dict[str, Any]:
         self._target(cmd)
         if cmd.action in ("session.restart", "session.prompt"):
             raise self._only_watched(cmd.action)
-        raise CommandError(
-            "not_supported", f"{cmd.action}: codex rollouts do not name their process, so the agent cannot act on it"
-        )
+        if cmd.action not in PROCESS_ACTIONS:
+            raise CommandError("not_supported", f"{cmd.action} is not supported by the {self.name} source")
+        session, pid = await self._process(cmd)
+        if pid is None:
+            raise CommandError(
+                "not_running", f"no live process has the rollout of codex session {session.id} open: Codex has exited"
+            )
+        return self._act_on_process(cmd, session, pid, session.paused_from or "running")
 
 
 def _test_call(payload: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import psutil
 
 from ..aio import cancel_and_wait
 from ..protocol import Command, FrameError, SessionInfo, parse_command_args
@@ -41,6 +44,8 @@ class SessionLike(Protocol):
 
 
 TITLE_CHARS = 200  # a session title, as a watched program wrote it, is cut here
+# What the agent can do to the process of a watched session whose pid it knows.
+PROCESS_ACTIONS = frozenset({"session.kill", "session.pause", "session.resume", "session.renice"})
 
 
 def plain_text(text: str, limit: int) -> str:
@@ -78,6 +83,27 @@ def session_info(source: str, session: SessionLike, **extra: Any) -> SessionInfo
     )
 
 
+def act_on_process(action: str, pid: int, nice: int | None) -> dict[str, Any]:
+    """Kill (SIGTERM), pause (SIGSTOP), resume (SIGCONT) or renice one process of a watched session;
+    what the command's result says of it (a renice: the niceness before, what a revert sets back).
+    A process the agent may not touch is refused `not_permitted`, one that has exited `not_running`."""
+    try:
+        if action == "session.kill":
+            os.kill(pid, signal.SIGTERM)
+            return {"pid": pid, "signal": "SIGTERM"}
+        if action == "session.renice":
+            proc = psutil.Process(pid)
+            previous = proc.nice()
+            proc.nice(nice)
+            return {"pid": pid, "nice": nice, "previous": previous}
+        os.kill(pid, signal.SIGSTOP if action == "session.pause" else signal.SIGCONT)
+        return {"pid": pid}
+    except (PermissionError, psutil.AccessDenied):
+        raise CommandError("not_permitted", f"not permitted to {action} pid {pid}") from None
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        raise CommandError("not_running", f"pid {pid} has exited") from None
+
+
 def command_args(cmd: Command) -> Any:
     """The command's args as its action's model, or the CommandError to answer with."""
     try:
@@ -92,7 +118,7 @@ class WatchedSession:
     cwd: str | None = None
     model: str | None = None
     title: str | None = None
-    pid: int | None = None  # only when the watched program names the session's process
+    pid: int | None = None  # the session's process, once its program names it or the agent found it
     nice: int | None = None
     state: str = "running"
     started: float | None = None
@@ -260,6 +286,26 @@ class WatchedSource(SessionSource, Generic[S]):
         if session is None or session.managed_as is not None:
             raise CommandError("unknown_session", f"no {self.watches} session {cmd.target!r} on this node")
         return session
+
+    def _act_on_process(self, cmd: Command, session: S, pid: int, resumed: str) -> dict[str, Any]:
+        """A PROCESS_ACTIONS command on the session's live process `pid`: the session turns `paused`
+        on a pause and `resumed` on a resume; a renice is kept as the session's niceness."""
+        args = command_args(cmd)
+        nice = args.nice if cmd.action == "session.renice" else None
+        detail = {"session": session.id, **act_on_process(cmd.action, pid, nice)}
+        if cmd.action == "session.kill":
+            return detail
+        now = self.ctx.clock.now()
+        with self.ctx.atomic():
+            if cmd.action == "session.renice":
+                session.nice = args.nice
+                self._save(session)
+            elif cmd.action == "session.pause" and session.state != "paused":
+                self._set_state(session, "paused", "paused by command", now)
+            elif cmd.action == "session.resume" and session.state == "paused":
+                self._set_state(session, resumed, "resumed by command", now)
+        self._flush()
+        return detail if cmd.action == "session.renice" else {**detail, "state": session.state}
 
     def _only_watched(self, action: str) -> CommandError:
         return CommandError("not_allowed", f"{action} needs a managed session; {self.watches} sessions are only watched")

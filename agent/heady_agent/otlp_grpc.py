@@ -7,14 +7,16 @@ the same decoding in a worker thread, the same bounds, the same handler committi
 the client hears OK. Loopback by default; on any other address the agent's bearer token is required
 in the `authorization` metadata.
 
-Every refusal is decided here, so each is counted (`otlp_grpc_<reason>` in /metrics) and the first
-of each kind logged. For that the methods are registered as stream-unary: the handler runs from the
-call's start, before its message has arrived, and reads the one message itself. So it bounds the
-calls in flight (MAX_RPCS_IN_FLIGHT, messages still arriving included: the memory bound that
-`maximum_concurrent_rpcs` gave) and refuses the next at once, unread; and it sees a call whose
-message never came. gRPC still holds a hard cap, GRPC_MAX_MESSAGE_BYTES (compressed and once gzip is
-undone), above the agent's MAX_BODY_BYTES, which the handler applies to the message as gRPC hands it
-over (decompressed): gRPC cannot say how large it was on the wire.
+Every refusal is decided here, so each is counted in /metrics
+(`heady_agent_connections_refused_total{reason="otlp_grpc_<status>"}`, or NO_MESSAGE) and the first
+of each reason logged. For that the methods are registered as stream-unary: the handler runs from
+the call's start, before its message has arrived, and reads the one message itself. So it bounds the
+calls in flight, messages still arriving included (MAX_RPCS_IN_FLIGHT, as `maximum_concurrent_rpcs`
+did), and refuses the next at once, unread; and it sees a call whose message never came. Size: the
+agent refuses a message over MAX_BODY_BYTES as gRPC hands it over, i.e. once gzip is undone (gRPC
+does not say how large it was on the wire). gRPC keeps a hard cap a little above it,
+GRPC_MAX_MESSAGE_BYTES, checked on the declared length before the message is buffered and again
+while inflating; so gRPC holds at most MAX_RPCS_IN_FLIGHT x GRPC_MAX_MESSAGE_BYTES (320 MiB).
 
 Status codes follow the OTLP specification: OK with an export response (its partial_success when
 records were dropped); INVALID_ARGUMENT for a message that does not decode or a call without one;

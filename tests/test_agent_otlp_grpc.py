@@ -12,6 +12,7 @@ import gzip
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,15 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from agentkit import RunningAgent, running_agent
+from agentkit import RunningAgent, running_agent, wait_until
 from heady_agent.clock import ManualClock
 from heady_agent.config import AgentConfig, ClaudeCodeConfig
 from heady_agent.otlp import MAX_BODY_BYTES, MAX_DECODING, Batch
-from heady_agent.otlp_grpc import OtlpGrpcReceiver
+from heady_agent.otlp_grpc import GRPC_MAX_MESSAGE_BYTES, MAX_RPCS_IN_FLIGHT, OtlpGrpcReceiver
 from heady_agent.server import AgentServer, StartError
 from heady_agent.sources.claude_code import ClaudeCodeSource
 from heady_agent.sources.otlp import OtlpSource
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
@@ -122,6 +123,60 @@ async def refusal(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call
     return refused.value
+
+
+def the_receiver(running: RunningAgent) -> OtlpGrpcReceiver:
+    receiver = the_source(running).grpc_receiver
+    assert receiver is not None
+    return receiver
+
+
+async def refused_in_metrics(running: RunningAgent) -> dict[str, float]:
+    """heady_agent_connections_refused_total by reason, as the agent's /metrics endpoint serves it."""
+    base = running.url.replace("ws://", "http://").removesuffix("/ws")
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+        response = await client.get(base + "/metrics", headers={"Authorization": f"Bearer {running.token}"})
+    response.raise_for_status()
+    prefix = 'heady_agent_connections_refused_total{reason="'
+    return {
+        line[len(prefix):].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in response.text.splitlines() if line.startswith(prefix)
+    }  # fmt: skip
+
+
+class SlowCalls:
+    """Logs export calls from clients that have started them and not yet sent their message (as a slow
+    upload would): each sends it when its gate opens."""
+
+    def __init__(self, channel: grpc.aio.Channel, count: int) -> None:
+        self.gates = [asyncio.Event() for _ in range(count)]
+        self.calls = [channel.stream_unary(LOGS_EXPORT)(self._message(gate), timeout=TIMEOUT_S) for gate in self.gates]
+
+    @staticmethod
+    async def _message(gate: asyncio.Event) -> AsyncIterator[bytes]:
+        await gate.wait()
+        yield api_request().SerializeToString()
+
+    async def finish_one_by_one(self) -> list[bytes]:
+        """Each sends its message in turn and is answered before the next does."""
+        answers = []
+        for gate, call in zip(self.gates, self.calls):
+            gate.set()
+            answers.append(await call)
+        return answers
+
+
+@asynccontextmanager
+async def calls_in_flight(receiver: OtlpGrpcReceiver, count: int) -> AsyncIterator[SlowCalls]:
+    """`count` slow calls, yielded once the receiver holds every one of them in flight."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+        slow = SlowCalls(channel, count)
+        try:
+            await wait_until(lambda: receiver.in_flight == count, TIMEOUT_S, f"{count} calls in flight")
+            yield slow
+        finally:
+            for call in slow.calls:
+                call.cancel()
 
 
 @pytest.mark.parametrize("fixture", [CLAUDE, CODEX], ids=["claude-code", "codex"])
@@ -236,6 +291,60 @@ async def test_a_gzip_message_that_inflates_past_the_limit_is_resource_exhausted
     bomb = b" " * (MAX_BODY_BYTES + 1)  # a few kilobytes once gzipped
     refused = await refusal(send_bytes(target, bomb, compression=grpc.Compression.Gzip))
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_messages_over_the_limit_are_counted_in_the_agents_metrics(agent: Any) -> None:
+    running, target = agent
+    await refusal(send_bytes(target, b" " * (MAX_BODY_BYTES + 1)))
+    await refusal(send_bytes(target, b" " * (MAX_BODY_BYTES + 1), compression=grpc.Compression.Gzip))
+    assert (await refused_in_metrics(running))["otlp_grpc_resource_exhausted"] == 2
+
+
+async def test_a_message_over_grpcs_own_cap_is_counted_as_a_call_without_its_message(agent: Any) -> None:
+    running, target = agent
+    refused = await refusal(send_bytes(target, b" " * (GRPC_MAX_MESSAGE_BYTES + 1)))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # gRPC's answer, before the message is whole
+    counts = running.server.counts.refused  # the handler counts once gRPC has ended the call under it
+    await wait_until(lambda: "otlp_grpc_no_message" in counts, TIMEOUT_S, "the refused call counted")
+    assert await refused_in_metrics(running) == {"otlp_grpc_no_message": 1}
+
+
+async def test_a_call_whose_client_gives_up_before_its_message_is_counted_without_one(agent: Any) -> None:
+    running, _ = agent
+    receiver = the_receiver(running)
+    async with calls_in_flight(receiver, 1):
+        pass  # the client cancels its call
+    await wait_until(lambda: receiver.in_flight == 0, TIMEOUT_S, "the cancelled call ended")
+    assert receiver.refused == {"otlp_grpc_no_message": 1}
+
+
+async def test_calls_past_the_calls_in_flight_are_unavailable_and_counted_while_they_last(agent: Any) -> None:
+    running, target = agent
+    async with calls_in_flight(the_receiver(running), MAX_RPCS_IN_FLIGHT):
+        for _ in range(2):
+            refused = await refusal(send_logs(target, api_request()))
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE  # OTLP exporters retry it
+        assert await refused_in_metrics(running) == {"otlp_grpc_unavailable": 2}
+
+
+async def test_calls_in_flight_all_finish_and_then_new_calls_are_taken(agent: Any) -> None:
+    running, target = agent
+    receiver = the_receiver(running)
+    async with calls_in_flight(receiver, MAX_RPCS_IN_FLIGHT) as slow:
+        answers = await slow.finish_one_by_one()
+    assert [ExportLogsServiceResponse.FromString(a) for a in answers] == [ExportLogsServiceResponse()] * MAX_RPCS_IN_FLIGHT
+    assert receiver.in_flight == 0
+    await send_logs(target, api_request())
+    assert receiver.refused == {}
+
+
+async def test_a_call_to_another_method_is_unimplemented_and_counted(agent: Any) -> None:
+    running, target = agent
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")(b"", timeout=TIMEOUT_S)
+        refused = await refusal(call)
+    assert refused.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert running.server.counts.refused == {"otlp_grpc_unimplemented": 1}
 
 
 async def test_a_receiver_with_a_token_refuses_calls_without_it() -> None:

@@ -7,6 +7,7 @@ nothing that came before.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -16,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agentkit import RunningAgent, running_agent
+from agentkit import RunningAgent, running_agent, wait_until
 from heady_agent.config import AgentConfig
-from heady_agent.otlp import MAX_BODY_BYTES, MAX_DECODED_BYTES, Batch, OtlpReceiver
+from heady_agent.otlp import MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_DECODED_BYTES, Batch, OtlpReceiver
 from heady_agent.server import AgentServer, StartError
 from heady_agent.sources.otlp import OtlpSource
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -210,6 +211,24 @@ async def test_refused_requests_are_counted_by_status_in_the_agents_metrics(agen
     await post(base + "/v1/logs", b"{}", content_type="text/plain")
     await post(base + "/v1/logs", b"{}", content_type="text/plain")
     assert running.server.counts.refused["otlp_415"] == 2
+
+
+async def test_a_connection_past_the_open_ones_is_closed_and_counted(agent: Any) -> None:
+    running, base = agent
+    [source] = [s for s in running.server.sources if isinstance(s, OtlpSource)]
+    host, port = base.removeprefix("http://").split(":")
+    held = [await asyncio.open_connection(host, int(port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        await wait_until(lambda: source.receiver.open_connections == MAX_CONNECTIONS, what="every connection taken")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert await asyncio.wait_for(reader.read(), TIMEOUT_S) == b""  # closed without an answer
+        writer.close()
+        assert running.server.counts.refused["otlp_capacity"] == 1
+    finally:
+        for _, held_writer in held:
+            held_writer.close()
+    await wait_until(lambda: source.receiver.open_connections == 0, what="the held connections closed")
+    assert (await post(base + "/v1/logs", b"{}")).status_code == 200
 
 
 async def test_json_nested_past_any_reason_is_refused_with_400(agent: Any) -> None:

@@ -11,7 +11,8 @@ Answers follow the specification: 200 with an empty (or partial-success) export 
 request's encoding; 400 for a body that does not decode; 401 without the token; 404 / 405 for
 other paths and methods; 413 for a body over the limits; 415 for other media types or encodings;
 503 with Retry-After while too many batches are being taken (decoded or stored); 500 when the batch
-could not be stored (nothing of it was). Everything after the transport (`Intake`) is shared with the
+could not be stored (nothing of it was). A connection past MAX_CONNECTIONS open ones is closed at
+once, counted as `otlp_capacity`. Everything after the transport (`Intake`) is shared with the
 OTLP/gRPC receiver (otlp_grpc.py).
 """
 
@@ -148,6 +149,10 @@ class OtlpReceiver:
         self.refused: dict[str, int] = {}
 
     @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    @property
     def port(self) -> int:
         if self._server is None or not self._server.sockets:
             return self._port
@@ -173,6 +178,7 @@ class OtlpReceiver:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is None or len(self._connections) >= MAX_CONNECTIONS:
+            count_refusal(self.refused, "otlp_capacity", f"{MAX_CONNECTIONS} connections are open already")
             writer.close()
             return
         self._connections.add(task)

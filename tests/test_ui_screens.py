@@ -221,6 +221,7 @@ async def test_audit_screen_lists_entries_and_says_the_chain_verifies(tmp_path):
         assert "consent.grant" in actions
         verdict = app.screen.query_one("#audit-verdict")
         await wait_until(pilot, lambda: str(verdict.content).startswith("VERIFIED"), "the verification verdict")
+        assert str(verdict.content).count("head ") == 1  # said once
 
 
 async def test_a_large_fleet_lists_the_first_sessions_and_says_the_filter_finds_the_rest(tmp_path):

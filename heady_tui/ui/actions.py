@@ -48,14 +48,14 @@ ACTIONS: tuple[UiAction, ...] = (
     UiAction("log", "l", "Log", "app", "show_log"),
     UiAction("jump_waiting", "exclamation_mark", "Longest waiting", "app", "jump_waiting", show=False),  # the header shows it
     UiAction("back", "escape", "Back", "app", "back", show=False),
+    # A node or session row opens its screen; any other row shows in full (what the table cut).
+    UiAction("open", "enter", "Open / show row", "app", "open_row", show=False),
     UiAction("quit", "q", "Quit", "app", "quit"),
-    UiAction("open", "enter", "Open", "overview", "open_row", show=False),
     UiAction("node_drain", "d", "Drain", "node", "drain", destructive=True, changes_state=True),
     UiAction("node_undrain", "u", "Undrain", "node", "undrain", changes_state=True),
     UiAction("node_concurrency", "c", "Concurrency", "node", "concurrency", changes_state=True),
     UiAction("node_pause", "p", "Pause", "node", "pause_session", destructive=True, changes_state=True),
     UiAction("node_renice", "r", "Renice", "node", "renice_session", changes_state=True),
-    UiAction("node_open", "enter", "Open session", "node", "open_row", show=False),
     UiAction("session_kill", "k", "Kill", "session", "kill", destructive=True, changes_state=True),
     UiAction("session_pause", "p", "Pause", "session", "pause", changes_state=True),
     UiAction("session_resume", "u", "Resume", "session", "resume", changes_state=True),

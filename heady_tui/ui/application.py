@@ -55,6 +55,7 @@ from .actions import action as ui_action
 from .modals.confirm import ConfirmModal
 from .modals.consent import ANSWERED_ELSEWHERE, NEWER_PLAN, ConsentModal, ConsentViewModal
 from .modals.error import ErrorModal
+from .modals.row import RowModal
 from .modals.export import ExportModal
 from .reader import FleetReader
 from .screens.base import LiveScreen
@@ -126,7 +127,7 @@ class ActionsProvider(Provider):
         view = screen.VIEW if isinstance(screen, LiveScreen) else None
         out = []
         for action in ACTIONS:
-            if action.screen not in ("app", view) or action.id in ("back", "filter", "open", "node_open"):
+            if action.screen not in ("app", view) or action.id in ("back", "filter", "open"):
                 continue
             if app.read_only and action.changes_state:
                 continue
@@ -651,6 +652,22 @@ class HeadyApp(App[int]):
         copied = split_session_key(key)[1] if SESSION_KEY_SEP in key else key
         self.copy_to_clipboard(copied)
         self.notify(f"copied {copied}", markup=False)
+
+    def action_open_row(self) -> None:
+        """Enter on the focused table's selected row (the table itself answers when it has the focus)."""
+        table = self._focused_table()
+        key = table.selected_key if table is not None else None
+        if table is None or key is None:
+            self.notify("nothing selected to open", severity="warning")
+            return
+        if isinstance(self.screen, LiveScreen):
+            self.screen.open_row(table, key)
+        else:
+            self.show_row(table, key)
+
+    def show_row(self, table: KeyedTable, key: str) -> None:
+        title = table.border_title if isinstance(table.border_title, str) and table.border_title else "Row"
+        self.push_screen(RowModal(title, table.fields(key)))
 
     def action_filter(self) -> None:
         if isinstance(self.screen, LiveScreen):

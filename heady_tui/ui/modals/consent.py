@@ -113,6 +113,7 @@ class ConsentModal(ModalScreen[str]):
         self.request_id: str = request.id
         self.is_superseded = False
         self._text = plan_text(request.reason, request.plan, levels, session_hours)
+        self._session_label = f"{session_hours:g} h (s)"  # what "session" means, on the button itself
         account = request.plan.get("account")
         # The limit_guard asks through the same dialog: its plan pauses one account's sessions.
         self._title = (f"Permission to pause the sessions of {account} until its window resets?"
@@ -128,7 +129,7 @@ class ConsentModal(ModalScreen[str]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Deny (n)", id="deny", variant="primary")
                 yield Button("Once (o)", id="single")
-                yield Button("Session (s)", id="session")
+                yield Button(self._session_label, id="session")
                 yield Button("Always (A)", id="persistent", variant="error")
         yield KeyBar(classes="modal-keys")
 

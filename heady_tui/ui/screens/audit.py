@@ -41,7 +41,7 @@ class AuditScreen(LiveScreen):
         verdict = Static("verifying...", id="audit-verdict", classes="detail-info")
         verdict.border_title = "Chain"
         yield verdict
-        table = KeyedTable(COLUMNS, id="audit-entries")
+        table = KeyedTable(COLUMNS, id="audit-entries", fit=("actor", "details"))
         table.border_title = "Entries (newest first)"
         yield table
         yield from self.compose_footer()
@@ -85,7 +85,9 @@ class AuditScreen(LiveScreen):
         result = await brain.verify_audit()
         anchor = f"anchor {result.anchor.head.count} entries" if result.anchor else "no anchor yet"
         verdict = "VERIFIED" if result.ok else "BROKEN"
-        line = f"{verdict}: {result.entries} entries, head {result.head.hash[:16]}, {anchor}. {result.message}"
+        line = f"{verdict}: {result.entries} entries, head {result.head.hash[:16]}, {anchor}."
+        if not result.ok:  # an ok message repeats the count and head
+            line += f" {result.message}"
         show(
             self.part("#audit-verdict", Static),
             self.heady.cells({"v": ((line, "ok" if result.ok else "critical"),)})["v"][0]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widget import Widget
+from textual.widgets import DataTable
 
 from ..actions import bindings_for, changes_state
 from ..widgets.panels import FilterBar, KeyBar, StatusBar
@@ -66,6 +67,16 @@ class LiveScreen(Screen):
         # last painted) rather than at the next change.
         if self.is_mounted and not self.heady.frozen:
             self.heady.refresh_now()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        table = event.data_table
+        key = table.key_for(event.row_key) if isinstance(table, KeyedTable) else None
+        if isinstance(table, KeyedTable) and key is not None:
+            self.open_row(table, key)
+
+    def open_row(self, table: KeyedTable, key: str) -> None:
+        """Enter on a row: screens with a view of the thing open it; the rest show the row in full."""
+        self.heady.show_row(table, key)
 
     def filter_table(self) -> KeyedTable | None:
         focused = self.focused

@@ -49,16 +49,16 @@ class CostsScreen(LiveScreen):
         summary = Static(id="cost-summary", classes="detail-info")
         summary.border_title = "Spend"
         yield summary
-        accounts = KeyedTable(tuple((name, name.capitalize()) for name in ACCOUNT_COLUMNS), id="cost-accounts")
+        accounts = KeyedTable(tuple((name, name.capitalize()) for name in ACCOUNT_COLUMNS), id="cost-accounts", fit=("account", "nodes"))
         accounts.border_title = "Accounts"
         yield accounts
         if self.compact:
-            yield KeyedTable(PROVIDER_COLUMNS if self.with_provider else COLUMNS, id="cost-table")
+            yield KeyedTable(PROVIDER_COLUMNS if self.with_provider else COLUMNS, id="cost-table", fit=("name",))
         else:
             with Grid(id="cost-grid"):
                 for attr, label in GROUPS:
                     columns = PROVIDER_COLUMNS if self._provider_column(attr) else COLUMNS
-                    table = KeyedTable(columns, id=f"cost-{attr}")
+                    table = KeyedTable(columns, id=f"cost-{attr}", fit=("name",))
                     table.border_title = f"Cost by {label}"
                     yield table
         yield from self.compose_footer()

@@ -50,18 +50,18 @@ class HealingScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
-        approvals = KeyedTable(APPROVAL_COLUMNS, id="approvals")
+        approvals = KeyedTable(APPROVAL_COLUMNS, id="approvals", fit=("what", "subject", "why"))
         approvals.border_title = "Approvals queue (a approve, x reject, z reset policy)"
         yield approvals
         with Vertical(classes="split"):
-            tasks = KeyedTable(TASK_COLUMNS, id="tasks")
+            tasks = KeyedTable(TASK_COLUMNS, id="tasks", fit=("subject", "result"))
             tasks.border_title = "Repair tasks"
             yield tasks
-            weak = KeyedTable(WEAK_COLUMNS, id="weak-points")
+            weak = KeyedTable(WEAK_COLUMNS, id="weak-points", fit=("subject", "issues"))
             weak.border_title = "Weak points"
             yield weak
             if not self.compact:
-                cycles = KeyedTable(CYCLE_COLUMNS, id="cycles")
+                cycles = KeyedTable(CYCLE_COLUMNS, id="cycles", fit=("summary",))
                 cycles.border_title = "Healing cycles"
                 yield cycles
         yield from self.compose_footer()

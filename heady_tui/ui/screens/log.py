@@ -23,7 +23,7 @@ class LogScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        table = KeyedTable([("time", "Time"), ("kind", "Kind"), ("text", "Message")], id="log-entries")
+        table = KeyedTable([("time", "Time"), ("kind", "Kind"), ("text", "Message")], id="log-entries", fit=("text",))
         table.border_title = "Log: notices and errors, newest first (Esc closes)"
         yield table
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from .. import formatting as fmt
 from .. import views
@@ -122,12 +122,12 @@ class NodeScreen(LiveScreen):
             return None
         return views.split_session_key(key)[1]
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        table = event.data_table
-        key = table.key_for(event.row_key) if isinstance(table, KeyedTable) else None
-        if table.id == "node-sessions" and key:
+    def open_row(self, table: KeyedTable, key: str) -> None:
+        if table.id == "node-sessions":
             node, session_id = views.split_session_key(key)
             self.heady.open_session(node, session_id)
+        else:
+            super().open_row(table, key)
 
     def action_drain(self) -> None:
         node = self.node_id

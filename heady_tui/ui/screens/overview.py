@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from ...fleet import SPARKLINE_WIDTH, SPARKLINE_WIDTH_COMPACT
 from .. import views
@@ -102,13 +102,11 @@ class OverviewScreen(LiveScreen):
         if empty.display != wanted:
             empty.display = wanted
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        table = event.data_table
-        key = table.key_for(event.row_key) if isinstance(table, KeyedTable) else None
-        if key is None:
-            return
-        if event.data_table.id == "nodes":
+    def open_row(self, table: KeyedTable, key: str) -> None:
+        if table.id == "nodes":
             self.heady.open_node(key)
-        elif event.data_table.id == "sessions":
+        elif table.id == "sessions":
             node, session_id = views.split_session_key(key)
             self.heady.open_session(node, session_id)
+        else:
+            super().open_row(table, key)

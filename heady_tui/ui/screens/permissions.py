@@ -43,7 +43,7 @@ class PermissionsScreen(LiveScreen):
         note = Static(id="permissions-note", classes="detail-info")
         note.border_title = "Rebalancing permission"
         yield note
-        table = KeyedTable(COLUMNS, id="grants")
+        table = KeyedTable(COLUMNS, id="grants", fit=("scope", "reason"))
         table.border_title = "Grants"
         yield table
         kpis = Static(id="kpis", classes="detail-info")

@@ -47,7 +47,7 @@ class SessionScreen(LiveScreen):
         info = Static(id="session-info", classes="detail-info")
         info.border_title = Text(f"Session {self.session_id} on {self.node_id}")  # ids are agent text, not markup
         yield info
-        timeline = KeyedTable(TIMELINE_COLUMNS, id="timeline")
+        timeline = KeyedTable(TIMELINE_COLUMNS, id="timeline", fit=("model", "note"))
         timeline.border_title = "Timeline"
         yield timeline
         yield from self.compose_footer()

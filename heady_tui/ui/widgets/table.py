@@ -247,6 +247,10 @@ class KeyedTable(DataTable):
     def row(self, key: str) -> tuple[Cell, ...]:
         return self._shown[self.row_of(key)]
 
+    def fields(self, key: str) -> list[tuple[str, Cell]]:
+        """The row of id `key` as (column label, whole value) pairs, uncut."""
+        return [(label, value) for (_, label), value in zip(self._column_spec, self.row(key))]
+
     def cell(self, key: str, column: str) -> Cell:
         """The cell of id `key` in the column keyed `column`, as shown."""
         return self.row(key)[[k for k, _ in self._column_spec].index(column)]

@@ -40,7 +40,7 @@ def test_money(value, expected):
     assert fmt.money(value) == expected
 
 
-@pytest.mark.parametrize(("seconds", "expected"), [(45, "45s"), (125, "2m05s"), (3700, "1h01m"), (90000, "1d01h")])
+@pytest.mark.parametrize(("seconds", "expected"), [(45, "45s"), (125, "2m"), (3700, "1h01m"), (90000, "1d01h")])
 def test_duration(seconds, expected):
     assert fmt.duration(seconds) == expected
 

@@ -140,5 +140,5 @@ async def test_the_sessions_table_lists_waiting_sessions_first_longest_wait_on_t
         await pilot.pause()
         table = app.screen.query_one("#sessions", KeyedTable)
         states = [str(table.cell(key, "state")) for key in table.ids()[:3]]
-        assert states[:2] == ["waiting permission 5m00s", "waiting permission 30s"]
+        assert states[:2] == ["waiting permission 5m", "waiting permission 30s"]
         assert not states[2].startswith("waiting")

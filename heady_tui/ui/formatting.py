@@ -35,15 +35,16 @@ def tokens(count: int | float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """Compact age: 45s, 12m, 3h05m, 2d04h."""
+    """Compact age: 45s, 12m, 3h05m, 2d04h. Past a minute, seconds are left out: an age column
+    that changed on every repaint would rewrite every row's line over SSH for nothing."""
     if seconds is None or math.isnan(seconds):
         return "-"
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
+    minutes = seconds // 60
     if minutes < 60:
-        return f"{minutes}m{secs:02d}s" if minutes < 10 else f"{minutes}m"
+        return f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
         return f"{hours}h{minutes:02d}m"

@@ -43,7 +43,7 @@ def plain(value: Cell, limit: int = CELL_MAX) -> Text:
     return text
 
 
-# "$1.16", "222.6k", "29%", "1m05s", "2h": a number with an optional unit, the whole cell.
+# "$1.16", "222.6k", "29%", "3h05m", "2h": a number with an optional unit, the whole cell.
 _QUANTITY = re.compile(r"^[$~<>]?(-?\d+(?:\.\d+)?)([kMGB%]?)$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SCALE = {"": 1.0, "%": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
@@ -295,7 +295,7 @@ class KeyedTable(DataTable):
                     for column, (before, after) in enumerate(zip(old, cells)):
                         if before != after:
                             # A value wider than its column widens it (a whole repaint, rare)
-                            # rather than being cut: "1m00s" must not show as "1m0".
+                            # rather than being cut: "10m" must not show as "10".
                             shown = plain(after, limits[column])
                             wider = shown.cell_len > self.columns[ColumnKey(keys[column])].content_width
                             self.update_cell(str(slot), keys[column], shown, update_width=wider)

@@ -6,21 +6,14 @@ from collections.abc import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Static
 
 from ..widgets.table import Cell
+from .closable import ClosableModal
 
 
-class RowModal(ModalScreen[None]):
-    AUTO_FOCUS = "#close"
-    BINDINGS = [
-        Binding("escape", "close", "Close", id="row_close"),
-        Binding("enter", "close", "Close", show=False, id="row_close_enter"),
-    ]
-
+class RowModal(ClosableModal):
     def __init__(self, title: str, fields: Sequence[tuple[str, Cell]]) -> None:
         super().__init__()
         self._title = title
@@ -39,11 +32,4 @@ class RowModal(ModalScreen[None]):
             yield Static(self._title, classes="dialog-title", markup=False)
             with VerticalScroll(classes="dialog-body"):
                 yield Static(body)
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Close (Esc)", id="close", variant="default")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(None)
-
-    def action_close(self) -> None:
-        self.dismiss(None)
+            yield from self.compose_close()

@@ -156,8 +156,9 @@ async def start_long_named_session(app: HeadyApp, clock: ManualClock) -> str:
     return session_key("build-1", "s-long")
 
 
-def row_text(table: KeyedTable, key: str) -> list[str]:
-    return [cell.plain for cell in table.get_row_at(table.ids().index(key))]
+def drawn(table: KeyedTable, key: str, column: str) -> str:
+    """The cell as the table draws it (cut to its column's width)."""
+    return table.get_cell(str(table.ids().index(key)), column).plain
 
 
 async def test_at_80x24_long_names_are_cut_with_an_ellipsis_and_every_column_stays_on_screen(tmp_path):
@@ -166,7 +167,7 @@ async def test_at_80x24_long_names_are_cut_with_an_ellipsis_and_every_column_sta
         table = app.screen.query_one("#sessions", KeyedTable)
         await wait_until(pilot, lambda: key in table.ids(), "the long-named session's row")
         await pilot.pause()
-        project, model = row_text(table, key)[2:4]
+        project, model = drawn(table, key, "project"), drawn(table, key, "model")
         assert project.startswith("PPP") and project.endswith("\u2026")
         assert model.startswith("MMM") and model.endswith("\u2026")
         assert table.virtual_size.width <= table.scrollable_content_region.width
@@ -177,9 +178,9 @@ async def test_a_wider_terminal_shows_more_of_a_long_name(tmp_path):
         key = await start_long_named_session(app, clock)
         table = app.screen.query_one("#sessions", KeyedTable)
         await wait_until(pilot, lambda: key in table.ids(), "the long-named session's row")
-        narrow = len(row_text(table, key)[2])
+        narrow = len(drawn(table, key, "project"))
         await pilot.resize_terminal(130, 30)
-        await wait_until(pilot, lambda: len(row_text(table, key)[2]) > narrow, "a longer cut of the project")
+        await wait_until(pilot, lambda: len(drawn(table, key, "project")) > narrow, "a longer cut of the project")
         assert table.virtual_size.width <= table.scrollable_content_region.width
 
 

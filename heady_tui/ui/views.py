@@ -59,29 +59,30 @@ NODE_COLUMNS_COMPACT = (
     ("seen", "Seen"),
 )
 
-# Cost before tokens and source last: when the table is narrower than its columns, what scrolls
-# out of sight at the right edge is the least needed.
+# What changes while a session runs (state, age, cost, tokens) comes first and the names after it:
+# a terminal update rewrites a table line from its left edge to the changed cell (Textual's partial
+# update), so a changing cell far right costs a whole line of bytes over SSH on every repaint.
 SESSION_COLUMNS = (
     ("node", "Node"),
-    ("session", "Session"),
-    ("project", "Project"),
-    ("model", "Model"),
     ("state", "State"),
-    ("priority", "Prio"),
     ("age", "Age"),
     ("cost", "Cost"),
     ("tokens", "Tokens"),
+    ("session", "Session"),
+    ("project", "Project"),
+    ("model", "Model"),
+    ("priority", "Prio"),
     ("source", "Source"),
 )
 SESSION_COLUMNS_COMPACT = (
     ("node", "Node"),
+    ("state", "State"),
+    ("age", "Age"),
+    ("cost", "Cost"),
     ("session", "Session"),
     ("project", "Project"),
     ("model", "Model"),
-    ("state", "State"),
     ("priority", "Prio"),
-    ("age", "Age"),
-    ("cost", "Cost"),
 )
 # Columns of names an agent chooses (any length): they share what the other columns leave of the width.
 NAME_COLUMNS = ("node", "session", "source", "project", "model")

@@ -30,14 +30,22 @@ from test_source_codex import CodexHome, context, event, lines, meta, rec
 from test_source_codex_process import command
 
 # Holds the file open for appending and says so; `spawn` on stdin starts a command process (its pid
-# is printed back), as Codex starts an approved command.
+# is printed back), as Codex starts an approved command; `finish` ends them and reaps them.
 HOLDER = """
 import subprocess, sys
 fh = open(sys.argv[1], "a")
 print("open", flush=True)
+commands = []
 for line in sys.stdin:
     if line.strip() == "spawn":
-        print(subprocess.Popen(["sleep", "120"]).pid, flush=True)
+        commands.append(subprocess.Popen(["sleep", "120"]))
+        print(commands[-1].pid, flush=True)
+    elif line.strip() == "finish":
+        for command in commands:
+            command.kill()
+            command.wait()
+        commands.clear()
+        print("finished", flush=True)
 """
 CALL_ID = "call_1"
 COMMAND = "rm -rf /tmp/build-cache && make"
@@ -58,6 +66,12 @@ class Codex:
         self.proc.stdin.write("spawn\n")
         self.proc.stdin.flush()
         return psutil.Process(int(self.proc.stdout.readline()))
+
+    def finish_commands(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("finish\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline() == "finished\n"
 
     def status(self) -> str:
         return str(psutil.Process(self.proc.pid).status())
@@ -161,6 +175,18 @@ def test_a_command_process_started_during_the_wait_returns_the_session_to_runnin
     home.clock.advance(1)
     source.scan()
     assert home.states()[-2:] == [("waiting", "approval"), ("running", "command approved")]
+
+
+def test_a_command_that_just_exited_is_not_taken_for_a_wait_until_the_grace_passes_again(home, source, codex):
+    asked(home, source)
+    codex.start_command()
+    past_grace(home, source)
+    codex.finish_commands()  # Codex writes the output a moment later
+    home.clock.advance(1)
+    source.scan()
+    assert states(source) == ["running"]
+    past_grace(home, source)  # still no output: Codex asks again (as to run it outside the sandbox)
+    assert home.states()[-1] == ("waiting", "approval")
 
 
 def test_the_calls_output_returns_the_session_to_running(home, source, codex):

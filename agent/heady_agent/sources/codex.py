@@ -302,6 +302,9 @@ class CodexSource(JsonlSource[CodexSession]):
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
         self._rollouts: dict[str, Path] = {}  # rollout id -> its file as of the latest poll
+        # session -> when a command of its pending shell call was last seen running (Codex writes the
+        # output a moment after the command exits: no wait for approval before the grace has passed again)
+        self._command_seen: dict[str, float] = {}
         self.ledger = CallLedger(ctx)  # the telemetry route (sources/otlp.py) may report the same calls
         self._account = AccountFile(codex_files(self.roots), codex_account)
 
@@ -541,6 +544,7 @@ class CodexSource(JsonlSource[CodexSession]):
             self._set_state(session, "running", "approval answered", when)
 
     def _settle_call(self, session: CodexSession) -> None:
+        self._command_seen.pop(session.id, None)
         if session.pending_call is not None:
             session.pending_call = session.pending_since = None
             self._save(session)
@@ -568,10 +572,15 @@ class CodexSource(JsonlSource[CodexSession]):
                         self._set_state(session, "idle", "codex exited", now)
                     continue
                 running = runs_command_since(pid, since)
-                if running is False and session.state != "waiting":
-                    self._set_state(session, "waiting", "approval", max(since, session.last_ts))
-                elif running and session.state == "waiting":
-                    self._set_state(session, "running", "command approved", now)
+                if running:
+                    self._command_seen[sid] = now
+                    if session.state == "waiting":
+                        self._set_state(session, "running", "command approved", now)
+                    continue
+                seen = self._command_seen.get(sid, since)
+                # A command that ran may have exited just now: its output is on its way.
+                if running is False and session.state != "waiting" and now - seen >= APPROVAL_GRACE_S:
+                    self._set_state(session, "waiting", "approval", max(since, seen, session.last_ts))
 
     def _writer(self, session: CodexSession) -> int | None:
         """The pid of the process writing the session's rollout: the one found before while it still

@@ -536,7 +536,7 @@ class CodexSource(JsonlSource[CodexSession]):
     def _call_output(self, path: Path, call_id: Any, extra: dict[str, Any], when: float) -> None:
         """A tool's output: when it answers the pending shell call, a wait for approval is over."""
         sid = extra.get("session")
-        session = self._sessions.get(sid) if isinstance(sid, str) else None
+        session = self._load(sid) if isinstance(sid, str) else None
         if session is None or session.pending_call is None or session.pending_call != call_id:
             return
         self._settle_call(session)
@@ -588,7 +588,10 @@ class CodexSource(JsonlSource[CodexSession]):
         if self._writes_still(session):
             return session.pid
         rollout = self._rollout(session)
-        found = rollout_writer(rollout) if rollout is not None else None
+        return self._keep_pid(session, rollout_writer(rollout) if rollout is not None else None)
+
+    def _keep_pid(self, session: CodexSession, found: tuple[int, float] | None) -> int | None:
+        """Keep the (pid, create time) found writing the rollout with the session; None: none does."""
         pid, started = found if found is not None else (None, None)
         if (session.pid, session.pid_started) != (pid, started):
             session.pid, session.pid_started = pid, started
@@ -744,12 +747,9 @@ class CodexSource(JsonlSource[CodexSession]):
         rollout = self._rollout(session)
         found = await asyncio.to_thread(rollout_writer, rollout) if rollout is not None else None
         session = self._target(cmd)  # the poll may have ended it meanwhile
-        pid, started = found if found is not None else (None, None)
-        if (session.pid, session.pid_started) != (pid, started):
-            session.pid, session.pid_started = pid, started
-            with self.ctx.atomic():
-                self._save(session)
-            self._flush()
+        with self.ctx.atomic():
+            pid = self._keep_pid(session, found)
+        self._flush()
         return session, pid
 
     async def command(self, cmd: Command) -> dict[str, Any]:

@@ -7,6 +7,8 @@ the archive or compressed is not read again. Each response is one `llm.call`: Co
 cumulative total and the account's rate limits) later, after any tool output; older versions only
 the `token_count`. A turn Codex gives up on because its model request failed is one failed call.
 Kill, pause, resume and renice act on the process that has the session's rollout open for writing.
+A shell call left without its output while that process starts no command for it waits for the
+person's approval (`waiting`, reason `approval`): Codex writes no approval record.
 Facts: shared/SOURCES.md "Codex CLI"; docs/sources.md "codex".
 """
 
@@ -76,6 +78,15 @@ _EXIT_LINE = re.compile(r"^(?:Process exited with code|Exit code:?) (-?\d{1,3})\
 _OUTPUT_START = re.compile(r"^Output:\n", re.M)  # what the tool printed follows this header
 # A process's create time, read again, may differ by rounding; a reused pid starts far later.
 _SAME_START_S = 0.05
+# Shell tools whose command Codex may hold for the person's approval (0.171: `exec_command`).
+_APPROVABLE_TOOLS = ("exec_command", "shell", "shell_command")
+# A shell call this long without output and without a command process of its own waits for approval;
+# below it, Codex may be between writing the call and starting the command.
+APPROVAL_GRACE_S = 3.0
+# psutil dates a process from the boot time, which Linux gives in whole seconds: up to 1 s early
+# against the rollout's clock. A child started this long before the call is an older one (a
+# background terminal of an earlier call, an MCP server), not the call's command.
+_START_SLACK_S = 2.0
 
 
 def resolve_roots(configured: list[str], environ: Mapping[str, str]) -> list[Path]:
@@ -243,6 +254,29 @@ def _still_writes(pid: int, started: float | None, path: str) -> bool:
     return _writes(proc, path)
 
 
+def runs_command_since(pid: int, since: float) -> bool | None:
+    """Whether the process has a child started at `since` or later (None: it has exited or is stopped).
+
+    Codex runs each shell command in a child of its own (the sandbox helper, or the shell); while
+    the person has not approved the command there is none. Children started before the call (a
+    background terminal an earlier call left running, an MCP server) do not count.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_STOPPED:
+            return None  # a stopped Codex asks nothing: the pause is what holds it
+        children = proc.children()
+    except psutil.Error:
+        return None
+    for child in children:
+        try:
+            if child.create_time() >= since - _START_SLACK_S:
+                return True
+        except psutil.Error:
+            continue  # exited since
+    return False
+
+
 @dataclass
 class CodexSession(JsonlSession):
     # A response whose call waits for the token_count that brings its rate limits (persisted with
@@ -250,6 +284,10 @@ class CodexSession(JsonlSession):
     pending_response: dict[str, Any] | None = None
     pid_started: float | None = None  # create time of `pid`, the process found writing the rollout
     paused_from: str | None = None  # the state a pause interrupted, which a resume returns to
+    # The latest shell call without its output yet (call id, time of its record): it runs, or it
+    # waits for the person's approval.
+    pending_call: str | None = None
+    pending_since: float | None = None
 
 
 class CodexSource(JsonlSource[CodexSession]):
@@ -264,6 +302,9 @@ class CodexSource(JsonlSource[CodexSession]):
         super().__init__(ctx, resolve_roots(cfg.roots, os.environ), cfg.poll_interval_s)
         self._decompressed: dict[str, tuple[int, int]] = {}  # .zst path -> (inode, size) when last read
         self._rollouts: dict[str, Path] = {}  # rollout id -> its file as of the latest poll
+        # session -> when a command of its pending shell call was last seen running (Codex writes the
+        # output a moment after the command exits: no wait for approval before the grace has passed again)
+        self._command_seen: dict[str, float] = {}
         self.ledger = CallLedger(ctx)  # the telemetry route (sources/otlp.py) may report the same calls
         self._account = AccountFile(codex_files(self.roots), codex_account)
 
@@ -380,8 +421,12 @@ class CodexSource(JsonlSource[CodexSession]):
                 extra["asked_at"] = when
             if payload.get("type") == "function_call":
                 _test_call(payload, extra)
-            elif payload.get("type") == "function_call_output" and extra.get(_TEST_CALLS):
-                self._test_result(path, payload, extra, when)
+                if payload.get("name") in _APPROVABLE_TOOLS and isinstance(payload.get("call_id"), str):
+                    self._shell_call(path, payload["call_id"], extra, when)
+            elif payload.get("type") in _REQUEST_ITEMS:
+                if payload.get("type") == "function_call_output" and extra.get(_TEST_CALLS):
+                    self._test_result(path, payload, extra, when)
+                self._call_output(path, payload.get("call_id"), extra, when)
             return
         if kind not in _KNOWN_RECORDS:
             self.radar.seen(UNKNOWN_TYPE, str(kind), detail=path.name)
@@ -408,16 +453,19 @@ class CodexSource(JsonlSource[CodexSession]):
             attributed = isinstance(payload.get("turn_attribution"), dict)
             extra["compact_task"] = not attributed and bool(extra.get("attributed"))
             extra["attributed"] = bool(extra.get("attributed")) or attributed
+            self._settle_call(session)
             if session.state != "running":
                 self._set_state(session, "running", "task started", when)
         elif event == "task_complete":
             self._flush_response(session)
+            self._settle_call(session)
             if isinstance(payload.get("error"), dict):
                 self._failed_turn(path, session, payload, extra, when)
             else:
                 self._set_state(session, "idle", "task complete", when)
         elif event == "turn_aborted":
             self._flush_response(session)
+            self._settle_call(session)
             reason = payload.get("reason")
             # An aborted turn leaves the session waiting for input; `error` would read as terminal.
             self._set_state(session, "idle", f"turn aborted: {reason}" if isinstance(reason, str) else "turn aborted", when)
@@ -476,6 +524,79 @@ class CodexSource(JsonlSource[CodexSession]):
         if session is not None and session.started is not None and not session.ended and session.model != extra["model"]:
             session.model = extra["model"]
             self._reannounce(session, when)
+
+    # --- waiting for approval ---------------------------------------------------------------
+
+    def _shell_call(self, path: Path, call_id: str, extra: dict[str, Any], when: float) -> None:
+        session = self._rollout_session(path, extra, when)
+        if session is not None:
+            session.pending_call, session.pending_since = call_id, when
+            self._save(session)
+
+    def _call_output(self, path: Path, call_id: Any, extra: dict[str, Any], when: float) -> None:
+        """A tool's output: when it answers the pending shell call, a wait for approval is over."""
+        sid = extra.get("session")
+        session = self._load(sid) if isinstance(sid, str) else None
+        if session is None or session.pending_call is None or session.pending_call != call_id:
+            return
+        self._settle_call(session)
+        if session.state == "waiting":
+            self._set_state(session, "running", "approval answered", when)
+
+    def _settle_call(self, session: CodexSession) -> None:
+        self._command_seen.pop(session.id, None)
+        if session.pending_call is not None:
+            session.pending_call = session.pending_since = None
+            self._save(session)
+
+    def _poll_once(self) -> None:
+        self._read_logs()
+        self._watch_approvals()
+        self._end_inactive()
+
+    def _watch_approvals(self) -> None:
+        """Sessions whose shell call has waited past the grace: waiting while their Codex process runs
+        no command started since the call, running again once it does. Only these sessions are looked
+        at: one process's open files and children each, per poll."""
+        now = self.ctx.clock.now()
+        with self.ctx.atomic():
+            for sid in sorted(self._live):
+                session = self._sessions.get(sid)
+                since = session.pending_since if session is not None else None
+                if session is None or since is None or session.state == "paused" or now - since < APPROVAL_GRACE_S:
+                    continue
+                pid = self._writer(session)
+                if pid is None:  # Codex has exited: nobody is left to approve the call
+                    self._settle_call(session)
+                    if session.state == "waiting":
+                        self._set_state(session, "idle", "codex exited", now)
+                    continue
+                running = runs_command_since(pid, since)
+                if running:
+                    self._command_seen[sid] = now
+                    if session.state == "waiting":
+                        self._set_state(session, "running", "command approved", now)
+                    continue
+                seen = self._command_seen.get(sid, since)
+                # A command that ran may have exited just now: its output is on its way.
+                if running is False and session.state != "waiting" and now - seen >= APPROVAL_GRACE_S:
+                    self._set_state(session, "waiting", "approval", max(since, seen, session.last_ts))
+
+    def _writer(self, session: CodexSession) -> int | None:
+        """The pid of the process writing the session's rollout: the one found before while it still
+        writes it, else the one a look over the user's processes finds (kept with the session)."""
+        if self._writes_still(session):
+            return session.pid
+        rollout = self._rollout(session)
+        return self._keep_pid(session, rollout_writer(rollout) if rollout is not None else None)
+
+    def _keep_pid(self, session: CodexSession, found: tuple[int, float] | None) -> int | None:
+        """Keep the (pid, create time) found writing the rollout with the session; None: none does."""
+        pid, started = found if found is not None else (None, None)
+        if (session.pid, session.pid_started) != (pid, started):
+            session.pid, session.pid_started = pid, started
+            self._save(session)
+        return pid
 
     # --- calls --------------------------------------------------------------------------
 
@@ -602,8 +723,8 @@ class CodexSource(JsonlSource[CodexSession]):
 
     def _quiet(self, session: CodexSession, now: float) -> str | None:
         reason = super()._quiet(session, now)
-        if reason is not None and session.state == "paused" and self._writes_still(session):
-            return None  # stopped by a command, so silent until resumed: not ended
+        if reason is not None and session.state in ("paused", "waiting") and self._writes_still(session):
+            return None  # stopped by a command, or held by the person: silent until they act, not ended
         return reason
 
     # --- commands -----------------------------------------------------------------------
@@ -626,12 +747,9 @@ class CodexSource(JsonlSource[CodexSession]):
         rollout = self._rollout(session)
         found = await asyncio.to_thread(rollout_writer, rollout) if rollout is not None else None
         session = self._target(cmd)  # the poll may have ended it meanwhile
-        pid, started = found if found is not None else (None, None)
-        if (session.pid, session.pid_started) != (pid, started):
-            session.pid, session.pid_started = pid, started
-            with self.ctx.atomic():
-                self._save(session)
-            self._flush()
+        with self.ctx.atomic():
+            pid = self._keep_pid(session, found)
+        self._flush()
         return session, pid
 
     async def command(self, cmd: Command) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The agent's OTLP/gRPC receiver on loopback, spoken to by grpcio's client with the generated stubs.
 
 The export requests are the ones Claude Code and Codex sent (tests/fixtures/real/otlp-*): over gRPC
-they must give exactly the events they give over OTLP/HTTP. Hostile calls are built here; each
-refusal is the status the OTLP specification names, and loses nothing that came before.
+they must give exactly the events they give over OTLP/HTTP. Both clients exporting over gRPC
+themselves (otlp-grpc-*) give the calls their transcripts / rollouts give; Codex's beside its
+rollouts counts each call once. Hostile calls are built here; each refusal is the status the OTLP
+specification names, and loses nothing that came before.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import shutil
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,12 +28,15 @@ from google.protobuf.message import Message
 
 from agentkit import RunningAgent, running_agent, wait_until
 from heady_agent.clock import ManualClock
-from heady_agent.config import AgentConfig, ClaudeCodeConfig
+from heady_agent.config import AgentConfig, ClaudeCodeConfig, CodexConfig
 from heady_agent.otlp import MAX_BODY_BYTES, MAX_DECODING, Batch
 from heady_agent.otlp_grpc import GRPC_MAX_MESSAGE_BYTES, MAX_RPCS_IN_FLIGHT, OtlpGrpcReceiver
 from heady_agent.server import AgentServer, StartError
+from heady_agent.sources.base import SourceContext
 from heady_agent.sources.claude_code import ClaudeCodeSource
-from heady_agent.sources.otlp import OtlpSource
+from heady_agent.sources.codex import CodexSource
+from heady_agent.sources.jsonl import JsonlSource
+from heady_agent.sources.otlp import INACTIVE_AFTER_S, OtlpSource
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -42,10 +48,13 @@ from sourcekit import SqliteSourceContext
 
 CLAUDE = FIXTURES / "otlp-claude-code-2.1.332"
 CODEX = FIXTURES / "otlp-codex-0.171.0"
-# Claude Code exporting over gRPC itself (scripts/record/otlp.sh claude-grpc), with its transcripts.
+# The clients exporting over gRPC themselves (scripts/record/otlp.sh claude-grpc, codex-grpc), with
+# the transcripts / rollouts the same sessions wrote.
 CLAUDE_OVER_GRPC = FIXTURES / "otlp-grpc-claude-code-2.1.332"
+CODEX_OVER_GRPC = FIXTURES / "otlp-grpc-codex-0.171.0"
 RECORDED_AT = 1_796_469_900.0  # after both recordings (as in test_otlp_real.py)
-RECORDED_OVER_GRPC_AT = 1_796_490_600.0  # after the gRPC recording (2026-12-05 17:10 UTC)
+RECORDED_OVER_GRPC_AT = 1_796_523_000.0  # after both gRPC recordings (2026-12-06 02:10 UTC)
+GRPC_ONLY = {"grpc_listen": "127.0.0.1:0"}
 TIMEOUT_S = 30.0
 TOKEN = "s" * 32
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -95,7 +104,7 @@ def the_source(running: RunningAgent) -> OtlpSource:
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[tuple[RunningAgent, str]]:
-    async with running_agent(tmp_path, sources=(), extra={"otlp": {"grpc_listen": "127.0.0.1:0"}}) as running:
+    async with running_agent(tmp_path, sources=(), extra={"otlp": GRPC_ONLY}) as running:
         receiver = the_source(running).grpc_receiver
         assert receiver is not None
         yield running, f"127.0.0.1:{receiver.port}"
@@ -192,20 +201,25 @@ async def test_the_requests_the_clients_sent_give_over_grpc_the_events_they_give
                     headers["content-encoding"] = request.content_encoding
                 assert (await client.post(base + request.path, content=request.body, headers=headers)).status_code == 200
         over_http = session_events(http.server)
-    otlp = {"grpc_listen": "127.0.0.1:0"}
-    async with running_agent(tmp_path, sources=(), name="grpc", clock=ManualClock(RECORDED_AT), extra={"otlp": otlp}) as rpc:
-        receiver = the_source(rpc).grpc_receiver
-        assert receiver is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
-            logs, metrics = LogsServiceStub(channel), MetricsServiceStub(channel)
-            for request in requests:
-                stub = logs if request.path == "/v1/logs" else metrics
-                compression = grpc.Compression.Gzip if request.content_encoding == "gzip" else grpc.Compression.NoCompression
-                answer = await stub.Export(export_request(request), timeout=TIMEOUT_S, compression=compression)
-                assert not answer.HasField("partial_success")
+    async with running_agent(tmp_path, sources=(), name="grpc", clock=ManualClock(RECORDED_AT), extra={"otlp": GRPC_ONLY}) as rpc:
+        answers = await export_over_grpc(rpc, fixture)
         over_grpc = session_events(rpc.server)
+    assert not any(answer.HasField("partial_success") for answer in answers)
     assert [e for e in over_http if e["kind"] == "llm.call"]
     assert over_grpc == over_http
+
+
+async def export_over_grpc(running: RunningAgent, fixture: Path) -> list[Message]:
+    """Every request the fixture recorded, in order, to the agent's gRPC receiver with grpcio's stubs
+    (gzip where the client sent it gzipped); the export responses."""
+    answers = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{the_receiver(running).port}") as channel:
+        logs, metrics = LogsServiceStub(channel), MetricsServiceStub(channel)
+        for request in sent_requests(fixture):
+            stub = logs if request.path == "/v1/logs" else metrics
+            compression = grpc.Compression.Gzip if request.content_encoding == "gzip" else grpc.Compression.NoCompression
+            answers.append(await stub.Export(export_request(request), timeout=TIMEOUT_S, compression=compression))
+    return answers
 
 
 def call_counts(calls: list[tuple[str | None, dict[str, Any]]]) -> Counter[tuple[Any, ...]]:
@@ -214,32 +228,82 @@ def call_counts(calls: list[tuple[str | None, dict[str, Any]]]) -> Counter[tuple
                     data.get("cache_creation_tokens", 0), data.get("cache_read_tokens", 0)) for session, data in calls)
 
 
+def calls_in_journal(running: RunningAgent) -> Counter[tuple[Any, ...]]:
+    return call_counts([(e["session"], e["data"]) for e in session_events_of(running, "llm.call")])
+
+
+def calls_read_alone(tmp_path: Path, config: AgentConfig, source: Callable[[SourceContext], JsonlSource[Any]]) -> Counter[tuple[Any, ...]]:
+    """The calls a transcript source reads, on a journal of its own, from the files `config` names."""
+    ctx = SqliteSourceContext(tmp_path / "transcripts.db", config, ManualClock(RECORDED_OVER_GRPC_AT))
+    try:
+        source(ctx).scan()
+        return call_counts([(c.session, c.data) for c in ctx.events("llm.call")])
+    finally:
+        ctx.close()
+
+
+def recorded_sessions(fixture: Path) -> set[str]:
+    return set(json.loads((fixture / "sessions.json").read_text()).values())
+
+
+def settle(running: RunningAgent, clock: ManualClock) -> None:
+    """Time passes until every session is over: a Codex turn that failed last is reported then."""
+    clock.advance(INACTIVE_AFTER_S + 1)
+    the_source(running).sweep()
+
+
 async def test_claude_code_exporting_over_grpc_gives_the_calls_its_transcripts_give(tmp_path: Path) -> None:
     root = tmp_path / "claude"
     for packed in sorted(CLAUDE_OVER_GRPC.glob("claude/**/*.gz")):
         target = root / packed.relative_to(CLAUDE_OVER_GRPC / "claude").with_suffix("")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(gzip.decompress(packed.read_bytes()))
-    clock = ManualClock(RECORDED_OVER_GRPC_AT)
-    ctx = SqliteSourceContext(tmp_path / "transcripts.db", AgentConfig(claude_code=ClaudeCodeConfig(roots=[str(root)])), clock)
-    try:
-        ClaudeCodeSource(ctx).scan()
-        from_transcripts = call_counts([(c.session, c.data) for c in ctx.events("llm.call")])
-    finally:
-        ctx.close()
-    otlp = {"grpc_listen": "127.0.0.1:0"}
-    async with running_agent(tmp_path, sources=(), clock=ManualClock(RECORDED_OVER_GRPC_AT), extra={"otlp": otlp}) as rpc:
-        receiver = the_source(rpc).grpc_receiver
-        assert receiver is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
-            logs, metrics = LogsServiceStub(channel), MetricsServiceStub(channel)
-            for request in sent_requests(CLAUDE_OVER_GRPC):
-                stub = logs if request.path == "/v1/logs" else metrics
-                await stub.Export(export_request(request), timeout=TIMEOUT_S)
-        from_telemetry = call_counts([(e["session"], e["data"]) for e in session_events_of(rpc, "llm.call")])
-    sessions = set(json.loads((CLAUDE_OVER_GRPC / "sessions.json").read_text()).values())
-    assert {key[0] for key in from_telemetry} == sessions
+    from_transcripts = calls_read_alone(tmp_path, AgentConfig(claude_code=ClaudeCodeConfig(roots=[str(root)])), ClaudeCodeSource)
+    async with running_agent(tmp_path, sources=(), clock=ManualClock(RECORDED_OVER_GRPC_AT), extra={"otlp": GRPC_ONLY}) as rpc:
+        await export_over_grpc(rpc, CLAUDE_OVER_GRPC)
+        from_telemetry = calls_in_journal(rpc)
+    assert {key[0] for key in from_telemetry} == recorded_sessions(CLAUDE_OVER_GRPC)
     assert from_telemetry == from_transcripts
+
+
+def codex_rollouts(root: Path) -> Path:
+    """The rollouts the Codex sessions recorded over gRPC wrote, copied under `root`."""
+    shutil.copytree(CODEX_OVER_GRPC / "codex-home", root)
+    return root
+
+
+async def test_codex_exporting_over_grpc_gives_the_calls_its_rollouts_give(tmp_path: Path) -> None:
+    config = AgentConfig(codex=CodexConfig(roots=[str(codex_rollouts(tmp_path / "codex"))]))
+    from_rollouts = calls_read_alone(tmp_path, config, CodexSource)
+    clock = ManualClock(RECORDED_OVER_GRPC_AT)
+    async with running_agent(tmp_path, sources=(), clock=clock, extra={"otlp": GRPC_ONLY}) as rpc:
+        await export_over_grpc(rpc, CODEX_OVER_GRPC)
+        settle(rpc, clock)
+        from_telemetry = calls_in_journal(rpc)
+    assert {key[0] for key in from_telemetry} == recorded_sessions(CODEX_OVER_GRPC)
+    assert from_telemetry == from_rollouts
+    answers = [json.loads(line) for line in (CODEX_OVER_GRPC / "server.jsonl").read_text().splitlines()]
+    assert sum(n for key, n in from_telemetry.items() if key[1]) == len([a for a in answers if a["ok"]])
+
+
+@pytest.mark.parametrize("first", ["rollouts", "telemetry"])
+async def test_codex_rollouts_and_its_telemetry_over_grpc_together_count_each_call_once(tmp_path: Path, first: str) -> None:
+    alone = calls_read_alone(tmp_path, AgentConfig(codex=CodexConfig(roots=[str(codex_rollouts(tmp_path / "alone"))])), CodexSource)
+    root = tmp_path / "codex"
+    if first == "rollouts":
+        codex_rollouts(root)  # read as the agent starts
+    clock = ManualClock(RECORDED_OVER_GRPC_AT)
+    extra = {"otlp": GRPC_ONLY, "codex": {"roots": [str(root)]}}
+    async with running_agent(tmp_path, sources=("codex",), clock=clock, extra=extra) as both:
+        await export_over_grpc(both, CODEX_OVER_GRPC)
+        if first == "telemetry":
+            codex_rollouts(root)
+            [rollouts] = [s for s in both.server.sources if isinstance(s, CodexSource)]
+            rollouts.scan()
+        settle(both, clock)
+        together = calls_in_journal(both)
+    assert {key[0] for key in alone} == recorded_sessions(CODEX_OVER_GRPC)
+    assert together == alone
 
 
 async def test_an_agent_receiving_only_grpc_listens_on_no_otlp_http_port(agent: Any) -> None:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Records the native OpenTelemetry of real Claude Code and Codex sessions, together with the
 # transcripts / rollouts the same sessions wrote, against the local fake model servers, and saves
-# them as tests/fixtures/real/otlp-claude-code-<version>/, otlp-codex-<version>/ and (Claude Code
-# exporting over gRPC) otlp-grpc-claude-code-<version>/.
+# them as tests/fixtures/real/otlp-claude-code-<version>/, otlp-codex-<version>/ and (exporting
+# over gRPC) otlp-grpc-claude-code-<version>/, otlp-grpc-codex-<version>/.
 #
-#   scripts/record/otlp.sh                                   # the pinned versions, all three
-#   scripts/record/otlp.sh claude-grpc                       # only some: claude, codex, claude-grpc
+#   scripts/record/otlp.sh                                   # the pinned versions, all four
+#   scripts/record/otlp.sh codex-grpc                        # only some: claude, codex, claude-grpc, codex-grpc
 #   CLAUDE_VERSION=2.1.400 CODEX_VERSION=0.172.0 scripts/record/otlp.sh
 #
 # Each client's OTLP export goes to scripts/record/otlp_capture.py on 127.0.0.1, which keeps every
@@ -18,7 +18,7 @@ CLAUDE_VERSION="${CLAUDE_VERSION:-2.1.332}"
 CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
 MODEL="${MODEL:-claude-sonnet-4-5-20250929}"
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
-PARTS=" ${*:-claude codex claude-grpc} "
+PARTS=" ${*:-claude codex claude-grpc codex-grpc} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 WORK="$(mktemp -d /tmp/heady-rec-otlp.XXXXXX)"
@@ -160,23 +160,38 @@ echo "$CLAUDE_VERSION" >"$OUT/VERSION"
 echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2
 fi
 
-# --- Codex ----------------------------------------------------------------------------------
-if want codex; then
-CX="$WORK/cx"
-mkdir -p "$CX/home/.codex" "$CX/work"
-cat >"$CX/schedule.json" <<'JSON'
+# --- Codex, over OTLP/HTTP or OTLP/gRPC -----------------------------------------------------
+record_codex() {  # record_codex http|grpc: the same sessions, exported over that transport
+    local transport="$1"
+    CX="$WORK/cx-$transport"
+    mkdir -p "$CX/home/.codex" "$CX/work"
+    cat >"$CX/schedule.json" <<'JSON'
 {"rules": [
   {"match": "RATE-LIMITED-ONCE", "fault": "429", "times": 1},
   {"match": "SERVER-DOWN", "fault": "500", "times": null},
   {"match": "STREAM-BREAKS-ONCE", "fault": "broken", "times": 1}
 ]}
 JSON
-"$PY" "$REPO/tests/fake_openai.py" --seed 7 --port-file "$CX/port" --log "$CX/server.jsonl" \
-    --schedule "$CX/schedule.json" >"$CX/server.out" 2>&1 &
-PIDS+=($!)
-PORT="$(wait_port "$CX/port")"
-CPORT="$(start_capture "$CX/capture")"
-cat >"$CX/home/.codex/config.toml" <<TOML
+    "$PY" "$REPO/tests/fake_openai.py" --seed 7 --port-file "$CX/port" --log "$CX/server.jsonl" \
+        --schedule "$CX/schedule.json" >"$CX/server.out" 2>&1 &
+    PIDS+=($!)
+    PORT="$(wait_port "$CX/port")"
+    local otlp_port exporters first_run=() clean=clean out
+    otlp_port="$(start_capture "$CX/capture")"
+    if [ "$transport" = grpc ]; then
+        otlp_port="$(cat "$CX/capture.grpc-port")"
+        exporters="exporter = { otlp-grpc = { endpoint = \"http://127.0.0.1:$otlp_port\" } }
+metrics_exporter = { otlp-grpc = { endpoint = \"http://127.0.0.1:$otlp_port\" } }"
+        out="$REPO/tests/fixtures/real/otlp-grpc-codex-$CODEX_VERSION"
+    else
+        exporters="exporter = { otlp-http = { endpoint = \"http://127.0.0.1:$otlp_port/v1/logs\", protocol = \"binary\" } }
+metrics_exporter = { otlp-http = { endpoint = \"http://127.0.0.1:$otlp_port/v1/metrics\", protocol = \"binary\" } }"
+        # the clean call exported as OTLP/JSON (gRPC has only protobuf)
+        first_run=(-c "otel.exporter={otlp-http={endpoint=\"http://127.0.0.1:$otlp_port/v1/logs\",protocol=\"json\"}}")
+        clean=clean_json
+        out="$REPO/tests/fixtures/real/otlp-codex-$CODEX_VERSION"
+    fi
+    cat >"$CX/home/.codex/config.toml" <<TOML
 model = "gpt-5-codex"
 model_provider = "fake"
 check_for_update_on_startup = false
@@ -196,31 +211,36 @@ enabled = false
 [otel]
 environment = "record"
 log_user_prompt = false
-exporter = { otlp-http = { endpoint = "http://127.0.0.1:$CPORT/v1/logs", protocol = "binary" } }
-metrics_exporter = { otlp-http = { endpoint = "http://127.0.0.1:$CPORT/v1/metrics", protocol = "binary" } }
+$exporters
 TOML
-git -C "$CX/work" init -q -b record-codex
-codex() {  # codex ARGS...; a failing turn is part of the recording
-    (cd "$CX/work" && env HOME="$CX/home" CODEX_HOME="$CX/home/.codex" FAKE_OPENAI_API_KEY=sk-fake-recording \
-        timeout 120 "$CODEX" exec --skip-git-repo-check -s workspace-write "$@" </dev/null >>"$CX/codex.out" 2>&1) || true
-}
-JSON_EXPORTER="otel.exporter={otlp-http={endpoint=\"http://127.0.0.1:$CPORT/v1/logs\",protocol=\"json\"}}"
-echo "recording Codex" >&2
-codex -c "$JSON_EXPORTER" "Say hello."              # one clean call, exported as OTLP/JSON
-codex "Show the date. RUN: echo hello"               # a tool call and the answer after it
-codex "Try again. RATE-LIMITED-ONCE"                 # 429 with Retry-After, retried, then success
-codex "This will fail. SERVER-DOWN"                  # 500 on every attempt: a failed turn
-codex "Stream this. STREAM-BREAKS-ONCE"              # broken stream, retried, then success
+    git -C "$CX/work" init -q -b record-codex
+    unset CASES
+    declare -gA CASES
+    echo "recording Codex over OTLP/$transport" >&2
+    CASES[$clean]="$(codex "${first_run[@]}" "Say hello.")"             # one clean call
+    CASES[tool_call]="$(codex "Show the date. RUN: echo hello")"          # a tool call and the answer after it
+    CASES[retry_429]="$(codex "Try again. RATE-LIMITED-ONCE")"           # 429 with Retry-After, retried, then success
+    CASES[always_500]="$(codex "This will fail. SERVER-DOWN")"           # 500 on every attempt: a failed turn
+    CASES[broken_stream]="$(codex "Stream this. STREAM-BREAKS-ONCE")"    # broken stream, retried, then success
 
-OUT="$REPO/tests/fixtures/real/otlp-codex-$CODEX_VERSION"
-rm -rf "$OUT"; mkdir -p "$OUT"
-(cd "$CX/home/.codex" && find sessions -name 'rollout-*' | while read -r f; do
-    mkdir -p "$OUT/codex-home/$(dirname "$f")"; sed "s#$WORK#/rec#g" "$f" >"$OUT/codex-home/$f"; done)
-cp "$CX/server.jsonl" "$OUT/server.jsonl"
-cp "$CX/schedule.json" "$OUT/schedule.json"
-sed "s#$WORK#/rec#g; s#127.0.0.1:$PORT#127.0.0.1:PORT#; s#127.0.0.1:$CPORT#127.0.0.1:OTLP_PORT#g" \
-    "$CX/home/.codex/config.toml" >"$OUT/config.toml"
-save_otlp "$CX/capture" "$OUT"
-echo "$CODEX_VERSION" >"$OUT/VERSION"
-echo "saved $(find "$OUT" -type f | wc -l) files ($(du -sh "$OUT" | cut -f1)) to $OUT" >&2
-fi
+    rm -rf "$out"; mkdir -p "$out"
+    (cd "$CX/home/.codex" && find sessions -name 'rollout-*' | while read -r f; do
+        mkdir -p "$out/codex-home/$(dirname "$f")"; sed "s#$WORK#/rec#g" "$f" >"$out/codex-home/$f"; done)
+    cp "$CX/server.jsonl" "$out/server.jsonl"
+    cp "$CX/schedule.json" "$out/schedule.json"
+    sed "s#$WORK#/rec#g; s#127.0.0.1:$PORT#127.0.0.1:PORT#; s#127.0.0.1:$otlp_port#127.0.0.1:OTLP_PORT#g" \
+        "$CX/home/.codex/config.toml" >"$out/config.toml"
+    save_otlp "$CX/capture" "$out"
+    save_sessions "$out/sessions.json"
+    echo "$CODEX_VERSION" >"$out/VERSION"
+    echo "saved $(find "$out" -type f | wc -l) files ($(du -sh "$out" | cut -f1)) to $out" >&2
+}
+codex() {  # codex ARGS...: one `codex exec` in $CX; prints its session id (a failing turn is part of the recording)
+    local said
+    said="$( (cd "$CX/work" && env HOME="$CX/home" CODEX_HOME="$CX/home/.codex" FAKE_OPENAI_API_KEY=sk-fake-recording \
+        timeout 120 "$CODEX" exec --skip-git-repo-check -s workspace-write "$@" </dev/null 2>&1) || true)"
+    printf '%s\n' "$said" >>"$CX/codex.out"
+    printf '%s\n' "$said" | sed -n 's/^session id: //p' | head -1
+}
+want codex && record_codex http
+want codex-grpc && record_codex grpc

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NoReturn
 from collections.abc import Sequence
 from typing import NoReturn
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from heady_agent.protocol import (
     Event,
@@ -28,7 +27,6 @@ from .ledger import (
     CallPricer,
     PricedCall,
     PriorityRules,
-    NODE_OFFLINE_REASON,
     UNKNOWN_STATE,
     WAITING_STATE,
     SessionRecord,

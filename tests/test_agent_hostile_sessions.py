@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from agentkit import command, recv_json, running_agent, wait_until, ws_connect
 from heady_agent.config import BASE_ENV, AgentConfig, ManagedConfig
-from heady_agent.sources.managed import MANAGED_SESSION_ENV, ManagedSource
+from heady_agent.sources.managed import ManagedSource
 from heady_tui.launcher import AgentLauncher, AgentSpec
 
 if shutil.which("sleep") is None:

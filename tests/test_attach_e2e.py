@@ -5,16 +5,13 @@ shows its fleet and answers its consent requests, and one answer closes every di
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import stat
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from agentkit import running_agent, wait_until

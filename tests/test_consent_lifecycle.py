@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agentkit import running_agent, wait_until
 from heady_agent.clock import ManualClock
-from heady_tui.config import Config, Paths
+from heady_tui.config import Paths
 from heady_tui.engine.consent import ConsentRequest
 from heady_tui.supervisor import Supervisor
 from heady_tui.ui.modals.consent import ConsentModal

@@ -4,11 +4,10 @@ recorded as one summary. A node that breaks the protocol after storing data keep
 from __future__ import annotations
 
 import asyncio
-import json
 
 from agentkit import wait_until
 from heady_tui.link import ERRORS_PER_WINDOW, ErrorBudget, NodeLink
-from hostile_agent import TOKEN, HostileAgent, hello, metrics
+from hostile_agent import TOKEN, HostileAgent, metrics
 from dpkit import supervisor_on
 from test_dp_link_hostile import RecordingSink
 from heady_tui.config import NodeConfig

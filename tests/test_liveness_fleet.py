@@ -4,7 +4,8 @@ last frame on the console's clock; a silent node is offline and its sessions unk
 from __future__ import annotations
 
 from heady_agent.protocol import Event, Metrics, SessionInfo
-from heady_tui.fleet import NODE_OFFLINE_REASON, UNKNOWN_STATE, Fleet
+from heady_tui.fleet import UNKNOWN_STATE, Fleet
+from heady_tui.ledger import NODE_OFFLINE_REASON
 from heady_tui.ui.views import NODE_COLUMNS, node_row
 
 T0 = 1_800_000_000.0

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,48 +13,11 @@ import psutil
 import pytest
 
 from agentkit import wait_until
+from codexkit import CodexProcess
 from heady_agent.protocol import Command
 from heady_agent.sources.base import CommandError
 from heady_agent.sources.codex import CodexSource
 from test_source_codex import SID, CodexHome, a_turn
-
-# Opens the file (mode argv[2]) and says so; a line on stdin closes it, as Codex closes a finished
-# session's rollout, and the process lives on.
-HOLDER = """
-import sys, time
-fh = open(sys.argv[1], sys.argv[2])
-print("open", flush=True)
-sys.stdin.readline()
-fh.close()
-print("closed", flush=True)
-time.sleep(120)
-"""
-
-
-class Holder:
-    def __init__(self, path: Path, mode: str = "a") -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), mode], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == "open\n"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def close_file(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline() == "closed\n"
-
-    def status(self) -> str:
-        return str(psutil.Process(self.pid).status())
-
-    def end(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-
 
 @pytest.fixture
 def home(tmp_path) -> CodexHome:
@@ -66,15 +27,15 @@ def home(tmp_path) -> CodexHome:
 
 
 @pytest.fixture
-def holders(home) -> Iterator[list[Holder]]:
-    started: list[Holder] = []
+def holders(home) -> Iterator[list[CodexProcess]]:
+    started: list[CodexProcess] = []
     yield started
     for holder in started:
         holder.end()
 
 
-def holding(path: Path, holders: list[Holder], mode: str = "a") -> Holder:
-    holder = Holder(path, mode)
+def holding(path: Path, holders: list[CodexProcess], mode: str = "a") -> CodexProcess:
+    holder = CodexProcess(path, mode)
     holders.append(holder)
     return holder
 
@@ -88,7 +49,7 @@ def source(home) -> CodexSource:
 
 
 @pytest.fixture
-def codex(home, holders) -> Holder:
+def codex(home, holders) -> CodexProcess:
     """The process that writes the session's rollout."""
     return holding(home.rollout, holders)
 

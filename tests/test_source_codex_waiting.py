@@ -16,72 +16,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
 from agentkit import wait_until
+from codexkit import CodexProcess
 from heady_agent.sources.codex import APPROVAL_GRACE_S, CodexSource
 from test_source_codex import CodexHome, context, event, lines, meta, rec
 from test_source_codex_process import command
 
-# Holds the file open for appending and says so; `spawn` on stdin starts a command process (its pid
-# is printed back), as Codex starts an approved command; `finish` ends them and reaps them.
-HOLDER = """
-import subprocess, sys
-fh = open(sys.argv[1], "a")
-print("open", flush=True)
-commands = []
-for line in sys.stdin:
-    if line.strip() == "spawn":
-        commands.append(subprocess.Popen(["sleep", "120"]))
-        print(commands[-1].pid, flush=True)
-    elif line.strip() == "finish":
-        for command in commands:
-            command.kill()
-            command.wait()
-        commands.clear()
-        print("finished", flush=True)
-"""
 CALL_ID = "call_1"
 COMMAND = "rm -rf /tmp/build-cache && make"
 USAGE = {"input_tokens": 2621, "cached_input_tokens": 0, "cache_write_input_tokens": 0, "output_tokens": 388,
          "reasoning_output_tokens": 39, "total_tokens": 3009}
-
-
-class Codex:
-    """The process writing the session's rollout."""
-
-    def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == "open\n"
-
-    def start_command(self) -> psutil.Process:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("spawn\n")
-        self.proc.stdin.flush()
-        return psutil.Process(int(self.proc.stdout.readline()))
-
-    def finish_commands(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("finish\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline() == "finished\n"
-
-    def status(self) -> str:
-        return str(psutil.Process(self.proc.pid).status())
-
-    def end(self) -> None:
-        if self.proc.poll() is None:
-            for child in psutil.Process(self.proc.pid).children():
-                child.kill()  # reaped once its parent is gone
-            self.proc.kill()
-        self.proc.wait(timeout=30)
 
 
 def turn_start(t: float) -> str:
@@ -117,9 +66,9 @@ def home(tmp_path) -> CodexHome:
 
 
 @pytest.fixture
-def codex(home) -> Iterator[Codex]:
+def codex(home) -> Iterator[CodexProcess]:
     home.rollout.touch()
-    process = Codex(home.rollout)
+    process = CodexProcess(home.rollout)
     yield process
     process.end()
 
@@ -152,7 +101,7 @@ def test_a_shell_call_whose_codex_starts_no_command_waits_for_approval_after_the
     past_grace(home, source)
     assert home.states()[-1] == ("waiting", "approval")
     assert states(source) == ["waiting"]
-    assert [s.pid for s in source.sessions()] == [codex.proc.pid]
+    assert [s.pid for s in source.sessions()] == [codex.pid]
 
 
 def test_the_wait_is_dated_from_the_call(home, source, codex):
@@ -227,7 +176,7 @@ def test_an_older_child_of_codex_is_not_the_calls_command(home, source, codex):
 
 async def test_a_stopped_codex_is_not_waiting(home, source, codex):
     asked(home, source)
-    os.kill(codex.proc.pid, signal.SIGSTOP)
+    os.kill(codex.pid, signal.SIGSTOP)
     await wait_until(lambda: codex.status() == psutil.STATUS_STOPPED, what="the process stopped")
     past_grace(home, source)
     assert states(source) == ["running"]

@@ -9,7 +9,6 @@ made-up claude.ai OAuth token while the fake server answered with the subscripti
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess

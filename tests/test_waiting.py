@@ -18,7 +18,7 @@ from heady_tui.ui.screens.session import SessionScreen
 from heady_tui.ui.widgets.panels import StatusBar
 from heady_tui.ui.widgets.table import KeyedTable
 from heady_tui.waits import WaitAlarm
-from hookkit import PERMISSION_REQUEST, POST_TOOL_USE, SID, claude_home, run_hook  # noqa: F401 (claude_home: a fixture)
+from hookkit import PERMISSION_REQUEST, SID, claude_home, run_hook  # noqa: F401 (claude_home: a fixture)
 from reports_httpkit import FakeService
 from uikit import fixed_console
 from uikit import wait_until as ui_wait_until

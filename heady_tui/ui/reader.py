@@ -6,9 +6,6 @@ supervisor, or a headless console attached to); screens ask it for rows and line
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
-
 from ..accounts import AccountWindow
 from ..config import Config
 from ..fleet import Fleet, SessionRecord

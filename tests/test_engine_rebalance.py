@@ -47,6 +47,18 @@ def test_failing_nodes_are_drained_and_emptied_in_a_critical_plan():
     assert ("drain", "bad") in kinds and ("move", "bad") in kinds
 
 
+def test_a_queue_backlog_raises_concurrency_on_healthy_nodes():
+    plan = build_plan([node("a", 1500, running_managed=3), node("b", running_managed=2)], {"task_queue_depth": 1500}, DET, CFG)
+    assert {(a.node, a.value) for a in plan.actions if a.kind == "concurrency"} == {("a", 4), ("b", 3)}
+
+
+def test_failing_calls_lower_concurrency_instead_of_raising_it():
+    # A provider rate-limiting a third of the calls: more at once would only add to what it refuses.
+    nodes = [node("a", 1500, errors=0.3, running_managed=3), node("b", errors=0.3, running_managed=1)]
+    plan = build_plan(nodes, {"task_queue_depth": 1500, "error_rate": 0.3}, DET, CFG)
+    assert {(a.node, a.value) for a in plan.actions if a.kind == "concurrency"} == {("a", 2)}
+
+
 def test_fingerprint_ignores_counts_but_not_targets():
     a = build_plan([node("a", 1500), node("b")], {"task_queue_depth": 1500}, DET, CFG)
     b = build_plan([node("a", 1600), node("b")], {"task_queue_depth": 1600}, DET, CFG)

@@ -214,8 +214,16 @@ def build_plan(
                 actions.append(PlannedAction("drain", n.node, "node.drain", note=f"isolate {n.node}: error rate {n.error_rate:.0%}"))
         actions += plan_moves(nodes, caps, sources=[n.node for n in failing]) if failing else []
         actions += plan_moves([n for n in nodes if n not in failing], caps)
+        errors = values.get("error_rate") or 0.0
         for n in healthy:
-            if n.running_managed > 0:
+            if errors > detector.error_rate.threshold:
+                # Failing calls (a provider rate-limiting or overloaded): more at once adds to the load
+                # that fails them, so healthy nodes back off by one instead of taking more.
+                if n.running_managed > 1:
+                    value = n.running_managed - 1
+                    actions.append(PlannedAction("concurrency", n.node, "node.set_concurrency", value=value,
+                                                 note=f"lower concurrency on {n.node} to {value}: error rate {errors:.0%}"))
+            elif n.running_managed > 0:
                 value = n.running_managed + 1
                 actions.append(PlannedAction("concurrency", n.node, "node.set_concurrency", value=value, note=f"raise concurrency on {n.node} to {value}"))
     elif priority == "high":

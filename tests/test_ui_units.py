@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from unittest.mock import patch
 
 import pytest
 
@@ -71,7 +73,15 @@ def test_keys_do_not_clash_within_a_screen_or_with_the_global_ones():
         assert not set(keys) & global_keys, screen
 
 
-def test_configure_terminal_sets_fps_from_config_unless_already_set(monkeypatch):
+@pytest.fixture
+def environ() -> Iterator[None]:
+    """configure_terminal writes os.environ itself; what it sets must not reach later tests (NO_COLOR
+    would turn every later snapshot colourless)."""
+    with patch.dict(os.environ):
+        yield
+
+
+def test_configure_terminal_sets_fps_from_config_unless_already_set(monkeypatch, environ):
     monkeypatch.delenv("TEXTUAL_FPS", raising=False)
     configure_terminal(Config.model_validate({"ui": {"fps": 20}}), "auto")
     assert os.environ["TEXTUAL_FPS"] == "20"
@@ -81,13 +91,13 @@ def test_configure_terminal_sets_fps_from_config_unless_already_set(monkeypatch)
 
 
 @pytest.mark.parametrize(("color", "system"), [("truecolor", "truecolor"), ("256", "256"), ("16", "standard")])
-def test_color_flag_maps_to_textual_color_system(monkeypatch, color, system):
+def test_color_flag_maps_to_textual_color_system(monkeypatch, environ, color, system):
     monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
     configure_terminal(Config(), color)
     assert os.environ["TEXTUAL_COLOR_SYSTEM"] == system
 
 
-def test_color_none_sets_no_color(monkeypatch):
+def test_color_none_sets_no_color(monkeypatch, environ):
     monkeypatch.delenv("NO_COLOR", raising=False)
     configure_terminal(Config(), "none")
     assert os.environ["NO_COLOR"] == "1"
@@ -109,3 +119,28 @@ def test_node_rows_are_reused_until_the_node_changes():
     second = rows.rows(fleet, 1001.5, costs_today={}, spark_width=8, compact=False)
     assert second["a"] is first["a"]
     assert second["b"] is not first["b"] and ("90%", "critical") in second["b"]
+
+
+def test_a_run_whose_steps_are_all_done_says_it_is_watching_for_balance_until_its_time_cap():
+    from heady_tui.config import DetectorConfig, RebalanceConfig
+    from heady_tui.engine.rebalance import NodeView, RebalanceRun, build_plan
+    from heady_tui.ui.views import rebalance_line
+
+    cfg = RebalanceConfig()
+    nodes = [NodeView("a", True, 10.0, 8000.0, 0.5, 1500, None), NodeView("b", True, 10.0, 8000.0, 0.5, 0, None)]
+    run = RebalanceRun("r-1", build_plan(nodes, {"task_queue_depth": 1500}, DetectorConfig(), cfg), None, 0.0, cfg)
+    t = 0.0
+    while run.next_step(t) is not None:
+        t += cfg.step_interval_s
+    run.observe("balanced", t)
+    text, _ = rebalance_line(run.status, cfg.balanced_checks)
+    until = fmt.clock_time(cfg.max_duration_s)
+    assert text == (f"rebalance r-1: {run.status.steps_total} steps done, watching for balance "
+                    f"(1/{cfg.balanced_checks} balanced checks, stops by {until} at the latest)")
+
+
+def test_the_consent_plan_says_the_run_watches_for_balance_after_its_steps_up_to_its_time_cap():
+    from heady_tui.ui.modals.consent import plan_text
+
+    plan = {"priority": "critical", "actions": [], "caps": {"max_duration_s": 300}, "estimated_duration_s": 8}
+    assert "Estimated duration: steps 8s, then watching for balance for up to 5m in all" in plan_text("r", plan, {}, 24)

@@ -412,7 +412,8 @@ class HeadyApp(App[int]):
         parts.append((f"  [{screen.TITLE_TEXT}]", None))
         run = reader.rebalance()
         if run is not None and run.state == "running":
-            parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}", "warning"))
+            settling = " watching" if run.steps_done >= run.steps_total else ""
+            parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}{settling}", "warning"))
         burn = reader.burn_alert()
         if burn is not None:
             parts.append((f"  {burn}", "critical"))

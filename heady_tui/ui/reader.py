@@ -128,13 +128,7 @@ class FleetReader:
         return self.brain.rebalance_status() if self.brain is not None else None
 
     def rebalance_line(self) -> tuple[str, str | None]:
-        run = self.rebalance()
-        if run is None:
-            return ("no rebalance run yet", None)
-        if run.state == "running":
-            return (f"rebalance {run.run_id}: step {run.steps_done}/{run.steps_total}, {run.priority}", "warning")
-        restored = "balance restored" if run.restored else "not restored"
-        return (f"last rebalance {run.run_id}: {run.reason_stopped}, {restored}, {run.reverted} reverted", "muted")
+        return views.rebalance_line(self.rebalance(), self.config.rebalance.balanced_checks)
 
     def metric_levels(self) -> dict[str, tuple[float, float]]:
         detector = self.config.detector

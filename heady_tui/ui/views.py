@@ -12,6 +12,7 @@ from pathlib import Path
 from heady_agent.config import AgentConfig
 
 from ..fleet import UNKNOWN_STATE, WAITING_STATE, Fleet, NodeState, SessionRecord
+from ..engine.rebalance import RebalanceStatus
 from ..ledger import PRIORITY_BY_OPERATOR
 from . import formatting as fmt
 from .widgets.spark import sparkline
@@ -282,3 +283,18 @@ def empty_state_lines(agent: AgentConfig, exists: Callable[[Path], bool], config
         lines.append('  opencode: off (add "opencode" to [agent] sources)')
     lines.append(f"Sources are set in [agent] of {config_file} (see config.example.toml).")
     return lines
+
+
+def rebalance_line(run: RebalanceStatus | None, balanced_checks: int) -> tuple[str, str | None]:
+    """The equilibrium panel's line about the current or last rebalance run."""
+    if run is None:
+        return ("no rebalance run yet", None)
+    if run.state == "running" and run.steps_done >= run.steps_total:
+        # Every step is done: the run now waits for the detector to read balanced (or its time cap).
+        until = fmt.clock_time(run.started_at + run.plan.caps.max_duration_s)
+        return (f"rebalance {run.run_id}: {run.steps_total} steps done, watching for balance "
+                f"({run.balanced_streak}/{balanced_checks} balanced checks, stops by {until} at the latest)", "warning")
+    if run.state == "running":
+        return (f"rebalance {run.run_id}: step {run.steps_done}/{run.steps_total}, {run.priority}", "warning")
+    restored = "balance restored" if run.restored else "not restored"
+    return (f"last rebalance {run.run_id}: {run.reason_stopped}, {restored}, {run.reverted} reverted", "muted")

@@ -78,7 +78,10 @@ def plan_text(reason: str, plan: dict[str, Any], levels: dict[str, tuple[float, 
     caps = plan.get("caps") or {}
     if caps:
         lines.append("Caps: " + ", ".join(describe_cap(key, value) for key, value in caps.items()))
-    lines.append(f"Estimated duration: {fmt.duration(plan.get('estimated_duration_s'))}")
+    # The steps take about this long; the run then watches for balance until max_duration_s at most.
+    longest = caps.get("max_duration_s")
+    tail = f", then watching for balance for up to {fmt.duration(longest)} in all" if isinstance(longest, (int, float)) else ""
+    lines.append(f"Estimated duration: steps {fmt.duration(plan.get('estimated_duration_s'))}{tail}")
     excluded = plan.get("excluded") or {}
     for node, why in sorted(excluded.items()):
         lines.append(f"Excluded: {node} ({why})")

@@ -270,13 +270,21 @@ def describe_connect_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+TEMPORARY_HTTP_STATUSES = frozenset({502, 503, 504})
+
+
 def connect_failure(exc: BaseException) -> LinkFailure:
-    """Why a connection attempt failed: unreachable (offline) or refused by the agent (error)."""
+    """Why a connection attempt failed: unreachable or unavailable for now (offline), or refused by
+    the agent (error: a token, TLS or address the operator must fix)."""
     message = describe_connect_error(exc)
     if isinstance(exc, ConnectionRefusedError):
         return LinkFailure(message, status="offline", code="refused")
     if message.startswith("unreachable"):
         return LinkFailure(message, status="offline", code="unreachable")
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in TEMPORARY_HTTP_STATUSES:
+        # The agent (or a proxy before it) is there but cannot take the link now: the node is down
+        # for the moment, not misconfigured.
+        return LinkFailure(message, status="offline", code="unavailable")
     return LinkFailure(message, code="connect")
 
 

@@ -216,6 +216,17 @@ async def test_a_refused_token_reads_401_unauthorized(tmp_path):
         assert sup.fleet.nodes["bad"].status == "error"
 
 
+async def test_an_agent_answering_503_is_offline_not_in_error(tmp_path):
+    def unavailable(connection, request):
+        return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "agent unavailable, retry later\n")
+
+    async with serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0, process_request=unavailable) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+        async with console(tmp_path, [node(url)]) as sup:
+            await wait_until(lambda: error_of(sup).startswith("HTTP 503"), what="503")
+            assert sup.fleet.nodes["bad"].status != "error"
+
+
 async def test_an_unreachable_node_is_an_error_and_publishes_node_offline(tmp_path):
     url = f"ws://127.0.0.1:{free_port()}/ws"
     async with console(tmp_path, [node(url)]) as sup:

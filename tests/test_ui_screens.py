@@ -249,6 +249,17 @@ async def test_event_log_leaves_out_routine_ingest_counters(tmp_path):
         assert not any("ingest.stats" in t for t in texts)
 
 
+async def test_a_long_event_wraps_within_the_log_and_is_shown_whole(tmp_path):
+    async with fixed_console(tmp_path, size=(120, 36)) as (app, pilot, clock):
+        log = app.screen.query_one(EventLog)
+        summary = "full: 0 issue(s), 0 open weak point(s), 0 new task(s), 0 to dispatch, and then some more words"
+        app.supervisor.publish("healing.cycle", summary=summary)
+        await pilot.pause(0.2)
+        texts = [line.text.rstrip() for line in log.lines]
+        assert all(len(t) <= log.scrollable_content_region.width for t in texts)
+        assert f"summary={summary}" in " ".join(texts).replace("  ", " ")
+
+
 async def test_the_permissions_screen_shows_the_rebalancing_kpis_with_their_targets(tmp_path):
     async with fixed_console(tmp_path) as (app, pilot, clock):
         await pilot.press("4")

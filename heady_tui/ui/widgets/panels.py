@@ -185,6 +185,9 @@ def describe_event(event: HeadyEvent) -> str:
     return " ".join(shown)
 
 
+EVENT_WRAP_MIN = 20  # columns; a narrower log still wraps here rather than into single letters
+
+
 class EventLog(RichLog):
     """The live log of HeadyEvents (newest at the bottom); keeps the last 500 lines."""
 
@@ -195,7 +198,9 @@ class EventLog(RichLog):
     def __init__(self, **kwargs) -> None:
         # Wrapped, not scrolled sideways: a long event is read whole, and no horizontal scrollbar
         # is repainted with every line.
-        super().__init__(max_lines=500, wrap=True, markup=False, auto_scroll=True, **kwargs)
+        # RichLog wraps at no less than min_width (78 by default): wider than the side panel, so
+        # the end of each wrapped line was cut off at the panel's edge.
+        super().__init__(max_lines=500, wrap=True, markup=False, auto_scroll=True, min_width=EVENT_WRAP_MIN, **kwargs)
 
     def add(self, event: HeadyEvent) -> None:
         if event.name in self.ROUTINE:

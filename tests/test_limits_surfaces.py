@@ -14,6 +14,7 @@ from heady_tui.events import HeadyEvent
 from heady_tui.records import Records
 from heady_tui.report import gather_report, render
 from heady_tui.store import Store
+from heady_tui.ui import formatting as fmt
 from heady_tui.ui.samplefleet import CLAUDE_ACCOUNT, CODEX_ACCOUNT
 from heady_tui.ui.widgets.table import KeyedTable
 from ledgerkit import heady
@@ -129,3 +130,18 @@ async def test_the_consent_dialog_asks_to_pause_the_account_and_an_allow_pauses_
         await pilot.press("o")
         await wait_until(pilot, lambda: not sup.brain.pending_consent(), "the decision to be recorded")
         assert sup.brain.limits.guard.paused[CODEX_ACCOUNT].grant == sup.brain.grants(include_inactive=True)[0].id
+
+
+async def test_at_80_columns_the_accounts_table_fits_and_says_how_long_until_each_reset(tmp_path):
+    async with fixed_console(tmp_path, size=(80, 24)) as (app, pilot, clock):
+        clock.advance(app.config.limits.refresh_s)
+        await app.supervisor.brain.tick()
+        await pilot.press("2")
+        await wait_until(pilot, lambda: getattr(app.screen, "VIEW", None) == "costs" and app.screen.is_mounted, "the costs screen")
+        app.refresh_now(force=True)
+        table = app.screen.query_one("#cost-accounts", KeyedTable)
+        await wait_until(pilot, lambda: table.row_count == 4, "four account windows")
+        codex = next(w for w in app.reader.accounts() if w.account == CODEX_ACCOUNT and w.window == FIVE_HOUR)
+        assert codex.resets_at is not None
+        assert str(table.cell(f"{CODEX_ACCOUNT}\0{FIVE_HOUR}", "resets")) == f"in {fmt.duration(codex.resets_at - clock.now())}"
+        assert table.virtual_size.width <= table.scrollable_content_region.width

@@ -25,6 +25,10 @@ PROVIDER_COLUMNS = (("name", "Name"), ("cost", "From tokens"), ("provider", "Fro
 RECONCILED = ("by_model", "by_day")  # the groupings the providers report
 ROWS = 500
 USED_CELL = ACCOUNT_COLUMNS.index("used")
+RESETS_CELL = ACCOUNT_COLUMNS.index("resets")
+# At 80 columns the figures alone fill the width: the account keeps room by leaving out the machines
+# and their session count (`enter` on a wide terminal, `heady accounts` or the report show them).
+ACCOUNT_COLUMNS_COMPACT = tuple(name for name in ACCOUNT_COLUMNS if name not in ("nodes", "sessions"))
 
 
 class CostsScreen(LiveScreen):
@@ -49,7 +53,8 @@ class CostsScreen(LiveScreen):
         summary = Static(id="cost-summary", classes="detail-info")
         summary.border_title = "Spend"
         yield summary
-        accounts = KeyedTable(tuple((name, name.capitalize()) for name in ACCOUNT_COLUMNS), id="cost-accounts", fit=("account", "nodes"))
+        shown = ACCOUNT_COLUMNS_COMPACT if self.compact else ACCOUNT_COLUMNS
+        accounts = KeyedTable(tuple((name, name.capitalize()) for name in shown), id="cost-accounts", fit=("account", "nodes"))
         accounts.border_title = "Accounts"
         yield accounts
         if self.compact:
@@ -130,13 +135,17 @@ class CostsScreen(LiveScreen):
     def _account_rows(self, windows: list[AccountWindow]) -> dict[str, tuple[Text, ...]]:
         """One row per account and window; the used share coloured by the limit_guard's shares."""
         guard = self.heady.config.policies.limit_guard
+        now = self.heady.reader.now()
+        shown = [ACCOUNT_COLUMNS.index(name) for name in (ACCOUNT_COLUMNS_COMPACT if self.compact else ACCOUNT_COLUMNS)]
         rows = {}
         for w in windows:
             share = (w.used_percent or 0.0) / 100.0
             severity = "critical" if share >= guard.pause_share else "warning" if share >= guard.warn_share else None
-            cells = tuple(Text(cell, end="") for cell in window_cells(w))  # agent-named accounts: never markup
-            used = self.heady.styled_text(cells[USED_CELL].plain, severity)
-            rows[f"{w.account}\0{w.window}"] = cells[:USED_CELL] + (used,) + cells[USED_CELL + 1 :]
+            cells = [Text(cell, end="") for cell in window_cells(w)]  # agent-named accounts: never markup
+            cells[USED_CELL] = self.heady.styled_text(cells[USED_CELL].plain, severity)
+            if w.resets_at is not None:  # on screen, how long until then (the CLI and report give the time)
+                cells[RESETS_CELL] = Text(f"in {fmt.duration(w.resets_at - now)}", end="")
+            rows[f"{w.account}\0{w.window}"] = tuple(cells[i] for i in shown)
         return rows
 
     def refresh_view(self) -> None:

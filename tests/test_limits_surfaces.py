@@ -84,15 +84,21 @@ async def test_the_report_has_an_accounts_section_in_every_format(tmp_path):
     assert '<h2 id="accounts">Accounts</h2>' in page and "<td>after reset</td>" in page
 
 
+async def accounts_table(app, pilot, clock) -> KeyedTable:
+    """The costs screen's Accounts table once the brain has derived the four windows."""
+    clock.advance(app.config.limits.refresh_s)
+    await app.supervisor.brain.tick()
+    await pilot.press("2")
+    await wait_until(pilot, lambda: getattr(app.screen, "VIEW", None) == "costs" and app.screen.is_mounted, "the costs screen")
+    app.refresh_now(force=True)
+    table = app.screen.query_one("#cost-accounts", KeyedTable)
+    await wait_until(pilot, lambda: table.row_count == 4, "four account windows")
+    return table
+
+
 async def test_the_costs_screen_shows_each_accounts_windows_official_and_estimated(tmp_path):
     async with fixed_console(tmp_path, size=(160, 50)) as (app, pilot, clock):
-        clock.advance(app.config.limits.refresh_s)
-        await app.supervisor.brain.tick()
-        await pilot.press("2")
-        await wait_until(pilot, lambda: getattr(app.screen, "VIEW", None) == "costs" and app.screen.is_mounted, "the costs screen")
-        app.refresh_now(force=True)
-        table = app.screen.query_one("#cost-accounts", KeyedTable)
-        await wait_until(pilot, lambda: table.row_count == 4, "four account windows")
+        table = await accounts_table(app, pilot, clock)
         assert str(table.cell(f"{CODEX_ACCOUNT}\0{FIVE_HOUR}", "basis")) == "official"
         assert str(table.cell(f"{CLAUDE_ACCOUNT}\0{FIVE_HOUR}", "basis")) == "estimate"
         codex = next(w for w in app.reader.accounts() if w.account == CODEX_ACCOUNT and w.window == FIVE_HOUR)
@@ -134,13 +140,7 @@ async def test_the_consent_dialog_asks_to_pause_the_account_and_an_allow_pauses_
 
 async def test_at_80_columns_the_accounts_table_fits_and_says_how_long_until_each_reset(tmp_path):
     async with fixed_console(tmp_path, size=(80, 24)) as (app, pilot, clock):
-        clock.advance(app.config.limits.refresh_s)
-        await app.supervisor.brain.tick()
-        await pilot.press("2")
-        await wait_until(pilot, lambda: getattr(app.screen, "VIEW", None) == "costs" and app.screen.is_mounted, "the costs screen")
-        app.refresh_now(force=True)
-        table = app.screen.query_one("#cost-accounts", KeyedTable)
-        await wait_until(pilot, lambda: table.row_count == 4, "four account windows")
+        table = await accounts_table(app, pilot, clock)
         codex = next(w for w in app.reader.accounts() if w.account == CODEX_ACCOUNT and w.window == FIVE_HOUR)
         assert codex.resets_at is not None
         assert str(table.cell(f"{CODEX_ACCOUNT}\0{FIVE_HOUR}", "resets")) == f"in {fmt.duration(codex.resets_at - clock.now())}"

@@ -287,6 +287,11 @@ class RebalanceStatus:
     plan: RebalancePlan
     step_results: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def watching_for_balance(self) -> bool:
+        """Every step is done and the run still goes: it waits for balance (or its time cap)."""
+        return self.state == "running" and self.steps_done >= self.steps_total
+
 
 class RebalanceRun:
     """The bounded run: one step per tick, stops on balance or at max_duration_s."""

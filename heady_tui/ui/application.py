@@ -412,8 +412,8 @@ class HeadyApp(App[int]):
         parts.append((f"  [{screen.TITLE_TEXT}]", None))
         run = reader.rebalance()
         if run is not None and run.state == "running":
-            settling = " watching" if run.steps_done >= run.steps_total else ""
-            parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}{settling}", "warning"))
+            watching = " watching" if run.watching_for_balance else ""
+            parts.append((f"  REBALANCING {run.steps_done}/{run.steps_total}{watching}", "warning"))
         burn = reader.burn_alert()
         if burn is not None:
             parts.append((f"  {burn}", "critical"))

@@ -289,8 +289,7 @@ def rebalance_line(run: RebalanceStatus | None, balanced_checks: int) -> tuple[s
     """The equilibrium panel's line about the current or last rebalance run."""
     if run is None:
         return ("no rebalance run yet", None)
-    if run.state == "running" and run.steps_done >= run.steps_total:
-        # Every step is done: the run now waits for the detector to read balanced (or its time cap).
+    if run.watching_for_balance:
         until = fmt.clock_time(run.started_at + run.plan.caps.max_duration_s)
         return (f"rebalance {run.run_id}: {run.steps_total} steps done, watching for balance "
                 f"({run.balanced_streak}/{balanced_checks} balanced checks, stops by {until} at the latest)", "warning")

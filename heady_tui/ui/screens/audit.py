@@ -23,6 +23,8 @@ COLUMNS = (
     ("hash", "Hash"),
 )
 ENTRIES = 200
+# The table cuts details to its width; `enter` shows the cell, so it keeps this much (a plan's worth).
+DETAILS_CHARS = 4000
 RELOAD_S = 2.0  # the entries come from the database; fleet changes are far more frequent than audit ones
 
 
@@ -72,7 +74,7 @@ class AuditScreen(LiveScreen):
                 fmt.date_time(entry.ts),
                 Text(entry.actor, end=""),
                 entry.action,
-                Text(details[:120], end=""),
+                Text(details[:DETAILS_CHARS], end=""),
                 entry.hash[:12],
             )
         self.part("#audit-entries", KeyedTable).sync(rows)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from agentkit import running_agent, wait_until
-from uikit import fast_config
+from uikit import fast_config, wait_for_audit
 from uikit import wait_until as ui_wait_until
 
 from heady_tui.attach.client import AttachedConsole, answers
@@ -115,8 +115,8 @@ async def test_one_answer_closes_both_dialogs_and_one_grant_names_who_answered(t
         closed = f"consent request {shown.request_id} allowed by {first.actor}"
         await ui_wait_until(second_pilot, lambda: any(n.message == closed for n in second_app._notifications),
                             "the second console to say who answered")
+        decided = await wait_for_audit(second_pilot, second.brain, "operator.consent.decide", "the decision audited")
         entries = await second.brain.audit_entries(2000)
-        decided = [e for e in entries if e.action == "operator.consent.decide"]
         assert [(e.actor, e.details["origin"], e.details["target"], e.details["result"]) for e in decided] == [
             (first.actor, "attach", shown.request_id, "ok")]
         assert [e.details["grantor"] for e in entries if e.action == "consent.grant"] == [first.actor]

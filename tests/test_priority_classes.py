@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from uikit import fixed_console, wait_until
+from uikit import fixed_console, wait_for_audit, wait_until
 
 from heady_agent.config import ConfigError
 from heady_agent.protocol import Event, SessionInfo
@@ -114,7 +114,7 @@ async def test_c_on_the_session_screen_sets_the_class_after_confirming_and_audit
         await wait_until(pilot, lambda: app.supervisor.fleet.sessions[(node, sid)].priority == "background", "the class to change")
         stored = await app.supervisor.store.session(node, sid)
         assert (stored.priority, stored.priority_by) == ("background", "operator")
-        entries = [e for e in await app.supervisor.brain.audit_entries(500) if e.action == "operator.session.priority"]
+        entries = await wait_for_audit(pilot, app.supervisor.brain, "operator.session.priority", "the audit entry")
         assert [(e.details["target"], e.details["args"], e.details["result"]) for e in entries] == [
             (f"{node}/{sid}", {"priority": "background"}, "ok")]
         await pilot.press("escape")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from heady_agent.clock import ManualClock
+from heady_tui.brain.core import Brain
 from heady_tui.config import Config, Paths
 from heady_tui.supervisor import Supervisor
 from heady_tui.ui.application import HeadyApp
@@ -48,6 +49,19 @@ async def wait_until(pilot: Any, condition: Callable[[], Any], what: str, timeou
         value = condition()
         if value:
             return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def wait_for_audit(pilot: Any, brain: Brain, action: str, what: str, timeout: float = WAIT_S) -> list[Any]:
+    """Poll the audit trail until it holds an entry for `action` (an operator action audits after it applied)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        entries = [e for e in await brain.audit_entries(2000) if e.action == action]
+        if entries:
+            return entries
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await pilot.pause(0.05)

@@ -3,9 +3,10 @@
 
     .venv/bin/python bench/ui_idle.py [--seconds 60] [--warmup 10]
 
-Three runs in one go, one after the other on the same machine:
+Four runs in one go, one after the other on the same machine:
 - heady on the calm 4-node demo (`heady demo`: the console and its 4 simulated agents, which are
-  child processes; the console's own share is printed too);
+  child processes; the console's own share is printed too), then the same with `[ui] cell_diff =
+  false` (Textual's line updates instead of only the changed cells);
 - heady on a 100-node / 1,000-session fleet (heady_tui.ui.samplefleet, every online node sending
   one metrics frame a second), started by this script with `--serve-fleet`;
 - glances (`pip install glances`; its curses UI, default 2 s refresh) as the reference.
@@ -82,10 +83,9 @@ def measure(label: str, command: str, seconds: float, warmup: float, workdir: Pa
 async def serve_fleet(nodes: int, sessions_per_node: int) -> None:
     """The console on a sample fleet in this terminal, every online node sending a frame a second."""
     from heady_agent.clock import ManualClock
-    from heady_agent.protocol import Metrics
     from heady_tui.config import Config, Paths
     from heady_tui.ui.app import configure_terminal
-    from heady_tui.ui.samplefleet import FIXED_START, close_offline, feed_fleet, open_offline, spec_fleet
+    from heady_tui.ui.samplefleet import FIXED_START, close_offline, feed_fleet, open_offline, spec_fleet, wobble
 
     config = Config.model_validate({"rebalance": {"enabled": False}})  # no consent dialog over the measurement
     configure_terminal(config, "auto")
@@ -98,28 +98,8 @@ async def serve_fleet(nodes: int, sessions_per_node: int) -> None:
         specs, per_node = spec_fleet(nodes, sessions_per_node)
         await feed_fleet(supervisor, clock, specs, sessions_per_node=per_node, samples=40, calls_per_session=2,
                          tick_every=10, through_store=False)
-        fleet = supervisor.fleet
-
-        async def live_feed() -> None:
-            seq = {n.id: n.last_seq for n in fleet.nodes.values()}
-            step = 0
-            while True:
-                await asyncio.sleep(1.0)
-                step += 1
-                clock.advance(1.0)
-                for index, node in enumerate(fleet.nodes.values()):
-                    m = node.metrics
-                    if m is None or node.status != "online":
-                        continue
-                    seq[node.id] += 1
-                    cpu = max(0.0, min(100.0, m.cpu + ((step + index) % 5 - 2)))  # a calm wobble
-                    fleet.apply_frame(node.id, Metrics(journal=node.journal or "", seq=seq[node.id], ts=clock.now(),
-                                                       cpu=cpu, load=list(m.load), mem=m.mem, swap=m.swap,
-                                                       queue_depth=m.queue_depth))
-                supervisor.changed()  # what the supervisor does after applying a batch of frames
-
         app = HeadyApp(supervisor, config, manage_supervisor=False)
-        feeder = asyncio.create_task(live_feed())
+        feeder = asyncio.create_task(wobble(supervisor, clock))
         try:
             await app.run_async()
         finally:
@@ -147,8 +127,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="heady-idle-") as tmp:
         work = Path(tmp)
         env = f"cd {shlex.quote(str(ROOT))} && XDG_CONFIG_HOME={work}/xdg-config XDG_DATA_HOME={work}/xdg-data"
+        line_updates = work / "line-updates.toml"
+        line_updates.write_text("[ui]\ncell_diff = false\n")
         runs = {
             "heady calm demo (4 nodes)": f"{env} {python} -m heady_tui demo --data-dir {work}/demo",
+            "  the same, [ui] cell_diff = false": f"{env} {python} -m heady_tui --config {line_updates} demo"
+                                                  f" --data-dir {work}/demo-lines",
             "heady fleet (100 nodes, 1,000 sessions)": f"{env} {python} bench/ui_idle.py --serve-fleet 100 10",
             "glances": f"{shlex.quote(glances)} --disable-check-update",
         }

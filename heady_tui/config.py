@@ -291,6 +291,8 @@ class UiConfig(_Section):
     fps: int = Field(default=30, ge=1, le=120)
     theme: Literal["dark", "light"] = "dark"
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys, e.g. freeze = "F"
+    # Write only the cells that changed (false: Textual's line updates, for a terminal that misdraws).
+    cell_diff: bool = True
 
 
 class LivenessConfig(_Section):

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,8 +42,8 @@ class Tmux:
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, timeout=30)
 
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "heady", check=False).stdout
+    def screen(self, styles: bool = False) -> str:
+        return self.run("capture-pane", "-p", *(["-e"] if styles else []), "-t", "heady", check=False).stdout
 
     def alive(self) -> bool:
         return self.run("has-session", "-t", "heady", check=False).returncode == 0
@@ -124,3 +126,57 @@ def test_an_unattended_calm_demo_writes_less_than_the_idle_target_to_the_termina
         tmux.kill()
     rate = written.stat().st_size / elapsed
     assert rate < IDLE_TARGET_BYTES_PER_S, f"{rate:.0f} bytes/s written while idle"
+
+
+SAMPLE_CONSOLE = Path(__file__).parent / "tty_console.py"
+IDLE_REPAINT_S = 4.0  # an unattended console repaints at most every 3 s
+
+
+@contextmanager
+def sample_console(tmp_path: Path, steps: int) -> Iterator[Tmux]:
+    """tests/tty_console.py in tmux at 120x40: the sample fleet, changing `steps` times, then still."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (scripts/test.sh installs it)")
+    tmux = Tmux()
+    try:
+        tmux.run("new-session", "-d", "-s", "heady", "-x", "120", "-y", "40", "-e", "TERM=xterm-256color",
+                 # COLUMNS/LINES from the environment (80x24 under pytest) would outrank the pane's size
+                 " ".join(["env", "-u", "COLUMNS", "-u", "LINES", sys.executable, str(SAMPLE_CONSOLE), str(tmp_path), str(steps)]))
+        tmux.wait_for("Nodes (")
+        yield tmux
+    finally:
+        tmux.kill()
+
+
+def wait_settled(tmp_path: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not (tmp_path / "settled").exists():
+        assert time.monotonic() < deadline, "the sample fleet never settled"
+        time.sleep(0.2)
+    time.sleep(IDLE_REPAINT_S)
+
+
+def test_only_changed_cells_are_written_and_the_terminal_shows_what_a_full_repaint_shows(tmp_path: Path):
+    with sample_console(tmp_path, steps=12) as tmux:
+        before = tmux.screen(styles=True)
+        wait_settled(tmp_path)
+        changed = tmux.screen(styles=True)
+        tmux.run("send-keys", "-t", "heady", "C-l")
+        time.sleep(2.0)
+        repainted = tmux.screen(styles=True)
+    assert changed != before, "the fleet's changes never reached the screen"
+    assert changed == repainted
+
+
+def test_ctrl_l_paints_over_what_something_else_wrote_on_the_terminal(tmp_path: Path):
+    with sample_console(tmp_path, steps=0) as tmux:
+        wait_settled(tmp_path)
+        tty = tmux.run("display-message", "-p", "-t", "heady", "#{pane_tty}").stdout.strip()
+        with open(tty, "w", encoding="utf-8") as terminal:  # what a `wall` message does to an SSH session
+            terminal.write("\x1b[2;10HSCRIBBLE\x1b[40;60HSCRIBBLE")
+        time.sleep(IDLE_REPAINT_S)
+        assert tmux.screen().count("SCRIBBLE") == 2  # nothing changed there, so nothing was written there
+        tmux.run("send-keys", "-t", "heady", "C-l")
+        time.sleep(2.0)
+        screen = tmux.screen()
+        assert "SCRIBBLE" not in screen, screen

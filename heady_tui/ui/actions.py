@@ -46,6 +46,7 @@ ACTIONS: tuple[UiAction, ...] = (
     UiAction("sort_reverse", "S", "Reverse sort", "app", "sort(True)", show=False),
     UiAction("copy", "y", "Copy id", "app", "copy_id", show=False),
     UiAction("log", "l", "Log", "app", "show_log"),
+    UiAction("redraw", "ctrl+l", "Redraw screen", "app", "redraw", show=False),
     UiAction("jump_waiting", "exclamation_mark", "Longest waiting", "app", "jump_waiting", show=False),  # the header shows it
     UiAction("back", "escape", "Back", "app", "back", show=False),
     # A node or session row opens its screen; any other row shows in full (what the table cut).

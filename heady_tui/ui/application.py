@@ -29,6 +29,8 @@ from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
@@ -60,6 +62,7 @@ from .modals.export import ExportModal
 from .reader import FleetReader
 from .screens.base import LiveScreen
 from .screens.help import HelpScreen, TooSmallScreen
+from .terminal import CellDiffDriver, ScreenDiff
 from .views import SESSION_KEY_SEP, ViewCell, split_session_key
 from .widgets.panels import EventLog, StatusBar
 from .widgets.table import KeyedTable
@@ -174,6 +177,8 @@ class HeadyApp(App[int]):
         manage_supervisor: bool = True,
     ) -> None:
         self.theme_choice = theme or config.ui.theme  # read while the stylesheet is parsed
+        # What the terminal shows, so only changed cells are written to it (read by get_driver_class).
+        self.screen_diff: ScreenDiff | None = ScreenDiff() if config.ui.cell_diff else None
         super().__init__()
         unknown = sorted(set(config.ui.keymap) - {a.id for a in ACTIONS})
         if unknown:
@@ -748,6 +753,18 @@ class HeadyApp(App[int]):
         """A toast, also kept for the `l` log view (toasts vanish after a few seconds)."""
         self.log_entries.append(LogEntry(self.reader.now(), severity, f"{title}: {message}" if title else message))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's own driver, or on a Unix terminal the one that writes only changed cells."""
+        driver = super().get_driver_class()
+        return CellDiffDriver if self.screen_diff is not None and driver is LinuxDriver else driver
+
+    def action_redraw(self) -> None:
+        """Paint the whole screen again, for a terminal something else wrote over (a wall message)."""
+        if self.screen_diff is not None:
+            self.screen_diff.forget()
+        for screen in self.screen_stack:
+            screen.refresh()
 
     def action_show_log(self) -> None:
         from .screens.log import LogScreen

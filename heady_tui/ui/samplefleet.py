@@ -7,6 +7,7 @@ ManualClock, without sockets: every run paints the same screen.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 
@@ -151,6 +152,28 @@ async def feed_fleet(
         supervisor.link_detail(spec.name, _processes(spec, index, snapshots[spec.name], clock.now()))
         if not spec.online:
             supervisor.link_status(spec.name, "offline", "connection refused")
+
+
+async def wobble(supervisor: Supervisor, clock: ManualClock, *, steps: int | None = None, interval_s: float = 1.0) -> None:
+    """Live data after feed_fleet: every `interval_s` of wall time the clock moves a second and each
+    online node sends a metrics frame with its CPU a few points off, `steps` times (None: until
+    cancelled)."""
+    fleet = supervisor.fleet
+    seq = {n.id: n.last_seq for n in fleet.nodes.values()}
+    step = 0
+    while steps is None or step < steps:
+        await asyncio.sleep(interval_s)
+        step += 1
+        clock.advance(1.0)
+        for index, node in enumerate(fleet.nodes.values()):
+            m = node.metrics
+            if m is None or node.status != "online":
+                continue
+            seq[node.id] += 1
+            cpu = max(0.0, min(100.0, m.cpu + ((step + index) % 5 - 2)))
+            fleet.apply_frame(node.id, Metrics(journal=node.journal or "", seq=seq[node.id], ts=clock.now(), cpu=cpu,
+                                               load=list(m.load), mem=m.mem, swap=m.swap, queue_depth=m.queue_depth))
+        supervisor.changed()  # what the supervisor does after applying a batch of frames
 
 
 def _stream(

@@ -39,7 +39,22 @@ _TOKEN = re.compile(
     r"|([^\x00-\x1f\x7f-\x9f]+)"  # 6: printable text
 )
 
-Cell = tuple[str, str]  # (character, SGR parameters since the last reset; "" for none)
+# (character, SGR parameters since the last reset or "", cells it takes: 0 for a wide character's second half)
+Cell = tuple[str, str, int]
+
+_widths: dict[str, int] = {}  # cell widths of the non-ASCII characters seen (box drawing, sparklines)
+
+
+def width_of(text: str) -> int:
+    """Cells `text` takes on the terminal (rich's measure, the one Textual lays out with)."""
+    if text.isascii():
+        return len(text)
+    width = _widths.get(text)
+    if width is None:
+        if len(_widths) >= 4096:  # agents' text can bring any character: stay bounded
+            _widths.clear()
+        width = _widths[text] = cell_len(text)
+    return width
 
 
 class ScreenDiff:
@@ -139,34 +154,39 @@ class ScreenDiff:
             row[at] = cell
 
         for char in text:
-            width = 1 if char.isascii() else cell_len(char)
+            width = 1 if char.isascii() else width_of(char)
             if width == 0:  # joins the character before it
                 whole_rows.add(y)
                 at = x - 1
                 half = row[at] if 0 < at < len(row) else None
-                if half is not None and half[0] == "":
+                if half is not None and half[2] == 0:
                     at -= 1  # the second half of a wide character: join the first
                 lead = row[at] if 0 <= at < len(row) else None
                 if lead is not None:
-                    set_cell(at, (lead[0] + char, lead[1]))
+                    set_cell(at, (lead[0] + char, lead[1], lead[2]))
                 continue
             if x + width > columns:
                 return None
             if len(row) < x + width + 1:
                 row.extend([None] * (x + width + 1 - len(row)))
+            old = row[x]
+            if width == 1 and (old is None or old[2] == 1):  # the common case, kept cheap
+                if (y, x) not in before:
+                    before[(y, x)] = old
+                row[x] = (char, style, 1)
+                x += 1
+                continue
+            whole_rows.add(y)
             for at in range(x, x + width):
                 # Overwriting half of a wide character blanks its other half on the terminal.
                 old = row[at]
-                if old is not None and (old[0] == "" or cell_len(old[0]) != 1):
-                    whole_rows.add(y)
-                    if old[0] == "" and at > 0:
-                        set_cell(at - 1, None)
-                    elif old[0] != "" and cell_len(old[0]) == 2:
-                        set_cell(at + 1, None)
+                if old is not None and old[2] == 0 and at > 0:
+                    set_cell(at - 1, None)
+                elif old is not None and old[2] == 2:
+                    set_cell(at + 1, None)
             if width == 2:
-                whole_rows.add(y)
-                set_cell(x + 1, ("", style))
-            set_cell(x, (char, style))
+                set_cell(x + 1, ("", style, 0))
+            set_cell(x, (char, style, width))
             x += width
         return (y, x)
 
@@ -184,14 +204,14 @@ class ScreenDiff:
             row = self._rows[y]
             for x in sorted(changed[y]):
                 cell = row[x]
-                if cell is None or cell[0] == "":
+                if cell is None or cell[2] == 0:
                     continue  # a wide character's second half goes out with its first
                 if self._cursor is not None and self._cursor[0] == y and 0 <= x - self._cursor[1] <= MAX_GAP:
                     self._send_gap(out, row, y, x)
                 if self._cursor != (y, x):
                     out.append(f"\x1b[{y + 1};{x + 1}H")
                 self._send(out, cell)
-                self._cursor = (y, x + max(1, cell_len(cell[0])))
+                self._cursor = (y, x + cell[2])
         if out and self._style != "":
             out.append("\x1b[0m")
             self._style = ""
@@ -205,7 +225,7 @@ class ScreenDiff:
         assert self._cursor is not None
         start = self._cursor[1]
         gap = row[start:x]
-        if any(cell is None or cell[0] == "" or len(cell[0]) != 1 or cell_len(cell[0]) != 1 for cell in gap):
+        if any(cell is None or cell[2] != 1 or len(cell[0]) != 1 for cell in gap):
             return
         for cell in gap:
             assert cell is not None
@@ -213,7 +233,7 @@ class ScreenDiff:
         self._cursor = (y, x)
 
     def _send(self, out: list[str], cell: Cell) -> None:
-        char, style = cell
+        char, style, _ = cell
         if style != self._style:
             out.append(f"\x1b[0;{style}m" if style else "\x1b[0m")
             self._style = style

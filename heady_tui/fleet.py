@@ -137,6 +137,36 @@ class NodeState:
     # Seconds between a metrics-only node's samples (its Prometheus step); None: an agent's, about one per evaluation.
     sample_interval_s: float | None = None
 
+    def recent(self, ring: Ring, seconds: float, buckets: int) -> list[float]:
+        """`ring`'s samples over the `seconds` up to the node's newest one (its own clock, so a skewed
+        node clock does not empty it), as at most `buckets` values oldest first: each the highest
+        sample in its slice of that time. A slice without a sample holds the value before it; slices
+        before the first sample are left out."""
+        count = min(len(ring), len(self.sample_ts))
+        if count == 0 or buckets <= 0:
+            return []
+        limit = 64
+        stamps = self.sample_ts.values(min(limit, count))
+        while len(stamps) < count and stamps[0] > stamps[-1] - seconds:
+            limit *= 4
+            stamps = self.sample_ts.values(min(limit, count))
+        values = ring.values(len(stamps))
+        newest = stamps[-1]
+        slices: list[float | None] = [None] * buckets
+        for ts, value in zip(stamps, values):
+            back = newest - ts  # slices are counted back from the newest sample, which ends the last
+            if back < seconds:
+                i = buckets - 1 - int(back * buckets / seconds)
+                held = slices[i]
+                slices[i] = value if held is None else max(held, value)
+        out: list[float] = []
+        for held in slices:
+            if held is not None:
+                out.append(held)
+            elif out:
+                out.append(out[-1])
+        return out
+
     @property
     def metrics_only(self) -> bool:
         """Read from Prometheus, not from an agent: it takes no commands."""

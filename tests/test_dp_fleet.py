@@ -204,3 +204,33 @@ def test_event_json_line_is_strict_json_without_nan():
     line = HeadyEvent("equilibrium.level", 0.0, {"metrics": {"p95": float("nan"), "q": [float("inf"), 1.5]}}).to_json_line()
     assert json.loads(line)["metrics"] == {"p95": None, "q": [None, 1.5]}
     assert "NaN" not in line and "Infinity" not in line
+
+
+def _sampled(node_state, samples: list[tuple[float, float]]) -> None:
+    for ts, value in samples:
+        node_state.cpu.push(value)
+        node_state.sample_ts.push(ts)
+
+
+def test_recent_spans_the_window_in_slices_each_its_highest_sample():
+    node = Fleet().node("n1")
+    _sampled(node, [(1000.0 + i, float(i)) for i in range(120)])  # two minutes at 1 s
+    assert node.recent(node.cpu, 60.0, 12) == [64.0, 69.0, 74.0, 79.0, 84.0, 89.0, 94.0, 99.0, 104.0, 109.0, 114.0, 119.0]
+
+
+def test_recent_spans_the_same_minute_at_any_width():
+    node = Fleet().node("n1")
+    _sampled(node, [(1000.0 + i, float(i)) for i in range(120)])
+    assert node.recent(node.cpu, 60.0, 4) == [74.0, 89.0, 104.0, 119.0]
+
+
+def test_recent_holds_the_last_value_across_a_slice_without_samples_and_leaves_out_the_time_before_the_first():
+    node = Fleet().node("n1")
+    _sampled(node, [(1000.0, 5.0), (1035.0, 9.0)])
+    assert node.recent(node.cpu, 60.0, 6) == [5.0, 5.0, 5.0, 9.0]
+
+
+def test_recent_reads_samples_older_than_its_first_guess():
+    node = Fleet().node("n1")
+    _sampled(node, [(1000.0 + i * 0.25, 1.0 if i == 0 else 0.0) for i in range(300)])  # 4 a second for 75 s
+    assert max(node.recent(node.cpu, 74.7, 3)) == 0.0 and max(node.recent(node.cpu, 74.8, 3)) == 1.0

@@ -193,3 +193,14 @@ async def test_the_node_screen_at_80x24_keeps_tokens_cost_and_compactions_on_scr
         await wait_until(pilot, lambda: key in table.ids(), "the long-named session's row")
         await pilot.pause()
         assert table.virtual_size.width <= table.scrollable_content_region.width
+
+
+async def test_in_the_wide_layout_at_its_narrowest_the_nodes_table_narrows_its_sparklines_instead_of_scrolling(tmp_path):
+    async with fixed_console(tmp_path, size=(140, 44)) as (app, pilot, clock):
+        table = app.screen.query_one("#nodes", KeyedTable)
+        await wait_until(pilot, lambda: table.trail_room is not None and table.trail_room < 12, "the sparklines narrowed")
+        app.refresh_now(force=True)
+        await pilot.pause()
+        spark = drawn(table, "build-1", "cpu_spark")
+        assert len(spark) == table.trail_room and drawn(table, "build-1", "since") != ""
+        assert table.virtual_size.width <= table.scrollable_content_region.width

@@ -144,3 +144,39 @@ async def test_a_short_name_column_leaves_the_width_it_does_not_need_to_a_long_o
         others = len("Node") + len("$1.00") + 2 * padding  # the short name column takes only its label's width
         assert title.endswith("\u2026")
         assert len(title) == table.scrollable_content_region.width - others - padding
+
+
+SPARK_COLUMNS = [("node", "Node"), ("spark", "CPU 60s"), ("cost", "Cost")]
+
+
+class TrailApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(SPARK_COLUMNS, id="t", fit=("node",), trail=("spark",))
+
+
+async def test_a_narrow_table_drops_a_trailing_columns_oldest_cells_before_cutting_a_name():
+    async with TrailApp().run_test(size=(28, 8)) as pilot:
+        table = pilot.app.query_one(KeyedTable)
+        table.sync({"a": ("build-1", "abcdefghijkl", "$1.00")})
+        await pilot.pause()
+        node, spark, _ = (cell.plain for cell in table.get_row_at(0))
+        assert node == "build-1"
+        assert spark == "abcdefghijkl"[-len(spark):] and len(spark) < 12  # the newest cells, no ellipsis
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert table.trail_room == len(spark)
+
+
+async def test_a_trailing_column_is_never_cut_below_its_header():
+    async with TrailApp().run_test(size=(20, 8)) as pilot:
+        table = pilot.app.query_one(KeyedTable)
+        table.sync({"a": ("build-1", "abcdefghijkl", "$1.00")})
+        await pilot.pause()
+        assert table.get_row_at(0)[1].plain == "fghijkl" and table.trail_room == len("CPU 60s")
+
+
+async def test_a_wide_table_reports_room_for_more_than_its_trailing_column_shows():
+    async with TrailApp().run_test(size=(80, 8)) as pilot:
+        table = pilot.app.query_one(KeyedTable)
+        table.sync({"a": ("build-1", "abcdefghijkl", "$1.00")})
+        await pilot.pause()
+        assert table.get_row_at(0)[1].plain == "abcdefghijkl" and table.trail_room is not None and table.trail_room > 12

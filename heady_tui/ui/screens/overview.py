@@ -37,7 +37,8 @@ class OverviewScreen(LiveScreen):
         yield empty
         with Vertical(id="overview-body"):
             with Vertical(id="overview-tables"):
-                nodes = KeyedTable(views.NODE_COLUMNS_COMPACT if self.compact else views.NODE_COLUMNS, id="nodes", fit=views.NAME_COLUMNS)
+                nodes = KeyedTable(views.NODE_COLUMNS_COMPACT if self.compact else views.NODE_COLUMNS, id="nodes", fit=views.NAME_COLUMNS,
+                                   trail=views.SPARK_COLUMNS)
                 nodes.border_title = "Nodes"
                 yield nodes
                 sessions = KeyedTable(
@@ -68,7 +69,10 @@ class OverviewScreen(LiveScreen):
         now = reader.now()
         nodes = self.part("#nodes", KeyedTable)
         sessions = self.part("#sessions", KeyedTable)
+        # As wide as the table leaves room for, up to the usual width: a narrow sparkline spans the
+        # same minute in fewer, wider slices.
         spark = SPARKLINE_WIDTH if not self.compact else SPARKLINE_WIDTH_COMPACT
+        spark = min(spark, nodes.trail_room or spark)
         nodes.sync(app.cells(reader.node_rows(spark_width=spark, compact=self.compact)))
         set_title(nodes, f"Nodes ({reader.online_count()}/{len(reader.fleet.nodes)} online)")
         session_filter = sessions.filter_text

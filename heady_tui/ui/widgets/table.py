@@ -32,6 +32,7 @@ Cell = str | Text
 
 CELL_MAX = 80  # characters a cell shows; a longer name would push every other column off screen
 FIT_MIN = 8  # a name column is never cut below this many cells, however narrow the table
+TRAIL_MIN = 4  # a trailing column (a sparkline) keeps at least its newest this many cells
 
 
 def plain(value: Cell, limit: int = CELL_MAX) -> Text:
@@ -47,6 +48,14 @@ def plain(value: Cell, limit: int = CELL_MAX) -> Text:
 _QUANTITY = re.compile(r"^[$~<>]?(-?\d+(?:\.\d+)?)([kMGB%]?)$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SCALE = {"": 1.0, "%": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
+
+
+def tail(value: Cell, limit: int) -> Text:
+    """The last `limit` cells of `value` (a sparkline's newest points), without an ellipsis."""
+    text = plain(value)
+    if text.cell_len > limit:
+        text = text[len(text) - limit :]
+    return text
 
 
 def _plain(cell: Cell) -> str:
@@ -74,10 +83,16 @@ class KeyedTable(DataTable):
     """
     _cells_only = False  # a class default: DataTable.__init__ already refreshes
 
-    def __init__(self, columns: Sequence[tuple[str, str]], *, fit: Collection[str] = (), **kwargs) -> None:
+    def __init__(
+        self, columns: Sequence[tuple[str, str]], *, fit: Collection[str] = (), trail: Collection[str] = (), **kwargs
+    ) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._column_spec = list(columns)  # (key, label)
         self._fit = [i for i, (key, _) in enumerate(self._column_spec) if key in fit]  # name columns cut to fit
+        # Columns whose newest cells are at the right (sparklines): they give up their oldest cells
+        # first when the table is too narrow, before any name is cut.
+        self._trail = [i for i, (key, _) in enumerate(self._column_spec) if key in trail]
+        self.trail_room: int | None = None  # cells a trailing column has room for now (None: not measured)
         self._limits = tuple(CELL_MAX for _ in self._column_spec)  # cells each column shows
         self._slots: list[str] = []  # the id shown in each slot, slot i being row i
         self._shown: list[tuple[Cell, ...]] = []
@@ -99,26 +114,38 @@ class KeyedTable(DataTable):
             self.add_column(label, key=key)
 
     def on_resize(self) -> None:
-        if self._fit and self._slots:
+        if (self._fit or self._trail) and self._slots:
             self._resync()
 
     # --- name columns cut to fit the width --------------------------------------------------
 
     def _fitted_limits(self, rows: Sequence[tuple[Cell, ...]]) -> tuple[int, ...]:
-        """Per column, the cells it may show: the name columns share what the table's width leaves
-        after the other columns at their widest value. A name column narrower than an equal share
-        keeps only what it needs and leaves the rest to the longer ones."""
+        """Per column, the cells it may show. Trailing columns first give up their oldest cells
+        (down to TRAIL_MIN) while the table is wider than its width; then the name columns share
+        what the width leaves after the other columns at their widest value. A name column narrower
+        than an equal share keeps only what it needs and leaves the rest to the longer ones."""
         width = self.scrollable_content_region.width
-        if not self._fit or width <= 0:
+        if not (self._fit or self._trail) or width <= 0:
             return self._limits
         padding = 2 * self.cell_padding
         widest = [
             max([cell_len(label), *(cell_len(_plain(row[i])) for row in rows)])
             for i, (_, label) in enumerate(self._column_spec)
         ]
-        left = width - sum(widest[i] + padding for i in range(len(widest)) if i not in self._fit)
-        left -= padding * len(self._fit)
         limits = [CELL_MAX] * len(widest)
+        over = sum(widest) + padding * len(widest) - width  # cells too many at every column's widest
+        rooms = []
+        for n, i in enumerate(self._trail):
+            share = -(-over // (len(self._trail) - n))  # negative: room to spare
+            floor = max(TRAIL_MIN, cell_len(self._column_spec[i][1]))  # the header is never cut
+            give = max(0, min(widest[i] - floor, share))
+            limits[i] = widest[i] - give
+            rooms.append(max(floor, widest[i] - share))
+            over -= give
+        self.trail_room = min(rooms) if rooms else None
+        left = width - sum((limits[i] if i in self._trail else widest[i]) + padding
+                           for i in range(len(widest)) if i not in self._fit)
+        left -= padding * len(self._fit)
         by_need = sorted(self._fit, key=lambda i: widest[i])
         for n, i in enumerate(by_need):
             share = max(FIT_MIN, left // (len(by_need) - n))
@@ -126,11 +153,14 @@ class KeyedTable(DataTable):
             left -= limits[i]
         return tuple(limits)
 
+    def _cut(self, column: int, cell: Cell, limit: int) -> Text:
+        return tail(cell, limit) if column in self._trail else plain(cell, limit)
+
     def _limits_matter(self, limits: tuple[int, ...], rows: Sequence[tuple[Cell, ...]]) -> bool:
         """Whether new limits change a cell shown now (a longer name, or one cut that now fits)."""
         if limits == self._limits:
             return False
-        return any(cell_len(_plain(row[i])) > min(limits[i], self._limits[i]) for i in self._fit for row in rows)
+        return any(cell_len(_plain(row[i])) > min(limits[i], self._limits[i]) for i in self._fit + self._trail for row in rows)
 
     def _rebuild(self) -> None:
         """Every row again, under the new limits: DataTable never narrows a column it has widened,
@@ -296,7 +326,7 @@ class KeyedTable(DataTable):
                         if before != after:
                             # A value wider than its column widens it (a whole repaint, rare)
                             # rather than being cut: "10m" must not show as "10".
-                            shown = plain(after, limits[column])
+                            shown = self._cut(column, after, limits[column])
                             wider = shown.cell_len > self.columns[ColumnKey(keys[column])].content_width
                             self.update_cell(str(slot), keys[column], shown, update_width=wider)
                             self.refresh_coordinate(Coordinate(slot, column))
@@ -305,7 +335,8 @@ class KeyedTable(DataTable):
                 self._cells_only = False
             for slot in range(len(self._slots), len(ordered)):
                 key, cells = ordered[slot]
-                self.add_row(*(plain(cell, limit) for cell, limit in zip(cells, limits)), key=str(slot))
+                self.add_row(*(self._cut(column, cell, limit) for column, (cell, limit) in enumerate(zip(cells, limits))),
+                             key=str(slot))
                 self._slots.append(key)
                 self._shown.append(cells)
             if selected is not None and selected in wanted:

@@ -8,6 +8,7 @@ sample fleet, unit tests) applies events itself with the ledger's rules (heady_t
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -138,10 +139,10 @@ class NodeState:
     sample_interval_s: float | None = None
 
     def recent(self, ring: Ring, seconds: float, buckets: int) -> list[float]:
-        """`ring`'s samples over the `seconds` up to the node's newest one (its own clock, so a skewed
-        node clock does not empty it), as at most `buckets` values oldest first: each the highest
-        sample in its slice of that time. A slice without a sample holds the value before it; slices
-        before the first sample are left out."""
+        """`ring`'s samples over the last `seconds` of the node's own clock (up to its newest sample,
+        so a skewed node clock does not empty it), as at most `buckets` values oldest first: each the
+        highest sample in its slice of that time. A slice without a sample holds the value before
+        it; slices before the first sample are left out."""
         count = min(len(ring), len(self.sample_ts))
         if count == 0 or buckets <= 0:
             return []
@@ -151,12 +152,14 @@ class NodeState:
             limit *= 4
             stamps = self.sample_ts.values(min(limit, count))
         values = ring.values(len(stamps))
-        newest = stamps[-1]
+        # Slices on fixed boundaries of time: a slice's value changes only while it is the newest,
+        # so the line steps once a slice instead of shifting with every sample.
+        step = seconds / buckets
+        last = math.floor(stamps[-1] / step)
         slices: list[float | None] = [None] * buckets
         for ts, value in zip(stamps, values):
-            back = newest - ts  # slices are counted back from the newest sample, which ends the last
-            if back < seconds:
-                i = buckets - 1 - int(back * buckets / seconds)
+            i = buckets - 1 - (last - math.floor(ts / step))
+            if i >= 0:
                 held = slices[i]
                 slices[i] = value if held is None else max(held, value)
         out: list[float] = []

@@ -218,10 +218,10 @@ def test_recent_spans_the_window_in_slices_each_its_highest_sample():
     assert node.recent(node.cpu, 60.0, 12) == [64.0, 69.0, 74.0, 79.0, 84.0, 89.0, 94.0, 99.0, 104.0, 109.0, 114.0, 119.0]
 
 
-def test_recent_spans_the_same_minute_at_any_width():
+def test_recent_spans_the_same_minute_at_any_width_on_fixed_slice_boundaries():
     node = Fleet().node("n1")
     _sampled(node, [(1000.0 + i, float(i)) for i in range(120)])
-    assert node.recent(node.cpu, 60.0, 4) == [74.0, 89.0, 104.0, 119.0]
+    assert node.recent(node.cpu, 60.0, 4) == [79.0, 94.0, 109.0, 119.0]
 
 
 def test_recent_holds_the_last_value_across_a_slice_without_samples_and_leaves_out_the_time_before_the_first():
@@ -233,4 +233,13 @@ def test_recent_holds_the_last_value_across_a_slice_without_samples_and_leaves_o
 def test_recent_reads_samples_older_than_its_first_guess():
     node = Fleet().node("n1")
     _sampled(node, [(1000.0 + i * 0.25, 1.0 if i == 0 else 0.0) for i in range(300)])  # 4 a second for 75 s
-    assert max(node.recent(node.cpu, 74.7, 3)) == 0.0 and max(node.recent(node.cpu, 74.8, 3)) == 1.0
+    assert max(node.recent(node.cpu, 60.0, 3)) == 0.0 and max(node.recent(node.cpu, 80.0, 4)) == 1.0
+
+
+def test_a_new_sample_inside_the_newest_slice_changes_only_that_slice():
+    node = Fleet().node("n1")
+    _sampled(node, [(1000.0 + i, float(i % 7)) for i in range(61)])  # up to 1060, the start of a slice
+    before = node.recent(node.cpu, 60.0, 12)
+    _sampled(node, [(1061.0, 6.0)])
+    after = node.recent(node.cpu, 60.0, 12)
+    assert after[:-1] == before[:-1] and after[-1] == 6.0

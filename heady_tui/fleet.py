@@ -36,11 +36,11 @@ from .ledger import (
     mark_unknown,
 )
 
-__all__ = ["RING_SIZE", "SPARKLINE_WIDTH", "SPARKLINE_WIDTH_COMPACT", "TERMINAL_STATES", "UNKNOWN_STATE", "WAITING_STATE", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
+__all__ = ["RING_SIZE", "SPARKLINE_WIDTH", "SPARKLINE_WIDTH_COMPACT", "SPARKLINE_WINDOW_S", "TERMINAL_STATES", "UNKNOWN_STATE", "WAITING_STATE", "Fleet", "NodeMetrics", "NodeState", "Ring", "SessionRecord"]
 
 RING_SIZE = 600  # 10 minutes of samples at the agent's default 1 s interval
-# Samples a node's row in the nodes table shows; Prometheus nodes are backfilled this many steps.
 SPARKLINE_WIDTH = 12
+SPARKLINE_WINDOW_S = 60.0  # the time the nodes table's sparklines span ("CPU 60s"), whatever their width
 SPARKLINE_WIDTH_COMPACT = 8
 MAX_SESSIONS_PER_NODE = 2000  # StoreConfig.max_sessions_per_node's default
 FORGET_FRACTION = 0.1  # of the bound, forgotten at once: one sort per that many new sessions, not one per session

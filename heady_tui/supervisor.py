@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from pathlib import Path
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .brain import Brain
 from .config import Config, ConfigError, NodeConfig, Paths, PrometheusConfig
 from .engine.cost import PricingTable
 from .events import HeadyEvent
-from .fleet import SPARKLINE_WIDTH, UNKNOWN_STATE, Fleet, SessionRecord
+from .fleet import SPARKLINE_WIDTH, SPARKLINE_WINDOW_S, UNKNOWN_STATE, Fleet, SessionRecord
 from .ledger import PricedCall, PriorityRules, TestRun
 from .link import NodeLink, security_warnings
 from .prometheus import SOURCE as PROMETHEUS_SOURCE
@@ -289,8 +290,9 @@ class Supervisor:
     async def _prometheus_loop(self, entry: PrometheusConfig, source: PrometheusSource) -> None:
         """Polls one [[prometheus]] entry: each instance is a metrics-only node with the fleet's liveness."""
         timeout_s = entry.timeout_s if entry.timeout_s is not None else PROMETHEUS_TIMEOUT_POLLS * entry.interval_s
-        # One step per poll, the sparkline's width of them at first; each poll ends before the next is due.
-        poller = PrometheusPoller(source, self.clock, step_s=entry.interval_s, points=SPARKLINE_WIDTH,
+        # One step per poll, at first the steps the sparklines span; each poll ends before the next is due.
+        points = max(SPARKLINE_WIDTH, math.ceil(SPARKLINE_WINDOW_S / entry.interval_s))
+        poller = PrometheusPoller(source, self.clock, step_s=entry.interval_s, points=points,
                                   timeout_s=entry.interval_s * PROMETHEUS_POLL_DEADLINE)
         try:
             while True:

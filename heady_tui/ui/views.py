@@ -11,7 +11,7 @@ from pathlib import Path
 
 from heady_agent.config import AgentConfig
 
-from ..fleet import UNKNOWN_STATE, WAITING_STATE, Fleet, NodeState, SessionRecord
+from ..fleet import SPARKLINE_WINDOW_S, UNKNOWN_STATE, WAITING_STATE, Fleet, NodeState, SessionRecord
 from ..engine.rebalance import RebalanceStatus
 from ..ledger import PRIORITY_BY_OPERATOR
 from . import formatting as fmt
@@ -88,7 +88,6 @@ SESSION_COLUMNS_COMPACT = (
 # Columns of names an agent chooses (any length): they share what the other columns leave of the width.
 NAME_COLUMNS = ("node", "session", "source", "project", "model")
 SPARK_COLUMNS = ("cpu_spark", "mem_spark")  # newest at the right: a narrow table drops their oldest points
-SPARK_WINDOW_S = 60.0  # the time the nodes table's sparklines span ("CPU 60s"), whatever their width
 # On a node's own screen the node column says nothing; its width goes to tokens, cost and how often
 # each session's context was compacted.
 NODE_SESSION_COLUMNS = (
@@ -156,10 +155,10 @@ def node_row(
         "node": (node.id, None),
         "status": _status_text(node, now),
         "cpu": (fmt.percent(cpu), fmt.percent_severity(cpu) if cpu is not None else None),
-        "cpu_spark": (sparkline(node.recent(node.cpu, SPARK_WINDOW_S, spark_width), spark_width, low=0, high=100,
+        "cpu_spark": (sparkline(node.recent(node.cpu, SPARKLINE_WINDOW_S, spark_width), spark_width, low=0, high=100,
                                 ascii_only=ascii_only), "careful"),
         "mem": (fmt.percent(mem), fmt.percent_severity(mem) if mem is not None else None),
-        "mem_spark": (sparkline(node.recent(node.mem, SPARK_WINDOW_S, spark_width), spark_width, low=0, high=100,
+        "mem_spark": (sparkline(node.recent(node.mem, SPARKLINE_WINDOW_S, spark_width), spark_width, low=0, high=100,
                                 ascii_only=ascii_only), "careful"),
         "load": ("-" if load is None else f"{load:.2f}", None if load is None else fmt.percent_severity(load * 100)),
         "sessions": (str(sessions), None),

@@ -117,11 +117,11 @@ class KeyedTable(DataTable):
         if (self._fit or self._trail) and self._slots:
             self._resync()
 
-    # --- name columns cut to fit the width --------------------------------------------------
+    # --- name and trailing columns cut to fit the width -------------------------------------
 
     def _fitted_limits(self, rows: Sequence[tuple[Cell, ...]]) -> tuple[int, ...]:
         """Per column, the cells it may show. Trailing columns first give up their oldest cells
-        (down to TRAIL_MIN) while the table is wider than its width; then the name columns share
+        (never below their header or TRAIL_MIN) while the table is wider than its width; then the name columns share
         what the width leaves after the other columns at their widest value. A name column narrower
         than an equal share keeps only what it needs and leaves the rest to the longer ones."""
         width = self.scrollable_content_region.width

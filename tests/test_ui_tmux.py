@@ -98,7 +98,9 @@ def test_demo_in_tmux_asks_for_consent_and_the_answer_lands_in_the_audit_log(tmp
     assert any(e["action"].startswith("rebalance") for e in entries)
 
 
-IDLE_TARGET_BYTES_PER_S = 10_000
+# The target is 10 KB/s; writing only the changed cells keeps the calm demo near 1 KB/s (9 KB/s
+# with whole changed lines), so this bound also fails if the console goes back to line updates.
+IDLE_TARGET_BYTES_PER_S = 3_000
 IDLE_MEASURE_S = 20.0
 
 

@@ -26,7 +26,12 @@ def primed(*frames: str) -> ScreenDiff:
     return diff
 
 
-FIRST = line(2, (GREY, "cpu "), (GREEN, "27%"), (GREY, " load 0.31")) + caret()
+def cpu_frame(cpu: str = "27%", load: str = "0.31", cpu_style: str = GREEN) -> str:
+    """A one-line frame: "cpu 27% load 0.31" in three segments, then the caret."""
+    return line(2, (GREY, "cpu "), (cpu_style, cpu), (GREY, f" load {load}")) + caret()
+
+
+FIRST = cpu_frame()
 
 
 def test_the_first_frame_goes_out_whole():
@@ -40,13 +45,13 @@ def test_a_frame_the_terminal_already_shows_writes_nothing():
 
 def test_a_changed_cell_is_written_alone_in_its_style_at_its_place():
     diff = primed(FIRST)
-    out = diff.frame(line(2, (GREY, "cpu "), (GREEN, "28%"), (GREY, " load 0.31")) + caret(), SIZE)
+    out = diff.frame(cpu_frame(cpu="28%"), SIZE)
     assert out == f"\x1b[2;6H\x1b[0;{GREEN}m8\x1b[0m\x1b[1;3H"
 
 
 def test_a_line_rewritten_from_its_left_edge_sends_only_what_changed_in_it():
     diff = primed(FIRST)
-    out = diff.frame(line(2, (GREY, "cpu "), (GREEN, "27%"), (GREY, " load 0.42")) + caret(), SIZE)
+    out = diff.frame(cpu_frame(load="0.42"), SIZE)
     assert out == f"\x1b[2;16H\x1b[0;{GREY}m42\x1b[0m\x1b[1;3H"
 
 
@@ -58,13 +63,13 @@ def test_a_short_unchanged_gap_is_resent_instead_of_a_cursor_move():
 
 def test_a_long_unchanged_gap_is_jumped_over():
     diff = primed(FIRST)
-    out = diff.frame(line(2, (GREY, "cpu "), (GREEN, "28%"), (GREY, " load 0.32")) + caret(), SIZE)
+    out = diff.frame(cpu_frame(cpu="28%", load="0.32"), SIZE)
     assert out == f"\x1b[2;6H\x1b[0;{GREEN}m8\x1b[2;17H\x1b[0;{GREY}m2\x1b[0m\x1b[1;3H"
 
 
 def test_a_change_of_style_alone_is_written():
     diff = primed(FIRST)
-    out = diff.frame(line(2, (GREY, "cpu "), (GREY, "27%"), (GREY, " load 0.31")) + caret(), SIZE)
+    out = diff.frame(cpu_frame(cpu_style=GREY), SIZE)
     assert out == f"\x1b[2;5H\x1b[0;{GREY}m27%\x1b[0m\x1b[1;3H"
 
 
@@ -122,7 +127,7 @@ def test_synchronized_update_brackets_around_a_frame_that_writes_nothing_are_dro
 def test_synchronized_update_brackets_stay_around_a_frame_that_writes():
     diff = primed(FIRST)
     start = diff.frame(SYNC_START, SIZE)
-    out = diff.frame(line(2, (GREY, "cpu "), (GREEN, "28%"), (GREY, " load 0.31")) + caret(), SIZE)
+    out = diff.frame(cpu_frame(cpu="28%"), SIZE)
     end = diff.frame(SYNC_END, SIZE)
     assert (start, out.startswith(SYNC_START), end) == ("", True, SYNC_END)
 
